@@ -1,0 +1,3 @@
+from amari.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""`amari compare`: the face_recognition command-line tool's comparison, with amari's cache.
+
+Output is line-for-line what `face_recognition KNOWN UNKNOWN` prints: `path,name[,distance]` for each
+known person within tolerance, `path,unknown_person` when a face matches nobody, `path,no_persons_found`
+when an image has no face. Known people are named by file stem; only the first face of a known image
+counts (as in face_recognition). Unknown images larger than 1600 px are shrunk first, as there.
+Broken files are reported on stderr and skipped instead of ending the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from amari.embeddings import EmbeddingCache, FaceEncoder
+from amari.errors import ImageError, UsageError
+from amari.faces import FaceSettings, face_distance
+from amari.images import image_files
+from amari.progress import warn
+
+UNKNOWN_MAX_SIDE = 1600
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    tolerance: float = 0.6
+    show_distance: bool = False
+    detector: str = "hog"
+    upsample: int = 1
+    jitters: int = 1
+    cpus: int = 1
+    use_cache: bool = True
+
+    def __post_init__(self):
+        if not 0 < self.tolerance <= 2:
+            raise UsageError(f"tolerance must be in (0, 2], not {self.tolerance}")
+        if self.cpus == 0 or self.cpus < -1:
+            raise UsageError("cpus must be a positive number or -1 (all cores)")
+
+
+@dataclass(frozen=True)
+class KnownPeople:
+    names: list[str]
+    descriptors: np.ndarray
+
+
+def _encoders(config: CompareConfig) -> tuple[FaceEncoder, FaceEncoder]:
+    cache = EmbeddingCache() if config.use_cache else None
+    base = dict(detector=config.detector, upsample=config.upsample, jitters=config.jitters)
+    return (FaceEncoder(FaceSettings(**base), cache),
+            FaceEncoder(FaceSettings(**base, max_side=UNKNOWN_MAX_SIDE), cache))
+
+
+def scan_known(folder: Path, encoder: FaceEncoder, cpus: int = 1,
+               warn: Callable[[str], None] = warn) -> KnownPeople:
+    paths = image_files(folder)
+    names, descriptors = [], []
+    for path, found in encoder.faces_many(paths, cpus=cpus).items():
+        if isinstance(found, ImageError):
+            warn(f"cannot read {found.path}: {found.reason}. Ignoring file.")
+            continue
+        if len(found) > 1:
+            warn(f"More than one face found in {path}. Only considering the first face.")
+        if not found:
+            warn(f"No faces found in {path}. Ignoring file.")
+            continue
+        names.append(path.stem)
+        descriptors.append(found[0].descriptor)
+    return KnownPeople(names, np.array(descriptors).reshape(-1, 128))
+
+
+def _line(path, name, distance, show_distance: bool) -> str:
+    return f"{path},{name},{distance}" if show_distance else f"{path},{name}"
+
+
+def result_lines(path: Path, faces, known: KnownPeople, config: CompareConfig) -> Iterator[str]:
+    for face in faces:
+        distances = face_distance(known.descriptors, face.descriptor)
+        matches = [(n, d) for n, d in zip(known.names, distances) if d <= config.tolerance]
+        if matches:
+            for name, distance in matches:
+                yield _line(path, name, distance, config.show_distance)
+        else:
+            yield _line(path, "unknown_person", None, config.show_distance)
+    if not faces:
+        yield _line(path, "no_persons_found", None, config.show_distance)
+
+
+def run(known_dir: str | Path, unknown: str | Path, config: CompareConfig = CompareConfig(),
+        emit: Callable[[str], None] = print, warn: Callable[[str], None] = warn) -> int:
+    """Compare every face in `unknown` (a file or folder) with the people in `known_dir`.
+
+    Returns the number of unknown files that could not be read.
+    """
+    known_dir, unknown = Path(known_dir), Path(unknown)
+    if not known_dir.is_dir():
+        raise UsageError(f"known people folder not found: {known_dir}")
+    if not unknown.exists():
+        raise UsageError(f"no such file or folder: {unknown}")
+    known_encoder, unknown_encoder = _encoders(config)
+    known = scan_known(known_dir, known_encoder, config.cpus, warn)
+    if unknown.is_dir():
+        targets = image_files(unknown)
+    else:
+        targets = [unknown]
+    unreadable = 0
+    for path, found in unknown_encoder.faces_many(targets, cpus=config.cpus).items():
+        if isinstance(found, ImageError):
+            if not unknown.is_dir():
+                raise found
+            warn(f"cannot read {found.path}: {found.reason}. Skipped.")
+            unreadable += 1
+            continue
+        for line in result_lines(path, found, known, config):
+            emit(line)
+    return unreadable

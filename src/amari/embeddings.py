@@ -1,0 +1,201 @@
+"""Faces of image files, cached in SQLite by file content and face settings.
+
+Scoring a batch against a group of hundreds re-reads only what changed: a file's faces are keyed by
+the SHA-256 of its bytes and `FaceSettings.key`, so renaming or moving a file costs one hash, and dlib
+runs once per distinct image and settings, ever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from amari import faces as face_lib
+from amari.errors import ImageError
+from amari.faces import Face, FaceSettings
+from amari.images import DEFAULT_MAX_PIXELS, load_rgb, read_bytes, shrink_to
+from amari.sqlite import connect, from_blob, migrate, to_blob
+
+MIGRATIONS = [
+    ("0001_face_cache", """
+        CREATE TABLE face_images (
+            content_hash TEXT NOT NULL,
+            settings TEXT NOT NULL,
+            n_faces INTEGER NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (content_hash, settings)
+        );
+        CREATE TABLE face_rows (
+            content_hash TEXT NOT NULL,
+            settings TEXT NOT NULL,
+            face_index INTEGER NOT NULL,
+            top INTEGER NOT NULL, right INTEGER NOT NULL, bottom INTEGER NOT NULL, left INTEGER NOT NULL,
+            landmarks BLOB NOT NULL,
+            descriptor BLOB NOT NULL,
+            PRIMARY KEY (content_hash, settings, face_index),
+            FOREIGN KEY (content_hash, settings) REFERENCES face_images ON DELETE CASCADE
+        )
+    """),
+]
+
+
+def default_cache_path() -> Path:
+    """$AMARI_CACHE_DIR, else $XDG_CACHE_HOME/amari, else ~/.cache/amari; file embeddings.sqlite."""
+    base = os.environ.get("AMARI_CACHE_DIR")
+    if not base:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "amari"
+    return Path(base) / "embeddings.sqlite"
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class EmbeddingCache:
+    """Faces per (content hash, settings key). Give it a path, or a connection of a bigger database."""
+
+    def __init__(self, path: str | Path | None = None, connection: sqlite3.Connection | None = None):
+        if connection is not None:
+            self.conn = connection
+            migrate(self.conn, MIGRATIONS)
+        else:
+            self.conn = connect(path or default_cache_path(), MIGRATIONS)
+
+    def get(self, digest: str, settings_key: str) -> list[Face] | None:
+        row = self.conn.execute("SELECT n_faces FROM face_images WHERE content_hash=? AND settings=?",
+                                (digest, settings_key)).fetchone()
+        if row is None:
+            return None
+        rows = self.conn.execute(
+            "SELECT top, right, bottom, left, landmarks, descriptor FROM face_rows "
+            "WHERE content_hash=? AND settings=? ORDER BY face_index", (digest, settings_key)).fetchall()
+        return [Face(box=(r[0], r[1], r[2], r[3]), landmarks=from_blob(r[4], (-1, 2)),
+                     descriptor=from_blob(r[5])) for r in rows]
+
+    def put(self, digest: str, settings_key: str, faces: list[Face], size: tuple[int, int]) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("DELETE FROM face_images WHERE content_hash=? AND settings=?", (digest, settings_key))
+            self.conn.execute("INSERT INTO face_images VALUES (?, ?, ?, ?, ?, ?)",
+                              (digest, settings_key, len(faces), size[0], size[1], time.time()))
+            self.conn.executemany(
+                "INSERT INTO face_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(digest, settings_key, i, *map(int, f.box), to_blob(f.landmarks), to_blob(f.descriptor))
+                 for i, f in enumerate(faces)])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def encode_bytes(data: bytes, settings: FaceSettings, label: str | Path = "<bytes>",
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[Face], tuple[int, int]]:
+    """Decode image bytes and find their faces; returns (faces, (width, height) as decoded)."""
+    image = load_rgb(data, max_pixels=max_pixels, label=label)
+    height, width = image.shape[:2]
+    if settings.max_side:
+        image = shrink_to(image, settings.max_side)
+    return face_lib.encode(image, settings), (width, height)
+
+
+def _encode_path(path: str, settings: FaceSettings, max_pixels: int):
+    """Worker entry point: never raises for a bad image, returns the error instead."""
+    try:
+        data = read_bytes(path)
+        faces, size = encode_bytes(data, settings, path, max_pixels)
+        return content_hash(data), faces, size
+    except ImageError as exc:
+        return exc
+
+
+class FaceEncoder:
+    """The faces of image files under one `FaceSettings`, computed once and kept in an `EmbeddingCache`."""
+
+    def __init__(self, settings: FaceSettings = FaceSettings(), cache: EmbeddingCache | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.settings = settings
+        self.cache = cache
+        self.max_pixels = max_pixels
+        self.encoded = 0  # images that needed dlib in this encoder's lifetime
+        self.cache_hits = 0
+
+    def faces(self, path: str | Path) -> list[Face]:
+        """Faces of one file (raises `ImageError`)."""
+        data = read_bytes(path)
+        digest = content_hash(data)
+        cached = self.cache.get(digest, self.settings.key) if self.cache else None
+        if cached is not None:
+            self.cache_hits += 1
+            return cached
+        found, size = encode_bytes(data, self.settings, path, self.max_pixels)
+        self.encoded += 1
+        if self.cache:
+            self.cache.put(digest, self.settings.key, found, size)
+        return found
+
+    def faces_many(self, paths: Iterable[str | Path], cpus: int = 1,
+                   on_progress: Callable[[Path], None] | None = None) -> dict[Path, list[Face] | ImageError]:
+        """Faces of many files, in parallel on `cpus` processes (-1: all); errors are returned, not raised."""
+        paths = [Path(p) for p in paths]
+        results: dict[Path, list[Face] | ImageError] = {}
+        pending: list[Path] = []
+        for path in paths:
+            try:
+                data = read_bytes(path)
+            except ImageError as exc:
+                results[path] = exc
+                if on_progress:
+                    on_progress(path)
+                continue
+            cached = self.cache.get(content_hash(data), self.settings.key) if self.cache else None
+            if cached is not None:
+                self.cache_hits += 1
+                results[path] = cached
+                if on_progress:
+                    on_progress(path)
+            else:
+                pending.append(path)
+        workers = (os.cpu_count() or 1) if cpus == -1 else max(1, cpus)
+        if workers == 1 or len(pending) < 2:
+            outcomes = (_encode_path(str(p), self.settings, self.max_pixels) for p in pending)
+            self._collect(pending, outcomes, results, on_progress)
+        else:
+            with ProcessPoolExecutor(max_workers=min(workers, len(pending)),
+                                     mp_context=get_context("forkserver")) as pool:
+                outcomes = pool.map(_encode_path, [str(p) for p in pending],
+                                    [self.settings] * len(pending), [self.max_pixels] * len(pending))
+                self._collect(pending, outcomes, results, on_progress)
+        return {path: results[path] for path in paths}
+
+    def _collect(self, pending, outcomes, results, on_progress) -> None:
+        for path, outcome in zip(pending, outcomes):
+            if isinstance(outcome, ImageError):
+                results[path] = outcome
+            else:
+                digest, found, size = outcome
+                self.encoded += 1
+                if self.cache:
+                    self.cache.put(digest, self.settings.key, found, size)
+                results[path] = found
+            if on_progress:
+                on_progress(path)
+
+
+def group_descriptors(encoder: FaceEncoder, paths: Iterable[str | Path], cpus: int = 1) -> tuple[list[Path], np.ndarray]:
+    """The largest face's descriptor of each readable group image that has a face."""
+    members, descriptors = [], []
+    for path, found in encoder.faces_many(paths, cpus=cpus).items():
+        if isinstance(found, ImageError) or not found:
+            continue
+        members.append(path)
+        descriptors.append(face_lib.largest(found).descriptor)
+    return members, np.array(descriptors).reshape(-1, face_lib.DESCRIPTOR_SIZE)

@@ -1,0 +1,1 @@
+"""Builders of random-weight models for tests and benchmarks (nothing here is downloaded)."""

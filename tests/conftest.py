@@ -1,0 +1,51 @@
+"""Shared fixtures: real photos from tests/data, an isolated cache, and no network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path_factory, monkeypatch):
+    """Every test gets its own embedding cache and Hugging Face cache folder."""
+    home = tmp_path_factory.mktemp("amari-home")
+    monkeypatch.setenv("AMARI_CACHE_DIR", str(home / "cache"))
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+T1_BOXES = [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724),
+            (295, 557, 402, 450), (67, 999, 196, 870), (176, 364, 265, 275)]
+
+
+@pytest.fixture(scope="session")
+def t1_people(tmp_path_factory, data_dir) -> list[Path]:
+    """Six single-face crops of t1.jpg (six different people), as PNG files."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("t1-people")
+    photo = Image.open(data_dir / "t1.jpg").convert("RGB")
+    paths = []
+    for index, (top, right, bottom, left) in enumerate(T1_BOXES):
+        margin = (bottom - top) // 2 + 20
+        crop = photo.crop((max(0, left - margin), max(0, top - margin),
+                           min(photo.width, right + margin), min(photo.height, bottom + margin)))
+        path = folder / f"person{index}.png"
+        crop.save(path)
+        paths.append(path)
+    return paths
