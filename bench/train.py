@@ -1,0 +1,217 @@
+"""Textual Inversion steps per second and peak memory: amari's loop against the common recipe, one run.
+
+The common recipe (diffusers' example script and most trainers built on it) makes the text encoder's
+whole token table trainable, so AdamW keeps two moments for all 49,408 × 768 rows and the backward
+pass writes a gradient for the full table; after each step it copies the original rows back. It also
+runs the VAE encoder on the training image at every step. amari trains a separate [vectors × width]
+tensor spliced into the table and encodes each image (and its mirror image) once.
+
+Each side runs in its own process on the same model, images, settings and seeds, so the peak memory
+of one does not hide in the other's; the steps are timed after a warm-up.
+
+    python bench/train.py                # tiny random-weight model on the CPU (minutes)
+    python bench/train.py --full         # SD 1.5's full architecture, random weights, 512 px (GPU)
+    python bench/train.py --model PATH   # any Stable Diffusion model amari can load
+
+On a GPU both sides use the run's defaults there (bf16 or fp16 autocast, gradient checkpointing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "out"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+# Faces (top, right, bottom, left) in tests/data/t1.jpg, cropped as stand-in training images.
+FACES = [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724), (295, 557, 402, 450)]
+
+
+def model_folder(args) -> str:
+    if args.model:
+        return args.model
+    from amari.testing.sd import build_sd15_random, build_tiny_sd
+
+    name, build = ("sd15-random", build_sd15_random) if args.full else ("tiny-sd", build_tiny_sd)
+    folder = OUT / name
+    if not (folder / "model_index.json").is_file():
+        print(f"building {name} in {folder} (once) ...", file=sys.stderr, flush=True)
+        build(folder)
+    return str(folder)
+
+
+def write_images(folder: Path) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = Image.open(DATA / "t1.jpg").convert("RGB")
+    for index, (top, right, bottom, left) in enumerate(FACES):
+        cx, cy = (left + right) // 2, (top + bottom) // 2
+        photo.crop((cx - 120, cy - 120, cx + 120, cy + 120)).save(folder / f"{index}.png")
+    return folder
+
+
+def config_for(args, images: Path, out: Path):
+    from amari.train import TrainConfig
+
+    return TrainConfig(data_dir=images, out_dir=out, model=args.model_path, resolution=args.resolution,
+                       max_steps=args.warmup + args.steps, sample_seeds=(), cpu=args.cpu)
+
+
+# 1. The common recipe -------------------------------------------------------------------------------
+
+class CommonRecipe:
+    """Whole token table trainable, VAE encode per step, original rows restored after each step."""
+
+    def __init__(self, run):
+        import torch
+
+        from amari.train.data import OBJECT_TEMPLATES, load_training_images
+
+        self.run = run  # reuse the loaded, frozen model and the accelerator
+        components = run.components
+        encoder = components.text_encoder
+        encoder.set_input_embeddings(run.placeholder.table)  # back to the plain table
+        table = encoder.get_input_embeddings()
+        with_vectors = self._grow(table, run.placeholder_ids, run.placeholder.vectors)
+        encoder.set_input_embeddings(with_vectors)
+        self.table = with_vectors.weight
+        self.original = self.table.detach().clone()
+        self.keep = torch.ones(self.table.shape[0], dtype=torch.bool, device=self.table.device)
+        self.keep[run.placeholder_ids] = False
+        self.table.requires_grad_(True)
+        self.optimizer = run.accelerator.prepare(torch.optim.AdamW([self.table], lr=run.lr,
+                                                                   weight_decay=run.config.weight_decay))
+        _names, self.images = load_training_images(run.config.data_dir, run.config.resolution)
+        self.templates = OBJECT_TEMPLATES
+
+    @staticmethod
+    def _grow(table, ids, vectors):
+        import torch
+
+        rows = max(max(ids) + 1, table.weight.shape[0])
+        grown = torch.nn.Embedding(rows, table.weight.shape[1]).to(table.weight.device, torch.float32)
+        with torch.no_grad():
+            grown.weight[: table.weight.shape[0]] = table.weight.float()
+            grown.weight[torch.tensor(ids)] = vectors.detach().to(grown.weight.device)
+        return grown
+
+    def step(self, step: int) -> float:
+        import torch
+        import torch.nn.functional as F
+
+        from amari.train.data import draw, seed_for, to_pixels
+
+        run, config = self.run, self.run.config
+        components, device = run.components, run.accelerator.device
+        sample = draw(config.seed, step, len(self.images), config.repeats, len(self.templates), config.flip_p)
+        generator = torch.Generator().manual_seed(seed_for(config.seed, 2, step))
+        timestep = torch.randint(components.noise_scheduler.config.num_train_timesteps, (1,), generator=generator)
+        pixels = to_pixels(self.images[sample.image], sample.flip).unsqueeze(0).to(device, run.weight_dtype)
+        with run.accelerator.autocast():
+            with torch.no_grad():
+                latents = components.vae.encode(pixels).latent_dist.sample() * components.vae.config.scaling_factor
+            noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
+            noisy = components.noise_scheduler.add_noise(latents, noise, timestep.to(device))
+            text = components.text_encoder(run.template_ids[sample.template][None].to(device))[0]
+            prediction = components.unet(noisy.to(run.weight_dtype), timestep.to(device), text.to(run.weight_dtype)).sample
+            loss = F.mse_loss(prediction.float(), noise.float())
+        run.accelerator.backward(loss)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():  # the recipe's way of keeping the other rows unchanged
+            self.table[self.keep] = self.original[self.keep]
+        return float(loss)
+
+
+# 2. One side, in its own process ------------------------------------------------------------------
+
+def worker(args) -> None:
+    import torch
+
+    from amari.train.loop import prepare_run, train_step
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = config_for(args, Path(args.images), Path(tmp) / "out")
+        run = prepare_run(config)
+        step_fn = (lambda s: train_step(run, s)[0]) if args.worker == "amari" else CommonRecipe(run).step
+        for s in range(args.warmup):
+            step_fn(s)
+        cuda = run.accelerator.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        started = time.perf_counter()
+        for s in range(args.warmup, args.warmup + args.steps):
+            step_fn(s)
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        peak = torch.cuda.max_memory_allocated() if cuda else _peak_rss()
+        print(json.dumps({"steps_per_s": args.steps / seconds, "peak_bytes": peak,
+                          "memory": "GPU allocated" if cuda else "process RSS",
+                          "device": str(run.accelerator.device), "precision": run.accelerator.mixed_precision}))
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(side: str, args, images: Path) -> dict:
+    command = [sys.executable, __file__, "--worker", side, "--model-path", args.model_path, "--images", str(images),
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--resolution", str(args.resolution)]
+    if args.cpu:
+        command.append("--cpu")
+    result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+    if result.returncode != 0:
+        sys.exit(f"{side} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="SD 1.5's full architecture (random weights)")
+    parser.add_argument("--model", help="a Stable Diffusion model to time instead of a random one")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 20 tiny, 50 full)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--resolution", type=int, default=None, help="default 64 tiny, 512 otherwise")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per side, alternating; the fastest counts")
+    parser.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
+    parser.add_argument("--worker", choices=("amari", "recipe"), help=argparse.SUPPRESS)
+    parser.add_argument("--model-path", help=argparse.SUPPRESS)
+    parser.add_argument("--images", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    big = args.full or args.model
+    args.steps = args.steps or (50 if big else 20)
+    args.resolution = args.resolution or (512 if big else 64)
+    if args.worker:
+        worker(args)
+        return
+
+    args.model_path = model_folder(args)
+    runs: dict[str, list[dict]] = {"recipe": [], "amari": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        images = write_images(Path(tmp) / "images")
+        for _ in range(args.repeats):  # alternating, so a busy spell of the machine hits both sides
+            for side in runs:
+                runs[side].append(measure(side, args, images))
+    recipe, amari = (max(rows, key=lambda row: row["steps_per_s"]) for rows in runs.values())
+    print(f"model {args.model_path}, {args.resolution} px, {args.steps} timed steps after {args.warmup} warm-up, "
+          f"best of {args.repeats} runs per side, {amari['device']}, {amari['precision']} mixed precision")
+    print(f"{'':<16}{'steps/s':>10}{'peak MiB':>12}  ({amari['memory']})")
+    for name, row in (("common recipe", recipe), ("amari", amari)):
+        print(f"{name:<16}{row['steps_per_s']:>10.2f}{row['peak_bytes'] / 2**20:>12.0f}")
+    print(f"amari / recipe: {amari['steps_per_s'] / recipe['steps_per_s']:.2f}x steps per second, "
+          f"{amari['peak_bytes'] / recipe['peak_bytes']:.2f}x peak memory")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Embedding files in the layouts the Stable Diffusion tools load, all safetensors.
+
+- `learned_embeds.safetensors`: `{token: float32[n, width]}`, diffusers' layout
+  (`pipe.load_textual_inversion(path)` adds `token`, `token_1`, ...).
+- `<name>.safetensors`: `{"emb_params": float32[n, width]}`, the key kohya's trainer writes and reads.
+  A1111 (`embeddings/`) and ComfyUI (`models/embeddings/`) accept any safetensors file holding one
+  tensor and name the embedding after the file; InvokeAI looks for `emb_params` by name when it probes
+  an embedding's width. A1111's `.pt` layout (`string_to_param: {"*": tensor}`) is a nested dict that
+  safetensors cannot hold; these tools read `emb_params` in its place.
+
+`load_embedding` reads all of these back, and A1111's `.pt`/`.bin` files through torch's weights-only
+loader (never running code from the file).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from amari.errors import ModelError
+
+DIFFUSERS_FILE = "learned_embeds.safetensors"
+KOHYA_KEY = "emb_params"
+
+
+@dataclass(frozen=True)
+class EmbeddingFile:
+    """An embedding read from a file: its vectors, the token it names (if any) and the layout found."""
+
+    vectors: torch.Tensor  # float32 [n, width]
+    token: str | None
+    layout: str  # "diffusers", "emb_params", "string_to_param", "clip_l" or "tensor"
+    metadata: dict
+
+
+def save_embedding(folder: str | Path, vectors: torch.Tensor, token: str, name: str,
+                   metadata: dict | None = None) -> dict[str, Path]:
+    """Write both files into `folder`; returns {"diffusers": path, "a1111": path}."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensor = vectors.detach().to("cpu", torch.float32).contiguous()
+    if tensor.ndim != 2:
+        raise ValueError(f"vectors must be [n, width], not {tuple(tensor.shape)}")
+    meta = {"token": token, "name": name, "vectors": str(tensor.shape[0]), "width": str(tensor.shape[1])}
+    meta.update({key: str(value) for key, value in (metadata or {}).items() if value is not None})
+    paths = {"diffusers": folder / DIFFUSERS_FILE, "a1111": folder / f"{name}.safetensors"}
+    contents = {"diffusers": {token: tensor}, "a1111": {KOHYA_KEY: tensor.clone()}}
+    for kind, path in paths.items():
+        partial = path.with_name(path.name + ".partial")
+        save_file(contents[kind], str(partial), metadata=meta)
+        os.replace(partial, path)
+    return paths
+
+
+def load_embedding(path: str | Path) -> EmbeddingFile:
+    """Read any of the layouts above; raises `ModelError` for a file that holds no single embedding."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"embedding file {path} does not exist")
+    metadata: dict = {}
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = dict(handle.metadata() or {})
+                data = {key: handle.get_tensor(key) for key in handle.keys()}
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any reader failure means the same thing to the user
+        raise ModelError(f"{path}: not a readable embedding file ({_first_line(exc)})") from None
+    vectors, token, layout = _pick(data, path)
+    if vectors.ndim == 1:
+        vectors = vectors.unsqueeze(0)
+    if vectors.ndim != 2:
+        raise ModelError(f"{path}: embedding has shape {tuple(vectors.shape)}, expected [vectors, width]")
+    token = token or metadata.get("token")
+    return EmbeddingFile(vectors=vectors.float(), token=token, layout=layout, metadata=metadata)
+
+
+def _pick(data, path: Path) -> tuple[torch.Tensor, str | None, str]:
+    if isinstance(data, torch.Tensor):
+        return data, None, "tensor"
+    if not isinstance(data, dict) or not data:
+        raise ModelError(f"{path}: holds no embedding")
+    if "string_to_param" in data and isinstance(data["string_to_param"], dict):
+        params = data["string_to_param"]
+        if len(params) != 1:
+            raise ModelError(f"{path}: holds {len(params)} embeddings, expected one")
+        name = data.get("name")
+        return next(iter(params.values())), name if isinstance(name, str) else None, "string_to_param"
+    if KOHYA_KEY in data:
+        return data[KOHYA_KEY], None, KOHYA_KEY
+    if "clip_l" in data:
+        return data["clip_l"], None, "clip_l"
+    tensors = {key: value for key, value in data.items() if isinstance(value, torch.Tensor)}
+    if len(tensors) == 1:
+        token, vectors = next(iter(tensors.items()))
+        return vectors, token, "diffusers"
+    raise ModelError(f"{path}: found keys {sorted(data)[:5]}, expected one tensor, "
+                     f"'{KOHYA_KEY}' or 'string_to_param'")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
