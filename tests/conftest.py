@@ -49,3 +49,11 @@ def t1_people(tmp_path_factory, data_dir) -> list[Path]:
         crop.save(path)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    """A tiny random-weight Stable Diffusion folder (64×64 output, ~8 MB), built once per session."""
+    from amari.testing.sd import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model")

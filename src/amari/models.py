@@ -249,7 +249,6 @@ def checkpoint_extras() -> list:
     return extras
 
 
-_checkpoint_extras = checkpoint_extras
 
 
 def safe_torch_load(path: str | os.PathLike) -> dict:

@@ -1,0 +1,147 @@
+"""Images per second: the original miner's way of generating against amari's, same model, one run.
+
+The original called Stable Diffusion's txt2img script once per batch: a fresh process that imported
+torch, loaded every model, ran DDIM for 250 steps in float32 on 4 images, saved them and exited.
+amari keeps the model loaded, runs in half precision on a GPU with PyTorch's fused attention, and
+mines with the fast preset (DPM++ 2M Karras, 25 steps). Every row writes its images as PNG files with
+provenance, as the miner does.
+
+    python bench/generate.py                 # tiny random model, CPU-sized, a few minutes
+    python bench/generate.py --full          # SD 1.5's full architecture, random weights (GPU)
+    python bench/generate.py --model PATH    # any Stable Diffusion model amari can load
+
+Targets on one H100 with --full: the fast preset at >= 8 images/s at 512x512, and >= 20x the
+original's images/s. --quick cuts the study's 250 steps to 25 so a CPU run of --full ends in minutes;
+its ratios then compare process and precision overheads only, not the samplers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROMPT = "a photo of a woman"
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def model_folder(args) -> str:
+    """The model to time: --model, else a random-weight SD built once under bench/out/."""
+    if args.model:
+        return args.model
+    from amari.testing.sd import build_sd15_random, build_tiny_sd
+
+    name, build = ("sd15-random", build_sd15_random) if args.full else ("tiny-sd", build_tiny_sd)
+    folder = OUT / name
+    if not (folder / "model_index.json").is_file():
+        print(f"building {name} in {folder} (once) ...", file=sys.stderr, flush=True)
+        build(folder)
+    return str(folder)
+
+
+# 1. The original's way: one fresh process per batch of 4 ------------------------------------------
+
+def worker(args) -> None:
+    """One txt2img call: load everything, make `--seeds` images, save them, exit."""
+    from amari.generate import generate, preset_config
+    from amari.provenance import save_png
+
+    config = preset_config("study", model=args.model, dtype="float32", steps=args.study_steps,
+                           width=args.size, height=args.size)
+    result = generate(PROMPT, seeds=[int(s) for s in args.seeds.split(",")], config=config, progress=False)
+    for image in result.images:
+        save_png(image.image, Path(args.out) / f"original-{image.seed}.png", image.params)
+
+
+def run_original(model: str, batches: int, args, out: Path) -> tuple[int, float]:
+    started = time.perf_counter()
+    for batch in range(batches):
+        seeds = ",".join(str(1000 + 4 * batch + i) for i in range(4))
+        command = [sys.executable, __file__, "--worker", "--model", model, "--seeds", seeds, "--out", str(out),
+                   "--study-steps", str(args.study_steps), "--size", str(args.size)]
+        subprocess.run(command, check=True, env=os.environ.copy())
+    return 4 * batches, time.perf_counter() - started
+
+
+# 2. amari's way: the model stays loaded --------------------------------------------------------------
+
+def run_amari(config, count: int, out: Path, label: str) -> tuple[int, float]:
+    from amari.generate import generate
+    from amari.provenance import save_png
+
+    def save(images):
+        for image in images:
+            save_png(image.image, out / f"{label}-{image.seed}.png", image.params)
+
+    # Warm-up pass: kernels picked, torch.compile traced; a long mining run pays this once.
+    generate(PROMPT, seeds=list(range(config.batch_size)), config=config, progress=False)
+    started = time.perf_counter()
+    generate(PROMPT, seeds=list(range(100, 100 + count)), config=config, progress=False, on_batch=save)
+    return count, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="SD 1.5's full architecture with random weights")
+    parser.add_argument("--model", help="a Stable Diffusion model to time instead of a random one")
+    parser.add_argument("--images", type=int, help="images per amari row (default 32 on GPU, 8 on CPU)")
+    parser.add_argument("--batches", type=int, default=2, help="fresh-process batches of 4 for the original")
+    parser.add_argument("--batch-size", type=int, help="amari's images per pass (default: the fast preset's)")
+    parser.add_argument("--size", type=int, help="image side (default: the model's native size)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet for amari's rows")
+    parser.add_argument("--quick", action="store_true", help="25 study steps instead of 250 (smoke runs)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seeds", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--study-steps", type=int, default=250, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    import torch
+
+    from amari.generate import load_model, preset_config
+
+    if args.quick:
+        args.study_steps = 25
+    model = model_folder(args)
+    gpu = torch.cuda.is_available()
+    count = args.images or (32 if gpu else 8)
+    loaded = load_model(preset_config("fast", model=model, compile=args.compile))
+    # Every row at one size: the model's native one unless asked (the study's presets say 512).
+    side = args.size = args.size or loaded.native_size
+    fast = preset_config("fast", model=model, width=side, height=side, compile=args.compile,
+                         **({"batch_size": args.batch_size} if args.batch_size else {}))
+    study = preset_config("study", model=model, width=side, height=side, steps=args.study_steps,
+                          compile=args.compile)
+    print(f"model {loaded.name} at {side}x{side} on {loaded.device} ({loaded.dtype} for amari's rows); "
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="amari-bench-") as scratch:
+        out = Path(scratch)
+        rows = [
+            (f"original: fresh process per 4, DDIM {args.study_steps}, float32",
+             run_original(model, args.batches, args, out)),
+            (f"amari, study preset kept loaded (DDIM {args.study_steps}, batch 4, {loaded.dtype})",
+             run_amari(study, max(4, count // 4), out, "study")),
+            (f"amari, fast preset (DPM++ 2M Karras {fast.steps}, batch {fast.batch_size}, {loaded.dtype}"
+             f"{', compiled' if args.compile else ''})", run_amari(fast, count, out, "fast")),
+        ]
+    baseline = rows[0][1][0] / rows[0][1][1]
+    width = max(len(label) for label, _ in rows)
+    print(f"{'setting':<{width}}  images  seconds  images/s  vs original")
+    for label, (images, seconds) in rows:
+        rate = images / seconds
+        print(f"{label:<{width}}  {images:>6}  {seconds:>7.1f}  {rate:>8.3f}  {rate / baseline:>10.1f}x")
+    if args.quick:
+        print("(--quick: the study's rows ran 25 steps, not 250)")
+    print("targets on one H100 with --full: fast preset >= 8 images/s at 512x512, >= 20x the original")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Stable Diffusion generation: load a model once, make images from a prompt and seeds.
+
+    from amari.generate import generate, preset_config
+    result = generate("a photo of a woman", seeds=[1, 2, 3], config=preset_config("fast", model=...))
+
+torch and diffusers are imported on first use, not when this package is imported.
+"""
+
+from amari.generate.config import (DEFAULT_MODEL, DEFAULT_PRESET, PRESETS, Embedding, GenerateConfig,
+                                   Preset, check_preset, preset_config, with_overrides)
+from amari.generate.pipeline import LoadedModel, load_model, model_source, unload_all
+from amari.generate.run import GeneratedImage, GenerationResult, generate, random_seeds
+from amari.generate.schedulers import SAMPLERS, make_scheduler
+
+__all__ = [
+    "DEFAULT_MODEL", "DEFAULT_PRESET", "PRESETS", "SAMPLERS", "Embedding", "GenerateConfig",
+    "GeneratedImage", "GenerationResult", "LoadedModel", "Preset", "check_preset", "generate",
+    "load_model", "make_scheduler", "model_source", "preset_config", "random_seeds", "unload_all",
+    "with_overrides",
+]

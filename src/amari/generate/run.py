@@ -1,0 +1,127 @@
+"""Prompt + seeds -> images, one `torch.Generator` per seed so any image can be made again alone."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from amari.errors import UsageError
+from amari.generate.config import GenerateConfig
+
+MAX_SEED = 2**32  # A1111's seed range; the study's seeds fit it
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    image: object  # PIL.Image.Image, RGB
+    seed: int
+    prompt: str
+    params: dict  # everything that made it, ready for amari.provenance.save_png
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    images: list[GeneratedImage]
+    seconds: float  # wall time of the denoising and decoding, model loading excluded
+
+    @property
+    def seeds(self) -> list[int]:
+        return [image.seed for image in self.images]
+
+
+def random_seeds(count: int) -> list[int]:
+    return [secrets.randbelow(MAX_SEED) for _ in range(count)]
+
+
+def _check_request(prompt, seeds) -> list[str]:
+    prompts = [prompt] * len(seeds) if isinstance(prompt, str) else list(prompt)
+    if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
+        raise UsageError("a prompt must be non-empty text")
+    if len(prompts) != len(seeds):
+        raise UsageError(f"{len(prompts)} prompts for {len(seeds)} seeds; give one prompt or one per seed")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+            raise UsageError(f"a seed must be an integer in [0, 2^64), got {seed!r}")
+    return prompts
+
+
+def _image_params(prompt: str, seed: int, config: GenerateConfig, model_name: str,
+                  width: int, height: int) -> dict:
+    params = {"prompt": prompt, "negative_prompt": config.negative_prompt, "seed": seed,
+              "steps": config.steps, "sampler": config.scheduler, "cfg_scale": config.guidance_scale,
+              "width": width, "height": height, "model": model_name}
+    if config.scheduler == "ddim" and config.eta:
+        params["eta"] = config.eta
+    if config.embeddings:
+        # File names only: metadata travels with shared images, the user's folders should not.
+        params["embeddings"] = [{"token": e.token, "path": Path(e.path).name} for e in config.embeddings]
+    return params
+
+
+def generate(prompt: str | Sequence[str], seeds: Sequence[int] | None = None, count: int | None = None,
+             config: GenerateConfig = GenerateConfig(), progress: bool = True,
+             on_batch: Callable[[list[GeneratedImage]], None] | None = None) -> GenerationResult:
+    """Images for `prompt` (one text, or one per seed), one per seed; random seeds when none given.
+
+    The model loads on first use and stays loaded; passes hold `config.batch_size` images each.
+    `on_batch` receives each pass's images as soon as they exist (to save them while the next runs).
+    """
+    import torch
+
+    from amari.generate.pipeline import load_model
+    from amari.progress import progress_bar
+
+    # 1. Check the request up front.
+    if seeds is None:
+        if count is None or count < 1:
+            raise UsageError("give seeds, or a count of images to make with random seeds")
+        seeds = random_seeds(count)
+    seeds = list(seeds)
+    prompts = _check_request(prompt, seeds)
+
+    # 2. The model, with this request's sampler and embeddings.
+    model = load_model(config)
+    model.use(config)
+    width = config.width or model.native_size
+    height = config.height or model.native_size
+    noise_device = "cpu" if config.rng == "cpu" else model.device
+    extra = {"eta": config.eta} if config.scheduler == "ddim" else {}
+
+    # 3. Denoise pass by pass, one generator per image.
+    images: list[GeneratedImage] = []
+    started = time.perf_counter()
+    show = progress_bar(len(seeds) * config.steps, "generating") if progress else _silent()
+    with show as advance, torch.inference_mode():
+        for start in range(0, len(seeds), config.batch_size):
+            batch_seeds = seeds[start:start + config.batch_size]
+            batch_prompts = prompts[start:start + config.batch_size]
+            generators = [torch.Generator(device=noise_device).manual_seed(s) for s in batch_seeds]
+
+            def step_done(pipe, step, timestep, tensors, size=len(batch_seeds)):
+                advance(size)
+                return tensors
+
+            output = model.pipe(
+                prompt=batch_prompts,
+                negative_prompt=[config.negative_prompt] * len(batch_seeds) if config.negative_prompt else None,
+                num_inference_steps=config.steps, guidance_scale=config.guidance_scale,
+                width=width, height=height, generator=generators, output_type="pil",
+                callback_on_step_end=step_done, **extra)
+            batch = [GeneratedImage(image=image.convert("RGB"), seed=seed, prompt=text,
+                                    params=_image_params(text, seed, config, model.name, width, height))
+                     for image, seed, text in zip(output.images, batch_seeds, batch_prompts)]
+            images.extend(batch)
+            if on_batch is not None:
+                on_batch(batch)
+    return GenerationResult(images=images, seconds=time.perf_counter() - started)
+
+
+class _silent:
+    def __enter__(self):
+        return lambda n=1: None
+
+    def __exit__(self, *exc):
+        return False
