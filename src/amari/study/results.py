@@ -1,0 +1,183 @@
+"""The evaluation's results folder: one CSV row per grid cell, and a manifest of the study around it.
+
+RESULTS_DIR/
+  results.csv      one row per prompt × command × group cell (the columns below)
+  manifest.json    the study's prompts, commands, groups and where its training metrics and mining
+                   archive are, so `amari report RESULTS_DIR` needs nothing else
+  images/GROUP/    the generated PNGs (watermarked, with their generation parameters)
+
+Empty CSV fields mean "not measured" (no face, or that scorer not run), never zero.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable
+
+from amari.errors import UsageError
+
+RESULTS_CSV = "results.csv"
+MANIFEST = "manifest.json"
+IMAGES = "images"
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """One grid cell: which image, how it was made, and what the scorers found in it."""
+
+    prompt_index: int
+    prompt: str  # as written in the study, with the subject word
+    command: str
+    seed: int
+    group: str
+    image: str  # relative to the results folder, '/'-separated
+    faces: int  # faces dlib's HOG detector found (upsampled once, as the study scored)
+    sim_score: float | None = None  # mean dlib distance of the largest face to the sim-group
+    yaw: float | None = None  # head yaw of that face in degrees, from 68 landmarks
+    cnn_faces: int | None = None  # second pass with dlib's CNN detector, only where HOG found none
+    cnn_sim_score: float | None = None
+    cnn_yaw: float | None = None
+    arcface_similarity: float | None = None  # mean ArcFace cosine similarity to the sim-group
+    prompt_sent: str = ""  # the prompt given to the pipeline (the token or the init word in place)
+    embedding: str = ""  # embedding file used ('' for the control group)
+    fingerprint: str = ""  # hash of everything that made the image; a changed one regenerates it
+    scorers: str = ""  # scorers applied, '+'-joined; a missing one is run again on the kept image
+
+    @property
+    def face_found(self) -> bool:
+        return self.faces > 0
+
+    @property
+    def key(self) -> tuple[int, str, str]:
+        return (self.prompt_index, self.command, self.group)
+
+
+CSV_FIELDS = ("prompt_index", "prompt", "command", "seed", "group", "image", "face_found", "faces",
+              "sim_score", "yaw", "cnn_faces", "cnn_sim_score", "cnn_yaw", "arcface_similarity",
+              "prompt_sent", "embedding", "fingerprint", "scorers")
+_INT_FIELDS = {"prompt_index", "seed", "faces", "cnn_faces"}
+_FLOAT_FIELDS = {"sim_score", "yaw", "cnn_sim_score", "cnn_yaw", "arcface_similarity"}
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(round(value, 6))
+    return str(value)
+
+
+def cell_to_row(cell: CellResult) -> dict[str, str]:
+    values = asdict(cell)
+    values["face_found"] = cell.face_found
+    return {name: _format(values[name]) for name in CSV_FIELDS}
+
+
+def row_to_cell(row: dict[str, str], where: str) -> CellResult:
+    missing = [name for name in ("prompt_index", "prompt", "command", "group", "image", "faces")
+               if name not in row]
+    if missing:
+        raise UsageError(f"{where}: not an amari results file (no column {', '.join(missing)})")
+    values: dict[str, Any] = {}
+    for f in fields(CellResult):
+        text = (row.get(f.name) or "").strip()
+        try:
+            if f.name in _INT_FIELDS:
+                values[f.name] = int(text) if text else (0 if f.name in ("faces", "seed") else None)
+            elif f.name in _FLOAT_FIELDS:
+                values[f.name] = float(text) if text else None
+                if values[f.name] is not None and not math.isfinite(values[f.name]):
+                    raise ValueError(text)
+            else:
+                values[f.name] = row.get(f.name) or ""
+        except ValueError:
+            raise UsageError(f"{where}: column {f.name} holds {text!r}, not a number") from None
+    return CellResult(**values)
+
+
+def read_results(path: str | os.PathLike) -> list[CellResult]:
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            return [row_to_cell(row, f"{path} line {i + 2}") for i, row in enumerate(reader)]
+    except FileNotFoundError:
+        raise UsageError(f"no results file at {path}: run `amari evaluate` first") from None
+
+
+def write_results(path: str | os.PathLike, cells: Iterable[CellResult]) -> None:
+    """Write the whole CSV aside and move it into place, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile("w", newline="", encoding="utf-8", dir=path.parent,
+                                         prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            for cell in cells:
+                writer.writerow(cell_to_row(cell))
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class ResultsManifest:
+    """What the report needs to know about the study behind a results CSV."""
+
+    study: str = "study"
+    subject: str = "amari"
+    prompts: tuple[str, ...] = ()
+    commands: tuple[tuple[str, int], ...] = ()  # (name, seed)
+    groups: tuple[str, ...] = ()  # in grid order, the control group last
+    control: str | None = "ctrl"
+    tolerance: float = 0.40
+    model: str = ""
+    sampler: str = ""
+    steps: int = 0
+    guidance: float = 0.0
+    width: int = 0
+    height: int = 0
+    sim_group: str = ""
+    sim_group_faces: int = 0
+    scorers: tuple[str, ...] = ()
+    training_metrics: tuple[tuple[str, str], ...] = ()  # (group, metrics CSV path)
+    mining_archive: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def write_manifest(results_dir: str | os.PathLike, manifest: ResultsManifest) -> Path:
+    path = Path(results_dir) / MANIFEST
+    data = asdict(manifest)
+    data["commands"] = [{"name": n, "seed": s} for n, s in manifest.commands]
+    data["training_metrics"] = dict(manifest.training_metrics)
+    tmp = path.with_name(f".{MANIFEST}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(results_dir: str | os.PathLike) -> ResultsManifest | None:
+    path = Path(results_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["commands"] = tuple((c["name"], int(c["seed"])) for c in data.get("commands", ()))
+        data["training_metrics"] = tuple((g, str(p)) for g, p in dict(data.get("training_metrics", {})).items())
+        for key in ("prompts", "groups", "scorers"):
+            data[key] = tuple(data.get(key, ()))
+        known = {f.name for f in fields(ResultsManifest)}
+        return ResultsManifest(**{k: v for k, v in data.items() if k in known})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{path} is damaged ({exc}); run `amari evaluate` again to rewrite it") from None

@@ -1,0 +1,215 @@
+"""`amari evaluate` on a tiny random-weight Stable Diffusion: the grid, its provenance, and resuming.
+
+The tiny model makes no faces, so every cell is "no face found" here; the scorers themselves are tested
+on real photos in test_evaluate_scorers.py.
+"""
+
+import csv
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image, ImageEnhance, ImageOps
+from safetensors.torch import save_file
+
+from amari.cli import main
+from amari.errors import UsageError, WorkspaceError
+from amari.provenance import read_provenance
+from amari.study.config import replace, study_from_dict
+from amari.study.evaluate import evaluate, group_token, plan_cells, prompt_for
+from amari.study.results import read_manifest, read_results
+from amari.testing.sd import build_tiny_sd
+
+PROMPTS = ["a photo of amari", "a side profile image of amari"]
+SEEDS = {"sd1": 335728730, "sd2": 691007764}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model")
+
+
+@pytest.fixture(scope="module")
+def sim_group(tmp_path_factory, t1_people):
+    folder = tmp_path_factory.mktemp("sim-group")
+    with Image.open(t1_people[3]) as person:
+        person = person.convert("RGB")
+        person.save(folder / "a.png")
+        ImageOps.mirror(person).save(folder / "b.png")
+        ImageEnhance.Brightness(person).enhance(1.1).save(folder / "c.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def embedding(tmp_path_factory):
+    # A diffusers-layout embedding for the tiny model's 32-wide text encoder.
+    path = tmp_path_factory.mktemp("embedding") / "learned_embeds.safetensors"
+    save_file({"*": torch.randn(1, 32, generator=torch.Generator().manual_seed(5))}, str(path))
+    return path
+
+
+def make_config(tmp_path, tiny_model, sim_group, embedding, **evaluate):
+    settings = {"prompts": PROMPTS, "sampler": "k_lms", "steps": 2, "width": 64, "height": 64,
+                "commands": [{"name": n, "seed": s} for n, s in SEEDS.items()], "sim_group": str(sim_group),
+                "embeddings": {"a_3": str(embedding)}}
+    settings.update(evaluate)
+    return study_from_dict({
+        "study": {"name": "tiny", "out": str(tmp_path / "study"), "model": str(tiny_model), "device": "cpu"},
+        "select": {"groups": [{"name": "a_3", "images": 3}]},
+        "evaluate": settings}, base=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, tiny_model, sim_group, embedding):
+    tmp_path = tmp_path_factory.mktemp("evaluated")
+    config = make_config(tmp_path, tiny_model, sim_group, embedding)
+    seen = []
+    result = evaluate(config, on_progress=lambda what, cell: seen.append((what, cell.key)))
+    return config, result, seen
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_prompts_put_the_token_or_the_init_word_in_place_of_the_subject():
+    assert prompt_for("a photo of amari, amari's friend", "amari", "<amari-a>") == "a photo of <amari-a>, <amari-a>'s friend"
+    assert prompt_for("a photo of amarillo", "amari", "woman") == "a photo of amarillo"
+    assert group_token("amari", "A_312") == "<amari-a_312>"
+
+
+def test_one_row_per_cell_with_images_that_carry_their_provenance(evaluated):
+    config, result, seen = evaluated
+    rows = list(csv.DictReader(open(result.csv, newline="")))
+    assert len(rows) == len(PROMPTS) * len(SEEDS) * 2 == result.generated == result.scored
+    assert [(int(r["prompt_index"]), r["command"], r["group"]) for r in rows] == [c.key for c in plan_cells(config)]
+    assert sorted(what for what, _ in seen) == ["generate"] * 8 + ["score"] * 8
+    for row in rows:
+        assert row["face_found"] == "false" and row["faces"] == "0" and row["sim_score"] == ""
+        assert row["cnn_faces"] == "0"  # the CNN second pass looked, and found nothing either
+        assert int(row["seed"]) == SEEDS[row["command"]]
+        if row["group"] == "ctrl":
+            assert row["prompt_sent"] == row["prompt"].replace("amari", "woman") and row["embedding"] == ""
+        else:
+            assert row["prompt_sent"] == row["prompt"].replace("amari", "<amari-a_3>")
+        image = result.results_dir / row["image"]
+        provenance = read_provenance(image)
+        assert (provenance.width, provenance.height) == (64, 64) and provenance.watermarked
+        assert provenance.amari["synthetic"] is True
+        assert provenance.amari["study"]["fingerprint"] == row["fingerprint"]
+        assert provenance.fields["Seed"] == row["seed"] and provenance.fields["Sampler"] == "LMS"
+        assert provenance.fields["prompt"] == row["prompt_sent"]
+        tokens = [e["token"] for e in provenance.amari.get("embeddings", [])]
+        assert tokens == ([] if row["group"] == "ctrl" else ["<amari-a_3>"])
+    digests = {digest(result.results_dir / r["image"]) for r in rows}
+    assert len(digests) == 8  # every prompt, seed and group makes its own picture
+
+
+def test_manifest_describes_the_study(evaluated):
+    config, result, _ = evaluated
+    manifest = read_manifest(result.results_dir)
+    assert manifest.prompts == tuple(PROMPTS) and manifest.groups == ("a_3", "ctrl")
+    assert manifest.commands == tuple(SEEDS.items()) and manifest.sampler == "k_lms"
+    assert manifest.sim_group_faces == 3 and manifest.scorers == ("dlib", "dlib-cnn")
+
+
+def test_a_finished_grid_is_not_generated_again(evaluated, tmp_path):
+    config, first, _ = evaluated
+    results = tmp_path / "results"
+    shutil.copytree(first.results_dir, results)
+    config = replace(config, "evaluate", results=results)
+    cells = read_results(results / "results.csv")
+    before = {c.image: digest(results / c.image) for c in cells}
+
+    again = evaluate(config)
+    assert (again.generated, again.scored, again.kept) == (0, 0, 8)
+
+    # A lost image is made again, identical: each cell has its own seeded generator.
+    lost = results / cells[5].image
+    lost.unlink()
+    redo = evaluate(config)
+    assert (redo.generated, redo.scored, redo.kept) == (1, 1, 7)
+    assert digest(lost) == before[cells[5].image]
+
+    # A lost row (the run stopped between image and CSV) is scored again, not regenerated.
+    with open(results / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(results / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=rows[0].keys())
+        writer.writeheader()
+        writer.writerows(rows[:2] + rows[3:])
+    rescored = evaluate(config)
+    assert (rescored.generated, rescored.scored, rescored.kept) == (0, 1, 7)
+    assert {c.image: digest(results / c.image) for c in rescored.cells} == before
+
+    # An image cut short (and its row lost) is made again rather than scored or trusted.
+    cut = results / cells[2].image
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    with open(results / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(results / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=rows[0].keys())
+        writer.writeheader()
+        writer.writerows(row for row in rows if row["image"] != cells[2].image)
+    repaired = evaluate(config)
+    assert (repaired.generated, repaired.kept) == (1, 7)
+    assert digest(cut) == before[cells[2].image]
+
+
+def test_changed_generation_settings_regenerate_and_a_new_scorer_rescores(evaluated, tmp_path, tiny_model,
+                                                                          sim_group, embedding):
+    config, first, _ = evaluated
+    results = tmp_path / "results"
+    shutil.copytree(first.results_dir, results)
+    # One prompt and one command of the grid: rows of cells no longer in the study are dropped.
+    smaller = replace(config, "evaluate", results=results, prompts=(PROMPTS[0],), commands=config.evaluate.commands[:1])
+    same = evaluate(smaller)
+    assert (same.generated, same.scored, same.kept) == (0, 0, 2)
+    assert len(read_results(results / "results.csv")) == 2
+
+    more_steps = replace(smaller, "evaluate", steps=3)
+    changed = evaluate(more_steps)
+    assert (changed.generated, changed.kept) == (2, 0)
+    assert all(digest(results / c.image) != digest(first.results_dir / c.image) for c in changed.cells)
+
+    without_cnn = evaluate(replace(more_steps, "evaluate", cnn_second_pass=False))
+    assert (without_cnn.generated, without_cnn.scored) == (0, 2)
+    assert all(c.cnn_faces is None and c.scorers == "dlib" for c in without_cnn.cells)
+
+
+def test_missing_inputs_fail_before_any_model_loads(tmp_path, tiny_model, sim_group, embedding, capsys):
+    no_embedding = make_config(tmp_path, tiny_model, sim_group, tmp_path / "missing.safetensors")
+    with pytest.raises(UsageError, match="no embedding for group a_3"):
+        evaluate(no_embedding)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(WorkspaceError, match="holds no images"):
+        evaluate(make_config(tmp_path, tiny_model, empty, embedding))
+    assert not (tmp_path / "study" / "results").exists()
+
+    study = tmp_path / "study.toml"
+    study.write_text(f'[study]\nmodel = "{tiny_model}"\nout = "{tmp_path / "out"}"\n'
+                     f'[evaluate]\nprompts = ["a photo of amari"]\n'
+                     f'[[evaluate.commands]]\nname = "sd1"\nseed = 1\n')
+    assert main(["evaluate", "--config", str(study)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sim-group folder not found" in err[0]
+
+
+def test_cli_evaluates_with_overrides(tmp_path, tiny_model, sim_group, embedding, capsys):
+    study = tmp_path / "study.toml"
+    study.write_text(
+        f'[study]\nname = "cli"\nmodel = "{tiny_model}"\nout = "{tmp_path / "out"}"\ndevice = "cpu"\n'
+        f'[[select.groups]]\nname = "a_3"\nimages = 3\n'
+        f'[evaluate]\nprompts = ["a photo of amari"]\nsteps = 2\nwidth = 64\nheight = 64\ncontrol = false\n'
+        f'[evaluate.embeddings]\na_3 = "{embedding}"\n'
+        f'[[evaluate.commands]]\nname = "sd1"\nseed = 7\n')
+    results = tmp_path / "elsewhere"
+    assert main(["evaluate", "--config", str(study), "--results", str(results), "--sim-group", str(sim_group),
+                 "--no-cnn"]) == 0
+    assert "1 cells" in capsys.readouterr().out
+    (cell,) = read_results(results / "results.csv")
+    assert cell.group == "a_3" and cell.cnn_faces is None
+    assert json.loads((results / "manifest.json").read_text())["sim_group"] == str(sim_group)
