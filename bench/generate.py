@@ -25,22 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _models import model_folder
+
 PROMPT = "a photo of a woman"
-OUT = Path(__file__).resolve().parent / "out"
 
 
-def model_folder(args) -> str:
-    """The model to time: --model, else a random-weight SD built once under bench/out/."""
-    if args.model:
-        return args.model
-    from amari.testing.sd import build_sd15_random, build_tiny_sd
-
-    name, build = ("sd15-random", build_sd15_random) if args.full else ("tiny-sd", build_tiny_sd)
-    folder = OUT / name
-    if not (folder / "model_index.json").is_file():
-        print(f"building {name} in {folder} (once) ...", file=sys.stderr, flush=True)
-        build(folder)
-    return str(folder)
 
 
 # 1. The original's way: one fresh process per batch of 4 ------------------------------------------

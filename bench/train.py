@@ -27,23 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
+from _models import model_folder
+
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 # Faces (top, right, bottom, left) in tests/data/t1.jpg, cropped as stand-in training images.
 FACES = [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724), (295, 557, 402, 450)]
 
 
-def model_folder(args) -> str:
-    if args.model:
-        return args.model
-    from amari.testing.sd import build_sd15_random, build_tiny_sd
-
-    name, build = ("sd15-random", build_sd15_random) if args.full else ("tiny-sd", build_tiny_sd)
-    folder = OUT / name
-    if not (folder / "model_index.json").is_file():
-        print(f"building {name} in {folder} (once) ...", file=sys.stderr, flush=True)
-        build(folder)
-    return str(folder)
 
 
 def write_images(folder: Path) -> Path:

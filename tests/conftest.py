@@ -57,3 +57,14 @@ def tiny_sd(tmp_path_factory) -> Path:
     from amari.testing.sd import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: for models this small, two threads spin more than they compute."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

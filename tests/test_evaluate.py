@@ -20,15 +20,9 @@ from amari.provenance import read_provenance
 from amari.study.config import replace, study_from_dict
 from amari.study.evaluate import evaluate, group_token, plan_cells, prompt_for
 from amari.study.results import read_manifest, read_results
-from amari.testing.sd import build_tiny_sd
 
 PROMPTS = ["a photo of amari", "a side profile image of amari"]
 SEEDS = {"sd1": 335728730, "sd2": 691007764}
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +44,21 @@ def embedding(tmp_path_factory):
     return path
 
 
-def make_config(tmp_path, tiny_model, sim_group, embedding, **evaluate):
+def make_config(tmp_path, tiny_sd, sim_group, embedding, **evaluate):
     settings = {"prompts": PROMPTS, "sampler": "k_lms", "steps": 2, "width": 64, "height": 64,
                 "commands": [{"name": n, "seed": s} for n, s in SEEDS.items()], "sim_group": str(sim_group),
                 "embeddings": {"a_3": str(embedding)}}
     settings.update(evaluate)
     return study_from_dict({
-        "study": {"name": "tiny", "out": str(tmp_path / "study"), "model": str(tiny_model), "device": "cpu"},
+        "study": {"name": "tiny", "out": str(tmp_path / "study"), "model": str(tiny_sd), "device": "cpu"},
         "select": {"groups": [{"name": "a_3", "images": 3}]},
         "evaluate": settings}, base=tmp_path)
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, tiny_model, sim_group, embedding):
+def evaluated(tmp_path_factory, tiny_sd, sim_group, embedding):
     tmp_path = tmp_path_factory.mktemp("evaluated")
-    config = make_config(tmp_path, tiny_model, sim_group, embedding)
+    config = make_config(tmp_path, tiny_sd, sim_group, embedding)
     seen = []
     result = evaluate(config, on_progress=lambda what, cell: seen.append((what, cell.key)))
     return config, result, seen
@@ -158,7 +152,7 @@ def test_a_finished_grid_is_not_generated_again(evaluated, tmp_path):
     assert digest(cut) == before[cells[2].image]
 
 
-def test_changed_generation_settings_regenerate_and_a_new_scorer_rescores(evaluated, tmp_path, tiny_model,
+def test_changed_generation_settings_regenerate_and_a_new_scorer_rescores(evaluated, tmp_path, tiny_sd,
                                                                           sim_group, embedding):
     config, first, _ = evaluated
     results = tmp_path / "results"
@@ -179,18 +173,18 @@ def test_changed_generation_settings_regenerate_and_a_new_scorer_rescores(evalua
     assert all(c.cnn_faces is None and c.scorers == "dlib" for c in without_cnn.cells)
 
 
-def test_missing_inputs_fail_before_any_model_loads(tmp_path, tiny_model, sim_group, embedding, capsys):
-    no_embedding = make_config(tmp_path, tiny_model, sim_group, tmp_path / "missing.safetensors")
+def test_missing_inputs_fail_before_any_model_loads(tmp_path, tiny_sd, sim_group, embedding, capsys):
+    no_embedding = make_config(tmp_path, tiny_sd, sim_group, tmp_path / "missing.safetensors")
     with pytest.raises(UsageError, match="no embedding for group a_3"):
         evaluate(no_embedding)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(WorkspaceError, match="holds no images"):
-        evaluate(make_config(tmp_path, tiny_model, empty, embedding))
+        evaluate(make_config(tmp_path, tiny_sd, empty, embedding))
     assert not (tmp_path / "study" / "results").exists()
 
     study = tmp_path / "study.toml"
-    study.write_text(f'[study]\nmodel = "{tiny_model}"\nout = "{tmp_path / "out"}"\n'
+    study.write_text(f'[study]\nmodel = "{tiny_sd}"\nout = "{tmp_path / "out"}"\n'
                      f'[evaluate]\nprompts = ["a photo of amari"]\n'
                      f'[[evaluate.commands]]\nname = "sd1"\nseed = 1\n')
     assert main(["evaluate", "--config", str(study)]) == 1
@@ -198,10 +192,10 @@ def test_missing_inputs_fail_before_any_model_loads(tmp_path, tiny_model, sim_gr
     assert len(err) == 1 and "sim-group folder not found" in err[0]
 
 
-def test_cli_evaluates_with_overrides(tmp_path, tiny_model, sim_group, embedding, capsys):
+def test_cli_evaluates_with_overrides(tmp_path, tiny_sd, sim_group, embedding, capsys):
     study = tmp_path / "study.toml"
     study.write_text(
-        f'[study]\nname = "cli"\nmodel = "{tiny_model}"\nout = "{tmp_path / "out"}"\ndevice = "cpu"\n'
+        f'[study]\nname = "cli"\nmodel = "{tiny_sd}"\nout = "{tmp_path / "out"}"\ndevice = "cpu"\n'
         f'[[select.groups]]\nname = "a_3"\nimages = 3\n'
         f'[evaluate]\nprompts = ["a photo of amari"]\nsteps = 2\nwidth = 64\nheight = 64\ncontrol = false\n'
         f'[evaluate.embeddings]\na_3 = "{embedding}"\n'

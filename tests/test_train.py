@@ -32,22 +32,6 @@ def face_crop(data_dir: Path, index: int, half: int = 110, wide: int = 0) -> Ima
     return Image.open(data_dir / "t1.jpg").convert("RGB").crop((cx - half - wide, cy - half, cx + half + wide, cy + half))
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    # Two CPU threads on a shared machine spin far more than they compute for models this small.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    from amari.testing.sd import build_tiny_sd
-
-    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model")
-
-
 @pytest.fixture(scope="session")
 def train_images(tmp_path_factory, data_dir) -> Path:
     folder = tmp_path_factory.mktemp("train-images")
@@ -251,13 +235,13 @@ def test_validation_scores_faces_against_the_reference(tmp_path, data_dir, refer
 
 # Placeholder splice -------------------------------------------------------------------------------
 
-def test_placeholder_tokens_are_new_and_only_their_vectors_get_gradients(tiny_model, one_thread):
+def test_placeholder_tokens_are_new_and_only_their_vectors_get_gradients(tiny_sd, one_thread):
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from amari.train.tokens import add_placeholder, init_vectors, splice, training_token
 
-    tokenizer = CLIPTokenizer.from_pretrained(tiny_model / "tokenizer")
-    encoder = CLIPTextModel.from_pretrained(tiny_model / "text_encoder")
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_sd / "tokenizer")
+    encoder = CLIPTextModel.from_pretrained(tiny_sd / "text_encoder")
     vocabulary = tokenizer.get_vocab()
     known = len(tokenizer)
     assert training_token("*", vocabulary) == "<*>"  # '*' is a CLIP symbol already
@@ -286,11 +270,11 @@ def test_placeholder_tokens_are_new_and_only_their_vectors_get_gradients(tiny_mo
 # Real runs on the tiny model ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_model, train_images, reference_group, one_thread):
+def trained(tmp_path_factory, tiny_sd, train_images, reference_group, one_thread):
     from amari.train import train
 
     out = tmp_path_factory.mktemp("run") / "out"
-    config = TrainConfig(data_dir=train_images, out_dir=out, model=str(tiny_model), num_vectors=2, resolution=64,
+    config = TrainConfig(data_dir=train_images, out_dir=out, model=str(tiny_sd), num_vectors=2, resolution=64,
                          batch_size=2, max_steps=4, checkpoint_every=2, base_lr=0.05, sample_seeds=(11, 12),
                          sample_steps=2, reference_group=reference_group)
     messages = []
@@ -309,13 +293,13 @@ def test_run_writes_metrics_with_finite_loss_and_the_epoch_column(trained):
     assert any("3 images" in m for m in messages) and any("step 4/4" in m for m in messages)
 
 
-def test_only_the_placeholder_rows_change(trained, tiny_model):
+def test_only_the_placeholder_rows_change(trained, tiny_sd):
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextModel
 
     config, result, _ = trained
-    original = CLIPTextModel.from_pretrained(tiny_model / "text_encoder").get_input_embeddings().weight
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_model, safety_checker=None, requires_safety_checker=False)
+    original = CLIPTextModel.from_pretrained(tiny_sd / "text_encoder").get_input_embeddings().weight
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None, requires_safety_checker=False)
     known = len(pipe.tokenizer)  # the tiny model's table has spare rows above its vocabulary
     pipe.load_textual_inversion(result.embedding_files["diffusers"])
     table = pipe.text_encoder.get_input_embeddings().weight
@@ -328,13 +312,13 @@ def test_only_the_placeholder_rows_change(trained, tiny_model):
     assert not torch.equal(trained[0], woman) and not torch.equal(trained[1], woman)  # the vectors learned
 
 
-def test_diffusers_file_changes_the_image_and_matches_the_checkpoint_samples(trained, tiny_model):
+def test_diffusers_file_changes_the_image_and_matches_the_checkpoint_samples(trained, tiny_sd):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     config, result, _ = trained
 
     def generate(with_embedding: bool) -> np.ndarray:
-        pipe = StableDiffusionPipeline.from_pretrained(tiny_model, safety_checker=None, requires_safety_checker=False)
+        pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None, requires_safety_checker=False)
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         if with_embedding:
@@ -444,10 +428,10 @@ def test_cli_options_reach_the_config(tmp_path):
     assert build_parser().parse_args(["train", "d", "--out", "o", "--sample-seeds", ""]).sample_seeds == ()
 
 
-def test_bf16_autocast_on_the_cpu_trains_and_samples(tmp_path, tiny_model, train_images, one_thread):
+def test_bf16_autocast_on_the_cpu_trains_and_samples(tmp_path, tiny_sd, train_images, one_thread):
     from amari.train import train
 
-    config = TrainConfig(data_dir=train_images, out_dir=tmp_path / "out", model=str(tiny_model), resolution=64,
+    config = TrainConfig(data_dir=train_images, out_dir=tmp_path / "out", model=str(tiny_sd), resolution=64,
                          max_steps=2, checkpoint_every=2, mixed_precision="bf16", gradient_checkpointing=True,
                          grad_accum=2, sample_seeds=(3,), sample_steps=1)
     result = train(config)

@@ -24,21 +24,6 @@ COMPARED = ("step", "epoch", "loss", "lr")  # images_per_s is a wall-clock measu
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from amari.testing.sd import build_tiny_sd
-
-    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model")
-
-
-@pytest.fixture(scope="module")
 def images(tmp_path_factory, data_dir) -> Path:
     folder = tmp_path_factory.mktemp("images")
     photo = Image.open(data_dir / "t1.jpg").convert("RGB")
@@ -71,17 +56,17 @@ def _rows(out: Path) -> list[tuple]:
     return [tuple(row[k] for k in COMPARED) for row in MetricsLog(out / "metrics.csv").rows()]
 
 
-def test_killed_run_resumes_to_the_same_end(tmp_path, tiny_model, images, one_thread):
+def test_killed_run_resumes_to_the_same_end(tmp_path, tiny_sd, images, one_thread):
     from amari.train.checkpoints import latest_checkpoint
 
     # The uninterrupted run, in this process.
-    reference = TrainConfig(data_dir=images, out_dir=tmp_path / "reference", model=str(tiny_model), token="amari",
+    reference = TrainConfig(data_dir=images, out_dir=tmp_path / "reference", model=str(tiny_sd), token="amari",
                             resolution=64, max_steps=9, checkpoint_every=3, base_lr=0.05, sample_seeds=())
     train(reference)
 
     # The same run in a child process, killed once checkpoint 3 exists and a later step is logged.
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "amari", *_args(images, out, tiny_model, steps=9, every=3)]
+    command = [sys.executable, "-m", "amari", *_args(images, out, tiny_sd, steps=9, every=3)]
     child = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 90
     try:
@@ -112,10 +97,10 @@ def test_killed_run_resumes_to_the_same_end(tmp_path, tiny_model, images, one_th
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one_accumulating_two_batches(tmp_path, tiny_model, images, one_thread):
+def test_two_processes_train_like_one_accumulating_two_batches(tmp_path, tiny_sd, images, one_thread):
     out = tmp_path / "two"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port(),
-               "-m", "amari", *_args(images, out, tiny_model, steps=4, every=2)]
+               "-m", "amari", *_args(images, out, tiny_sd, steps=4, every=2)]
     # Its own session, so that a hang ends with every worker of the launcher, not only the launcher.
     launcher = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
@@ -128,7 +113,7 @@ def test_two_processes_train_like_one_accumulating_two_batches(tmp_path, tiny_mo
     assert launcher.returncode == 0, err[-3000:]
     assert "lr 0.1 on 2 process(es)" in err  # 0.05 × 2 processes × batch 1
 
-    single = TrainConfig(data_dir=images, out_dir=tmp_path / "one", model=str(tiny_model), token="amari",
+    single = TrainConfig(data_dir=images, out_dir=tmp_path / "one", model=str(tiny_sd), token="amari",
                          resolution=64, max_steps=4, checkpoint_every=2, base_lr=0.05, grad_accum=2, sample_seeds=())
     train(single)
     two, one = MetricsLog(out / "metrics.csv").rows(), MetricsLog(single.out_dir / "metrics.csv").rows()
