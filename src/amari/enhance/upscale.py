@@ -24,7 +24,8 @@ def tile_spans(length: int, tile: int) -> list[tuple[int, int]]:
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 H×W×3 -> float (1, 3, H, W) in [0, 1] on the CPU."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255)
+    # astype copies, so read-only inputs (np.asarray of a PIL image) are fine and nothing is copied twice.
+    return torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None].div_(255)
 
 
 def to_uint8(tensor: torch.Tensor) -> np.ndarray:
