@@ -179,6 +179,18 @@ def test_face_restoration_changes_only_the_face(gfpgan, astronaut):
     assert far.mean() > 0.25 and not changed[far].any()
 
 
+@pytest.mark.slow
+def test_hog_false_faces_are_not_restored(gfpgan, astronaut):
+    enhancer = Enhancer(EnhanceConfig(upscaler=None, face_restorer=str(gfpgan), scale=1.0))
+    image = np.ascontiguousarray(astronaut)
+    canvas = image.copy()
+    assert len(faces.detect(image, "hog", 1)) == 2  # the face and a badge on the suit
+    assert enhancer.restore_faces(image, canvas) == 1
+    badge_top, badge_right, badge_bottom, badge_left = faces.detect(image, "hog", 1)[1]
+    assert np.array_equal(canvas[badge_top:badge_bottom, badge_left:badge_right],
+                          image[badge_top:badge_bottom, badge_left:badge_right])
+
+
 # 4. Bad model files -------------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -120,3 +120,13 @@ def test_models_found_without_importing_their_package():
             "assert 'dlib' not in sys.modules; print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_detection_scores_separate_real_faces_from_hog_false_faces(data_dir):
+    astronaut = load_rgb(data_dir / "astronaut.png")
+    scored = faces.detect_scored(astronaut)
+    assert [box for box, _ in scored] == faces.detect(astronaut)
+    real, badge = scored  # the face, then a patch on the suit that HOG takes for one
+    assert real[1] > 0.3 > 0.2 > badge[1]
+    t1_scores = [score for _, score in faces.detect_scored(load_rgb(data_dir / "t1.jpg"))]
+    assert len(t1_scores) == 6 and min(t1_scores) > 0.3

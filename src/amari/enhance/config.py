@@ -26,6 +26,9 @@ class EnhanceConfig:
     restore_weight: how much of the restored face replaces the upscaled one inside the face mask,
         from 0 (none) to 1 (all). GFPGAN's own tool passes a `weight` of 0.5 that the v1.3/v1.4 clean
         network ignores, so the study's faces were fully restored: 1.0 reproduces it.
+    min_face_score: faces whose dlib HOG detection score is below this are left alone. HOG also
+        "finds" faces in badges and patterns (scores near 0.1), and GFPGAN would paint a face there;
+        real faces, even small ones, score about 0.3 and up.
     """
 
     upscaler: str | None = "RealESRGAN_x4plus"
@@ -35,6 +38,7 @@ class EnhanceConfig:
     device: str = "auto"
     half: bool = True
     restore_weight: float = 1.0
+    min_face_score: float = 0.2
 
     def __post_init__(self):
         if not 0 < self.scale <= 16:

@@ -71,10 +71,10 @@ class Enhancer:
         return resize_to(upscaled, height, width)
 
     def restore_faces(self, image: np.ndarray, canvas: np.ndarray) -> int:
-        """Restore every face found in `image` and paste it onto `canvas` (its resized copy), in
-        place; returns how many faces were restored."""
+        """Restore every face found in `image` (HOG score >= `min_face_score`) and paste it onto `canvas`, in
+        place (`canvas` is `image` resized); returns how many faces were restored."""
         model = self.restorer
-        boxes = faces.detect(image, "hog", 1)
+        boxes = [box for box, score in faces.detect_scored(image, 1) if score >= self.config.min_face_score]
         for points in faces.landmarks(image, boxes, points=5):
             matrix = restore.alignment_matrix(points)
             restored = restore.restore_crop(model, restore.crop_face(image, matrix))
