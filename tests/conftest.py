@@ -68,3 +68,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def astronaut(data_dir):
+    """The astronaut photo as an RGB array (one real face; HOG also reports a false one on the suit)."""
+    from amari.images import load_rgb
+
+    return load_rgb(data_dir / "astronaut.png")

@@ -32,11 +32,6 @@ def gfpgan(model_dir):
 
 
 @pytest.fixture(scope="module")
-def astronaut(data_dir):
-    return load_rgb(data_dir / "astronaut.png")
-
-
-@pytest.fixture(scope="module")
 def astronaut_face(astronaut):
     """A 200×180 crop around the astronaut's face, small enough to upscale quickly."""
     return np.ascontiguousarray(astronaut[20:220, 130:310])

@@ -20,11 +20,6 @@ PARAMS = {"prompt": "a photo of a woman, smiling: outdoors", "negative_prompt": 
 
 
 @pytest.fixture(scope="module")
-def astronaut(data_dir):
-    return load_rgb(data_dir / "astronaut.png")
-
-
-@pytest.fixture(scope="module")
 def group_photo(data_dir):
     return load_rgb(data_dir / "t1.jpg")
 
