@@ -29,8 +29,14 @@ def data_dir() -> Path:
     return DATA
 
 
-T1_BOXES = [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724),
-            (295, 557, 402, 450), (67, 999, 196, 870), (176, 364, 265, 275)]
+T1_BOXES = [
+    (283, 1226, 390, 1118),
+    (283, 175, 390, 67),
+    (367, 832, 474, 724),
+    (295, 557, 402, 450),
+    (67, 999, 196, 870),
+    (176, 364, 265, 275),
+]
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +49,14 @@ def t1_people(tmp_path_factory, data_dir) -> list[Path]:
     paths = []
     for index, (top, right, bottom, left) in enumerate(T1_BOXES):
         margin = (bottom - top) // 2 + 20
-        crop = photo.crop((max(0, left - margin), max(0, top - margin),
-                           min(photo.width, right + margin), min(photo.height, bottom + margin)))
+        crop = photo.crop(
+            (
+                max(0, left - margin),
+                max(0, top - margin),
+                min(photo.width, right + margin),
+                min(photo.height, bottom + margin),
+            )
+        )
         path = folder / f"person{index}.png"
         crop.save(path)
         paths.append(path)

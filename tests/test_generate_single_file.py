@@ -17,8 +17,14 @@ PROMPT = "a photo of a woman"
 
 # diffusers layout -> the original LDM layout of SD 1.x checkpoints (what sd-v1-4.ckpt holds), so the
 # test loads a file shaped like the real one through diffusers' own converter.
-_RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),
-           ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("conv_shortcut", "skip_connection"))
+_RESNET = (
+    ("norm1", "in_layers.0"),
+    ("conv1", "in_layers.2"),
+    ("time_emb_proj", "emb_layers.1"),
+    ("norm2", "out_layers.0"),
+    ("conv2", "out_layers.3"),
+    ("conv_shortcut", "skip_connection"),
+)
 _VAE_RESNET = (("conv_shortcut", "nin_shortcut"),)
 _VAE_ATTENTION = (("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out"))
 
@@ -26,7 +32,7 @@ _VAE_ATTENTION = (("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v",
 def _rename_inner(rest, table):
     for new, old in table:
         if rest == new or rest.startswith(new + "."):
-            return old + rest[len(new):]
+            return old + rest[len(new) :]
     return rest
 
 
@@ -66,7 +72,8 @@ def unet_to_ldm(state, config):
             elif kind == "attentions":
                 new = f"output_blocks.{i * per_level + j}.1.{rest}"
             else:
-                new = f"output_blocks.{i * per_level + per_level - 1}.{2 if has_attention else 1}.conv.{'.'.join(parts[5:])}"
+                block = i * per_level + per_level - 1
+                new = f"output_blocks.{block}.{2 if has_attention else 1}.conv.{'.'.join(parts[5:])}"
         else:
             raise KeyError(key)
         out["model.diffusion_model." + new] = value
@@ -80,9 +87,7 @@ def vae_to_ldm(state, config):
     for key, value in state.items():
         parts = key.split(".")
         side = parts[0]
-        if side in ("quant_conv", "post_quant_conv"):
-            new = key
-        elif parts[1] in ("conv_in", "conv_out"):
+        if side in ("quant_conv", "post_quant_conv") or parts[1] in ("conv_in", "conv_out"):
             new = key
         elif parts[1] == "conv_norm_out":
             new = f"{side}.norm_out.{'.'.join(parts[2:])}"
@@ -110,8 +115,10 @@ def vae_to_ldm(state, config):
 
 
 def text_to_ldm(state):
-    return {"cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k): v
-            for k, v in state.items()}
+    return {
+        "cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k): v
+        for k, v in state.items()
+    }
 
 
 def export_ldm(folder) -> dict:
@@ -161,7 +168,7 @@ def test_single_file_gives_the_same_images_as_the_folder(config, checkpoints, ti
 
 def test_single_file_offline_without_configs_says_what_to_pass(config, checkpoints):
     lonely = with_overrides(config, model=str(checkpoints / "tiny-sd.safetensors"))
-    with pytest.raises(ModelError, match="model_config=FOLDER_OR_ID"):
+    with pytest.raises(ModelError, match="--model-config FOLDER_OR_ID"):
         generate(PROMPT, seeds=[1], config=lonely, progress=False)
 
 
@@ -178,8 +185,9 @@ def test_malicious_checkpoint_is_refused_and_never_runs(config, tiny_sd, tmp_pat
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "callbacks": _RunsCode(marker)}, evil)
     with pytest.raises(ModelError, match="refused"):
-        generate(PROMPT, seeds=[1], progress=False,
-                 config=with_overrides(config, model=str(evil), model_config=str(tiny_sd)))
+        generate(
+            PROMPT, seeds=[1], progress=False, config=with_overrides(config, model=str(evil), model_config=str(tiny_sd))
+        )
     assert not marker.exists()
 
 
@@ -187,8 +195,12 @@ def test_corrupt_checkpoint_is_a_model_error(config, tiny_sd, tmp_path):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00" * 64)
     with pytest.raises(ModelError):
-        generate(PROMPT, seeds=[1], progress=False,
-                 config=with_overrides(config, model=str(broken), model_config=str(tiny_sd)))
+        generate(
+            PROMPT,
+            seeds=[1],
+            progress=False,
+            config=with_overrides(config, model=str(broken), model_config=str(tiny_sd)),
+        )
 
 
 def test_malicious_weights_in_a_diffusers_folder_are_refused(config, tiny_sd, tmp_path):

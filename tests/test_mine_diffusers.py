@@ -10,11 +10,12 @@ from amari.cli import main
 from amari.embeddings import EmbeddingCache, FaceEncoder
 from amari.errors import UsageError
 from amari.faces import FaceSettings, largest
-from amari.generate import GeneratedImage
-from amari.generate.source import DiffusersSource, rejects_early, settings_from_options
+from amari.generate import DiffusersSource, GeneratedImage, preset_config
+from amari.generate.source import rejects_early
 from amari.images import image_files, load_rgb
-from amari.mine.source import BatchContext, SourceOptions
+from amari.mine import BatchContext, MineConfig
 from amari.provenance import read_provenance
+from amari.study.stages import mining_source
 from amari.testing.enhance import build_random_esrgan
 
 PROMPT = "a photo of a woman"
@@ -25,18 +26,48 @@ def tiny_esrgan(tmp_path_factory):
     return build_random_esrgan(tmp_path_factory.mktemp("esrgan") / "tiny_x4.pth", num_filters=8)
 
 
-def options(tiny_sd, esrgan=None, **extra):
+def mine_config(tiny_sd, esrgan=None, **extra) -> MineConfig:
     enhance = {"upscaler": str(esrgan), "face_restorer": "none"} if esrgan else {"enhance": False}
-    fields = {key: extra.pop(key) for key in ("seed", "state_path", "preset") if key in extra}
-    return SourceOptions(prompt=PROMPT, model=str(tiny_sd), extra={"steps": 2, **enhance, **extra}, **fields)
+    fields = {key: extra.pop(key) for key in ("seed", "preset") if key in extra}
+    options = tuple((key, str(value)) for key, value in {"steps": 2, **enhance, **extra}.items())
+    return MineConfig(prompt=PROMPT, model=str(tiny_sd), options=options, **fields)
+
+
+def options(tiny_sd, esrgan=None, state_path=None, **extra) -> DiffusersSource:
+    source = mining_source(mine_config(tiny_sd, esrgan, **extra))
+    if state_path is not None:
+        source.open(state_path)
+    return source
 
 
 def test_mine_runs_end_to_end_offline(tiny_sd, tiny_esrgan, data_dir, tmp_path, capsys):
     workspace = tmp_path / "ws"
-    code = main(["mine", "--workspace", str(workspace), "--source", "diffusers", "--model", str(tiny_sd),
-                 "--prompt", PROMPT, "--reference", str(data_dir / "astronaut.png"), "--max-batches", "2",
-                 "--seed", "1000", "--option", "steps=2", "--option", f"upscaler={tiny_esrgan}",
-                 "--option", "face_restorer=none", "--quiet"])
+    code = main(
+        [
+            "mine",
+            "--workspace",
+            str(workspace),
+            "--source",
+            "diffusers",
+            "--model",
+            str(tiny_sd),
+            "--prompt",
+            PROMPT,
+            "--reference",
+            str(data_dir / "astronaut.png"),
+            "--max-batches",
+            "2",
+            "--seed",
+            "1000",
+            "--option",
+            "steps=2",
+            "--option",
+            f"upscaler={tiny_esrgan}",
+            "--option",
+            "face_restorer=none",
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     generated = image_files(workspace / "unknown-person")
     assert len(generated) >= 4  # tiny random models draw no faces
@@ -58,12 +89,13 @@ def test_base_seed_carries_on_across_runs(tiny_sd, tmp_path):
     import sqlite3
 
     state = tmp_path / "state.sqlite"
-    context = BatchContext(group=np.empty((0, 128)), upper_bound=0.5, almost_band=0.1,
-                           encoder=FaceEncoder(FaceSettings()), batch_number=1)
-    first = DiffusersSource(options(tiny_sd, seed=50, state_path=state))
+    context = BatchContext(
+        group=np.empty((0, 128)), upper_bound=0.5, almost_band=0.1, encoder=FaceEncoder(FaceSettings()), batch_number=1
+    )
+    first = options(tiny_sd, seed=50, state_path=state)
     written = first.next_batch(2, tmp_path / "out", context)
     first.close()
-    second = DiffusersSource(options(tiny_sd, seed=50, state_path=state))
+    second = options(tiny_sd, seed=50, state_path=state)
     written += second.next_batch(1, tmp_path / "out", context)
     second.close()
     assert [read_provenance(p).amari["seed"] for p in written] == [50, 51, 52]
@@ -74,9 +106,10 @@ def test_base_seed_carries_on_across_runs(tiny_sd, tmp_path):
 
 
 def test_random_seeds_are_recorded(tiny_sd, tmp_path):
-    context = BatchContext(group=np.empty((0, 128)), upper_bound=0.5, almost_band=0.1,
-                           encoder=FaceEncoder(FaceSettings()), batch_number=3)
-    source = DiffusersSource(options(tiny_sd))
+    context = BatchContext(
+        group=np.empty((0, 128)), upper_bound=0.5, almost_band=0.1, encoder=FaceEncoder(FaceSettings()), batch_number=3
+    )
+    source = options(tiny_sd)
     paths = source.next_batch(2, tmp_path, context)
     seeds = [read_provenance(p).amari["seed"] for p in paths]
     assert len(set(seeds)) == 2 and all(f"-{seed}" in p.stem for p, seed in zip(paths, seeds))
@@ -84,6 +117,7 @@ def test_random_seeds_are_recorded(tiny_sd, tmp_path):
 
 
 # Early rejection with real faces (photos stand in for generated images) -----------------------------
+
 
 @pytest.fixture(scope="module")
 def faces_of_t1(data_dir, tmp_path_factory):
@@ -99,14 +133,22 @@ def faces_of_t1(data_dir, tmp_path_factory):
 
 
 def generated_from(rgb, seed):
-    params = {"prompt": PROMPT, "seed": seed, "steps": 2, "sampler": "dpmpp_2m", "cfg_scale": 7.5,
-              "width": rgb.shape[1], "height": rgb.shape[0], "model": "photo"}
+    params = {
+        "prompt": PROMPT,
+        "seed": seed,
+        "steps": 2,
+        "sampler": "dpmpp_2m",
+        "cfg_scale": 7.5,
+        "width": rgb.shape[1],
+        "height": rgb.shape[0],
+        "model": "photo",
+    }
     return GeneratedImage(image=Image.fromarray(rgb), seed=seed, prompt=PROMPT, params=params)
 
 
 def test_far_faces_skip_enhancement_and_near_ones_get_it(tiny_sd, tiny_esrgan, faces_of_t1, tmp_path):
     person_a, person_b, group, encoder = faces_of_t1
-    source = DiffusersSource(options(tiny_sd, tiny_esrgan, reject_margin=0.1))
+    source = options(tiny_sd, tiny_esrgan, reject_margin=0.1)
     context = BatchContext(group=group, upper_bound=0.3, almost_band=0.1, encoder=encoder, batch_number=7)
 
     far = source.finish(generated_from(person_b, 1), tmp_path, context)
@@ -125,18 +167,14 @@ def test_far_faces_skip_enhancement_and_near_ones_get_it(tiny_sd, tiny_esrgan, f
     assert encoder.cache_hits == hits + 1
 
 
-def test_nothing_is_rejected_early_without_a_group_or_when_switched_off(tiny_sd, tiny_esrgan, faces_of_t1,
-                                                                       tmp_path):
+def test_nothing_is_rejected_early_without_a_group_or_when_switched_off(tiny_sd, tiny_esrgan, faces_of_t1, tmp_path):
     person_a, person_b, group, encoder = faces_of_t1
-    empty = BatchContext(group=np.empty((0, 128)), upper_bound=0.3, almost_band=0.1, encoder=encoder,
-                         batch_number=1)
-    source = DiffusersSource(options(tiny_sd, tiny_esrgan))
-    assert read_provenance(source.finish(generated_from(person_b, 1), tmp_path, empty)).width == \
-        2 * person_b.shape[1]
-    off = DiffusersSource(options(tiny_sd, tiny_esrgan, early_reject=False))
+    empty = BatchContext(group=np.empty((0, 128)), upper_bound=0.3, almost_band=0.1, encoder=encoder, batch_number=1)
+    source = options(tiny_sd, tiny_esrgan)
+    assert read_provenance(source.finish(generated_from(person_b, 1), tmp_path, empty)).width == 2 * person_b.shape[1]
+    off = options(tiny_sd, tiny_esrgan, early_reject=False)
     full = BatchContext(group=group, upper_bound=0.3, almost_band=0.1, encoder=encoder, batch_number=1)
-    assert read_provenance(off.finish(generated_from(person_b, 2), tmp_path, full)).width == \
-        2 * person_b.shape[1]
+    assert read_provenance(off.finish(generated_from(person_b, 2), tmp_path, full)).width == 2 * person_b.shape[1]
     assert source.counts["rejected_early"] == off.counts["rejected_early"] == 0
 
 
@@ -148,25 +186,33 @@ def test_rejection_rule():
 
 # Options ----------------------------------------------------------------------------------------
 
+
 def test_options_choose_preset_and_overrides(tiny_sd):
-    settings = settings_from_options(options(tiny_sd, preset="study", scheduler="unipc", guidance="6.5",
-                                             compile="false"))
-    assert (settings.generate.scheduler, settings.generate.steps, settings.generate.guidance_scale) == \
-        ("unipc", 2, 6.5)
-    assert settings.generate.batch_size == 4 and settings.preset == "study"
-    assert settings.enhance is None
+    config = mine_config(tiny_sd, preset="study", scheduler="unipc", guidance="6.5", compile="false")
+    generate = config.generate_config()
+    assert (generate.scheduler, generate.steps, generate.guidance_scale) == ("unipc", 2, 6.5)
+    assert generate.batch_size == 4 and config.preset == "study"
+    assert config.enhance_config() is None
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"stepz": 3}, "unknown source option"), ({"steps": "many"}, "expects int"),
-    ({"compile": "maybe"}, "true or false"), ({"reject_margin": -1}, "reject_margin"),
-    ({"scheduler": "nope"}, "unknown scheduler"), ({"scale": 0}, "scale"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"stepz": 3}, "unknown source option"),
+        ({"steps": "many"}, "expects int"),
+        ({"compile": "maybe"}, "true or false"),
+        ({"reject_margin": -1}, "reject_margin"),
+        ({"scheduler": "nope"}, "unknown scheduler"),
+        ({"scale": 0}, "scale"),
+    ],
+)
 def test_bad_options_are_usage_errors(tiny_sd, extra, message):
     with pytest.raises(UsageError, match=message):
-        settings_from_options(SourceOptions(prompt=PROMPT, model=str(tiny_sd), extra=extra))
+        MineConfig(prompt=PROMPT, model=str(tiny_sd), options=tuple((k, str(v)) for k, v in extra.items()))
 
 
 def test_prompt_is_required(tiny_sd):
     with pytest.raises(UsageError, match="prompt"):
-        DiffusersSource(SourceOptions(prompt="", model=str(tiny_sd)))
+        DiffusersSource("", preset_config(model=str(tiny_sd)))
+    with pytest.raises(UsageError, match="prompt"):
+        MineConfig(prompt="", model=str(tiny_sd))

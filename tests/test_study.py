@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 from amari.cli import main
-from amari.study.report import CHARTS
 from amari.demo import COMMANDS, GROUPS, PROMPTS, write_demo
+from amari.report.charts import CHARTS
 from test_report import assert_not_blank, html_tables, render_report
+
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory, tiny_sd):
@@ -68,8 +69,11 @@ def test_the_tiny_study_runs_from_one_command_and_resumes(tiny_study, tmp_path, 
 
     # 5. The report's numbers equal a recomputation from the CSV.
     tables = html_tables(report / "index.html")
-    missed = {(p, g): sum(1 for r in rows if r["prompt"] == p and r["group"] == g and r["face_found"] == "false")
-              for p in PROMPTS for g in GROUPS}
+    missed = {
+        (p, g): sum(1 for r in rows if r["prompt"] == p and r["group"] == g and r["face_found"] == "false")
+        for p in PROMPTS
+        for g in GROUPS
+    }
     for row in tables["not-found"][1:-1]:
         assert row[1:4] == [str(missed[(row[0], g)]) for g in GROUPS]
     assert tables["not-found"][-1][-1] == str(len(rows))

@@ -11,21 +11,22 @@ import hashlib
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterable
-
-import numpy as np
 
 from amari import faces as face_lib
 from amari.errors import ImageError
 from amari.faces import Face, FaceSettings
 from amari.images import DEFAULT_MAX_PIXELS, load_rgb, read_bytes, shrink_to
+from amari.layout import cache_root
 from amari.sqlite import connect, from_blob, migrate, to_blob
 
 MIGRATIONS = [
-    ("0001_face_cache", """
+    (
+        "0001_face_cache",
+        """
         CREATE TABLE face_images (
             content_hash TEXT NOT NULL,
             settings TEXT NOT NULL,
@@ -45,16 +46,14 @@ MIGRATIONS = [
             PRIMARY KEY (content_hash, settings, face_index),
             FOREIGN KEY (content_hash, settings) REFERENCES face_images ON DELETE CASCADE
         )
-    """),
+    """,
+    ),
 ]
 
 
 def default_cache_path() -> Path:
-    """$AMARI_CACHE_DIR, else $XDG_CACHE_HOME/amari, else ~/.cache/amari; file embeddings.sqlite."""
-    base = os.environ.get("AMARI_CACHE_DIR")
-    if not base:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "amari"
-    return Path(base) / "embeddings.sqlite"
+    """The descriptor cache in amari's cache folder (`amari.layout.cache_root`)."""
+    return cache_root() / "embeddings.sqlite"
 
 
 def content_hash(data: bytes) -> str:
@@ -72,33 +71,44 @@ class EmbeddingCache:
             self.conn = connect(path or default_cache_path(), MIGRATIONS)
 
     def get(self, digest: str, settings_key: str) -> list[Face] | None:
-        row = self.conn.execute("SELECT n_faces FROM face_images WHERE content_hash=? AND settings=?",
-                                (digest, settings_key)).fetchone()
+        row = self.conn.execute(
+            "SELECT n_faces FROM face_images WHERE content_hash=? AND settings=?", (digest, settings_key)
+        ).fetchone()
         if row is None:
             return None
         rows = self.conn.execute(
             "SELECT top, right, bottom, left, landmarks, descriptor FROM face_rows "
-            "WHERE content_hash=? AND settings=? ORDER BY face_index", (digest, settings_key)).fetchall()
-        return [Face(box=(r[0], r[1], r[2], r[3]), landmarks=from_blob(r[4], (-1, 2)),
-                     descriptor=from_blob(r[5])) for r in rows]
+            "WHERE content_hash=? AND settings=? ORDER BY face_index",
+            (digest, settings_key),
+        ).fetchall()
+        return [
+            Face(box=(r[0], r[1], r[2], r[3]), landmarks=from_blob(r[4], (-1, 2)), descriptor=from_blob(r[5]))
+            for r in rows
+        ]
 
     def put(self, digest: str, settings_key: str, faces: list[Face], size: tuple[int, int]) -> None:
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute("DELETE FROM face_images WHERE content_hash=? AND settings=?", (digest, settings_key))
-            self.conn.execute("INSERT INTO face_images VALUES (?, ?, ?, ?, ?, ?)",
-                              (digest, settings_key, len(faces), size[0], size[1], time.time()))
+            self.conn.execute(
+                "INSERT INTO face_images VALUES (?, ?, ?, ?, ?, ?)",
+                (digest, settings_key, len(faces), size[0], size[1], time.time()),
+            )
             self.conn.executemany(
                 "INSERT INTO face_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(digest, settings_key, i, *map(int, f.box), to_blob(f.landmarks), to_blob(f.descriptor))
-                 for i, f in enumerate(faces)])
+                [
+                    (digest, settings_key, i, *map(int, f.box), to_blob(f.landmarks), to_blob(f.descriptor))
+                    for i, f in enumerate(faces)
+                ],
+            )
 
     def close(self) -> None:
         self.conn.close()
 
 
-def encode_bytes(data: bytes, settings: FaceSettings, label: str | Path = "<bytes>",
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[Face], tuple[int, int]]:
+def encode_bytes(
+    data: bytes, settings: FaceSettings, label: str | Path = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[list[Face], tuple[int, int]]:
     """Decode image bytes and find their faces; returns (faces, (width, height) as decoded)."""
     image = load_rgb(data, max_pixels=max_pixels, label=label)
     height, width = image.shape[:2]
@@ -120,8 +130,12 @@ def _encode_path(path: str, settings: FaceSettings, max_pixels: int):
 class FaceEncoder:
     """The faces of image files under one `FaceSettings`, computed once and kept in an `EmbeddingCache`."""
 
-    def __init__(self, settings: FaceSettings = FaceSettings(), cache: EmbeddingCache | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(
+        self,
+        settings: FaceSettings = FaceSettings(),
+        cache: EmbeddingCache | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
         self.settings = settings
         self.cache = cache
         self.max_pixels = max_pixels
@@ -142,8 +156,9 @@ class FaceEncoder:
             self.cache.put(digest, self.settings.key, found, size)
         return found
 
-    def faces_many(self, paths: Iterable[str | Path], cpus: int = 1,
-                   on_progress: Callable[[Path], None] | None = None) -> dict[Path, list[Face] | ImageError]:
+    def faces_many(
+        self, paths: Iterable[str | Path], cpus: int = 1, on_progress: Callable[[Path], None] | None = None
+    ) -> dict[Path, list[Face] | ImageError]:
         """Faces of many files, in parallel on `cpus` processes (-1: all); errors are returned, not raised."""
         paths = [Path(p) for p in paths]
         results: dict[Path, list[Face] | ImageError] = {}
@@ -169,10 +184,15 @@ class FaceEncoder:
             outcomes = (_encode_path(str(p), self.settings, self.max_pixels) for p in pending)
             self._collect(pending, outcomes, results, on_progress)
         else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(pending)),
-                                     mp_context=get_context("forkserver")) as pool:
-                outcomes = pool.map(_encode_path, [str(p) for p in pending],
-                                    [self.settings] * len(pending), [self.max_pixels] * len(pending))
+            with ProcessPoolExecutor(
+                max_workers=min(workers, len(pending)), mp_context=get_context("forkserver")
+            ) as pool:
+                outcomes = pool.map(
+                    _encode_path,
+                    [str(p) for p in pending],
+                    [self.settings] * len(pending),
+                    [self.max_pixels] * len(pending),
+                )
                 self._collect(pending, outcomes, results, on_progress)
         return {path: results[path] for path in paths}
 
@@ -188,14 +208,3 @@ class FaceEncoder:
                 results[path] = found
             if on_progress:
                 on_progress(path)
-
-
-def group_descriptors(encoder: FaceEncoder, paths: Iterable[str | Path], cpus: int = 1) -> tuple[list[Path], np.ndarray]:
-    """The largest face's descriptor of each readable group image that has a face."""
-    members, descriptors = [], []
-    for path, found in encoder.faces_many(paths, cpus=cpus).items():
-        if isinstance(found, ImageError) or not found:
-            continue
-        members.append(path)
-        descriptors.append(face_lib.largest(found).descriptor)
-    return members, np.array(descriptors).reshape(-1, face_lib.DESCRIPTOR_SIZE)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from amari.errors import ModelError, UsageError
+from amari.facesettings import FaceSettings
 
 DESCRIPTOR_SIZE = 128
 
@@ -26,32 +27,6 @@ _MODEL_FILES = {
     "cnn_detector": "mmod_human_face_detector.dat",
     "descriptor": "dlib_face_recognition_resnet_model_v1.dat",
 }
-
-
-@dataclass(frozen=True)
-class FaceSettings:
-    """How faces are found and described; part of every cache key."""
-
-    detector: str = "hog"
-    upsample: int = 1
-    landmarks: int = 5
-    jitters: int = 1
-    max_side: int | None = None
-
-    def __post_init__(self):
-        if self.detector not in ("hog", "cnn"):
-            raise UsageError(f"unknown face detector {self.detector!r}: use 'hog' or 'cnn'")
-        if self.landmarks not in (5, 68):
-            raise UsageError(f"landmarks must be 5 or 68, not {self.landmarks!r}")
-        if self.upsample < 0 or self.jitters < 1:
-            raise UsageError("upsample must be >= 0 and jitters >= 1")
-        if self.max_side is not None and self.max_side < 32:
-            raise UsageError("max_side must be at least 32 pixels")
-
-    @property
-    def key(self) -> str:
-        return (f"{self.detector}:up{self.upsample}:lm{self.landmarks}:j{self.jitters}"
-                f":max{self.max_side or 0}")
 
 
 @dataclass(frozen=True)
@@ -94,22 +69,22 @@ def _dlib():
     return dlib
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hog_detector():
     return _dlib().get_frontal_face_detector()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cnn_detector():
     return _dlib().cnn_face_detection_model_v1(str(model_path("cnn_detector")))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shape_predictor(points: int):
     return _dlib().shape_predictor(str(model_path(f"landmarks_{points}")))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _descriptor_model():
     return _dlib().face_recognition_model_v1(str(model_path("descriptor")))
 
@@ -200,8 +175,8 @@ def distance_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     # Exact differences (not the |a|²+|b|²-2ab shortcut, which loses digits), in bounded chunks.
     rows = max(1, 2_000_000 // max(1, len(b) * DESCRIPTOR_SIZE))
     for start in range(0, len(a), rows):
-        diff = a[start:start + rows, None, :] - b[None, :, :]
-        out[start:start + rows] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        diff = a[start : start + rows, None, :] - b[None, :, :]
+        out[start : start + rows] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
     return out
 
 

@@ -17,6 +17,7 @@ reader (the miner, another tool watching the folder) never sees half an image.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -56,6 +57,7 @@ A1111_SAMPLER_NAMES = {
 
 
 # 1. Watermark -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class WatermarkReading:
@@ -106,8 +108,9 @@ def read_watermark(rgb: np.ndarray) -> WatermarkReading | None:
     bgr = np.ascontiguousarray(rgb[..., ::-1])
     bits = np.asarray(_embedder([]).decode(bgr), dtype=np.uint8)
     accuracy = float(np.mean(bits == np.asarray(_payload_bits(), dtype=np.uint8)))
-    return WatermarkReading(found=accuracy >= DETECTION_THRESHOLD, bit_accuracy=accuracy,
-                            payload=np.packbits(bits).tobytes())
+    return WatermarkReading(
+        found=accuracy >= DETECTION_THRESHOLD, bit_accuracy=accuracy, payload=np.packbits(bits).tobytes()
+    )
 
 
 def _check_rgb(rgb) -> np.ndarray:
@@ -120,6 +123,7 @@ def _check_rgb(rgb) -> np.ndarray:
 
 
 # 2. A1111 `parameters` text -----------------------------------------------------------------------
+
 
 def _quote(value) -> str:
     # A1111 writes a value as JSON only when a plain one would break its `key: value, ` list.
@@ -171,10 +175,8 @@ def _parse_fields(line: str) -> dict[str, str]:
     for key, value in _FIELD.findall(line):
         value = value.strip()
         if value.startswith('"') and value.endswith('"') and len(value) >= 2:
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
         fields[key.strip()] = value
     return fields
 
@@ -193,10 +195,13 @@ def parse_a1111_parameters(text: str) -> dict:
     for line in lines:
         if line.startswith("Negative prompt:"):
             target = negative_lines
-            line = line[len("Negative prompt:"):].lstrip()
+            line = line[len("Negative prompt:") :].lstrip()
         target.append(line)
-    result: dict[str, object] = {"prompt": "\n".join(prompt_lines),
-                                 "negative_prompt": "\n".join(negative_lines), **fields}
+    result: dict[str, object] = {
+        "prompt": "\n".join(prompt_lines),
+        "negative_prompt": "\n".join(negative_lines),
+        **fields,
+    }
     size = re.fullmatch(r"(\d+)x(\d+)", str(fields.get("Size", "")))
     if size:
         result["width"], result["height"] = int(size.group(1)), int(size.group(2))
@@ -205,11 +210,15 @@ def parse_a1111_parameters(text: str) -> dict:
 
 # 3. Writing ---------------------------------------------------------------------------------------
 
+
 def amari_metadata(params: dict, watermarked: bool) -> dict:
     """The JSON amari stores beside the A1111 text: synthetic flag, generator, watermark, params."""
-    return {"synthetic": True, "generator": GENERATOR,
-            "watermark": {"method": WATERMARK_METHOD, "payload": PAYLOAD.decode(), "embedded": watermarked},
-            **params}
+    return {
+        "synthetic": True,
+        "generator": GENERATOR,
+        "watermark": {"method": WATERMARK_METHOD, "payload": PAYLOAD.decode(), "embedded": watermarked},
+        **params,
+    }
 
 
 def save_png(image, path: str | os.PathLike, params: dict) -> Path:
@@ -241,6 +250,7 @@ def save_png(image, path: str | os.PathLike, params: dict) -> Path:
 
 
 # 4. Reading ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Provenance:
@@ -312,8 +322,13 @@ def read_provenance(path: str | os.PathLike) -> Provenance:
         reading = read_watermark(to_rgb(image))
     except ValueError as exc:
         raise ImageError(path, f"cannot read watermark: {exc}") from None
-    return Provenance(path=path, format=file_format,
-                      width=image.width, height=image.height, watermark=reading,
-                      parameters=parameters,
-                      fields=parse_a1111_parameters(parameters) if parameters else {},
-                      amari=amari)
+    return Provenance(
+        path=path,
+        format=file_format,
+        width=image.width,
+        height=image.height,
+        watermark=reading,
+        parameters=parameters,
+        fields=parse_a1111_parameters(parameters) if parameters else {},
+        amari=amari,
+    )

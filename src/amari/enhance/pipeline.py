@@ -17,7 +17,8 @@ class Enhancer:
 
     Faces are found on the input with amari's face detector (dlib HOG upsampled once, the same
     detector the sim-score uses), aligned from dlib's 5 landmarks, restored at 512×512 and pasted
-    onto the upscaled background with a feathered edge. Every face found is restored.
+    onto the upscaled background with a feathered edge. Faces whose HOG detection score is below
+    `min_face_score` (badges, patterns) are left alone.
     """
 
     def __init__(self, config: EnhanceConfig = EnhanceConfig()):
@@ -47,8 +48,10 @@ class Enhancer:
         if self._restorer is None and self.config.face_restorer is not None:
             model = load_image_model(self.config.face_restorer, "FaceSR", self.device, half=False)
             if model.architecture.id != "GFPGAN":
-                raise ModelError(f"{self.config.face_restorer}: face restoration supports GFPGAN "
-                                 f"models; this file is {model.architecture.name}")
+                raise ModelError(
+                    f"{self.config.face_restorer}: face restoration supports GFPGAN "
+                    f"models; this file is {model.architecture.name}"
+                )
             self._restorer = model
         return self._restorer
 

@@ -18,13 +18,21 @@ import numpy as np
 import torch
 
 from amari.enhance.upscale import to_tensor, to_uint8
+from amari.geometry import similarity_transform
 
 FACE_SIZE = 512
 
 # The five FFHQ points of a 512×512 aligned face used by GFPGAN: image-left eye, image-right eye,
 # nose tip, image-left and image-right mouth corners.
-FFHQ_TEMPLATE_512 = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
-                              [201.26117, 371.41043], [313.08905, 371.15118]])
+FFHQ_TEMPLATE_512 = np.array(
+    [
+        [192.98138, 239.94708],
+        [318.90277, 240.1936],
+        [256.63416, 314.01935],
+        [201.26117, 371.41043],
+        [313.08905, 371.15118],
+    ]
+)
 
 # dlib's three usable points in the same frame: the template's eyes, and the nose base (see above).
 DLIB_TEMPLATE_512 = np.array([FFHQ_TEMPLATE_512[0], FFHQ_TEMPLATE_512[1], [256.0, 341.3]])
@@ -42,27 +50,20 @@ def dlib_anchor_points(landmarks5: np.ndarray) -> np.ndarray:
     return np.array([points[2:4].mean(axis=0), points[0:2].mean(axis=0), points[4]])
 
 
-def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """The 2×3 rotation + uniform scale + shift that maps `source` points onto `target` best
-    (least squares): u = a·x − b·y + tx, v = b·x + a·y + ty."""
-    source = np.asarray(source, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
-    rows = []
-    for x, y in source:
-        rows.append([x, -y, 1.0, 0.0])
-        rows.append([y, x, 0.0, 1.0])
-    (a, b, tx, ty), *_ = np.linalg.lstsq(np.array(rows), target.reshape(-1), rcond=None)
-    return np.array([[a, -b, tx], [b, a, ty]])
-
-
 def alignment_matrix(landmarks5: np.ndarray) -> np.ndarray:
     """2×3 affine taking image coordinates to the 512×512 aligned face crop."""
     return similarity_transform(dlib_anchor_points(landmarks5), DLIB_TEMPLATE_512)
 
 
 def crop_face(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    return cv2.warpAffine(image, matrix, (FACE_SIZE, FACE_SIZE), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=CROP_FILL)
+    return cv2.warpAffine(
+        image,
+        matrix,
+        (FACE_SIZE, FACE_SIZE),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=CROP_FILL,
+    )
 
 
 @torch.inference_mode()
@@ -95,8 +96,9 @@ def feathered_mask(coverage: np.ndarray, scale: float) -> np.ndarray:
     return cv2.GaussianBlur(inner, (2 * band + 1, 2 * band + 1), 0)
 
 
-def paste_face(canvas: np.ndarray, face: np.ndarray, matrix: np.ndarray,
-               input_size: tuple[int, int], weight: float = 1.0) -> None:
+def paste_face(
+    canvas: np.ndarray, face: np.ndarray, matrix: np.ndarray, input_size: tuple[int, int], weight: float = 1.0
+) -> None:
     """Blend a restored 512×512 crop back into `canvas`, in place.
 
     `canvas` is the input image (of `input_size` = (height, width)) resized to its final size;
@@ -107,8 +109,9 @@ def paste_face(canvas: np.ndarray, face: np.ndarray, matrix: np.ndarray,
     scale_x = canvas.shape[1] / input_width
     scale_y = canvas.shape[0] / input_height
     transform = crop_to_output(matrix, scale_x, scale_y)
-    corners = np.array([[-0.5, -0.5], [FACE_SIZE - 0.5, -0.5], [-0.5, FACE_SIZE - 0.5],
-                        [FACE_SIZE - 0.5, FACE_SIZE - 0.5]])
+    corners = np.array(
+        [[-0.5, -0.5], [FACE_SIZE - 0.5, -0.5], [-0.5, FACE_SIZE - 0.5], [FACE_SIZE - 0.5, FACE_SIZE - 0.5]]
+    )
     mapped = corners @ transform[:, :2].T + transform[:, 2]
     left = max(0, math.floor(mapped[:, 0].min()) - 1)
     top = max(0, math.floor(mapped[:, 1].min()) - 1)
@@ -121,11 +124,15 @@ def paste_face(canvas: np.ndarray, face: np.ndarray, matrix: np.ndarray,
     shifted[:, 2] -= (left, top)
     size = (right - left, bottom - top)
     warped = cv2.warpAffine(face, shifted, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    coverage = cv2.warpAffine(np.ones((FACE_SIZE, FACE_SIZE), np.float32), shifted, size,
-                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    coverage = cv2.warpAffine(
+        np.ones((FACE_SIZE, FACE_SIZE), np.float32),
+        shifted,
+        size,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+    )
     alpha = feathered_mask(coverage, (scale_x + scale_y) / 2)[..., None] * np.float32(weight)
     # 3. Blend; where alpha is 0 the canvas keeps its exact values.
     region = canvas[top:bottom, left:right].astype(np.float32)
     blended = region + alpha * (warped.astype(np.float32) - region)
     canvas[top:bottom, left:right] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-

@@ -52,9 +52,10 @@ def upscale(model, image: np.ndarray, tile: int = 0, overlap: int = TILE_OVERLAP
             x0, x1 = max(0, left - overlap), min(width, right + overlap)
             patch = source[..., y0:y1, x0:x1].to(model.device, model.dtype)
             output = model(patch)
-            keep = output[..., (top - y0) * factor:(bottom - y0) * factor,
-                          (left - x0) * factor:(right - x0) * factor]
-            result[top * factor:bottom * factor, left * factor:right * factor] = to_uint8(keep)
+            keep = output[
+                ..., (top - y0) * factor : (bottom - y0) * factor, (left - x0) * factor : (right - x0) * factor
+            ]
+            result[top * factor : bottom * factor, left * factor : right * factor] = to_uint8(keep)
     return result
 
 

@@ -19,17 +19,23 @@ class Sampler:
     description: str = ""
 
 
-SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
-    Sampler("ddim", "DDIMScheduler", {}, "DDIM (the study's mining sampler)"),
-    Sampler("pndm", "PNDMScheduler", {"skip_prk_steps": True}, "PLMS, the original scripts' other sampler"),
-    Sampler("k_lms", "LMSDiscreteScheduler", {}, "LMS (the study's evaluation sampler)"),
-    Sampler("euler", "EulerDiscreteScheduler", {}, "Euler"),
-    Sampler("euler_a", "EulerAncestralDiscreteScheduler", {}, "Euler ancestral"),
-    Sampler("dpmpp_2m", "DPMSolverMultistepScheduler",
+SAMPLERS: dict[str, Sampler] = {
+    s.name: s
+    for s in (
+        Sampler("ddim", "DDIMScheduler", {}, "DDIM (the study's mining sampler)"),
+        Sampler("pndm", "PNDMScheduler", {"skip_prk_steps": True}, "PLMS, the original scripts' other sampler"),
+        Sampler("k_lms", "LMSDiscreteScheduler", {}, "LMS (the study's evaluation sampler)"),
+        Sampler("euler", "EulerDiscreteScheduler", {}, "Euler"),
+        Sampler("euler_a", "EulerAncestralDiscreteScheduler", {}, "Euler ancestral"),
+        Sampler(
+            "dpmpp_2m",
+            "DPMSolverMultistepScheduler",
             {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
-            "DPM++ 2M with Karras sigmas (fast: good images in 20-30 steps)"),
-    Sampler("unipc", "UniPCMultistepScheduler", {}, "UniPC"),
-)}
+            "DPM++ 2M with Karras sigmas (fast: good images in 20-30 steps)",
+        ),
+        Sampler("unipc", "UniPCMultistepScheduler", {}, "UniPC"),
+    )
+}
 
 
 def check_sampler(name: str) -> Sampler:

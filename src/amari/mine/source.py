@@ -5,31 +5,33 @@ miner judges them and moves each into sim-group/, almost-sim/ or unknown-person/
 
 - `folder:PATH` copies images that another tool (A1111, ComfyUI, InvokeAI, a camera) writes into
   PATH, in sorted order, never touching PATH; with `watch` it keeps waiting for new files.
-- `diffusers` generates them with Stable Diffusion (`amari.generate.source.DiffusersSource`).
+- `diffusers` generates them with Stable Diffusion (`amari.generate.DiffusersSource`).
+
+The caller builds the source and hands it to `amari.mine.run`.
 
 Rules every source keeps, so that a killed miner resumes without losing or repeating an image:
 write each file under a temporary name that starts with "." and rename it when complete (the miner
 ignores and, on resume, deletes hidden files in incoming/); never return a file twice; remember what
-was produced in `SourceOptions.state_path` when it is given, so that a rerun carries on.
+was produced in the workspace database (`state_path`) when it is given, so that a rerun carries on.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from amari.embeddings import FaceEncoder, content_hash
 from amari.errors import ImageError, UsageError
+from amari.files import free_name, same_content
 from amari.images import image_files, read_bytes
-from amari.sqlite import connect
+from amari.sqlite import connect, migrate
 
 
 @dataclass
@@ -45,6 +47,10 @@ class Source(Protocol):
     description: str
     exhausted: bool  # True: no more images will ever come (folder without --watch, all ingested)
 
+    def open(self, state_path: Path) -> None:
+        """Called once the workspace is open: where the source may remember what it produced."""
+        ...
+
     def next_batch(self, n: int, out_dir: Path, context: BatchContext) -> list[Path]:
         """Write up to n NEW image files into out_dir (the workspace's incoming/ folder) and return them."""
         ...
@@ -52,48 +58,10 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class SourceOptions:
-    """What the command line hands to a source. Sources read the fields they need and ignore the rest."""
-
-    prompt: str = ""
-    negative_prompt: str = ""
-    model: str | None = None  # Hugging Face id, diffusers folder or single checkpoint file
-    preset: str | None = None  # a named group of generation settings (the generation stage defines them)
-    seed: int | None = None  # first seed; None: random seeds (a generating source records them)
-    watch: bool = False  # folder source: keep waiting for new files instead of stopping
-    poll_interval: float = 2.0  # seconds between looks at a watched folder
-    state_path: Path | None = None  # SQLite file where a source may remember what it produced
-    # Free KEY=VALUE options for generation and enhancement (steps, guidance, upscaler, ...);
-    # treat as read-only.
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.poll_interval <= 0:
-            raise UsageError(f"the poll interval must be positive, not {self.poll_interval}")
-
-
-def make_source(spec: str, options: SourceOptions) -> Source:
-    """`folder:PATH` or `diffusers` → a source; anything else is a UsageError."""
-    kind, sep, rest = spec.partition(":")
-    if kind == "folder" and sep:
-        if not rest:
-            raise UsageError("--source folder:PATH needs a folder, e.g. folder:/outputs/txt2img-images")
-        return FolderSource(Path(rest).expanduser(), options)
-    if spec == "diffusers":
-        try:
-            module = importlib.import_module("amari.generate.source")
-        except ModuleNotFoundError as exc:
-            if exc.name in ("amari.generate", "amari.generate.source"):
-                raise UsageError("the diffusers source is not installed in this amari; "
-                                 "use --source folder:PATH to mine images another tool writes") from None
-            raise
-        return module.DiffusersSource(options)
-    raise UsageError(f"unknown source {spec!r}: use 'diffusers' or 'folder:PATH'")
-
-
 _LEDGER_MIGRATIONS = [
-    ("0001_folder_source_ledger", """
+    (
+        "0001_folder_source_ledger",
+        """
         CREATE TABLE folder_source_ledger (
             folder TEXT NOT NULL,
             relpath TEXT NOT NULL,
@@ -104,7 +72,8 @@ _LEDGER_MIGRATIONS = [
             ingested_at REAL NOT NULL,
             PRIMARY KEY (folder, relpath, size, mtime_ns)
         )
-    """),
+    """,
+    ),
 ]
 
 
@@ -117,18 +86,25 @@ class FolderSource:
     taken, so a file another program is still writing is not copied half-done.
     """
 
-    def __init__(self, folder: Path, options: SourceOptions):
+    def __init__(self, folder: str | Path, watch: bool = False, poll_interval: float = 2.0):
+        folder = Path(folder).expanduser()
         if not folder.is_dir():
             raise UsageError(f"source folder {folder} does not exist or is not a folder")
+        if not poll_interval > 0:
+            raise UsageError(f"the poll interval must be positive, not {poll_interval}")
         self.folder = folder
         self.key = str(folder.resolve())
-        self.watch = options.watch
-        self.poll_interval = options.poll_interval
+        self.watch = watch
+        self.poll_interval = poll_interval
         self.description = f"folder:{folder}" + (" (watching)" if self.watch else "")
         self.exhausted = False
-        self._ledger = connect(options.state_path, _LEDGER_MIGRATIONS) if options.state_path \
-            else _memory_ledger()
+        self._ledger = _memory_ledger()
         self._last_seen: dict[str, tuple[int, int]] = {}
+
+    def open(self, state_path: Path) -> None:
+        """Keep the ledger in the workspace database, so a rerun carries on where this one stopped."""
+        self._ledger.close()
+        self._ledger = connect(state_path, _LEDGER_MIGRATIONS)
 
     def next_batch(self, n: int, out_dir: Path, context: BatchContext | None = None) -> list[Path]:
         if n < 1:
@@ -164,7 +140,7 @@ class FolderSource:
                 self._last_seen[relpath] = (stat.st_size, stat.st_mtime_ns)
                 continue  # not yet seen still: maybe being written
             copied = out_dir / _flat_name(relpath)
-            if copied.is_file() and _same_content(copied, path):
+            if copied.is_file() and same_content(copied, path):
                 self._record(relpath, stat, content_hash(read_bytes(copied)), copied.name)
                 continue
             fresh.append((path, stat))
@@ -174,7 +150,7 @@ class FolderSource:
 
     def _copy(self, path: Path, stat: os.stat_result, out_dir: Path) -> Path | None:
         relpath = path.relative_to(self.folder).as_posix()
-        target = _free_name(out_dir, _flat_name(relpath))
+        target = free_name(out_dir, _flat_name(relpath))
         partial = out_dir / f".{target.name}.part"
         try:
             shutil.copy2(path, partial)
@@ -192,18 +168,19 @@ class FolderSource:
     def _ingested(self, relpath: str, stat: os.stat_result) -> bool:
         row = self._ledger.execute(
             "SELECT 1 FROM folder_source_ledger WHERE folder=? AND relpath=? AND size=? AND mtime_ns=?",
-            (self.key, relpath, stat.st_size, stat.st_mtime_ns)).fetchone()
+            (self.key, relpath, stat.st_size, stat.st_mtime_ns),
+        ).fetchone()
         return row is not None
 
     def _record(self, relpath: str, stat: os.stat_result, digest: str, copied_as: str) -> None:
         self._ledger.execute(
             "INSERT OR REPLACE INTO folder_source_ledger VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (self.key, relpath, stat.st_size, stat.st_mtime_ns, digest, copied_as, time.time()))
+            (self.key, relpath, stat.st_size, stat.st_mtime_ns, digest, copied_as, time.time()),
+        )
 
 
 def _memory_ledger() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", isolation_level=None)
-    from amari.sqlite import migrate
     migrate(conn, _LEDGER_MIGRATIONS)
     return conn
 
@@ -211,20 +188,6 @@ def _memory_ledger() -> sqlite3.Connection:
 def _flat_name(relpath: str) -> str:
     """Sub-folders become part of the name: 2024-05-01/00012.png → 2024-05-01__00012.png."""
     return relpath.replace("/", "__")
-
-
-def _free_name(folder: Path, name: str) -> Path:
-    candidate, stem, suffix, i = folder / name, Path(name).stem, Path(name).suffix, 1
-    while candidate.exists():
-        candidate, i = folder / f"{stem}-{i}{suffix}", i + 1
-    return candidate
-
-
-def _same_content(a: Path, b: Path) -> bool:
-    try:
-        return a.stat().st_size == b.stat().st_size and read_bytes(a) == read_bytes(b)
-    except (OSError, ImageError):
-        return False
 
 
 def _remove_partial_copies(out_dir: Path) -> None:
