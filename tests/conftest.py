@@ -14,6 +14,13 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 DATA = Path(__file__).parent / "data"
 
 
+def pytest_collection_modifyitems(config, items):
+    """The fast lane first: tests marked slow (several seconds each: subprocess crash sweeps, whole
+    studies, full-size models) run after every other test, so a broken change shows up in a minute.
+    `pytest -m "not slow"` runs the fast lane alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+
+
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path_factory, monkeypatch):
     """Every test gets its own embedding cache and Hugging Face cache folder."""

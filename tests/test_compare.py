@@ -122,3 +122,21 @@ def test_cli_subprocess_exit_codes(folders, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "amari", "compare", str(known)], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("amari compare: error:")
     assert "Traceback" not in bad.stderr
+
+
+def test_names_with_commas_or_line_breaks_are_quoted_as_csv(capsys, tmp_path, t1_people):
+    import csv
+    import io
+
+    known, unknown = tmp_path / "known", tmp_path / "unknown"
+    known.mkdir()
+    unknown.mkdir()
+    shutil.copy(t1_people[2], known / "Doe, Jane.png")
+    shutil.copy(t1_people[2], known / "plain.png")
+    ImageOps.mirror(Image.open(t1_people[2])).save(unknown / 'a "quoted"\nname.png')
+    code = main(["compare", str(known), str(unknown)])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = list(csv.reader(io.StringIO(out)))
+    assert sorted(row[1] for row in rows) == ["Doe, Jane", "plain"]
+    assert all(row[0] == str(unknown / 'a "quoted"\nname.png') for row in rows)

@@ -11,12 +11,11 @@ from PIL import Image
 
 from amari.errors import ImageError
 from amari.images import load_rgb
+from amari.infotext import a1111_parameters, parse_a1111_parameters
 from amari.provenance import (
     DETECTION_THRESHOLD,
     MIN_WATERMARK_SIDE,
-    a1111_parameters,
     embed_watermark,
-    parse_a1111_parameters,
     read_provenance,
     read_watermark,
     save_png,

@@ -384,19 +384,37 @@ def test_diffusers_file_changes_the_image_and_matches_the_checkpoint_samples(tra
     assert np.abs(sample - with_embedding).max() <= 1  # the samples are what users will get
 
 
+def test_each_checkpoints_a1111_file_loads_in_diffusers_under_its_own_name(trained, tiny_sd):
+    from diffusers import StableDiffusionPipeline
+
+    _config, _layout, result, _ = trained
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None, requires_safety_checker=False)
+    for folder in result.checkpoints:
+        step = int(folder.name.split("-")[1])
+        path = folder / f"amari-{step}.safetensors"
+        pipe.load_textual_inversion(path, token=f"amari-{step}")
+        ids = pipe.tokenizer.convert_tokens_to_ids([f"amari-{step}", f"amari-{step}_1"])
+        table = pipe.text_encoder.get_input_embeddings().weight
+        assert torch.equal(table[ids], load_embedding(path).vectors)
+
+
 def test_checkpoints_hold_embeddings_state_samples_and_validation(trained):
     config, layout, result, _ = trained
     assert [p.name for p in result.checkpoints] == ["step-000002", "step-000004"]
     folder = result.checkpoints[-1]
     state = json.loads((folder / "state.json").read_text())
-    assert state["step"] == 4 and state["files"] == {"diffusers": DIFFUSERS_FILE, "a1111": "amari.safetensors"}
+    # Each checkpoint's A1111 file is named after its step (A1111 and ComfyUI name embeddings by file).
+    assert state["step"] == 4 and state["files"] == {"diffusers": DIFFUSERS_FILE, "a1111": "amari-4.safetensors"}
     final = load_embedding(layout.out / "amari.safetensors").vectors
-    assert torch.equal(load_embedding(folder / "amari.safetensors").vectors, final)
+    assert torch.equal(load_embedding(folder / "amari-4.safetensors").vectors, final)
     assert torch.equal(load_embedding(folder / DIFFUSERS_FILE).vectors, final)
     training_state = torch.load(folder / "training_state.pt", weights_only=True)
     assert training_state["step"] == 4 and torch.equal(training_state["vectors"], final)
     sample = Image.open(folder / "samples" / "p0-seed11.png")
     assert sample.size == (64, 64) and "Seed: 11" in sample.text["parameters"]
+    # The infotext names the checkpoint's A1111 file, so pasting it into A1111 triggers the embedding.
+    assert sample.text["parameters"].startswith("a photo of amari-4\n")
+    assert 'TI hashes: "amari-4: ' in sample.text["parameters"]
     assert json.loads(sample.text["amari"])["synthetic"] is True
     # Random weights draw no faces: the validation says so instead of failing.
     assert state["validation"]["faces_found"] == 0 and state["validation"]["images"] == 2
@@ -481,7 +499,7 @@ def test_checkpoints_without_a_run_record_are_refused(tmp_path, train_images):
 
 def test_cli_options_reach_the_config(tmp_path):
     from amari.cli import build_parser
-    from amari.config import from_args
+    from amari.options import from_args
 
     def config_from_args(args):
         return from_args(TrainConfig, args)

@@ -74,6 +74,7 @@ def _rows(out: Path) -> list[tuple]:
     return [tuple(row[k] for k in COMPARED) for row in MetricsLog(out / "metrics.csv").rows()]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_end(tmp_path, tiny_sd, images, one_thread):
     from amari.train.checkpoints import latest_checkpoint
 

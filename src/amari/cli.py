@@ -32,7 +32,7 @@ COMMANDS = (
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `only`, the options of that one command alone (the others list
     their names and help, which is all `amari --help` shows)."""
-    from amari.config import HelpFormatter
+    from amari.options import HelpFormatter
 
     parser = argparse.ArgumentParser(
         prog="amari",

@@ -4,8 +4,8 @@ A field is declared with `setting(default, "what it does", ...)`. From the datac
 
 - `from_table(cls, table, where, base)` reads a TOML table: unknown keys, wrong types and non-finite
   numbers are errors naming the table and key; relative paths are taken from `base`;
-- `add_options(parser, cls)` adds one command-line option per field, help text and default included,
-  and `from_args(cls, args)` builds the config from what argparse parsed;
+- `amari.options.add_options(parser, cls)` adds one command-line option per field, help text and default
+  included, and `amari.options.from_args(cls, args)` builds the config from what argparse parsed;
 - `fingerprint(config)` is a short hash of its values: a stage's output is stale when it changes.
 
 Every `Settings` subclass rejects NaN and infinities in its number fields, turns strings into `Path`s
@@ -14,7 +14,6 @@ and lists into tuples where the field says so, and then runs its own `check()`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import hashlib
@@ -33,11 +32,11 @@ try:
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-_UNSET = object()
+UNSET = object()
 
 
 def setting(
-    default: Any = _UNSET,
+    default: Any = UNSET,
     help: str = "",
     *,
     flag: str | tuple[str, ...] | None = None,
@@ -83,7 +82,7 @@ def setting(
     )
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
-    if default is _UNSET:
+    if default is UNSET:
         return dataclasses.field(metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
@@ -113,7 +112,7 @@ def type_hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _options_of(hint) -> tuple[Any, bool]:
+def unwrap_optional(hint) -> tuple[Any, bool]:
     """(the type inside Optional[...], whether None is allowed)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -122,7 +121,7 @@ def _options_of(hint) -> tuple[Any, bool]:
 
 
 def _coerce(value: Any, hint: Any) -> Any:
-    inner, _ = _options_of(hint)
+    inner, _ = unwrap_optional(hint)
     if value is None:
         return value
     if inner is Path and isinstance(value, str):
@@ -219,7 +218,7 @@ def from_table(cls, table: dict[str, Any], where: str, base: Path, defaults=None
 
 def convert(value: Any, hint: Any, where: str, base: Path) -> Any:
     """A TOML value checked against a type hint (bool, int, float, str, Path, tuples, dataclasses)."""
-    inner, optional = _options_of(hint)
+    inner, optional = unwrap_optional(hint)
     if optional and (value is None or (isinstance(value, str) and value.strip().lower() == "none")):
         return None  # TOML has no null: "none" stands for it where a setting may be left out
     origin = typing.get_origin(inner)
@@ -264,7 +263,7 @@ def resolve_path(value: str | Path, base: Path) -> Path:
 
 def parse_text(text: str, hint: Any, name: str) -> Any:
     """A command-line or KEY=VALUE string as the type a field declares."""
-    inner, optional = _options_of(hint)
+    inner, optional = unwrap_optional(hint)
     if optional and text.strip().lower() in ("none", "off", ""):
         return None
     if inner is bool:
@@ -308,156 +307,3 @@ def fingerprint(*values: Any) -> str:
     """A short hash of settings (and anything else JSON can hold): same values, same fingerprint."""
     text = json.dumps([plain(v) for v in values], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# -- the command line ---------------------------------------------------------------------------------
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the description's own line breaks; option help is wrapped as usual."""
-
-
-def _flags(item: dataclasses.Field) -> tuple[str, ...]:
-    flag = item.metadata.get("flag")
-    if flag is None:
-        return (f"--{item.name.replace('_', '-')}",)
-    return (flag,) if isinstance(flag, str) else tuple(flag)
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ",".join(map(str, value)) if value else "none"
-    return str(value)
-
-
-def cli_fields(cls, prefix: str = "", defaults: Any = None):
-    """(dest, field, hint, default) of every command-line option of `cls`, nested ones flattened."""
-    hints = type_hints(cls)
-    for item in dataclasses.fields(cls):
-        meta = item.metadata
-        if not meta.get("cli", True):
-            continue
-        default = getattr(defaults, item.name) if defaults is not None else _field_default(item)
-        include = meta.get("include")
-        if include is not None:
-            for sub in cli_fields(hints[item.name], prefix=f"{prefix}{item.name}.", defaults=default):
-                if sub[1].name in include:
-                    yield sub
-            continue
-        yield f"{prefix}{item.name}", item, hints[item.name], default
-
-
-def _field_default(item: dataclasses.Field) -> Any:
-    if item.default is not dataclasses.MISSING:
-        return item.default
-    if item.default_factory is not dataclasses.MISSING:
-        return item.default_factory()
-    return _UNSET
-
-
-def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), given_only: bool = False) -> None:
-    """One option per command-line field of `cls`; help says the default, which is the dataclass's.
-
-    given_only: the options change a config read from a file, so only those given on the command line
-    count (see `given`) and none has a default of its own.
-    """
-    groups: dict[str, Any] = {}
-    for dest, item, hint, default in cli_fields(cls):
-        if dest in skip:
-            continue
-        meta = item.metadata
-        title = meta.get("group")
-        target = parser if title is None else groups.setdefault(title, parser.add_argument_group(title))
-        kwargs = _argument(item, hint, None if given_only else default)
-        if given_only:
-            kwargs["default"] = argparse.SUPPRESS
-        target.add_argument(*_flags(item), dest=dest, **kwargs)
-
-
-def given(cls, args: argparse.Namespace) -> dict[str, Any]:
-    """The fields of `cls` that were given on the command line (options added with `given_only`)."""
-    return {dest: getattr(args, dest) for dest, *_ in cli_fields(cls) if "." not in dest and hasattr(args, dest)}
-
-
-def _argument(item: dataclasses.Field, hint: Any, default: Any) -> dict[str, Any]:
-    meta = item.metadata
-    text = meta.get("help", "")
-    inner, _ = _options_of(hint)
-    kwargs: dict[str, Any] = {}
-    action = meta.get("action")
-    flags = _flags(item)
-    if action == "const":
-        kwargs.update(action="store_const", const=meta.get("const"), default=default)
-    elif inner is bool and default is None:
-        kwargs.update(action=argparse.BooleanOptionalAction, default=None)
-    elif inner is bool and not meta.get("cli_type"):
-        negated = flags[0].startswith("--no-")
-        kwargs.update(action="store_false" if negated else "store_true", default=default)
-    elif action == "append":
-        kwargs.update(
-            action="append",
-            default=None,
-            type=_parser(item, typing.get_args(inner)[0] if typing.get_origin(inner) is tuple else inner),
-        )
-    else:
-        item_hint = typing.get_args(inner)[0] if meta.get("nargs") and typing.get_origin(inner) is tuple else hint
-        if default is _UNSET:
-            kwargs.update(required=True, type=_parser(item, item_hint))
-            default = None
-        else:
-            kwargs.update(default=default, type=_parser(item, item_hint))
-        if meta.get("nargs"):
-            kwargs["nargs"] = meta["nargs"]
-            if meta["nargs"] == "?":
-                kwargs["const"] = meta.get("const")
-    if meta.get("metavar"):
-        kwargs["metavar"] = meta["metavar"]
-    if meta.get("choices"):
-        kwargs["choices"] = meta["choices"]
-    shown = default if default is not None and default is not False and default != () else None
-    if meta.get("show_default", True) and shown is not None and kwargs.get("action") != "store_false":
-        text = f"{text} (default {_describe(shown)})" if text else f"default {_describe(shown)}"
-    kwargs["help"] = text.replace("%", "%%")
-    return kwargs
-
-
-def _parser(item: dataclasses.Field, hint: Any) -> Callable[[str], Any]:
-    custom = item.metadata.get("cli_type")
-    name = _flags(item)[0]
-
-    def parse(text: str):
-        try:
-            return custom(text) if custom is not None else parse_text(text, hint, name)
-        except UsageError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    parse.__name__ = getattr(_options_of(hint)[0], "__name__", "value")
-    return parse
-
-
-def from_args(cls, args: argparse.Namespace, **fixed):
-    """A `cls` from parsed arguments (options this command did not add keep their defaults)."""
-    values = dict(fixed)
-    nested: dict[str, dict[str, Any]] = {}
-    for dest, item, _hint, default in cli_fields(cls):
-        if not hasattr(args, dest):
-            continue
-        value = getattr(args, dest)
-        if item.metadata.get("action") == "append":
-            value = default if value is None else tuple(value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        owner, _, name = dest.rpartition(".")
-        if owner:
-            nested.setdefault(owner, {})[name] = value
-        elif name not in fixed:
-            values[name] = value
-    for owner, changes in nested.items():
-        base = values.get(owner) or _field_default(next(f for f in dataclasses.fields(cls) if f.name == owner))
-        values[owner] = dataclasses.replace(base, **changes)
-    return cls(**values)
-
-
-def defaults_of(cls) -> dict[str, Any]:
-    """{dest: default} of every command-line option that has one (nested ones as `field.sub`)."""
-    return {dest: default for dest, _item, _hint, default in cli_fields(cls) if default is not _UNSET}

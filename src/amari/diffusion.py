@@ -14,7 +14,6 @@ a file also gets A1111's short hash (`Model hash:`).
 
 from __future__ import annotations
 
-import functools
 import re
 import warnings
 from collections.abc import Callable
@@ -62,17 +61,11 @@ def model_source(spec: str) -> tuple[str, str]:
     )
 
 
-@functools.lru_cache(maxsize=16)
-def _short_hash(path: str, size: int, mtime_ns: int) -> str:
-    from amari.files import file_sha256
-
-    return file_sha256(path)[:10]
-
-
 def short_hash(path: str | Path) -> str:
     """A1111's short hash of a checkpoint: the first 10 hex digits of the file's SHA-256."""
-    stat = Path(path).stat()
-    return _short_hash(str(path), stat.st_size, stat.st_mtime_ns)
+    from amari.files import sha256_once
+
+    return sha256_once(path)[:10]
 
 
 def describe(spec: str) -> ModelInfo:

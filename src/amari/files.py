@@ -8,6 +8,7 @@ umask, like any new file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import secrets
@@ -24,6 +25,17 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def sha256_once(path: str | os.PathLike) -> str:
+    """A file's SHA-256, computed once per process while the file is unchanged (large model files)."""
+    stat = os.stat(path)
+    return _sha256_of(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def temporary_name(path: Path) -> Path:

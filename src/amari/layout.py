@@ -47,35 +47,45 @@ REPORT_HTML = "index.html"
 REPORT_SUMMARY = "summary.json"
 
 
+class Inside:
+    """A layout's file or folder: `<its folder attribute> / name`, read like an attribute."""
+
+    def __init__(self, name: str, folder: str = "root"):
+        self.name, self.folder = name, folder
+
+    def __get__(self, layout, owner=None) -> Path:
+        if layout is None:
+            return self
+        return getattr(layout, self.folder) / self.name
+
+
+def _paths(layout, *names: str) -> None:
+    for name in names:
+        value = getattr(layout, name)
+        if not isinstance(value, Path):
+            object.__setattr__(layout, name, Path(value))
+
+
 @dataclass(frozen=True)
-class WorkspaceLayout:
+class FolderLayout:
+    """A layout of files and folders inside one root folder."""
+
     root: Path
 
     def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
+        _paths(self, "root")
+
+
+@dataclass(frozen=True)
+class WorkspaceLayout(FolderLayout):
+    sim_group = Inside(SIM_GROUP)
+    incoming = Inside(INCOMING)
+    database = Inside(MINE_DATABASE)
+    archive = Inside(ARCHIVE_CSV)
+    lock = Inside(LOCK_FILE)
 
     def folder(self, name: str) -> Path:
         return self.root / name
-
-    @property
-    def sim_group(self) -> Path:
-        return self.root / SIM_GROUP
-
-    @property
-    def incoming(self) -> Path:
-        return self.root / INCOMING
-
-    @property
-    def database(self) -> Path:
-        return self.root / MINE_DATABASE
-
-    @property
-    def archive(self) -> Path:
-        return self.root / ARCHIVE_CSV
-
-    @property
-    def lock(self) -> Path:
-        return self.root / LOCK_FILE
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ class SelectLayout:
     def __post_init__(self):
         if not isinstance(self.workspace, WorkspaceLayout):
             object.__setattr__(self, "workspace", WorkspaceLayout(self.workspace))
-        object.__setattr__(self, "out", Path(self.out))
+        _paths(self, "out")
 
 
 @dataclass(frozen=True)
@@ -95,8 +105,7 @@ class PrepareLayout:
     destination: Path
 
     def __post_init__(self):
-        object.__setattr__(self, "source", Path(self.source))
-        object.__setattr__(self, "destination", Path(self.destination))
+        _paths(self, "source", "destination")
 
 
 @dataclass(frozen=True)
@@ -104,58 +113,23 @@ class TrainLayout:
     data: Path  # the training images
     out: Path
 
+    checkpoints = Inside(CHECKPOINTS, "out")
+    metrics = Inside(METRICS_CSV, "out")
+    validation = Inside(VALIDATION_CSV, "out")
+    best = Inside(BEST_JSON, "out")
+    run_record = Inside(RUN_JSON, "out")
+    embedding = Inside(DIFFUSERS_EMBEDDING, "out")  # the final embedding in diffusers' layout, which evaluation loads
+
     def __post_init__(self):
-        object.__setattr__(self, "data", Path(self.data))
-        object.__setattr__(self, "out", Path(self.out))
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.out / CHECKPOINTS
-
-    @property
-    def metrics(self) -> Path:
-        return self.out / METRICS_CSV
-
-    @property
-    def validation(self) -> Path:
-        return self.out / VALIDATION_CSV
-
-    @property
-    def best(self) -> Path:
-        return self.out / BEST_JSON
-
-    @property
-    def run_record(self) -> Path:
-        return self.out / RUN_JSON
-
-    @property
-    def embedding(self) -> Path:
-        """The final embedding in diffusers' layout, which evaluation loads."""
-        return self.out / DIFFUSERS_EMBEDDING
+        _paths(self, "data", "out")
 
 
 @dataclass(frozen=True)
-class ResultsLayout:
-    root: Path
-
-    def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
-
-    @property
-    def csv(self) -> Path:
-        return self.root / RESULTS_CSV
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / RESULTS_MANIFEST
-
-    @property
-    def images(self) -> Path:
-        return self.root / IMAGES
-
-    @property
-    def report(self) -> Path:
-        return self.root / REPORT
+class ResultsLayout(FolderLayout):
+    csv = Inside(RESULTS_CSV)
+    manifest = Inside(RESULTS_MANIFEST)
+    images = Inside(IMAGES)
+    report = Inside(REPORT)
 
 
 @dataclass(frozen=True)
@@ -163,13 +137,12 @@ class StudyLayout:
     root: Path
     results_override: Path | None = None
 
+    groups = Inside("groups")
+    markers = Inside(".steps")
+
     @property
     def workspace(self) -> WorkspaceLayout:
         return WorkspaceLayout(self.root / "mine")
-
-    @property
-    def groups(self) -> Path:
-        return self.root / "groups"
 
     def group(self, name: str) -> Path:
         return self.groups / name
@@ -183,10 +156,6 @@ class StudyLayout:
     @property
     def results(self) -> ResultsLayout:
         return ResultsLayout(self.results_override or self.root / "results")
-
-    @property
-    def markers(self) -> Path:
-        return self.root / ".steps"
 
 
 def cache_root() -> Path:

@@ -7,8 +7,9 @@ Three marks, so that at least one survives whatever happens to a file:
    JPEG quality 90 from 128×128 up and lossless saving from 64×64 up; smaller images are written
    without one (`MIN_WATERMARK_SIDE`). The package's plain `dwtDct` method, which Stable Diffusion's
    reference scripts used, does not survive JPEG at quality 90 at any size, hence the SVD variant.
-2. A PNG text chunk `parameters` in AUTOMATIC1111's layout, so "PNG info" in A1111, ComfyUI or
-   InvokeAI shows prompt, seed, steps, sampler, CFG, size and model.
+2. PNG text chunks that other tools read: `parameters` in AUTOMATIC1111's layout ("PNG info" in A1111
+   and ComfyUI's import show prompt, seed, steps, sampler, CFG, size, model and embeddings) and
+   `invokeai_metadata` for InvokeAI's "recall parameters" (`amari.infotext`).
 3. A PNG text chunk `amari` holding JSON: `"synthetic": true`, the generator, and every parameter.
 
 Files are written to a hidden temporary name in the target folder and renamed into place, so a
@@ -17,10 +18,8 @@ reader (the miner, another tool watching the folder) never sees half an image.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,14 @@ from PIL import Image, PngImagePlugin
 
 from amari import __version__
 from amari.errors import ImageError
+from amari.infotext import (
+    INVOKEAI_KEY,
+    PARAMETERS_KEY,
+    a1111_parameters,
+    add_text_chunk,
+    invokeai_metadata,
+    parse_a1111_parameters,
+)
 
 PAYLOAD = b"amari"
 WATERMARK_METHOD = "dwtDctSvd"
@@ -40,20 +47,8 @@ MIN_WATERMARK_SIDE = 64
 # lossless saving from 64 px and after JPEG q90 from 128 px. 36 of 40 bits by chance: p < 1e-7.
 DETECTION_THRESHOLD = 0.9
 
-PARAMETERS_KEY = "parameters"
 AMARI_KEY = "amari"
 GENERATOR = f"amari {__version__}"
-
-# amari scheduler names as A1111 writes them in its `Sampler:` field.
-A1111_SAMPLER_NAMES = {
-    "ddim": "DDIM",
-    "pndm": "PLMS",
-    "k_lms": "LMS",
-    "euler": "Euler",
-    "euler_a": "Euler a",
-    "dpmpp_2m": "DPM++ 2M Karras",
-    "unipc": "UniPC",
-}
 
 
 # 1. Watermark -------------------------------------------------------------------------------------
@@ -122,92 +117,6 @@ def _check_rgb(rgb) -> np.ndarray:
     return rgb
 
 
-# 2. A1111 `parameters` text -----------------------------------------------------------------------
-
-
-def _quote(value) -> str:
-    # A1111 writes a value as JSON only when a plain one would break its `key: value, ` list.
-    text = str(value)
-    if any(char in text for char in ',:\n"'):
-        return json.dumps(text, ensure_ascii=False)
-    return text
-
-
-def a1111_parameters(params: dict) -> str:
-    """The `parameters` text A1111 writes: prompt, `Negative prompt:` line, then `Key: value, ...`."""
-    fields: dict[str, object] = {}
-    if params.get("steps") is not None:
-        fields["Steps"] = params["steps"]
-    if params.get("sampler"):
-        fields["Sampler"] = A1111_SAMPLER_NAMES.get(params["sampler"], params["sampler"])
-    if params.get("cfg_scale") is not None:
-        fields["CFG scale"] = params["cfg_scale"]
-    if params.get("seed") is not None:
-        fields["Seed"] = params["seed"]
-    if params.get("width") and params.get("height"):
-        fields["Size"] = f"{params['width']}x{params['height']}"
-    if params.get("model_hash"):
-        fields["Model hash"] = params["model_hash"]
-    if params.get("model"):
-        fields["Model"] = params["model"]
-    if params.get("eta"):
-        fields["Eta"] = params["eta"]
-    for embedding in params.get("embeddings") or ():
-        fields[f"TI {embedding['token']}"] = Path(embedding["path"]).name
-    enhance = params.get("enhance") or {}
-    if enhance.get("scale") and enhance.get("upscaler"):
-        fields["Postprocess upscale by"] = enhance["scale"]
-        fields["Postprocess upscaler"] = Path(str(enhance["upscaler"])).stem
-    if enhance.get("face_restorer"):
-        fields["Postprocess face restoration"] = Path(str(enhance["face_restorer"])).stem
-    lines = [str(params.get("prompt", ""))]
-    if params.get("negative_prompt"):
-        lines.append(f"Negative prompt: {params['negative_prompt']}")
-    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields.items()))
-    return "\n".join(lines)
-
-
-_FIELD = re.compile(r'\s*([\w][\w \-/+()]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
-
-
-def _parse_fields(line: str) -> dict[str, str]:
-    fields = {}
-    for key, value in _FIELD.findall(line):
-        value = value.strip()
-        if value.startswith('"') and value.endswith('"') and len(value) >= 2:
-            with contextlib.suppress(json.JSONDecodeError):
-                value = json.loads(value)
-        fields[key.strip()] = value
-    return fields
-
-
-def parse_a1111_parameters(text: str) -> dict:
-    """Prompt, negative prompt and the `Key: value` fields of an A1111 `parameters` text.
-
-    Field values are strings as written (`"Seed": "123"`); `Size` also gives `width` and `height`.
-    """
-    lines = text.strip("\n").split("\n")
-    fields: dict[str, object] = {}
-    if lines and len(_FIELD.findall(lines[-1])) >= 3:
-        fields = _parse_fields(lines.pop())
-    prompt_lines, negative_lines, target = [], [], None
-    target = prompt_lines
-    for line in lines:
-        if line.startswith("Negative prompt:"):
-            target = negative_lines
-            line = line[len("Negative prompt:") :].lstrip()
-        target.append(line)
-    result: dict[str, object] = {
-        "prompt": "\n".join(prompt_lines),
-        "negative_prompt": "\n".join(negative_lines),
-        **fields,
-    }
-    size = re.fullmatch(r"(\d+)x(\d+)", str(fields.get("Size", "")))
-    if size:
-        result["width"], result["height"] = int(size.group(1)), int(size.group(2))
-    return result
-
-
 # 3. Writing ---------------------------------------------------------------------------------------
 
 
@@ -234,8 +143,9 @@ def save_png(image, path: str | os.PathLike, params: dict) -> Path:
     watermarked = can_carry_watermark(rgb.shape[1], rgb.shape[0])
     marked = embed_watermark(rgb)
     info = PngImagePlugin.PngInfo()
-    info.add_text(PARAMETERS_KEY, a1111_parameters(params))
-    info.add_text(AMARI_KEY, json.dumps(amari_metadata(params, watermarked), ensure_ascii=False))
+    add_text_chunk(info, PARAMETERS_KEY, a1111_parameters(params))
+    add_text_chunk(info, INVOKEAI_KEY, json.dumps(invokeai_metadata(params), ensure_ascii=False))
+    add_text_chunk(info, AMARI_KEY, json.dumps(amari_metadata(params, watermarked), ensure_ascii=False))
     path.parent.mkdir(parents=True, exist_ok=True)
     # Hidden and without an image suffix, so folder scans skip it until the rename.
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")

@@ -14,7 +14,7 @@ random crop, how many outputs still show a face."""
 
 
 def add_arguments(parser) -> None:
-    from amari.config import add_options
+    from amari.options import add_options
     from amari.prepare import PrepareConfig
 
     parser.add_argument("src", metavar="SRC", help="folder of images to transform (searched recursively)")
@@ -24,9 +24,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from amari import prepare
-    from amari.config import from_args
     from amari.errors import UsageError
     from amari.layout import PrepareLayout
+    from amari.options import from_args
     from amari.progress import progress_bar, warn
 
     config = from_args(prepare.PrepareConfig, args)

@@ -15,7 +15,7 @@ every member with a face, and a smaller group is the start of a larger one."""
 
 
 def add_arguments(parser) -> None:
-    from amari.config import add_options
+    from amari.options import add_options
     from amari.select import SelectConfig
 
     parser.add_argument("--workspace", required=True, metavar="DIR", help="the miner's workspace folder")
@@ -25,8 +25,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from amari import select
-    from amari.config import from_args
     from amari.layout import SelectLayout
+    from amari.options import from_args
     from amari.progress import progress_bar, warn
 
     config = from_args(select.SelectConfig, args)

@@ -17,7 +17,7 @@ the best checkpoint. Several GPUs: accelerate launch --multi_gpu --num_processes
 
 
 def add_arguments(parser) -> None:
-    from amari.config import add_options
+    from amari.options import add_options
     from amari.train import TrainConfig
 
     parser.add_argument("data_dir", metavar="DATA_DIR", help="folder of training images")
@@ -29,8 +29,8 @@ def run(args) -> int:
     import sys
 
     from amari import train
-    from amari.config import from_args
     from amari.layout import TrainLayout
+    from amari.options import from_args
 
     config = from_args(train.TrainConfig, args)
     result = train.run(

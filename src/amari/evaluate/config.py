@@ -85,7 +85,7 @@ class EvaluateConfig(Settings):
     training_groups: tuple[str, ...] = setting((), "the study's training groups", cli=False, study=True)
 
     def check(self):
-        from amari.generate.schedulers import SAMPLERS
+        from amari.generate import SAMPLERS
 
         if not self.prompts:
             raise UsageError("no prompts")

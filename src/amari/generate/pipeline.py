@@ -29,6 +29,12 @@ class LoadedModel:
     def name(self) -> str:
         return self.info.name
 
+    @property
+    def base(self) -> str | None:
+        """The model family as InvokeAI names it (sd-1, sd-2), from the text encoder's width."""
+        width = getattr(getattr(self.pipe.text_encoder, "config", None), "hidden_size", None)
+        return {768: "sd-1", 1024: "sd-2"}.get(width)
+
     def use(self, config: GenerateConfig) -> None:
         """Set the sampler and embeddings `config` asks for (cheap; weights stay loaded)."""
         from amari.generate.schedulers import make_scheduler

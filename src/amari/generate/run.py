@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amari.errors import UsageError
+from amari.files import sha256_once
 from amari.generate.config import GenerateConfig
 
 MAX_SEED = 2**32  # A1111's seed range; the study's seeds fit it
@@ -64,9 +65,15 @@ def _image_params(prompt: str, seed: int, config: GenerateConfig, model, width: 
         params["model_hash"] = model.info.model_hash
     if config.scheduler == "ddim" and config.eta:
         params["eta"] = config.eta
+    if model.base:
+        params["model_base"] = model.base
     if config.embeddings:
-        # File names only: metadata travels with shared images, the user's folders should not.
-        params["embeddings"] = [{"token": e.token, "path": Path(e.path).name} for e in config.embeddings]
+        # File names only: metadata travels with shared images, the user's folders should not. `name` and
+        # `hash` are what A1111 calls the file (its stem) and its short hash, for `TI hashes`.
+        params["embeddings"] = [
+            {"token": e.token, "path": Path(e.path).name, "name": Path(e.path).stem, "hash": sha256_once(e.path)[:12]}
+            for e in config.embeddings
+        ]
     return params
 
 

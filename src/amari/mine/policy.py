@@ -81,7 +81,7 @@ class MinerState:
 
 @dataclass(frozen=True)
 class Faces:
-    """Descriptors with an opaque key per row (the workspace uses image ids)."""
+    """Descriptors with an opaque key per row (the workspace uses content hashes)."""
 
     keys: tuple[Hashable, ...] = ()
     vectors: np.ndarray = field(default_factory=lambda: np.empty((0, DESCRIPTOR_SIZE)))

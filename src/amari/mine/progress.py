@@ -6,6 +6,8 @@ import sys
 import time
 from dataclasses import dataclass, replace
 
+from amari.layout import SIM_GROUP
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -92,7 +94,7 @@ class MiningProgress:
         table.add_column()
         table.add_row("source", s.source)
         table.add_row("batch", f"{s.batch}  (size {s.batch_size})")
-        table.add_row("sim-group", f"{s.group_size}  average {s.avg:.4f}  upper bound {s.hi:.4f}")
+        table.add_row(SIM_GROUP, f"{s.group_size}  average {s.avg:.4f}  upper bound {s.hi:.4f}")
         table.add_row("almost / unknown", f"{s.almost_size} / {s.unknown_size}")
         table.add_row(
             "accepted", f"{self.acceptance_rate:.1%} of {s.judged}  ({self.images_per_minute:.1f} images/min)"

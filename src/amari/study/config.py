@@ -24,13 +24,13 @@ from amari.config import Settings, convert, from_table, plain, read_toml, settin
 from amari.defaults import DEFAULT_MODEL
 from amari.devices import check_device
 from amari.errors import UsageError
-from amari.evaluate.config import CONTROL, EvaluateConfig
+from amari.evaluate import CONTROL, EvaluateConfig
 from amari.layout import StudyLayout
-from amari.mine.config import MineConfig
+from amari.mine import MineConfig
 from amari.prepare import PrepareConfig
 from amari.report import ReportConfig
 from amari.select import NAME, SelectConfig
-from amari.train.config import TrainConfig
+from amari.train import TrainConfig
 
 _WORD = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from amari.files import sha256_once
 from amari.train import checkpoints as ckpt
 from amari.train.formats import save_embedding
 
@@ -39,7 +40,9 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
         config = run.config
         with ckpt.writing_checkpoint(run.layout.out, step) as partial:
             vectors = current_vectors(run)
-            files = save_embedding(partial, vectors, run.token, config.embedding_name, _embedding_metadata(run, step))
+            # Each checkpoint's A1111 file has its own name, since A1111 and ComfyUI name an embedding by its file.
+            name = checkpoint_name(config.embedding_name, step)
+            files = save_embedding(partial, vectors, run.token, name, _embedding_metadata(run, step))
             scaler = getattr(run.accelerator, "scaler", None)
             ckpt.save_training_state(
                 partial,
@@ -51,7 +54,8 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
                     "scaler": scaler.state_dict() if scaler is not None else None,
                 },
             )
-            samples, validation = _samples_and_validation(run, partial / "samples", step)
+            a1111 = {"name": name, "path": files["a1111"].name, "hash": sha256_once(files["a1111"])[:12]}
+            samples, validation = _samples_and_validation(run, partial / "samples", step, a1111)
             ckpt.write_json(
                 partial / ckpt.STATE_FILE,
                 {
@@ -61,7 +65,7 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
                     "lr": lr,
                     "token": run.token,
                     "placeholder": config.token,
-                    "name": config.embedding_name,
+                    "name": name,
                     "files": {kind: path.name for kind, path in files.items()},
                     "samples": [f"samples/{sample.path.name}" for sample in samples],
                     "validation": validation,
@@ -74,7 +78,12 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
     return folder
 
 
-def _samples_and_validation(run: Run, folder: Path, step: int):
+def checkpoint_name(name: str, step: int) -> str:
+    """The A1111 file name of a checkpoint's embedding: NAME-STEP (the final one is NAME)."""
+    return f"{name}-{step}"
+
+
+def _samples_and_validation(run: Run, folder: Path, step: int, embedding: dict):
     config = run.config
     if not config.sample_seeds:
         return [], None
@@ -86,18 +95,7 @@ def _samples_and_validation(run: Run, folder: Path, step: int):
     try:
         pipe = sample_pipeline(run.components, text_encoder)
         with run.accelerator.autocast():  # the text encoder is float32, the UNet may be half precision
-            samples = generate_samples(
-                pipe,
-                folder,
-                config.sample_prompts,
-                config.sample_seeds,
-                run.token,
-                config.sample_steps,
-                config.guidance_scale,
-                config.resolution,
-                run.components.info,
-                {"step": step, "embedding": config.embedding_name},
-            )
+            samples = generate_samples(pipe, folder, config, run.token, run.components.info, embedding, step)
     finally:
         text_encoder.set_input_embeddings(run.trainable)
     if run.reference is None:

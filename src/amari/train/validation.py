@@ -86,53 +86,47 @@ def sample_pipeline(components, text_encoder):
 
 
 def generate_samples(
-    pipe,
-    folder: Path,
-    prompts: tuple[str, ...],
-    seeds: tuple[int, ...],
-    token: str,
-    steps: int,
-    guidance_scale: float,
-    resolution: int,
-    model: ModelInfo,
-    info: dict,
+    pipe, folder: Path, config, token: str, model: ModelInfo, embedding: dict, step: int
 ) -> list[Sample]:
-    """One PNG per (prompt, seed); `{}` in a prompt becomes the placeholder token."""
+    """One PNG per sample prompt and seed of `config`; `{}` in a prompt becomes the placeholder token.
+
+    `embedding` is the checkpoint's A1111 file ({"name", "hash"}): the infotext names it instead of the
+    token, so that pasting a sample's parameters into A1111 with that file installed triggers it.
+    """
     import torch
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     samples = []
-    for p, template in enumerate(prompts):
+    for p, template in enumerate(config.sample_prompts):
         prompt = template.replace("{}", token)
-        for seed in seeds:
+        for seed in config.sample_seeds:
             # A CPU generator gives the same starting noise on every device.
             generator = torch.Generator("cpu").manual_seed(seed)
             with torch.no_grad():
                 image = pipe(
                     prompt,
-                    num_inference_steps=steps,
-                    guidance_scale=guidance_scale,
-                    height=resolution,
-                    width=resolution,
+                    num_inference_steps=config.sample_steps,
+                    guidance_scale=config.guidance_scale,
+                    height=config.resolution,
+                    width=config.resolution,
                     generator=generator,
                 ).images[0]
             path = folder / f"p{p}-seed{seed}.png"
-            save_png(
-                image,
-                path,
-                {
-                    "prompt": prompt,
-                    "seed": seed,
-                    "steps": steps,
-                    "sampler": SAMPLER,
-                    "cfg_scale": guidance_scale,
-                    "width": resolution,
-                    "height": resolution,
-                    "model": model.name,
-                    "model_hash": model.model_hash,
-                    **info,
-                },
-            )
+            params = {
+                "prompt": template.replace("{}", embedding["name"]),
+                "prompt_sent": prompt,
+                "seed": seed,
+                "steps": config.sample_steps,
+                "sampler": SAMPLER,
+                "cfg_scale": config.guidance_scale,
+                "width": config.resolution,
+                "height": config.resolution,
+                "model": model.name,
+                "model_hash": model.model_hash,
+                "embeddings": [{"token": token, **embedding}],
+                "step": step,
+            }
+            save_png(image, path, params)
             samples.append(Sample(path=path, prompt=prompt, seed=seed))
     return samples
