@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sqlite3
 import sys
 
 from amari import __version__
-from amari.errors import AmariError
+from amari.errors import AmariError, describe_failure
 
 COMMANDS = (
     "mine",
@@ -29,12 +30,19 @@ COMMANDS = (
 )
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """Argument errors are one line too, like every other error (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `only`, the options of that one command alone (the others list
     their names and help, which is all `amari --help` shows)."""
     from amari.options import HelpFormatter
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="amari",
         description=(
             "Mine a consistent synthetic identity with Stable Diffusion, train Textual Inversion "
@@ -90,3 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"amari {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (OSError, sqlite3.Error) as exc:
+        # The environment failed under a stage (a full or read-only disk, a damaged file): one line that
+        # names the file and what to do, as for any other error.
+        if args.debug:
+            raise
+        print(f"amari {args.command}: error: {describe_failure(exc)}", file=sys.stderr)
+        return 1

@@ -12,16 +12,16 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 from amari import faces as face_lib
-from amari.errors import ImageError
+from amari.errors import ImageError, WorkspaceError
 from amari.faces import Face, FaceSettings
 from amari.images import DEFAULT_MAX_PIXELS, load_rgb, read_bytes, shrink_to
 from amari.layout import cache_root
+from amari.progress import warn
 from amari.sqlite import connect, from_blob, migrate, to_blob
+from amari.workers import all_cores, worker_pool
 
 MIGRATIONS = [
     (
@@ -56,6 +56,33 @@ def default_cache_path() -> Path:
     return cache_root() / "embeddings.sqlite"
 
 
+def open_cache(path: Path) -> sqlite3.Connection:
+    """The cache database; a damaged one is set aside and started afresh (it only saves time), an
+    unwritable one is an error that says what to do."""
+    try:
+        conn = connect(path, MIGRATIONS)
+        conn.execute("PRAGMA quick_check").fetchone()
+        return conn
+    except sqlite3.DatabaseError as exc:
+        if not path.is_file() or "readonly" in str(exc) or "unable to open" in str(exc):
+            raise WorkspaceError(_unwritable(path, exc)) from None
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{path}{suffix}").exists():
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+        warn(f"the descriptor cache {path} was damaged ({exc}); it was moved to {aside.name} and is rebuilt")
+        return connect(path, MIGRATIONS)
+    except OSError as exc:
+        raise WorkspaceError(_unwritable(path, exc)) from None
+
+
+def _unwritable(path: Path, exc: BaseException) -> str:
+    return (
+        f"cannot use the descriptor cache {path} ({exc}): set AMARI_CACHE_DIR to a writable folder, "
+        "or pass --no-cache where the command has it"
+    )
+
+
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -64,11 +91,12 @@ class EmbeddingCache:
     """Faces per (content hash, settings key). Give it a path, or a connection of a bigger database."""
 
     def __init__(self, path: str | Path | None = None, connection: sqlite3.Connection | None = None):
+        self.path = None if connection is not None else Path(path or default_cache_path())
         if connection is not None:
             self.conn = connection
             migrate(self.conn, MIGRATIONS)
         else:
-            self.conn = connect(path or default_cache_path(), MIGRATIONS)
+            self.conn = open_cache(self.path)
 
     def get(self, digest: str, settings_key: str) -> list[Face] | None:
         row = self.conn.execute(
@@ -87,6 +115,14 @@ class EmbeddingCache:
         ]
 
     def put(self, digest: str, settings_key: str, faces: list[Face], size: tuple[int, int]) -> None:
+        try:
+            self._put(digest, settings_key, faces, size)
+        except sqlite3.OperationalError as exc:
+            if self.path is None:
+                raise
+            raise WorkspaceError(_unwritable(self.path, exc)) from None
+
+    def _put(self, digest: str, settings_key: str, faces: list[Face], size: tuple[int, int]) -> None:
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute("DELETE FROM face_images WHERE content_hash=? AND settings=?", (digest, settings_key))
@@ -179,14 +215,12 @@ class FaceEncoder:
                     on_progress(path)
             else:
                 pending.append(path)
-        workers = (os.cpu_count() or 1) if cpus == -1 else max(1, cpus)
+        workers = all_cores(cpus)
         if workers == 1 or len(pending) < 2:
             outcomes = (_encode_path(str(p), self.settings, self.max_pixels) for p in pending)
             self._collect(pending, outcomes, results, on_progress)
         else:
-            with ProcessPoolExecutor(
-                max_workers=min(workers, len(pending)), mp_context=get_context("forkserver")
-            ) as pool:
+            with worker_pool(min(workers, len(pending))) as pool:
                 outcomes = pool.map(
                     _encode_path,
                     [str(p) for p in pending],

@@ -94,3 +94,30 @@ def same_content(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return Path(a).read_bytes() == Path(b).read_bytes()
     except OSError:
         return False
+
+
+MARKER = ".amari"  # in a folder amari writes into: says that it is amari's, and what for
+
+
+def claim_folder(folder: str | os.PathLike, kind: str, ours=None) -> Path:
+    """Make `folder` amari's to write `kind` into: a new or empty folder, one amari marked before, or one
+    `ours(folder)` recognises as amari's own from an earlier version. Anything else is refused, so that
+    a mistyped path never has its files overwritten or renamed."""
+    from amari.errors import UsageError
+
+    folder = Path(folder)
+    marker = folder / MARKER
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder} is a file, not a folder for {kind}")
+    if marker.is_file():
+        return folder
+    if folder.is_dir():
+        present = sorted(p.name for p in folder.iterdir())
+        if present and not (ours is not None and ours(folder)):
+            shown = ", ".join(present[:3]) + (", ..." if len(present) > 3 else "")
+            raise UsageError(
+                f"{folder} holds files amari did not write ({shown}); give an empty or new folder for {kind}"
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(marker, f"amari {kind}\n")
+    return folder

@@ -47,7 +47,8 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> list[s
             conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time()))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         applied.append(name)
     return applied

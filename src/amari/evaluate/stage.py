@@ -22,7 +22,7 @@ from amari.evaluate.grid import (
     plan_cells,
     read_fingerprint,
 )
-from amari.files import file_sha256
+from amari.files import claim_folder, file_sha256
 from amari.images import image_files
 from amari.layout import StudyLayout
 from amari.results import CellResult, ResultsManifest, read_manifest, read_results, write_manifest, write_results
@@ -85,6 +85,19 @@ def _previous(csv: Path) -> dict[tuple[int, str, str], CellResult]:
         return {}
 
 
+def _earlier_results(folder: Path) -> bool:
+    """A results folder written before amari marked its folders: its CSV and manifest read as amari's."""
+    from amari.layout import ResultsLayout
+
+    layout = ResultsLayout(folder)
+    try:
+        read_results(layout.csv)
+        read_manifest(folder)
+    except UsageError:
+        return False
+    return True
+
+
 def _relative(path: Path, start: Path) -> str:
     """Paths in the manifest are relative to the results folder: outputs name no local folder."""
     return Path(os.path.relpath(Path(path).resolve(), Path(start).resolve())).as_posix()
@@ -138,7 +151,7 @@ def run(
     group_images, embeddings = check_inputs(config, layout)
     embedding_sha = {group: file_sha256(path) for group, path in embeddings.items()}
     scorers = scorers or default_scorers(config)
-    results.root.mkdir(parents=True, exist_ok=True)
+    claim_folder(results.root, "evaluation results", ours=_earlier_results)
     previous = _previous(results.csv)
     # 2. Decide per cell: keep, score again, or generate.
     cells = plan_cells(config)

@@ -83,6 +83,7 @@ class DiffusersSource:
         self.prompt, self.generate_config, self.enhance_config = prompt, generate, enhance
         self.base_seed, self.early_reject, self.reject_margin, self.preset = seed, early_reject, reject_margin, preset
         self.exhausted = False
+        self.notes: list[str] = []
         self.counts: Counter = Counter()
         self._enhancer = None
         self._state = None
@@ -139,6 +140,11 @@ class DiffusersSource:
         # Before the first images are generated, so a missing model file fails the run at once.
         if self.enhancer is not None:
             _ = self.enhancer.upscaler, self.enhancer.restorer
+
+    def made(self, name: str, digest: str) -> bool:
+        if self._state is None:
+            return False
+        return self._state.execute("SELECT 1 FROM diffusers_source_images WHERE file=?", (name,)).fetchone() is not None
 
     def close(self) -> None:
         if self._state is not None:

@@ -18,7 +18,7 @@ import numpy as np
 from amari import faces as face_lib
 from amari.embeddings import EmbeddingCache, FaceEncoder
 from amari.errors import ImageError, UsageError
-from amari.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout
+from amari.layout import ALMOST_SIM, INCOMING, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout
 from amari.mine import policy
 from amari.mine.config import MineConfig
 from amari.mine.curation import reconcile, seed_references
@@ -168,8 +168,9 @@ def gather(
 ) -> list[Candidate]:
     """Up to n images with content new to the workspace: those a killed run left in incoming/, then the source's.
 
-    A file whose content the workspace already holds is deleted at once and does not count, so a batch
-    is the same whether or not an earlier run died after the source wrote a file but before it noted so.
+    A file the source wrote whose content the workspace already holds is deleted at once and does not
+    count, so a batch is the same whether or not an earlier run died after the source wrote a file but
+    before it noted so. A file the user put there with such content is left alone.
     """
     context = BatchContext(
         group=group.vectors,
@@ -177,6 +178,7 @@ def gather(
         almost_band=almost_band,
         encoder=encoder,
         batch_number=planned.batch,
+        known=lambda digest: workspace.image_by_hash(digest) is not None,
     )
     chosen: dict[str, Candidate] = {}
     looked: set[Path] = set()
@@ -192,9 +194,13 @@ def gather(
             except ImageError:
                 continue  # vanished meanwhile
             if candidate.content_hash in chosen or workspace.image_by_hash(candidate.content_hash):
-                notes.append(f"{path.name}: same content as an image the workspace already has; dropped")
-                path.unlink(missing_ok=True)
-                dropped += 1
+                if source.made(path.name, candidate.content_hash):
+                    notes.append(f"{path.name}: same content as an image the workspace already has; dropped")
+                    path.unlink(missing_ok=True)
+                    dropped += 1
+                elif path not in workspace.ignored_incoming:  # the user's own file: never deleted
+                    workspace.ignored_incoming.add(path)
+                    notes.append(f"{INCOMING}/{path.name} holds an image the workspace already has; left there")
             else:
                 chosen[candidate.content_hash] = candidate
         wanted = planned.n - len(chosen)
@@ -203,7 +209,10 @@ def gather(
         if wanted <= 0 or source.exhausted or (asked and not dropped):
             return sorted(chosen.values(), key=lambda c: c.path.name)
         asked = True
-        if not source.next_batch(wanted, workspace.incoming, context):
+        written = source.next_batch(wanted, workspace.incoming, context)
+        notes.extend(source.notes)
+        source.notes.clear()
+        if not written:
             return sorted(chosen.values(), key=lambda c: c.path.name)
 
 

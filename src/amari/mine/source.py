@@ -21,14 +21,16 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Protocol
 
 import numpy as np
 
 from amari.embeddings import FaceEncoder, content_hash
-from amari.errors import ImageError, UsageError
+from amari.errors import UsageError
 from amari.files import free_name, same_content
 from amari.images import image_files, read_bytes
 from amari.sqlite import connect, migrate
@@ -41,11 +43,18 @@ class BatchContext:
     almost_band: float  # 0.10 by default
     encoder: FaceEncoder  # the miner's cached encoder (workspace DB); sources may pre-encode files with it
     batch_number: int
+    known: Callable[[str], bool] = lambda digest: False  # content hash -> whether the workspace has it
 
 
 class Source(Protocol):
     description: str
     exhausted: bool  # True: no more images will ever come (folder without --watch, all ingested)
+    notes: list[str]  # what the user should hear (files skipped and why); the miner reports and clears them
+
+    def made(self, name: str, digest: str) -> bool:
+        """Whether this source wrote the file `name` with this content into incoming/ (only such files
+        may be deleted there: the miner never deletes a file it did not create)."""
+        ...
 
     def open(self, state_path: Path) -> None:
         """Called once the workspace is open: where the source may remember what it produced."""
@@ -98,8 +107,10 @@ class FolderSource:
         self.poll_interval = poll_interval
         self.description = f"folder:{folder}" + (" (watching)" if self.watch else "")
         self.exhausted = False
+        self.notes: list[str] = []
         self._ledger = _memory_ledger()
         self._last_seen: dict[str, tuple[int, int]] = {}
+        self._skipped: dict[str, tuple[int, int]] = {}  # relpath -> (size, mtime) when it could not be read
 
     def open(self, state_path: Path) -> None:
         """Keep the ledger in the workspace database, so a rerun carries on where this one stopped."""
@@ -111,15 +122,23 @@ class FolderSource:
             raise ValueError(f"a batch needs at least one image, not {n}")
         out_dir.mkdir(parents=True, exist_ok=True)
         _remove_partial_copies(out_dir)
-        while True:
-            fresh = self._new_files(out_dir, n)
-            if fresh or not self.watch:
+        known = context.known if context is not None else (lambda digest: False)
+        written: list[Path] = []
+        while len(written) < n:
+            wanted = n - len(written)
+            fresh = self._new_files(out_dir, wanted)
+            if not fresh and self.watch and not written:
+                time.sleep(self.poll_interval)
+                continue
+            written += [p for p in (self._copy(path, stat, out_dir, known) for path, stat in fresh) if p]
+            if len(fresh) < wanted:
+                # Fewer than asked after a look at the whole folder: nothing else is left that can be copied.
+                self.exhausted = not self.watch
                 break
-            time.sleep(self.poll_interval)
-        written = [self._copy(path, stat, out_dir) for path, stat in fresh]
-        # Fewer than asked after a look at the whole folder: nothing else is left to copy.
-        self.exhausted = not self.watch and len(fresh) < n
-        return [p for p in written if p is not None]
+        return written
+
+    def made(self, name: str, digest: str) -> bool:
+        return False  # it never copies content the workspace (or its own ledger) already has
 
     def close(self) -> None:
         self._ledger.close()
@@ -134,7 +153,7 @@ class FolderSource:
             except OSError:
                 continue  # removed between listing and looking
             relpath = path.relative_to(self.folder).as_posix()
-            if self._ingested(relpath, stat):
+            if self._ingested(relpath, stat) or self._skip(relpath, stat):
                 continue
             if self.watch and self._last_seen.get(relpath) != (stat.st_size, stat.st_mtime_ns):
                 self._last_seen[relpath] = (stat.st_size, stat.st_mtime_ns)
@@ -148,20 +167,47 @@ class FolderSource:
                 break
         return fresh
 
-    def _copy(self, path: Path, stat: os.stat_result, out_dir: Path) -> Path | None:
+    def _skip(self, relpath: str, stat: os.stat_result) -> bool:
+        """Files that cannot be read are reported once and passed over; a watched folder tries one
+        again once it changed (its permissions fixed, a pipe replaced by a file)."""
+        if not S_ISREG(stat.st_mode):
+            return self._note_skipped(relpath, stat, "not a regular file (a pipe or a device?)")
+        previous = self._skipped.get(relpath)
+        return previous is not None and (not self.watch or previous == (stat.st_size, stat.st_mtime_ns))
+
+    def _note_skipped(self, relpath: str, stat: os.stat_result, why: str) -> bool:
+        if self._skipped.get(relpath) != (stat.st_size, stat.st_mtime_ns):
+            self._skipped[relpath] = (stat.st_size, stat.st_mtime_ns)
+            again = ", tried again when it changes" if self.watch else ""
+            self.notes.append(f"{self.folder / relpath}: {why}; skipped{again}")
+        return True
+
+    def _copy(self, path: Path, stat: os.stat_result, out_dir: Path, known) -> Path | None:
+        """Copy one file into incoming/ (None: unreadable, gone, or content the workspace already has)."""
         relpath = path.relative_to(self.folder).as_posix()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None  # removed after the look: nothing to copy
+        except OSError as exc:
+            self._note_skipped(relpath, stat, f"cannot be read ({exc.strerror})")
+            return None
+        digest = content_hash(data)
+        seen = self._ledger.execute("SELECT 1 FROM folder_source_ledger WHERE content_hash=?", (digest,)).fetchone()
+        if known(digest) or seen:
+            self._record(relpath, stat, digest, "")  # a copy of an image already taken: nothing to judge
+            return None
         target = free_name(out_dir, _flat_name(relpath))
         partial = out_dir / f".{target.name}.part"
         try:
-            shutil.copy2(path, partial)
-        except OSError:
+            # A failure here is the workspace's (a full or read-only disk): it ends the run with one line.
+            with open(partial, "wb") as copy:
+                copy.write(data)
+            shutil.copystat(path, partial)
+        except BaseException:
             partial.unlink(missing_ok=True)
-            return None  # vanished or unreadable in the source folder: a later look may find it
+            raise
         os.replace(partial, target)
-        try:
-            digest = content_hash(read_bytes(target))
-        except ImageError:
-            digest = ""
         self._record(relpath, stat, digest, target.name)
         return target
 

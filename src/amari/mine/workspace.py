@@ -29,7 +29,7 @@ import numpy as np
 
 from amari import embeddings
 from amari.embeddings import content_hash
-from amari.errors import WorkspaceError
+from amari.errors import WorkspaceError, describe_failure
 from amari.files import free_name, same_content
 from amari.images import is_image_path, read_bytes
 from amari.layout import (
@@ -49,6 +49,9 @@ FOLDERS = JUDGED_FOLDERS  # sim-group, almost-sim, unknown-person
 DELETED = "deleted"  # folder of an image the user deleted: kept so that it is never mined again
 ARCHIVE_COLUMNS = ("time", "group_size", "almost_size", "avg", "hi", "batch", "until_gsa", "n", "event")
 
+# Names of the hidden files sources write into incoming/ before they are complete.
+SOURCE_TEMPORARIES = (".*.part", ".sd-*.raw.png")
+
 _BOUND_TAG = re.compile(r"_hi\d\.\d{4}$")
 
 
@@ -57,7 +60,13 @@ class WorkspaceLock:
 
     def __init__(self, path: Path):
         self.path = path
-        self._file = open(path, "a+")
+        try:
+            self._file = open(path, "a+")
+        except OSError as exc:
+            raise WorkspaceError(
+                f"cannot write in the workspace {path.parent} ({exc.strerror}): a miner needs a writable folder; "
+                "copy the workspace somewhere writable or fix its permissions"
+            ) from None
         try:
             _lock_file(self._file)
         except OSError:
@@ -97,6 +106,7 @@ class Workspace:
         self.root, self.conn, self.lock = root, conn, lock
         # (folder, name, size, mtime_ns) of user copies of tracked images: reported once, then left alone
         self.ignored_copies: set[tuple[str, str, int, int]] = set()
+        self.ignored_incoming: set[Path] = set()  # the user's files in incoming/ that repeat a known image
 
     @classmethod
     def open(cls, root: str | os.PathLike, settings: dict[str, str] | None = None) -> Workspace:
@@ -111,7 +121,8 @@ class Workspace:
         root.mkdir(parents=True, exist_ok=True)
         lock = WorkspaceLock(root / LOCK_FILE)
         try:
-            conn = connect(root / MINE_DATABASE, MIGRATIONS + embeddings.MIGRATIONS)
+            check_database_file(root)
+            conn = open_database(root / MINE_DATABASE, MIGRATIONS + embeddings.MIGRATIONS)
             workspace = cls(root, conn, lock)
             workspace._check_settings(settings or {})
             workspace.recover()
@@ -168,14 +179,18 @@ class Workspace:
         """Finish a journal a killed run left, drop half-written temporaries, rebuild the archive."""
         self.ensure_folders()
         self._apply_pending_moves()
-        for temporary in self.incoming.glob(".*"):
-            if temporary.is_file():
-                temporary.unlink(missing_ok=True)
+        for pattern in SOURCE_TEMPORARIES:  # a source's half-written files, never the user's
+            for temporary in self.incoming.glob(pattern):
+                if temporary.is_file():
+                    temporary.unlink(missing_ok=True)
         self._rewrite_archive_if_stale()
 
     def ensure_folders(self) -> None:
         for folder in FOLDERS + (INCOMING,):
-            (self.root / folder).mkdir(exist_ok=True)
+            path = self.root / folder
+            if path.exists() and not path.is_dir():
+                raise WorkspaceError(f"{path} is a file where the workspace's {folder}/ folder belongs: move it away")
+            path.mkdir(exist_ok=True)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -240,8 +255,11 @@ class Workspace:
                     f"INSERT INTO batches ({','.join(row)}) VALUES ({','.join('?' * len(row))})", tuple(row.values())
                 )
             self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if self.conn.in_transaction:  # a failed COMMIT (a full disk) has already rolled back
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise WorkspaceError(f"{self.database_path}: {describe_failure(exc)}") from None
             raise
         self._apply_pending_moves()
         if change.batch_row is not None:
@@ -388,6 +406,33 @@ class Workspace:
         partial = self.archive_path.with_name(f".{ARCHIVE_CSV}.part")
         partial.write_text(buffer.getvalue(), newline="")
         os.replace(partial, self.archive_path)
+
+
+def check_database_file(root: Path) -> None:
+    """Refuse to start over silently: an emptied database beside folders full of judged images means a
+    crash or a full disk lost the state, and starting afresh would forget the user's removals."""
+    database = root / MINE_DATABASE
+    if not database.is_file() or database.stat().st_size > 0:
+        return
+    judged = sum(1 for folder in FOLDERS if (root / folder).is_dir() for p in (root / folder).iterdir() if p.is_file())
+    if judged:
+        raise WorkspaceError(
+            f"{database} is empty (0 bytes) while the workspace's folders hold {judged} images: its state was "
+            "lost (a crash or a full disk?). Restore the file from a backup, or move it away to start this "
+            "workspace over (every image is then judged again and removals you made are forgotten)"
+        )
+
+
+def open_database(path: Path, migrations) -> sqlite3.Connection:
+    try:
+        return connect(path, migrations)
+    except sqlite3.DatabaseError as exc:
+        if "locked" in str(exc):
+            raise
+        raise WorkspaceError(
+            f"{path} is not a readable database ({exc}): restore it from a backup, or move it away to start this "
+            "workspace over (the images in its folders stay where they are)"
+        ) from None
 
 
 class _NamePlanner:

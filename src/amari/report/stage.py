@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amari.errors import UsageError
-from amari.files import write_atomic
+from amari.files import claim_folder, write_atomic
 from amari.layout import REPORT_HTML, REPORT_SUMMARY, ResultsLayout
 from amari.report.charts import (
     ARCFACE_CHART,
@@ -27,6 +27,12 @@ from amari.report.config import ReportConfig
 from amari.report.html import render_html
 from amari.report.stats import Summary, read_mining_archive, read_training_metrics, summarise
 from amari.results import read_manifest, read_results
+
+
+def _earlier_report(folder: Path) -> bool:
+    """A report folder written before amari marked its folders."""
+    page = folder / REPORT_HTML
+    return page.is_file() and "amari study report" in page.read_text(encoding="utf-8", errors="replace")[:4000]
 
 
 @dataclass
@@ -58,7 +64,7 @@ def run(config: ReportConfig, layout: ResultsLayout) -> ReportResult:
     manifest = read_manifest(results_dir)
     control = manifest.control if manifest is not None else "ctrl"
     report_dir = Path(options.out) if options.out else layout.report
-    report_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(report_dir, "a report", ours=_earlier_report)
     # 2. The numbers.
     summary = summarise(cells, manifest)
     summary_json = write_atomic(
