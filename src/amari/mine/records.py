@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from amari.errors import WorkspaceError
+from amari.layout import JUDGED_FOLDERS, MINE_DATABASE
 from amari.mine.policy import MinerState
-from amari.sqlite import from_blob
+from amari.sqlite import connect, from_blob
 
 MIGRATIONS = [
     (
@@ -167,3 +169,31 @@ def image_row(row: sqlite3.Row) -> ImageRow:
         row["origin"],
         bool(row["user_removed"]),
     )
+
+
+def check_database_file(root: Path) -> None:
+    """Refuse to start over silently: an emptied database beside folders full of judged images means a
+    crash or a full disk lost the state, and starting afresh would forget the user's removals."""
+    database = root / MINE_DATABASE
+    if not database.is_file() or database.stat().st_size > 0:
+        return
+    folders = [root / name for name in JUDGED_FOLDERS if (root / name).is_dir()]
+    judged = sum(1 for folder in folders for path in folder.iterdir() if path.is_file())
+    if judged:
+        raise WorkspaceError(
+            f"{database} is empty (0 bytes) while the workspace's folders hold {judged} images: its state was "
+            "lost (a crash or a full disk?). Restore the file from a backup, or move it away to start this "
+            "workspace over (every image is then judged again and removals you made are forgotten)"
+        )
+
+
+def open_database(path: Path, migrations) -> sqlite3.Connection:
+    try:
+        return connect(path, migrations)
+    except sqlite3.DatabaseError as exc:
+        if "locked" in str(exc):
+            raise
+        raise WorkspaceError(
+            f"{path} is not a readable database ({exc}): restore it from a backup, or move it away to start this "
+            "workspace over (the images in its folders stay where they are)"
+        ) from None

@@ -41,9 +41,10 @@ from amari.layout import (
     MINE_DATABASE,
     WorkspaceLayout,
 )
+from amari.mine.lock import WorkspaceLock
 from amari.mine.policy import MinerState
-from amari.mine.records import MIGRATIONS, Commit, ImageRow, image_row
-from amari.sqlite import connect, to_blob
+from amari.mine.records import MIGRATIONS, Commit, ImageRow, check_database_file, image_row, open_database
+from amari.sqlite import to_blob
 
 FOLDERS = JUDGED_FOLDERS  # sim-group, almost-sim, unknown-person
 DELETED = "deleted"  # folder of an image the user deleted: kept so that it is never mined again
@@ -53,50 +54,6 @@ ARCHIVE_COLUMNS = ("time", "group_size", "almost_size", "avg", "hi", "batch", "u
 SOURCE_TEMPORARIES = (".*.part", ".sd-*.raw.png")
 
 _BOUND_TAG = re.compile(r"_hi\d\.\d{4}$")
-
-
-class WorkspaceLock:
-    """An exclusive lock on WORKSPACE/.lock, held until close() or the process ends (even by SIGKILL)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            self._file = open(path, "a+")
-        except OSError as exc:
-            raise WorkspaceError(
-                f"cannot write in the workspace {path.parent} ({exc.strerror}): a miner needs a writable folder; "
-                "copy the workspace somewhere writable or fix its permissions"
-            ) from None
-        try:
-            _lock_file(self._file)
-        except OSError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "unknown"
-            self._file.close()
-            raise WorkspaceError(
-                f"workspace {path.parent} is in use by another miner (pid {holder}); "
-                "wait for it to finish or stop it first"
-            ) from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(str(os.getpid()))
-        self._file.flush()
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-
-
-def _lock_file(handle) -> None:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        import msvcrt
-
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        return
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 class Workspace:
@@ -406,33 +363,6 @@ class Workspace:
         partial = self.archive_path.with_name(f".{ARCHIVE_CSV}.part")
         partial.write_text(buffer.getvalue(), newline="")
         os.replace(partial, self.archive_path)
-
-
-def check_database_file(root: Path) -> None:
-    """Refuse to start over silently: an emptied database beside folders full of judged images means a
-    crash or a full disk lost the state, and starting afresh would forget the user's removals."""
-    database = root / MINE_DATABASE
-    if not database.is_file() or database.stat().st_size > 0:
-        return
-    judged = sum(1 for folder in FOLDERS if (root / folder).is_dir() for p in (root / folder).iterdir() if p.is_file())
-    if judged:
-        raise WorkspaceError(
-            f"{database} is empty (0 bytes) while the workspace's folders hold {judged} images: its state was "
-            "lost (a crash or a full disk?). Restore the file from a backup, or move it away to start this "
-            "workspace over (every image is then judged again and removals you made are forgotten)"
-        )
-
-
-def open_database(path: Path, migrations) -> sqlite3.Connection:
-    try:
-        return connect(path, migrations)
-    except sqlite3.DatabaseError as exc:
-        if "locked" in str(exc):
-            raise
-        raise WorkspaceError(
-            f"{path} is not a readable database ({exc}): restore it from a backup, or move it away to start this "
-            "workspace over (the images in its folders stay where they are)"
-        ) from None
 
 
 class _NamePlanner:
