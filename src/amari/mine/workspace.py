@@ -169,8 +169,14 @@ class Workspace:
         row = self.conn.execute("SELECT * FROM images WHERE content_hash=?", (digest,)).fetchone()
         return image_row(row) if row else None
 
+    def name_taken(self, folder: str, name: str) -> bool:
+        # The partial index images_place serves this look-up only with its own condition spelled out.
+        query = f"SELECT 1 FROM images WHERE folder=? AND name=? AND folder != '{DELETED}'"
+        return self.conn.execute(query, (folder, name)).fetchone() is not None
+
     def counts(self) -> dict[str, int]:
-        found = dict(self.conn.execute("SELECT folder, COUNT(*) FROM images GROUP BY folder").fetchall())
+        """Images per folder, kept by triggers (records.py): no count over the whole table each batch."""
+        found = dict(self.conn.execute("SELECT folder, images FROM folder_sizes").fetchall())
         return {folder: found.get(folder, 0) for folder in FOLDERS}
 
     def incoming_files(self) -> list[Path]:
@@ -320,7 +326,10 @@ class Workspace:
         folder = dst.parent
         fresh = free_name(folder, dst.name)
         os.replace(src, fresh)
-        self.conn.execute("UPDATE images SET name=? WHERE folder=? AND name=?", (fresh.name, folder.name, dst.name))
+        self.conn.execute(
+            f"UPDATE images SET name=? WHERE folder=? AND name=? AND folder != '{DELETED}'",
+            (fresh.name, folder.name, dst.name),
+        )
 
     def _relative(self, path: Path) -> str:
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
@@ -366,21 +375,21 @@ class Workspace:
 
 
 class _NamePlanner:
-    """File names for files arriving in a folder: the source's name, a tag on almost-sim, no clashes."""
+    """File names for files arriving in a folder: the source's name, a tag on almost-sim, no clashes.
+
+    A name is free when no file holds it and no image of the database does (its file may not be there
+    yet; names given out earlier in the transaction are rows already): two look-ups, however full the folder.
+    """
 
     def __init__(self, workspace: Workspace):
         self.workspace = workspace
-        self.taken: dict[str, set[str]] = {}
 
     def reserve(self, folder: str, name: str, bound: float | None) -> str:
-        taken = self.taken.get(folder)
-        if taken is None:
-            taken = {p.name for p in (self.workspace.root / folder).iterdir()}
-            taken |= {r[0] for r in self.workspace.conn.execute("SELECT name FROM images WHERE folder=?", (folder,))}
-            self.taken[folder] = taken
-        path = free_name(self.workspace.root / folder, tagged_name(name, folder, bound), taken)
-        taken.add(path.name)
-        return path.name
+        stem, suffix = os.path.splitext(tagged_name(name, folder, bound))
+        candidate, i = stem + suffix, 1
+        while os.path.lexists(self.workspace.root / folder / candidate) or self.workspace.name_taken(folder, candidate):
+            candidate, i = f"{stem}-{i}{suffix}", i + 1
+        return candidate
 
 
 def tagged_name(name: str, folder: str, bound: float | None) -> str:
