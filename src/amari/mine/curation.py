@@ -10,6 +10,7 @@ so that the same content is never mined again.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -61,21 +62,36 @@ def reconcile(workspace: Workspace, encoder: FaceEncoder) -> list[str]:
     Moved or renamed files are found by content. A file taken out of the group is marked so that the
     miner never puts it back; one put into the group joins it (or, without a face, goes to
     unknown-person); a deleted file is remembered so that the same content is never mined again.
+
+    Only the folders that may have changed are listed (`amari.mine.folderwatch`): a pass over folders
+    nobody touched costs a few `stat` calls, however many files they hold.
     """
     workspace.ensure_folders()  # the user may have deleted one
-    rows = workspace.images(*FOLDERS)
-    by_place = {(r.folder, r.name): r for r in rows}
+    looked = workspace.watch.due()
+    if not looked:
+        return []
+    try:
+        notes = _reconcile_folders(workspace, encoder, looked)
+    except BaseException:
+        workspace.watch.forget()  # the database may not hold what the listing found: list again next time
+        raise
+    return notes
+
+
+def _reconcile_folders(workspace: Workspace, encoder: FaceEncoder, looked: dict[str, os.stat_result]) -> list[str]:
+    rows = workspace.known_files(*looked)
+    by_place = {(r["folder"], r["name"]): r for r in rows}
     claimed: set[int] = set()
     unmatched: list[tuple[str, Path]] = []
-    for folder in FOLDERS:
-        for path in workspace.files_on_disk(folder):
-            row = by_place.get((folder, path.name))
-            stat = path.stat()
-            if row is not None and (row.size, row.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-                claimed.add(row.id)
-            elif (folder, path.name, stat.st_size, stat.st_mtime_ns) not in workspace.ignored_copies:
-                unmatched.append((folder, path))
+    for folder in looked:
+        for name, stat in sorted(workspace.file_stats(folder).items()):
+            row = by_place.get((folder, name))
+            if row is not None and (row["size"], row["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+                claimed.add(row["id"])
+            elif (folder, name, stat.st_size, stat.st_mtime_ns) not in workspace.ignored_copies:
+                unmatched.append((folder, workspace.root / folder / name))
     if not unmatched and len(claimed) == len(rows):
+        workspace.watch.listed(looked)
         return []
 
     places: dict[str, list[tuple[str, Path, int, int]]] = {}
@@ -86,17 +102,34 @@ def reconcile(workspace: Workspace, encoder: FaceEncoder) -> list[str]:
             continue
         places.setdefault(digest, []).append((folder, path, size, mtime_ns))
 
+    unclaimed = [workspace.image_by_hash(r["content_hash"]) for r in rows if r["id"] not in claimed]
+    unclaimed += _moved_from_unlisted(workspace, looked, places)
     change, notes = Commit(batch=workspace.state().batch), []
-    for row in rows:
-        if row.id not in claimed:
-            _follow_user(workspace, change, notes, row, places.pop(row.content_hash, None))
+    for row in unclaimed:
+        _follow_user(workspace, change, notes, row, places.pop(row.content_hash, None))
     for digest, found in places.items():
         _adopt_user_file(workspace, encoder, change, notes, digest, found)
         for folder, path, size, mtime_ns in found[1:]:
             workspace.ignored_copies.add((folder, path.name, size, mtime_ns))
             notes.append(f"{folder}/{path.name} is a copy of {found[0][0]}/{found[0][1].name}; the copy is ignored")
+    workspace.watch.listed(looked)  # before the commit, so that its own moves leave the folders known
     workspace.commit(change)
     return notes
+
+
+def _moved_from_unlisted(workspace: Workspace, looked: dict, places: dict) -> list[ImageRow]:
+    """Images placed in folders not listed now whose content turned up in a listed one and whose file is
+    gone: moved. A move out of a folder changes that folder's time, so this matters only when the change
+    hid in the instant of one of the miner's own moves into that folder."""
+    rows = [workspace.image_by_hash(digest) for digest in places]
+    return [
+        row
+        for row in rows
+        if row is not None
+        and row.folder in FOLDERS
+        and row.folder not in looked
+        and not os.path.lexists(workspace.root / row.folder / row.name)
+    ]
 
 
 def _follow_user(workspace: Workspace, change: Commit, notes: list[str], row: ImageRow, found) -> None:

@@ -15,6 +15,7 @@ finds the journal on restart and finishes it; a move is idempotent (done when th
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -31,7 +32,7 @@ from amari import embeddings
 from amari.embeddings import content_hash
 from amari.errors import WorkspaceError, describe_failure
 from amari.files import free_name, same_content
-from amari.images import is_image_path, read_bytes
+from amari.images import IMAGE_EXTENSIONS, is_image_path, read_bytes
 from amari.layout import (
     ALMOST_SIM,
     ARCHIVE_CSV,
@@ -41,6 +42,7 @@ from amari.layout import (
     MINE_DATABASE,
     WorkspaceLayout,
 )
+from amari.mine.folderwatch import FolderWatch
 from amari.mine.lock import WorkspaceLock
 from amari.mine.policy import MinerState
 from amari.mine.records import MIGRATIONS, Commit, ImageRow, check_database_file, image_row, open_database
@@ -64,6 +66,7 @@ class Workspace:
         # (folder, name, size, mtime_ns) of user copies of tracked images: reported once, then left alone
         self.ignored_copies: set[tuple[str, str, int, int]] = set()
         self.ignored_incoming: set[Path] = set()  # the user's files in incoming/ that repeat a known image
+        self.watch = FolderWatch({folder: root / folder for folder in FOLDERS})  # which folders curation lists
 
     @classmethod
     def open(cls, root: str | os.PathLike, settings: dict[str, str] | None = None) -> Workspace:
@@ -169,6 +172,11 @@ class Workspace:
         row = self.conn.execute("SELECT * FROM images WHERE content_hash=?", (digest,)).fetchone()
         return image_row(row) if row else None
 
+    def known_files(self, *folders: str) -> list[sqlite3.Row]:
+        """What the database says these folders hold, to compare with a listing: place, size, time, hash."""
+        query = "SELECT id, content_hash, folder, name, size, mtime_ns FROM images WHERE folder IN"
+        return self.conn.execute(f"{query} ({','.join('?' * len(folders))}) ORDER BY id", folders).fetchall()
+
     def name_taken(self, folder: str, name: str) -> bool:
         # The partial index images_place serves this look-up only with its own condition spelled out.
         query = f"SELECT 1 FROM images WHERE folder=? AND name=? AND folder != '{DELETED}'"
@@ -185,11 +193,17 @@ class Workspace:
             p for p in self.incoming.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_path(p)
         )
 
-    def files_on_disk(self, folder: str) -> list[Path]:
-        """Image files the user sees in one of the three folders, by name."""
-        return sorted(
-            p for p in (self.root / folder).iterdir() if p.is_file() and not p.name.startswith(".") and is_image_path(p)
-        )
+    def file_stats(self, folder: str) -> dict[str, os.stat_result]:
+        """The image files the user sees in one of the three folders, by name, with their stat."""
+        found = {}
+        with os.scandir(self.root / folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+                    continue  # (not is_image_path: a Path per file is most of the time of a large folder)
+                with contextlib.suppress(FileNotFoundError):  # gone since the listing: as if never there
+                    if entry.is_file():
+                        found[entry.name] = entry.stat()
+        return found
 
     def batch_rows(self) -> list[sqlite3.Row]:
         return self.conn.execute("SELECT * FROM batches ORDER BY number").fetchall()
@@ -304,24 +318,26 @@ class Workspace:
     def _apply_pending_moves(self) -> None:
         """Do the journal's file operations; each is idempotent, so a killed run's journal is safe to redo."""
         moves = self.conn.execute("SELECT id, op, src, dst FROM pending_moves ORDER BY id").fetchall()
-        for _move_id, op, src, dst in moves:
-            if op == "copy":
-                _copy_once(Path(src), self.root / dst)
-            else:
-                self._move_once(self.root / src, dst)
-        if moves:
-            self.conn.execute("DELETE FROM pending_moves WHERE id <= ?", (moves[-1][0],))
+        if not moves:
+            return
+        with self.watch.own_changes():
+            for _move_id, op, src, dst in moves:
+                done = _copy_once(Path(src), self.root / dst) if op == "copy" else self._move_once(self.root / src, dst)
+                if not done:  # someone else's hand was in it: curation lists every folder next time
+                    self.watch.forget()
+        self.conn.execute("DELETE FROM pending_moves WHERE id <= ?", (moves[-1][0],))
 
-    def _move_once(self, src: Path, dst_relative: str) -> None:
+    def _move_once(self, src: Path, dst_relative: str) -> bool:
+        """Move src to dst; False when it did not go as the journal planned."""
         dst = self.root / dst_relative
         if not src.exists():
-            return  # done before the kill, or the user took the file: the next reconcile sees which
+            return False  # done before the kill, or the user took the file: the next reconcile sees which
         if not dst.exists():
             os.replace(src, dst)
-            return
+            return True
         if same_content(src, dst):
             src.unlink()
-            return
+            return True
         # Someone put another file under this name between the journal and now: keep both.
         folder = dst.parent
         fresh = free_name(folder, dst.name)
@@ -330,6 +346,7 @@ class Workspace:
             f"UPDATE images SET name=? WHERE folder=? AND name=? AND folder != '{DELETED}'",
             (fresh.name, folder.name, dst.name),
         )
+        return False
 
     def _relative(self, path: Path) -> str:
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
@@ -401,14 +418,16 @@ def tagged_name(name: str, folder: str, bound: float | None) -> str:
     return stem + suffix
 
 
-def _copy_once(src: Path, dst: Path) -> None:
+def _copy_once(src: Path, dst: Path) -> bool:
+    """Copy src to dst; False when it did not go as the journal planned."""
     if not src.exists():
-        return  # the original went away before the copy: the next reconcile records the loss
+        return False  # the original went away before the copy: the next reconcile records the loss
     if dst.exists() and dst.stat().st_size == src.stat().st_size:
-        return
+        return True
     partial = dst.with_name(f".{dst.name}.part")
     shutil.copy2(src, partial)
     os.replace(partial, dst)
+    return True
 
 
 def _finite_or_none(value: float | None) -> float | None:
