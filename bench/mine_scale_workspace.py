@@ -11,7 +11,7 @@ the archive and the counts. The source's copying ("generation") is subtracted.
 
 The sizes take turns, a few batches each per round, so that a busy machine slows them alike; the first
 batch of each run (opening the workspace and listing every folder) is left out, and reported apart as
-the full listing that a run does at its start, after a user's change and every RESCAN_SECONDS.
+the full listing that a run makes at its start, after a user's change (of that folder) and every 60 s.
 
 Prints, per size, the mean bookkeeping time of a batch, and last:
 `bookkeeping at 100k files vs empty: X.XX×`
@@ -41,6 +41,7 @@ from amari.faces import FaceSettings
 from amari.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout
 from amari.mine import MineConfig, MiningProgress, run
 from amari.mine.curation import reconcile
+from amari.mine.folderwatch import RACY_SECONDS
 from amari.mine.records import Commit, Decision, NewImage
 from amari.mine.workspace import FOLDERS, Workspace, settings_meta
 
@@ -48,7 +49,6 @@ DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 ASTRONAUT_FACE = (76, 265, 166, 175)
 MEMBERS = 12  # the sim-group the batches are judged against
 BATCH = 4
-SETTLE_SECONDS = 2.1  # folders changed more recently than this are listed again (racy timestamps)
 
 
 def astronaut_crops(folder: Path, count: int, rng: np.random.Generator) -> list[Path]:
@@ -180,9 +180,10 @@ def fill(root: Path, size: int, members: list[Path], faces: dict, settings: Face
 
 
 def settle(root: Path) -> None:
-    """Wait until no folder changed in the last SETTLE_SECONDS: a long-running miner's steady state."""
+    """Wait until no folder changed in the last RACY_SECONDS, as in a long run's steady state: a run's
+    first listing of a folder changed more recently is made again once that time is over."""
     newest = max((root / folder).stat().st_mtime_ns for folder in FOLDERS) / 1e9
-    time.sleep(max(0.0, newest + SETTLE_SECONDS - time.time()))
+    time.sleep(max(0.0, newest + RACY_SECONDS + 0.1 - time.time()))
 
 
 def full_listing(root: Path, settings: FaceSettings) -> float:
