@@ -77,9 +77,9 @@ def age(workspace: Workspace) -> None:
         os.utime(workspace.root / folder, ns=(past, past))
 
 
-def hide_change(folder: Path, identity: int) -> None:
+def hide_change(folder: Path, mtime_ns: int) -> None:
     """Put a folder's time back, as a change within the same timestamp tick leaves it."""
-    os.utime(folder, ns=(identity, identity))
+    os.utime(folder, ns=(mtime_ns, mtime_ns))
 
 
 def row(workspace: Workspace, name: str) -> sqlite3.Row | None:
