@@ -25,9 +25,11 @@ from amari.faces import FaceSettings
 from amari.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON
 from amari.mine import MineConfig, policy
 from amari.mine.curation import reconcile
+from amari.mine.engine import FINAL, Candidate, FeedContext
 from amari.mine.folderwatch import RACY_SECONDS, RESCAN_SECONDS, FolderWatch
-from amari.mine.loop import Candidate, members, run_batch
+from amari.mine.loop import members, run_batch
 from amari.mine.records import MIGRATIONS, Commit, NewImage
+from amari.mine.work import inspect_file
 from amari.mine.workspace import DELETED, FOLDERS, Workspace, file_identity
 from amari.sqlite import connect, to_blob
 from test_mine_run import ASTRONAUT_FACE, amari, assert_consistent, face_variant, mine_args, wait_for
@@ -253,7 +255,8 @@ def _batch_workspace(root: Path, images: int) -> Workspace:
 def _one_batch(workspace: Workspace, config: MineConfig) -> tuple[int, list[str]]:
     """What the batch loop asks of the database in one batch, curation aside (that lists nothing when
     nobody changed a folder): SQLite instructions run, and the statements."""
-    encoder = FaceEncoder(FaceSettings(), EmbeddingCache(connection=workspace.conn))
+    settings = FaceSettings()
+    feed = FeedContext(workspace.incoming, settings, EmbeddingCache(connection=workspace.conn), known=lambda _: False)
     instructions, statements = [0], []
 
     def count() -> int:
@@ -265,8 +268,12 @@ def _one_batch(workspace: Workspace, config: MineConfig) -> tuple[int, list[str]
     try:
         group = members(workspace)
         planned = policy.begin_batch(workspace.state(), len(group), config.policy())
-        candidates = [Candidate(p, *file_identity(p)) for p in workspace.incoming_files()]
-        change, _, _ = run_batch(workspace, encoder, planned, group, candidates, config)
+        # As the folder feed makes them: faces found (and cached) for each file, the file judged as it is.
+        candidates = [
+            Candidate(p.name, final=feed.accept(p, inspect_file(p, settings)), choice=FINAL)
+            for p in workspace.incoming_files()
+        ]
+        change, _, _ = run_batch(workspace, planned, group, candidates, config)
         workspace.commit(change)
         workspace.counts()
     finally:

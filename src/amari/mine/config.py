@@ -158,7 +158,15 @@ class MineConfig(Settings):
     almost_band: float = setting(0.10, "width of the almost-sim band above the upper bound", metavar="D")
     max_batches: int | None = setting(None, "stop after batch N of the workspace (earlier runs count)", metavar="N")
     faces: FaceSettings = setting(FaceSettings(), "how faces are found", include=("detector", "upsample", "max_side"))
-    cpus: int = setting(1, "processes for face detection; -1 means all cores")
+    engine: str = setting(
+        "streaming",
+        "streaming: generation runs ahead while worker processes finish "
+        "images; serial: one step after the other, for comparison",
+        choices=("streaming", "serial"),
+    )
+    cpus: int | None = setting(
+        None, "worker processes of the streaming engine; -1 means all cores (default: all cores but one)"
+    )
     watch: bool = setting(False, "folder source: keep waiting for new files", toml=False)
     poll: float = setting(2.0, "seconds between looks at a watched folder", metavar="SECONDS", toml=False)
 
@@ -183,11 +191,24 @@ class MineConfig(Settings):
         )
         if self.reject_margin < 0:
             raise UsageError(f"reject_margin must be >= 0, not {self.reject_margin}")
-        check_cpus(self.cpus)
+        if self.cpus is not None:
+            check_cpus(self.cpus)
+        if self.engine not in ("streaming", "serial"):
+            raise UsageError(f"unknown engine {self.engine!r}: use streaming or serial")
         self.policy()
         if self.source == DIFFUSERS:
             self.generate_config()
             self.enhance_config()
+
+    @property
+    def worker_processes(self) -> int:
+        """How many worker processes the streaming engine starts."""
+        import os
+
+        cores = os.cpu_count() or 1
+        if self.cpus is None:
+            return max(1, cores - 1)
+        return cores if self.cpus == -1 else self.cpus
 
     @property
     def folder(self) -> Path | None:

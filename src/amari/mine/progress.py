@@ -22,6 +22,7 @@ class Snapshot:
     joined: int = 0  # of which joined the group
     event: str = "starting"
     source: str = ""
+    pipeline: str = ""  # the engine's rates, queue depths and how long the generator waited
 
 
 class MiningProgress:
@@ -83,6 +84,7 @@ class MiningProgress:
             f"batch {s.batch} (n={s.batch_size}): group {s.group_size} avg {s.avg:.4f} hi {s.hi:.4f}, "
             f"almost {s.almost_size}, unknown {s.unknown_size}; accepted {self.acceptance_rate:.0%} "
             f"of {s.judged}, {self.images_per_minute:.1f} images/min; {s.event}"
+            + (f" | {s.pipeline}" if s.pipeline else "")
         )
 
     def _render(self):
@@ -100,4 +102,6 @@ class MiningProgress:
             "accepted", f"{self.acceptance_rate:.1%} of {s.judged}  ({self.images_per_minute:.1f} images/min)"
         )
         table.add_row("last event", s.event)
+        if s.pipeline:
+            table.add_row("pipeline", s.pipeline)
         return table

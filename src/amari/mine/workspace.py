@@ -16,8 +16,6 @@ finds the journal on restart and finishes it; a move is idempotent (done when th
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import os
 import re
@@ -42,6 +40,8 @@ from amari.layout import (
     MINE_DATABASE,
     WorkspaceLayout,
 )
+from amari.mine.archive import ARCHIVE_COLUMNS as ARCHIVE_COLUMNS  # re-exported: its readers import it here
+from amari.mine.archive import append_archive, rewrite_archive_if_stale
 from amari.mine.folderwatch import FolderWatch
 from amari.mine.lock import WorkspaceLock
 from amari.mine.policy import MinerState
@@ -50,7 +50,6 @@ from amari.sqlite import to_blob
 
 FOLDERS = JUDGED_FOLDERS  # sim-group, almost-sim, unknown-person
 DELETED = "deleted"  # folder of an image the user deleted: kept so that it is never mined again
-ARCHIVE_COLUMNS = ("time", "group_size", "almost_size", "avg", "hi", "batch", "until_gsa", "n", "event")
 
 # Names of the hidden files sources write into incoming/ before they are complete.
 SOURCE_TEMPORARIES = (".*.part", ".sd-*.raw.png")
@@ -143,7 +142,7 @@ class Workspace:
             for temporary in self.incoming.glob(pattern):
                 if temporary.is_file():
                     temporary.unlink(missing_ok=True)
-        self._rewrite_archive_if_stale()
+        rewrite_archive_if_stale(self.archive_path, self.batch_rows())
 
     def ensure_folders(self) -> None:
         for folder in FOLDERS + (INCOMING,):
@@ -222,6 +221,10 @@ class Workspace:
             self._write_new_images(change, names, now)
             self._write_relocations(change, names)
             self._write_decisions(change, now)
+            self.conn.executemany(
+                "INSERT INTO pending_moves (op, src, dst) VALUES ('delete', ?, '')",
+                [(self._relative(path),) for path in change.deletions],
+            )
             meta = dict(change.meta)
             if change.state is not None:
                 meta["state"] = change.state.to_json()
@@ -240,7 +243,7 @@ class Workspace:
             raise
         self._apply_pending_moves()
         if change.batch_row is not None:
-            self._append_archive(dict(change.batch_row, finished_at=now))
+            append_archive(self.archive_path, dict(change.batch_row, finished_at=now))
 
     def _write_user_changes(self, change: Commit) -> None:
         # Every changed row leaves its place first, so that swapped or reused names never clash.
@@ -253,7 +256,8 @@ class Workspace:
 
     def _write_new_images(self, change: Commit, names: _NamePlanner, now: float) -> None:
         for image in change.new_images:
-            name = image.path.name if image.op == "none" else names.reserve(image.folder, image.path.name, image.bound)
+            wanted = image.name or image.path.name
+            name = image.path.name if image.op == "none" else names.reserve(image.folder, wanted, image.bound)
             self.conn.execute(
                 "INSERT INTO images (content_hash, folder, name, size, mtime_ns, n_faces, descriptor, error, "
                 "origin, first_batch, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -322,10 +326,18 @@ class Workspace:
             return
         with self.watch.own_changes():
             for _move_id, op, src, dst in moves:
-                done = _copy_once(Path(src), self.root / dst) if op == "copy" else self._move_once(self.root / src, dst)
-                if not done:  # someone else's hand was in it: curation lists every folder next time
+                if not self._apply_one(op, src, dst):  # someone else's hand was in it: curation lists all next time
                     self.watch.forget()
         self.conn.execute("DELETE FROM pending_moves WHERE id <= ?", (moves[-1][0],))
+
+    def _apply_one(self, op: str, src: str, dst: str) -> bool:
+        """One journal operation; False when it did not go as the journal planned."""
+        if op == "copy":
+            return _copy_once(Path(src), self.root / dst)
+        if op == "delete":
+            (self.root / src).unlink(missing_ok=True)  # a file the miner made in incoming/
+            return True
+        return self._move_once(self.root / src, dst)
 
     def _move_once(self, src: Path, dst_relative: str) -> bool:
         """Move src to dst; False when it did not go as the journal planned."""
@@ -350,45 +362,6 @@ class Workspace:
 
     def _relative(self, path: Path) -> str:
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
-
-    # -- archive ------------------------------------------------------------------------------
-
-    def _archive_row(self, row) -> list[str]:
-        return [
-            time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(row["finished_at"])),
-            str(row["group_size"]),
-            str(row["almost_size"]),
-            f"{row['avg']:.6f}",
-            f"{row['hi']:.6f}",
-            str(row["number"]),
-            str(row["until_gsa"]),
-            str(row["n"]),
-            row["event"],
-        ]
-
-    def _append_archive(self, row: dict) -> None:
-        new_file = not self.archive_path.exists()
-        with open(self.archive_path, "a", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            if new_file:
-                writer.writerow(ARCHIVE_COLUMNS)
-            writer.writerow(self._archive_row(row))
-
-    def _rewrite_archive_if_stale(self) -> None:
-        """The CSV mirrors the batches table; a run killed between the two is repaired here."""
-        rows = self.batch_rows()
-        expected = [list(ARCHIVE_COLUMNS)] + [self._archive_row(r) for r in rows]
-        try:
-            current = list(csv.reader(io.StringIO(self.archive_path.read_text())))
-        except FileNotFoundError:
-            current = None
-        if current == expected or (current is None and not rows):
-            return
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows(expected)
-        partial = self.archive_path.with_name(f".{ARCHIVE_CSV}.part")
-        partial.write_text(buffer.getvalue(), newline="")
-        os.replace(partial, self.archive_path)
 
 
 class _NamePlanner:
