@@ -12,13 +12,15 @@ A folder is listed when:
 - it was listed while its modification time was recent (`RACY_SECONDS`): a change made in the same
   timestamp tick after that look would leave the time unchanged, so once the tick is surely over it is
   listed once more (git's "racy timestamp" rule; 2 s covers FAT's coarse timestamps);
-- every `RESCAN_SECONDS`, all three are listed, whatever their times say.
+- every `RESCAN_SECONDS`, all of them are listed, whatever their times say.
 
 The miner's own moves change the folders too. Around them (`own_changes`) each folder is looked at
 before and after: one that was as the miner knew it before is known after as well, so the miner's own
 moves never force a listing. A change that the user makes in the same instant (within one timestamp
 tick of the miner's own move into that folder) is the one thing this can miss; the periodic listing
 finds it, at most `RESCAN_SECONDS` later.
+
+The folder source watches its own folder and sub-folders by the same rules (`amari.mine.sourcelisting`).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _identity(stat: os.stat_result) -> tuple[int, int, int]:
 
 
 class FolderWatch:
-    """The folders to list at each curation pass; `clock` and `wall_ns` are there for tests."""
+    """The folders to list at each pass (curation's, the folder source's); `clock` and `wall_ns` are there for tests."""
 
     def __init__(
         self,
@@ -65,14 +67,19 @@ class FolderWatch:
         self.listings = 0  # folders listed in this run, for tests and benchmarks
         self._looked_ns = 0
 
-    def due(self) -> dict[str, os.stat_result]:
-        """The folders to list now, with their stat taken before the listing (give it back to `listed`)."""
+    def due(self) -> dict[str, os.stat_result | None]:
+        """The folders to list now, with their stat taken before the listing (give it back to `listed`);
+        None for one that is gone."""
         now = self.clock()
         everything = self.listed_at is None or now - self.listed_at >= self.rescan_seconds
         self._looked_ns = self.wall_ns()
         due = {}
         for name, path in self.folders.items():
-            stat = os.stat(path)
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                due[name] = None  # gone: what that means is the caller's to say
+                continue
             mark = self.marks.get(name)
             if (
                 everything

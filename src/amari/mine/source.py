@@ -27,7 +27,8 @@ from typing import Protocol
 from amari.embeddings import content_hash
 from amari.errors import UsageError
 from amari.files import free_name, same_content
-from amari.images import image_files, is_image_path, read_bytes
+from amari.images import is_image_path, read_bytes
+from amari.mine.sourcelisting import SourceListing
 from amari.sqlite import connect, migrate
 
 
@@ -79,6 +80,15 @@ _LEDGER_MIGRATIONS = [
         )
     """,
     ),
+    (
+        # A copy's content is looked up by its hash, and a copy made ahead by its name: at 100,000 rows a
+        # scan of the table for each file cost more than copying it.
+        "0002_folder_source_ledger_indexes",
+        """
+        CREATE INDEX folder_source_ledger_content ON folder_source_ledger (content_hash);
+        CREATE INDEX folder_source_ledger_copied_as ON folder_source_ledger (copied_as)
+    """,
+    ),
 ]
 
 
@@ -89,6 +99,13 @@ class FolderSource:
     a changed file (new size or time) counts as new again, and the miner drops it if its content is
     one it already has. With `watch`, only files whose size and time held still for one poll are
     taken, so a file another program is still writing is not copied half-done.
+
+    The files not taken yet are listed once and kept (`amari.mine.sourcelisting`): the folders' times
+    are looked at once every `poll_interval`, a folder is listed again when its time says it changed,
+    all of them every minute, and, without `watch`, once more when the list runs out, before the source
+    says it is exhausted. So taking a file costs the same after 100,000 files as after none; a file
+    added, removed or renamed is seen within `poll_interval`, one rewritten in place while a watched
+    folder is mined within a minute.
     """
 
     def __init__(self, folder: str | Path, watch: bool = False, poll_interval: float = 2.0):
@@ -105,6 +122,8 @@ class FolderSource:
         self.exhausted = False
         self.notes: list[str] = []
         self._ledger = _memory_ledger()
+        self.listing = SourceListing(folder, self._taken_under, look_seconds=poll_interval)
+        self._listed_since_dry = True  # nothing was taken since the whole folder was last listed
         self._last_seen: dict[str, tuple[int, int]] = {}
         self._skipped: dict[str, tuple[int, int]] = {}  # relpath -> (size, mtime) when it could not be read
 
@@ -196,26 +215,52 @@ class FolderSource:
     # A file is "new" when the ledger lacks it; one already sitting complete in out_dir was copied by
     # a run killed before it wrote the ledger, so it is recorded now instead of copied twice.
     def _new_files(self, out_dir: Path, limit: int) -> list[tuple[Path, os.stat_result]]:
-        fresh = []
-        for path in image_files(self.folder):
+        self.listing.refresh()
+        fresh, later, chosen = [], [], set()
+        while len(fresh) < limit:
+            relpath = self.listing.pop()
+            if relpath is None:
+                if self.watch or self._listed_since_dry:
+                    break
+                self._listed_since_dry = True  # before saying nothing is left: list everything once more
+                self.listing.relist_all()
+                self.listing.refresh()
+                continue
+            if relpath in chosen:
+                continue  # listed again before its copy was made
+            path = self.folder / relpath
             try:
                 stat = path.stat()
             except OSError:
-                continue  # removed between listing and looking
-            relpath = path.relative_to(self.folder).as_posix()
-            if self._ingested(relpath, stat) or self._skip(relpath, stat):
+                continue  # removed since the listing
+            if self._ingested(relpath, stat):
+                continue
+            if self._skip(relpath, stat):
+                if self.watch:
+                    later.append(relpath)  # looked at again until it changes
                 continue
             if self.watch and self._last_seen.get(relpath) != (stat.st_size, stat.st_mtime_ns):
                 self._last_seen[relpath] = (stat.st_size, stat.st_mtime_ns)
+                later.append(relpath)
                 continue  # not yet seen still: maybe being written
             copied = out_dir / _flat_name(relpath)
             if copied.is_file() and same_content(copied, path):
                 self._record(relpath, stat, content_hash(read_bytes(copied)), copied.name)
                 continue
             fresh.append((path, stat))
-            if len(fresh) >= limit:
-                break
+            chosen.add(relpath)
+            self._listed_since_dry = False
+        self.listing.put_back(later)
         return fresh
+
+    def _taken_under(self, folder: str) -> set[tuple[str, int, int]]:
+        """(relative path, size, mtime_ns) the ledger holds for the files under a sub-folder ("": all)."""
+        query = "SELECT relpath, size, mtime_ns FROM folder_source_ledger WHERE folder=?"
+        if not folder:
+            return set(map(tuple, self._ledger.execute(query, (self.key,))))
+        # The primary key's range: every relpath that starts with "folder/" ("0" follows "/").
+        rows = self._ledger.execute(f"{query} AND relpath >= ? AND relpath < ?", (self.key, folder + "/", folder + "0"))
+        return set(map(tuple, rows))
 
     def _skip(self, relpath: str, stat: os.stat_result) -> bool:
         """Files that cannot be read are reported once and passed over; a watched folder tries one
@@ -241,6 +286,8 @@ class FolderSource:
             return None  # removed after the look: nothing to copy
         except OSError as exc:
             self._note_skipped(relpath, stat, f"cannot be read ({exc.strerror})")
+            if self.watch:
+                self.listing.put_back([relpath])  # looked at again until it changes
             return None
         digest = content_hash(data)
         seen = self._ledger.execute("SELECT 1 FROM folder_source_ledger WHERE content_hash=?", (digest,)).fetchone()
