@@ -127,9 +127,31 @@ def test_legacy_reader_agrees_with_invisible_watermark(photos):
             assert np.array_equal(read, expected)
 
 
-def test_images_from_earlier_versions_still_verify(photos):
-    """amari used to write the DWT-DCT-SVD mark at every size; the reader still finds it."""
-    from amari.watermark import _embed_legacy
+def test_small_image_mark_is_the_packages_and_sharper(photos):
+    """invisible-watermark's decoder reads amari's small-image mark, which distorts less than its encoder."""
+    from imwatermark.dwtDctSvd import EmbedDwtDctSvd
 
-    reading = read_watermark(_embed_legacy(square(photos[0], 512)))
+    from amari.watermark import _embed_legacy, payload_bits
+
+    original = square(photos[0], 128)
+    ours = _embed_legacy(original)
+    decoded = EmbedDwtDctSvd(watermarks=[], wmLen=40).decode(np.ascontiguousarray(ours[..., ::-1]))
+    assert np.array_equal(np.asarray(decoded, dtype=np.uint8), payload_bits())
+    theirs = EmbedDwtDctSvd(watermarks=[int(b) for b in payload_bits()], wmLen=40).encode(
+        np.ascontiguousarray(original[..., ::-1]))[..., ::-1]
+
+    def psnr(marked):
+        return 10 * np.log10(255**2 / np.mean((marked.astype(float) - original.astype(float)) ** 2))
+
+    assert psnr(ours) > 40 and psnr(ours) > psnr(theirs) + 3
+
+
+def test_images_from_earlier_versions_still_verify(photos):
+    """amari used to write the DWT-DCT-SVD mark (with the package's encoder) at every size."""
+    from imwatermark.dwtDctSvd import EmbedDwtDctSvd
+
+    from amari.watermark import payload_bits
+
+    encoder = EmbedDwtDctSvd(watermarks=[int(b) for b in payload_bits()], wmLen=40)
+    reading = read_watermark(encoder.encode(np.ascontiguousarray(square(photos[0], 512)[..., ::-1]))[..., ::-1])
     assert reading.found and reading.method == "dwtDctSvd"

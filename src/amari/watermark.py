@@ -11,12 +11,14 @@ come from a fixed key and the 40-bit payload `amari` flips the sign of two frequ
 - Detection folds the image into one tile (summing all tiles), whitens it (phase only) and correlates
   it with the keyed pattern at every one of the 4,096 shifts at once by FFT, so a crop (which moves
   the tile grid) costs nothing. It tries a few scales: the image brought back to a 512 px short side
-  (undoes any resize of a full frame) and, for crops, the sizes amari writes (512, 768, 1024). The
-  score is a z-value: unmarked photos peak near 4.5 over all shifts and scales; the threshold is 6.5
+  (undoes any resize of a full frame) or long side (a square image cropped on one side or to another
+  aspect ratio, then resized) and, for crops, the sizes amari writes (512, 768, 1024). The score is a
+  z-value: unmarked photos peak near 4.5 over all shifts and scales; the threshold is 6.5
   (by chance about once in a million images), marked ones read 8–12 after the edits in
   `bench/provenance.py`.
 - Images with a short side from 64 to 255 px are too small for the tiles; they carry the older
-  DWT-DCT-SVD mark (`invisible-watermark`, U channel), which survives lossless saving from 64 px and
+  DWT-DCT-SVD mark (`invisible-watermark`'s dwtDctSvd on the U channel, re-implemented without the
+  package's detail-band swap: 41 dB instead of 34), which survives lossless saving from 64 px and
   JPEG quality 90 from 128 px. It is still read on every image, so files written by earlier amari
   versions verify too.
 
@@ -41,7 +43,7 @@ WRITTEN_SIDES = (512, 768, 1024)
 MIN_TILE_SIDE = 256
 MIN_WATERMARK_SIDE = 64
 # z of the best shift and scale; unmarked photos reach about 4.5, a Gaussian exceeds 6.5 with p ~ 4e-11
-# per shift, so ~1e-6 per image over 4 scales x 4,096 shifts.
+# per shift, so ~1e-6 per image over at most 5 scales x 4,096 shifts.
 TILE_THRESHOLD = 6.5
 # Share of the 40 legacy payload bits that must match: unmarked images read 0.4-0.66.
 LEGACY_THRESHOLD = 0.9
@@ -204,9 +206,11 @@ def _embed_tile(rgb: np.ndarray) -> np.ndarray:
 
 
 def _scales(height: int, width: int) -> list[float]:
-    """Resize factors to try: back to a 512 px short side, and each written size a crop may come from."""
-    side = min(height, width)
-    factors = [FRAME_SIDE / side]
+    """Resize factors to try: back to a 512 px short side; back to a 512 px long side (a square image
+    cropped on one side, or to another aspect ratio, keeps its other side); and no resize but each
+    written size a crop may come from."""
+    side, long_side = min(height, width), max(height, width)
+    factors = [FRAME_SIDE / side, FRAME_SIDE / long_side]
     factors += [FRAME_SIDE / written for written in WRITTEN_SIDES if 0.7 * written <= side <= written]
     unique: list[float] = []
     for factor in factors:
@@ -253,14 +257,29 @@ def _read_tile(rgb: np.ndarray) -> WatermarkReading:
 # The DWT-DCT-SVD mark (small images, and images from earlier amari versions) ---------------------
 
 def _embed_legacy(rgb: np.ndarray) -> np.ndarray:
-    # invisible-watermark's WatermarkEncoder refuses images under 256×256; its embedder class is the
-    # same code without that limit, measured down to 64×64.
-    from imwatermark.dwtDctSvd import EmbedDwtDctSvd
+    """invisible-watermark's dwtDctSvd embedding, vectorised: the largest singular value of each 4×4
+    block of the U channel's half-size Haar band is quantised to carry one payload bit.
 
-    embedder = EmbedDwtDctSvd(watermarks=[int(b) for b in payload_bits()], wmLen=PAYLOAD_BITS,
-                              scales=[0, _LEGACY_SCALE, 0])
-    marked = embedder.encode(np.ascontiguousarray(rgb[..., ::-1]))
-    return np.ascontiguousarray(marked[..., ::-1])
+    Done here rather than by the package, whose import also loads torch (seconds per process) and whose
+    inverse wavelet transform swaps the horizontal and vertical details, blurring what it rebuilds.
+    """
+    import cv2
+    import pywt
+
+    yuv = cv2.cvtColor(np.ascontiguousarray(rgb[..., ::-1]), cv2.COLOR_BGR2YUV)
+    rows, cols = rgb.shape[0] // 4 * 4, rgb.shape[1] // 4 * 4
+    band, details = pywt.dwt2(yuv[:rows, :cols, 1].astype(np.float64), "haar")
+    block_rows, block_cols = band.shape[0] // 4, band.shape[1] // 4
+    view = band[: block_rows * 4, : block_cols * 4].reshape(block_rows, 4, block_cols, 4).swapaxes(1, 2)
+    left, values, right = np.linalg.svd(view.reshape(-1, 4, 4))
+    bits = payload_bits()[np.arange(len(values)) % PAYLOAD_BITS]
+    values[:, 0] = (values[:, 0] // _LEGACY_SCALE + 0.25 + 0.5 * bits) * _LEGACY_SCALE
+    blocks = (left * values[:, None, :]) @ right
+    band[: block_rows * 4, : block_cols * 4] = blocks.reshape(block_rows, block_cols, 4, 4).swapaxes(1, 2).reshape(
+        block_rows * 4, block_cols * 4)
+    rebuilt = pywt.idwt2((band, details), "haar")
+    yuv[:rows, :cols, 1] = np.clip(np.round(rebuilt), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)[..., ::-1])
 
 
 def _read_legacy(rgb: np.ndarray) -> WatermarkReading:
