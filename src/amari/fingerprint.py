@@ -170,6 +170,13 @@ def local_registry_path(image_path: str | os.PathLike) -> Path | None:
     return None
 
 
+def create_registry(folder: str | os.PathLike) -> Path:
+    """Give `folder` (a study) its own registry: images written anywhere below it are recorded there."""
+    path = Path(folder) / REGISTRY_FILE
+    Registry(path).close()
+    return path
+
+
 def resolve_registry(path: str | os.PathLike) -> Path:
     """A registry named on the command line: the file itself, or a folder holding REGISTRY_FILE."""
     from amari.errors import UsageError

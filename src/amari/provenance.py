@@ -1,22 +1,26 @@
 """Provenance on every image amari writes, and reading it back.
 
-Three marks, so that at least one survives whatever happens to a file:
+Marks that do not depend on each other, so that at least one survives what happens to a file:
 
-1. An invisible watermark in the pixels (the `invisible-watermark` package, DWT-DCT-SVD on the U
-   colour channel, the 40-bit payload `amari` repeated over the whole image). It survives saving as
-   JPEG quality 90 from 128×128 up and lossless saving from 64×64 up; smaller images are written
-   without one (`MIN_WATERMARK_SIDE`). The package's plain `dwtDct` method, which Stable Diffusion's
-   reference scripts used, does not survive JPEG at quality 90 at any size, hence the SVD variant.
-2. A PNG text chunk `parameters` in AUTOMATIC1111's layout, so "PNG info" in A1111, ComfyUI or
+1. An invisible watermark in the pixels (`amari.watermark`): a tiled pattern that survives JPEG,
+   resizing and cropping on images from 256 px a side; smaller ones from 64 px carry the older
+   DWT-DCT-SVD mark. Images under 64 px a side are written without one (`MIN_WATERMARK_SIDE`).
+2. A fingerprint in registries (`amari.fingerprint`): the cache folder's, and the workspace's or
+   study's, so that `amari verify` recognises re-encoded, resized or cropped copies.
+3. C2PA content credentials (`amari.credentials`), signed with the user's key when one is
+   configured and the optional `c2pa-python` package is installed.
+4. A PNG text chunk `parameters` in AUTOMATIC1111's layout, so "PNG info" in A1111, ComfyUI or
    InvokeAI shows prompt, seed, steps, sampler, CFG, size and model.
-3. A PNG text chunk `amari` holding JSON: `"synthetic": true`, the generator, and every parameter.
+5. A PNG text chunk `amari` holding JSON: `"synthetic": true`, the generator, and every parameter.
 
 Files are written to a hidden temporary name in the target folder and renamed into place, so a
-reader (the miner, another tool watching the folder) never sees half an image.
+reader (the miner, another tool watching the folder) never sees half an image; the fingerprint is
+registered before the rename, so every file that appears is registered.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -29,15 +33,16 @@ from PIL import Image, PngImagePlugin
 
 from amari import __version__
 from amari.errors import ImageError
-
-PAYLOAD = b"amari"
-WATERMARK_METHOD = "dwtDctSvd"
-# Each 4×4 block of the half-resolution wavelet band carries one bit; below 64 px a side there are
-# too few blocks to repeat the 40 bits, and lossless saving already loses some of them.
-MIN_WATERMARK_SIDE = 64
-# Share of payload bits that must match. Unmarked images read 0.4-0.66; marked ones >= 0.93 after
-# lossless saving from 64 px and after JPEG q90 from 128 px. 36 of 40 bits by chance: p < 1e-7.
-DETECTION_THRESHOLD = 0.9
+from amari.watermark import (  # noqa: F401
+    MIN_WATERMARK_SIDE,
+    PAYLOAD,
+    WatermarkReading,
+    can_carry_watermark,
+    embed_watermark,
+    method_for,
+    read_watermark,
+)
+from amari.watermark import check_rgb as _check_rgb
 
 PARAMETERS_KEY = "parameters"
 AMARI_KEY = "amari"
@@ -55,68 +60,7 @@ A1111_SAMPLER_NAMES = {
 }
 
 
-# 1. Watermark -------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class WatermarkReading:
-    """What the watermark decoder read: the bits as bytes and how many matched amari's payload."""
-
-    found: bool
-    bit_accuracy: float
-    payload: bytes
-
-    @property
-    def bits_matched(self) -> int:
-        return round(self.bit_accuracy * len(PAYLOAD) * 8)
-
-
-def _payload_bits() -> list[int]:
-    return [int(bit) for bit in np.unpackbits(np.frombuffer(PAYLOAD, dtype=np.uint8))]
-
-
-def can_carry_watermark(width: int, height: int) -> bool:
-    return min(width, height) >= MIN_WATERMARK_SIDE
-
-
-def _embedder(bits: list[int]):
-    # The package's WatermarkEncoder wrapper refuses images under 256×256; its embedder class is
-    # the same code without that limit, which the measurements above cover down to 64×64.
-    from imwatermark.dwtDctSvd import EmbedDwtDctSvd
-
-    return EmbedDwtDctSvd(watermarks=bits, wmLen=len(PAYLOAD) * 8)
-
-
-def embed_watermark(rgb: np.ndarray) -> np.ndarray:
-    """`rgb` (uint8 H×W×3) with amari's watermark; unchanged when smaller than MIN_WATERMARK_SIDE."""
-    rgb = _check_rgb(rgb)
-    height, width = rgb.shape[:2]
-    if not can_carry_watermark(width, height):
-        return rgb
-    bgr = np.ascontiguousarray(rgb[..., ::-1])
-    marked = _embedder(_payload_bits()).encode(bgr)
-    return np.ascontiguousarray(marked[..., ::-1])
-
-
-def read_watermark(rgb: np.ndarray) -> WatermarkReading | None:
-    """Decode amari's watermark from `rgb`; None when the image is too small to carry one."""
-    rgb = _check_rgb(rgb)
-    height, width = rgb.shape[:2]
-    if not can_carry_watermark(width, height):
-        return None
-    bgr = np.ascontiguousarray(rgb[..., ::-1])
-    bits = np.asarray(_embedder([]).decode(bgr), dtype=np.uint8)
-    accuracy = float(np.mean(bits == np.asarray(_payload_bits(), dtype=np.uint8)))
-    return WatermarkReading(found=accuracy >= DETECTION_THRESHOLD, bit_accuracy=accuracy,
-                            payload=np.packbits(bits).tobytes())
-
-
-def _check_rgb(rgb) -> np.ndarray:
-    if isinstance(rgb, Image.Image):
-        rgb = np.asarray(rgb.convert("RGB"))
-    rgb = np.asarray(rgb)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected a uint8 H×W×3 RGB image, got {rgb.dtype} {rgb.shape}")
-    return rgb
+# 1. Watermark: amari.watermark, re-exported above for the callers that import it from here.
 
 
 # 2. A1111 `parameters` text -----------------------------------------------------------------------
@@ -205,39 +149,73 @@ def parse_a1111_parameters(text: str) -> dict:
 
 # 3. Writing ---------------------------------------------------------------------------------------
 
-def amari_metadata(params: dict, watermarked: bool) -> dict:
+def amari_metadata(params: dict, watermark_method: str | None) -> dict:
     """The JSON amari stores beside the A1111 text: synthetic flag, generator, watermark, params."""
     return {"synthetic": True, "generator": GENERATOR,
-            "watermark": {"method": WATERMARK_METHOD, "payload": PAYLOAD.decode(), "embedded": watermarked},
+            "watermark": {"method": watermark_method or "none", "payload": PAYLOAD.decode(),
+                          "embedded": watermark_method is not None},
             **params}
 
 
-def save_png(image, path: str | os.PathLike, params: dict) -> Path:
-    """Write `image` (PIL or uint8 RGB array) as a PNG at `path` with watermark and both chunks.
+def save_png(image, path: str | os.PathLike, params: dict, *, registries: list[Path] | None = None) -> Path:
+    """Write `image` (PIL or uint8 RGB array) as a PNG at `path` with every mark amari has.
 
     `params` holds what made the image (prompt, negative_prompt, seed, steps, sampler, cfg_scale,
-    width, height, model, enhance, ...); it must be JSON-serialisable. The file appears atomically.
+    width, height, model, enhance, ...); it must be JSON-serialisable. The fingerprint goes into
+    `registries` (default: the cache's, and the workspace's or study's around `path`). The file
+    appears atomically.
     """
+    from amari import credentials
+
+    rgb = _check_rgb(image)
+    key = credentials.configured_key() if credentials.is_available() else None
+    return write_png(rgb, path, {PARAMETERS_KEY: a1111_parameters(params)}, params, key=key,
+                     registries=registries)
+
+
+def write_png(rgb: np.ndarray, path: str | os.PathLike, text: dict[str, str], params: dict, *, key=None,
+              agent: str = "amari", registries: list[Path] | None = None) -> Path:
+    """The writer behind save_png and `amari mark`: watermark, `text` chunks plus amari's JSON chunk,
+    C2PA credentials when `key` (a credentials.SigningKey) is given, fingerprint, atomic rename."""
+    from amari import credentials, fingerprint
+
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"{path}: provenance is written into PNG files only")
-    rgb = _check_rgb(image)
-    watermarked = can_carry_watermark(rgb.shape[1], rgb.shape[0])
+    rgb = _check_rgb(rgb)
     marked = embed_watermark(rgb)
     info = PngImagePlugin.PngInfo()
-    info.add_text(PARAMETERS_KEY, a1111_parameters(params))
-    info.add_text(AMARI_KEY, json.dumps(amari_metadata(params, watermarked), ensure_ascii=False))
+    for name, value in text.items():
+        if name != AMARI_KEY:
+            info.add_text(name, value)
+    method = method_for(rgb.shape[1], rgb.shape[0])
+    info.add_text(AMARI_KEY, json.dumps(amari_metadata(params, method), ensure_ascii=False))
+    buffer = io.BytesIO()
+    Image.fromarray(marked).save(buffer, format="PNG", pnginfo=info)
+    data = buffer.getvalue()
+    if key is not None:
+        data = credentials.sign_png(data, key, params, path.name, agent)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Hidden and without an image suffix, so folder scans skip it until the rename.
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
     try:
         with open(temporary, "xb") as out:
-            Image.fromarray(marked).save(out, format="PNG", pnginfo=info)
+            out.write(data)
+        fingerprint.register(marked, path, data, _registry_info(params, agent), registries)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+def _registry_info(params: dict, agent: str) -> dict:
+    # What a fingerprint match reports about the image; the full parameters stay in the image.
+    keep = ("seed", "model", "sampler", "steps", "width", "height", "marked_by", "source")
+    info = {name: params[name] for name in keep if params.get(name) is not None}
+    if params.get("prompt"):
+        info["prompt"] = str(params["prompt"])[:300]
+    return {"generator": GENERATOR, "agent": agent, **info}
 
 
 # 4. Reading ---------------------------------------------------------------------------------------
@@ -288,13 +266,20 @@ def _exif_comment(image: Image.Image) -> str | None:
     return text or None
 
 
-def read_provenance(path: str | os.PathLike) -> Provenance:
-    """Watermark and metadata of the image at `path`; raises ImageError when it cannot be read."""
-    from amari.images import open_image, to_rgb
+def read_provenance(path: str | os.PathLike, data: bytes | None = None) -> Provenance:
+    """Watermark and metadata of the image at `path` (or of its bytes `data`); raises ImageError when
+    it cannot be read."""
+    return read_image(path, data)[0]
+
+
+def read_image(path: str | os.PathLike, data: bytes | None = None) -> tuple[Provenance, np.ndarray]:
+    """read_provenance and the decoded RGB pixels, for callers that go on to check the other marks."""
+    from amari.images import open_image, read_bytes, to_rgb
 
     path = Path(path)
-    image = open_image(path)
-    with Image.open(path) as header:
+    data = read_bytes(path) if data is None else data
+    image = open_image(data, path=path)
+    with Image.open(io.BytesIO(data)) as header:
         file_format = header.format or path.suffix.lstrip(".").upper()
     parameters = image.info.get(PARAMETERS_KEY) or _exif_comment(image)
     if not isinstance(parameters, str):
@@ -308,12 +293,14 @@ def read_provenance(path: str | os.PathLike) -> Provenance:
             amari = None
     if amari is not None and not isinstance(amari, dict):
         amari = None
+    rgb = to_rgb(image)
     try:
-        reading = read_watermark(to_rgb(image))
+        reading = read_watermark(rgb)
     except ValueError as exc:
         raise ImageError(path, f"cannot read watermark: {exc}") from None
-    return Provenance(path=path, format=file_format,
-                      width=image.width, height=image.height, watermark=reading,
-                      parameters=parameters,
-                      fields=parse_a1111_parameters(parameters) if parameters else {},
-                      amari=amari)
+    found = Provenance(path=path, format=file_format,
+                       width=image.width, height=image.height, watermark=reading,
+                       parameters=parameters,
+                       fields=parse_a1111_parameters(parameters) if parameters else {},
+                       amari=amari)
+    return found, rgb

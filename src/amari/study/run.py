@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from amari.errors import UsageError
+from amari.fingerprint import create_registry
 from amari.study.config import StudyConfig
 
 STEPS = ("mine", "select", "prepare", "train", "evaluate", "report")
@@ -188,6 +189,7 @@ def run_study(config: StudyConfig, until: str | None = None, redo: str | None = 
             raise UsageError(f"unknown step {name!r}; steps are {', '.join(STEPS)}")
     layout = config.layout
     layout.root.mkdir(parents=True, exist_ok=True)
+    create_registry(layout.root)  # the study's fingerprint registry, beside the cache folder's
     markers = Markers(layout.markers)
     fingerprints = step_fingerprints(config)
     outcome = StudyOutcome()
