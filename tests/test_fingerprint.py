@@ -155,3 +155,11 @@ def test_register_writes_every_registry_or_fails_in_one_line(tmp_path, photos):
     blocked.write_text("a file where the cache folder should be")
     with pytest.raises(AmariError, match="cannot record the fingerprint"):
         register(photos[0], tmp_path / "b.png", registries=[blocked / REGISTRY_FILE])
+
+
+def test_tiny_images_are_registered_too(tmp_path):
+    tiny = np.zeros((6, 9, 3), dtype=np.uint8)
+    tiny[2:4, 3:7] = 200
+    with Registry(tmp_path / REGISTRY_FILE) as opened:
+        opened.add(tiny, "tiny.png")
+        assert opened.match(tiny).kind == "pixels"

@@ -93,18 +93,19 @@ def window_hashes(rgb: np.ndarray) -> np.ndarray:
 
 
 def _plane(rgb: np.ndarray) -> np.ndarray:
-    """Luma at no more than 256 px on the short side: every crop is hashed from the same one."""
+    """The luma every crop is hashed from."""
     from PIL import Image
 
     plane = np.asarray(rgb, dtype=np.float32)
     if plane.ndim == 3:
         plane = plane[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    if min(plane.shape) < 16:
-        raise ValueError(f"an image of {plane.shape[1]}x{plane.shape[0]} px is too small to fingerprint")
-    factor = 256 / min(plane.shape)
-    if factor < 1:
+    # Down to 256 px so every crop comes from the same pixels; tiny images up to 16 px so that their
+    # smallest crops still have pixels (their hashes say little, their content hashes still match).
+    factor = 256 / min(plane.shape) if min(plane.shape) > 256 else max(1.0, 16 / min(plane.shape))
+    if factor != 1:
         size = (max(16, round(plane.shape[1] * factor)), max(16, round(plane.shape[0] * factor)))
-        plane = np.asarray(Image.fromarray(plane, mode="F").resize(size, Image.Resampling.LANCZOS))
+        method = Image.Resampling.LANCZOS if factor < 1 else Image.Resampling.BICUBIC
+        plane = np.asarray(Image.fromarray(plane, mode="F").resize(size, method))
     return plane
 
 

@@ -102,7 +102,7 @@ class Verifier:
         path = Path(path)
         data = read_bytes(path)
         found, rgb = read_image(path, data)
-        match = match_any(np.ascontiguousarray(rgb), data, self.registries) if min(rgb.shape[:2]) >= 16 else None
+        match = match_any(np.ascontiguousarray(rgb), data, self.registries)
         manifest = credentials.read_credentials(data, _MIME.get(found.format)) if self.c2pa_note is None else None
         return Verification(path=path, provenance=found, fingerprint=match,
                             registries=[str(registry.path) for registry in self.registries],
