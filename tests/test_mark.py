@@ -98,8 +98,10 @@ def test_signs_with_the_configured_key(data_dir, tmp_path, capsys):
 def test_refuses_to_overwrite_originals(data_dir, tmp_path, capsys):
     sources = write_sources(data_dir, tmp_path / "src")
     before = digests(sources)
-    assert main(["mark", str(sources), "--out", str(sources)]) == 2
+    assert main(["mark", str(sources / "a1111.png"), "--out", str(sources)]) == 2
     assert "would overwrite the original" in capsys.readouterr().err
+    assert main(["mark", str(sources), "--out", str(sources / "marked")]) == 2
+    assert "is inside" in capsys.readouterr().err
     assert digests(sources) == before
 
 
@@ -115,3 +117,13 @@ def test_unreadable_images_are_skipped_with_a_warning(data_dir, tmp_path, capsys
     assert "watermark (dwtDctSvd)" in captured.out  # 112 px: the small-image mark
     marked = np.asarray(Image.open(io.BytesIO((tmp_path / "out" / "hanks.png").read_bytes())))
     assert marked.shape == (112, 112, 3)
+
+
+def test_re_marking_keeps_what_amaris_own_metadata_said(astronaut, tmp_path):
+    from amari.mark import mark_images
+    from amari.provenance import save_png
+
+    made = save_png(astronaut, tmp_path / "made" / "a.png", {"prompt": "a woman", "seed": 7})
+    [marked] = mark_images([made], tmp_path / "out")
+    found = read_provenance(marked.output)
+    assert found.amari["marked_by"] == "amari mark" and found.amari["source"]["amari"]["seed"] == 7

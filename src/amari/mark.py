@@ -17,6 +17,7 @@ is not carried over as an ingredient.
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ def plan(inputs: list[str | os.PathLike], out_dir: str | os.PathLike) -> list[tu
     sources: list[tuple[Path, Path]] = []
     for item in map(Path, inputs):
         if item.is_dir():
+            if out_dir.resolve().is_relative_to(item.resolve()):  # a second run would mark the outputs again
+                raise UsageError(f"--out {out_dir} is inside {item}, a folder to mark; choose another folder")
             sources += [(path, path.relative_to(item)) for path in image_files(item)]
         elif item.exists() and not is_image_path(item):
             raise UsageError(f"{item}: not an image file (by its extension)")
@@ -83,6 +86,12 @@ def source_metadata(image, data: bytes, source: Path, file_format: str) -> tuple
             text[PARAMETERS_KEY] = comment
     params: dict = {"marked_by": AGENT,
                     "source": {"file": source.name, "format": file_format, "sha256": file_digest(data)}}
+    try:  # an image amari made before: keep what its own JSON said
+        earlier = json.loads(image.info.get(AMARI_KEY) or "null")
+    except (TypeError, ValueError):
+        earlier = None
+    if isinstance(earlier, dict):
+        params["source"]["amari"] = earlier
     if text.get(PARAMETERS_KEY):
         fields = parse_a1111_parameters(text[PARAMETERS_KEY])
         names = {"prompt": "prompt", "negative_prompt": "negative_prompt", "Seed": "seed", "Steps": "steps",
