@@ -124,7 +124,7 @@ def sign_png(png: bytes, key: SigningKey, params: dict, title: str, agent: str =
     """The PNG `png` with a signed manifest embedded (a `caBX` chunk); pixels and text chunks unchanged."""
     import c2pa
 
-    builder = c2pa.Builder(manifest(params, title, agent), context=_context(None))
+    builder = c2pa.Builder(manifest(params, title, agent), context=_context(None, os.getpid()))
     signed = io.BytesIO()
     try:
         builder.sign(_signer(key.key, key.cert, *_mtimes(key), os.getpid()), "image/png", io.BytesIO(png), signed)
@@ -140,7 +140,7 @@ def read_credentials(data: bytes, mime: str | None = None, trust: Path | None = 
     import c2pa
 
     try:
-        reader = c2pa.Reader.try_create(mime or "", io.BytesIO(data), context=_context(_anchors(trust)))
+        reader = c2pa.Reader.try_create(mime or "", io.BytesIO(data), context=_context(_anchors(trust), os.getpid()))
     except c2pa.C2paError:
         reader = None  # damaged or unsupported: treated like no manifest, the other marks still count
     if reader is None:
@@ -177,7 +177,8 @@ def _anchors(trust: Path | None) -> str | None:
 
 
 @lru_cache(maxsize=4)
-def _context(anchors: str | None):
+def _context(anchors: str | None, _pid: int):
+    # Per process, like the signer: native handles do not survive a fork.
     import c2pa
 
     settings = dict(_SETTINGS)
