@@ -18,8 +18,8 @@ For each image (or every image in a folder) report each mark separately, then a 
 The verdict is "synthetic, made by amari" when any mark says so. "no amari provenance found" is not
 a claim that an image is a real photo.
 
-Exit status 0 when every file was read, 1 when some could not be (each named on stderr). --json prints
-one JSON object per image instead."""
+Exit status 0 when every file was read (whatever the verdicts), 1 when some could not be (each named
+on stderr), 2 when a --registry does not exist. --json prints one JSON object per image instead."""
 
 
 def add_arguments(parser) -> None:
