@@ -22,8 +22,9 @@ come from a fixed key and the 40-bit payload `amari` flips the sign of two frequ
   JPEG quality 90 from 128 px. It is still read on every image, so files written by earlier amari
   versions verify too.
 
-Neither mark survives rotation, mirroring, a crop that is then resized, or heavy filtering; the
-fingerprint registry (`amari.fingerprint`) covers more of those cases.
+Neither mark survives rotation, mirroring, heavy filtering, or a resize to an arbitrary size combined
+with an off-centre crop (the scale is then unknown); the fingerprint registry (`amari.fingerprint`)
+covers some of those cases.
 """
 
 from __future__ import annotations
