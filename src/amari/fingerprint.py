@@ -37,7 +37,8 @@ HASH_SCHEME = "dct255-w25-v1"
 HASH_BYTES = 32  # 255 bits and one zero bit
 HASH_BITS = 255
 # Largest Hamming distance (of 255 bits) that counts as a copy. Copies after the bench's edits are
-# within 10 of their crop; distinct real photos are 127 +- 8 apart, none of the bench's closer than 86.
+# within 10 of their crop; distinct real photos are 127 +- 8 apart, none of the bench's closer than 82
+# (70 for two crops of one group photo that overlap by 85 %).
 # A Gaussian tail puts 64 at p ~ 2e-14 per comparison (1e-8 per query against 10,000 images). Crops at
 # an arbitrary position land between the stored ones: 95 % of those keeping 95 % of each side match,
 # about 70 % of those keeping 90 %; the watermark, which ignores where a crop starts, covers the rest.
