@@ -30,12 +30,13 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from amari.demo import SAMPLE_FACES  # noqa: E402 - dlib's boxes of the six faces in t1.jpg
+
 DATA = ROOT / "tests" / "data"
-T1_BOXES = [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724),
-            (295, 557, 402, 450), (67, 999, 196, 870), (176, 364, 265, 275)]  # (top, right, bottom, left)
 
 
 # The photos ---------------------------------------------------------------------------------------
+
 
 def _window(photo: Image.Image, centre_x: float, centre_y: float, side: float) -> Image.Image:
     border = max(photo.size)  # grey beyond the photo's edge, never mirrored content
@@ -49,18 +50,26 @@ def sources() -> list[tuple[str, Image.Image]]:
     t1 = Image.open(DATA / "t1.jpg").convert("RGB")
     astronaut = Image.open(DATA / "astronaut.png").convert("RGB")
     found = []
-    for index, (top, right, bottom, left) in enumerate(T1_BOXES):
+    for index, (top, right, bottom, left) in enumerate(SAMPLE_FACES):
         size, centre_x, centre_y = max(right - left, bottom - top), (left + right) / 2, (top + bottom) / 2
         found.append((f"t1-face{index}-tight", _window(t1, centre_x, centre_y, 2.4 * size)))
         found.append((f"t1-face{index}-wide", _window(t1, centre_x + 0.4 * size, centre_y + 0.6 * size, 4.5 * size)))
-    for name, box in (("t1-topleft", (0, 0, 600, 600)), ("t1-topright", (680, 0, 1280, 600)),
-                      ("t1-bottomleft", (0, 286, 600, 886)), ("t1-bottomright", (680, 286, 1280, 886)),
-                      ("t1-centre", (197, 0, 1083, 886)), ("t1-middle", (340, 143, 940, 743))):
+    for name, box in (
+        ("t1-topleft", (0, 0, 600, 600)),
+        ("t1-topright", (680, 0, 1280, 600)),
+        ("t1-bottomleft", (0, 286, 600, 886)),
+        ("t1-bottomright", (680, 286, 1280, 886)),
+        ("t1-centre", (197, 0, 1083, 886)),
+        ("t1-middle", (340, 143, 940, 743)),
+    ):
         found.append((name, t1.crop(box)))
-    found += [("astronaut", astronaut), ("astronaut-face", astronaut.crop((100, 0, 340, 240))),
-              ("astronaut-flag", astronaut.crop((256, 256, 512, 512))),
-              ("astronaut-lowerleft", astronaut.crop((0, 256, 256, 512))),
-              ("hanks", Image.open(DATA / "Tom_Hanks_54745.png").convert("RGB"))]
+    found += [
+        ("astronaut", astronaut),
+        ("astronaut-face", astronaut.crop((100, 0, 340, 240))),
+        ("astronaut-flag", astronaut.crop((256, 256, 512, 512))),
+        ("astronaut-lowerleft", astronaut.crop((0, 256, 256, 512))),
+        ("hanks", Image.open(DATA / "Tom_Hanks_54745.png").convert("RGB")),
+    ]
     return found
 
 
@@ -69,6 +78,7 @@ def photo_set(side: int) -> list[tuple[str, np.ndarray]]:
 
 
 # The edits ----------------------------------------------------------------------------------------
+
 
 def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
     buffer = io.BytesIO()
@@ -94,7 +104,7 @@ def _resize(rgb: np.ndarray, factor: float) -> np.ndarray:
 
 def _crop(rgb: np.ndarray, left: float, top: float, right: float, bottom: float) -> np.ndarray:
     height, width = rgb.shape[:2]
-    return rgb[round(top * height):round((1 - bottom) * height), round(left * width):round((1 - right) * width)]
+    return rgb[round(top * height) : round((1 - bottom) * height), round(left * width) : round((1 - right) * width)]
 
 
 # Each edit takes the file as written and returns the bytes of the edited file.
@@ -121,6 +131,7 @@ MARKS = ("watermark", "fingerprint", "c2pa", "verdict")
 
 # Measuring ----------------------------------------------------------------------------------------
 
+
 def _nearest_other(hashes: np.ndarray, data: bytes) -> int:
     """Hamming distance from an unmarked photo (or its mirror image) to the closest crop of another."""
     from amari.fingerprint import distances, perceptual_hash
@@ -134,11 +145,16 @@ def _check(verifier, path: Path, data: bytes, own: Path | None) -> dict:
     result = verifier.check(path)
     match = result.fingerprint
     right_image = match is not None and own is not None and Path(match.path) == own
-    return {"watermark": result.provenance.watermarked, "fingerprint": right_image,
-            "fingerprint_any": match is not None, "c2pa": result.amari_credentials,
-            "verdict": result.made_by_amari, "metadata": "metadata" in result.marks,
-            "z": (result.provenance.watermark.score if result.provenance.watermark else None),
-            "distance": match.distance if match is not None else None}
+    return {
+        "watermark": result.provenance.watermarked,
+        "fingerprint": right_image,
+        "fingerprint_any": match is not None,
+        "c2pa": result.amari_credentials,
+        "verdict": result.made_by_amari,
+        "metadata": "metadata" in result.marks,
+        "z": (result.provenance.watermark.score if result.provenance.watermark else None),
+        "distance": match.distance if match is not None else None,
+    }
 
 
 def run_size(side: int, work: Path, attacks: dict) -> dict:
@@ -150,11 +166,15 @@ def run_size(side: int, work: Path, attacks: dict) -> dict:
     folder = work / str(side)
     registry = folder / "provenance.sqlite"
     started = time.perf_counter()
-    marked = [save_png(rgb, folder / f"{name}.png", {"seed": index, "prompt": name}, registries=[registry])
-              for index, (name, rgb) in enumerate(photos)]
+    marked = [
+        save_png(rgb, folder / f"{name}.png", {"seed": index, "prompt": name}, registries=[registry])
+        for index, (name, rgb) in enumerate(photos)
+    ]
     mark_seconds = (time.perf_counter() - started) / len(photos)
-    psnr = [10 * np.log10(255**2 / np.mean((_decode(path.read_bytes()).astype(float) - rgb.astype(float)) ** 2))
-            for path, (_, rgb) in zip(marked, photos)]
+    psnr = [
+        10 * np.log10(255**2 / np.mean((_decode(path.read_bytes()).astype(float) - rgb.astype(float)) ** 2))
+        for path, (_, rgb) in zip(marked, photos)
+    ]
     detected = {attack: {mark: 0 for mark in MARKS} for attack in attacks}
     z_marked, copy_distances = [], []
     started = time.perf_counter()
@@ -172,7 +192,7 @@ def run_size(side: int, work: Path, attacks: dict) -> dict:
     false = {mark: 0 for mark in MARKS}
     z_unmarked, other_distances = [], []
     stored = np.stack([window_hashes(_decode(path.read_bytes())) for path in marked])
-    for index, (name, rgb) in enumerate(photos):
+    for index, (_name, rgb) in enumerate(photos):
         others = folder / f"without-{index}.sqlite"  # every marked photo but this one
         with Registry(others) as loo:
             for other, path in enumerate(marked):
@@ -187,10 +207,19 @@ def run_size(side: int, work: Path, attacks: dict) -> dict:
                     false[mark] += found["fingerprint_any"] if mark == "fingerprint" else found[mark]
                 z_unmarked.append(found["z"] if found["z"] is not None else 0.0)
         others.unlink()
-    return {"n": len(photos), "detected": detected, "false": false, "checks": checks,
-            "psnr": psnr, "mark_seconds": mark_seconds, "check_seconds": (time.perf_counter() - started) / (2 * checks),
-            "z_marked": z_marked, "z_unmarked": z_unmarked, "copy_distances": copy_distances,
-            "other_distances": other_distances}
+    return {
+        "n": len(photos),
+        "detected": detected,
+        "false": false,
+        "checks": checks,
+        "psnr": psnr,
+        "mark_seconds": mark_seconds,
+        "check_seconds": (time.perf_counter() - started) / (2 * checks),
+        "z_marked": z_marked,
+        "z_unmarked": z_unmarked,
+        "copy_distances": copy_distances,
+        "other_distances": other_distances,
+    }
 
 
 def candidates(side: int = 512) -> dict:
@@ -220,7 +249,7 @@ def candidates(side: int = 512) -> dict:
         height, width = rgb.shape[:2]
         if (height, width) != (side, side):
             rgb = np.asarray(Image.fromarray(rgb).resize((side, side), Image.Resampling.LANCZOS))
-        centre = rgb[side // 2 - 128:side // 2 + 128, side // 2 - 128:side // 2 + 128]
+        centre = rgb[side // 2 - 128 : side // 2 + 128, side // 2 - 128 : side // 2 + 128]
         bits = WatermarkDecoder("bits", 32).decode(np.ascontiguousarray(centre[..., ::-1]), "rivaGan")
         return np.sum(np.asarray(bits, dtype=np.uint8) == riva_bits) >= 28
 
@@ -228,14 +257,17 @@ def candidates(side: int = 512) -> dict:
     results = {}
     for name, embed, read in (("dwtDctSvd", dwt_embed, dwt_read), ("RivaGAN", riva_embed, riva_read)):
         marked = [_png(np.ascontiguousarray(embed(rgb))) for _, rgb in photos]
-        results[name] = {attack: np.mean([read(_decode(edit(data))) for data in marked])
-                         for attack, edit in ATTACKS.items()}
-        results[name]["false positives"] = np.mean([read(_decode(edit(_png(rgb))))
-                                                    for _, rgb in photos for edit in ATTACKS.values()])
+        results[name] = {
+            attack: np.mean([read(_decode(edit(data))) for data in marked]) for attack, edit in ATTACKS.items()
+        }
+        results[name]["false positives"] = np.mean(
+            [read(_decode(edit(_png(rgb)))) for _, rgb in photos for edit in ATTACKS.values()]
+        )
     return results
 
 
 # Reporting ----------------------------------------------------------------------------------------
+
 
 def _rate(count: int, total: int) -> str:
     return f"{100 * count / total:5.1f}%"
@@ -251,8 +283,12 @@ def report(results: dict, attacks: dict, c2pa: bool) -> None:
             print("-- beyond the issue's list " + "-" * (width * 4 + 7))
         cells = []
         for mark in MARKS:
-            values = [_rate(results[size]["detected"][attack][mark], results[size]["n"]) if mark != "c2pa" or c2pa
-                      else "   n/a" for size in sizes]
+            values = [
+                _rate(results[size]["detected"][attack][mark], results[size]["n"])
+                if mark != "c2pa" or c2pa
+                else "   n/a"
+                for size in sizes
+            ]
             cells.append("| " + "".join(f"{value:>6} " for value in values).ljust(width))
         print(f"{attack:<26}" + "".join(cells))
     print()
@@ -267,12 +303,15 @@ def report(results: dict, attacks: dict, c2pa: bool) -> None:
 
     for size in sizes:
         row = results[size]
-        print(f"  {size}, the issue's edits: watermark z marked min {min(row['z_marked']):.1f} (threshold {TILE_THRESHOLD}), "
-              f"unmarked max {max(row['z_unmarked']):.1f}; fingerprint distance of copies max "
-              f"{max(row['copy_distances'])} (threshold {MATCH_DISTANCE}), unmarked to others min "
-              f"{min(row['other_distances'])}; PSNR mean {np.mean(row['psnr']):.1f} dB, "
-              f"min {min(row['psnr']):.1f} dB; {row['mark_seconds']:.2f} s to write, {row['check_seconds']:.2f} s to "
-              f"verify an image")
+        print(
+            f"  {size}, the issue's edits: watermark z marked min {min(row['z_marked']):.1f} "
+            f"(threshold {TILE_THRESHOLD}), "
+            f"unmarked max {max(row['z_unmarked']):.1f}; fingerprint distance of copies max "
+            f"{max(row['copy_distances'])} (threshold {MATCH_DISTANCE}), unmarked to others min "
+            f"{min(row['other_distances'])}; PSNR mean {np.mean(row['psnr']):.1f} dB, "
+            f"min {min(row['psnr']):.1f} dB; {row['mark_seconds']:.2f} s to write, {row['check_seconds']:.2f} s to "
+            f"verify an image"
+        )
 
 
 def main() -> int:
@@ -292,9 +331,11 @@ def main() -> int:
         c2pa = credentials.is_available()
         if c2pa:
             credentials.keygen()
-        print(f"{len(sources())} real photos from tests/data per size, written with save_png (C2PA: "
-              f"{'signed with a fresh amari keygen key' if c2pa else 'c2pa-python not installed'}); "
-              f"detection rate of each mark")
+        print(
+            f"{len(sources())} real photos from tests/data per size, written with save_png (C2PA: "
+            f"{'signed with a fresh amari keygen key' if c2pa else 'c2pa-python not installed'}); "
+            f"detection rate of each mark"
+        )
         results = {side: run_size(side, work, attacks) for side in args.sizes}
     report(results, attacks, c2pa)
     if args.candidates:

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from amari import credentials
+from amari.credentials import TRAINED_ALGORITHMIC_MEDIA, configured_key, keygen, read_credentials, sign_png
 from amari.errors import UsageError
 
 c2pa = pytest.importorskip("c2pa", reason="the optional c2pa extra is not installed (pip install 'amari[c2pa]')")
-
-from amari import credentials
-from amari.credentials import TRAINED_ALGORITHMIC_MEDIA, configured_key, keygen, read_credentials, sign_png
 
 PARAMS = {"prompt": "a photo of a woman", "seed": 1234, "steps": 25, "model": "sd-v1-4"}
 
@@ -112,7 +111,10 @@ def test_a_key_c2pa_cannot_use_is_one_clear_error(tmp_path, astronaut):
 
     bad = keygen(tmp_path / "bad")
     secp256k1 = ec.generate_private_key(ec.SECP256K1())
-    bad.key.write_bytes(secp256k1.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                serialization.NoEncryption()))
+    bad.key.write_bytes(
+        secp256k1.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     with pytest.raises(UsageError, match="C2PA signs with"):
         sign_png(png_bytes(astronaut), bad, PARAMS, "x.png")

@@ -9,38 +9,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from amari.demo import SAMPLE_FACES
 from amari.errors import AmariError, UsageError
-from amari.fingerprint import (
-    MATCH_DISTANCE,
+from amari.fingerprint import MATCH_DISTANCE, WINDOWS, Registry, window_hashes
+from amari.images import load_rgb
+from amari.registries import (
     REGISTRY_FILE,
-    WINDOWS,
-    Registry,
     default_registry_path,
     local_registry_path,
     register,
     registry_paths_for,
     resolve_registry,
-    window_hashes,
 )
-from amari.images import load_rgb
-
-T1_BOXES = [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724),
-            (295, 557, 402, 450), (67, 999, 196, 870), (176, 364, 265, 275)]  # as in conftest
+from test_watermark import jpeg, resize
 
 
 def square(rgb: np.ndarray, side: int = 512) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((side, side), Image.Resampling.LANCZOS))
-
-
-def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, "JPEG", quality=quality)
-    return np.asarray(Image.open(buffer).convert("RGB"))
-
-
-def resize(rgb: np.ndarray, factor: float) -> np.ndarray:
-    height, width = rgb.shape[:2]
-    return np.asarray(Image.fromarray(rgb).resize((round(width * factor), round(height * factor))))
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +33,13 @@ def photos(data_dir) -> list[np.ndarray]:
     """Eight distinct real photos at 512²: each face of the group photo framed wide, the astronaut, Tom Hanks."""
     group = load_rgb(data_dir / "t1.jpg")
     framed = []
-    for top, right, bottom, left in T1_BOXES:
+    for top, right, bottom, left in SAMPLE_FACES:
         centre_y, centre_x, half = (top + bottom) // 2, (left + right) // 2, 130
-        framed.append(group[max(0, centre_y - half):centre_y + half, max(0, centre_x - half):centre_x + half])
-    return [square(rgb) for rgb in (*framed, load_rgb(data_dir / "astronaut.png"),
-                                    load_rgb(data_dir / "Tom_Hanks_54745.png"))]
+        framed.append(group[max(0, centre_y - half) : centre_y + half, max(0, centre_x - half) : centre_x + half])
+    return [
+        square(rgb)
+        for rgb in (*framed, load_rgb(data_dir / "astronaut.png"), load_rgb(data_dir / "Tom_Hanks_54745.png"))
+    ]
 
 
 @pytest.fixture
@@ -153,7 +140,7 @@ def test_register_writes_every_registry_or_fails_in_one_line(tmp_path, photos):
             assert opened.match(photos[0]).info == {"seed": 1}
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the cache folder should be")
-    with pytest.raises(AmariError, match="cannot record the fingerprint"):
+    with pytest.raises(AmariError, match="cannot open the fingerprint registry"):
         register(photos[0], tmp_path / "b.png", registries=[blocked / REGISTRY_FILE])
 
 

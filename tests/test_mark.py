@@ -14,8 +14,10 @@ from amari.cli import main
 from amari.images import load_rgb
 from amari.provenance import read_provenance
 
-A1111_TEXT = ("portrait of a woman, detailed\nNegative prompt: ugly\n"
-              "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1234, Size: 512x512, Model: v1-5-pruned-emaonly")
+A1111_TEXT = (
+    "portrait of a woman, detailed\nNegative prompt: ugly\n"
+    "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1234, Size: 512x512, Model: v1-5-pruned-emaonly"
+)
 
 
 def write_sources(data_dir, folder):
@@ -37,8 +39,11 @@ def write_sources(data_dir, folder):
 
 
 def digests(folder) -> dict:
-    return {path.relative_to(folder): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(folder): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 def test_marks_every_image_and_never_changes_the_originals(data_dir, tmp_path, capsys):
@@ -49,14 +54,20 @@ def test_marks_every_image_and_never_changes_the_originals(data_dir, tmp_path, c
     captured = capsys.readouterr()
     assert digests(sources) == before  # byte-identical, nothing added
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
-        "a1111-jpg.png", "a1111.png", "comfy/ComfyUI_00001_.png"]
+        "a1111-jpg.png",
+        "a1111.png",
+        "comfy/ComfyUI_00001_.png",
+    ]
     assert captured.out.count("watermark (tile), fingerprint registered") == 3
 
     from_png = read_provenance(out / "a1111.png")
     assert from_png.watermarked and from_png.parameters == A1111_TEXT
     assert from_png.amari["synthetic"] and from_png.amari["marked_by"] == "amari mark"
-    assert from_png.amari["source"] == {"file": "a1111.png", "format": "PNG",
-                                        "sha256": before[next(k for k in before if k.name == "a1111.png")]}
+    assert from_png.amari["source"] == {
+        "file": "a1111.png",
+        "format": "PNG",
+        "sha256": before[next(k for k in before if k.name == "a1111.png")],
+    }
     assert from_png.amari["seed"] == "1234" and from_png.amari["prompt"] == "portrait of a woman, detailed"
     comfy = Image.open(out / "comfy" / "ComfyUI_00001_.png")
     assert json.loads(comfy.info["prompt"])["3"]["inputs"]["seed"] == 99 and "workflow" in comfy.info
@@ -87,8 +98,19 @@ def test_signs_with_the_configured_key(data_dir, tmp_path, capsys):
 
     sources = write_sources(data_dir, tmp_path / "src")
     assert main(["keygen", "--out", str(tmp_path / "keys")]) == 0
-    assert main(["mark", str(sources / "a1111.png"), "--out", str(tmp_path / "out"),
-                 "--key", str(tmp_path / "keys" / "signer.key")]) == 0
+    assert (
+        main(
+            [
+                "mark",
+                str(sources / "a1111.png"),
+                "--out",
+                str(tmp_path / "out"),
+                "--key",
+                str(tmp_path / "keys" / "signer.key"),
+            ]
+        )
+        == 0
+    )
     assert "C2PA signed" in capsys.readouterr().out
     found = read_credentials((tmp_path / "out" / "a1111.png").read_bytes(), trust=tmp_path / "keys" / "root.pem")
     assert found.state == "Trusted" and found.synthetic

@@ -11,19 +11,26 @@ from PIL import Image
 
 from amari.errors import ImageError
 from amari.images import load_rgb
+from amari.infotext import a1111_parameters, parse_a1111_parameters
 from amari.provenance import (
     MIN_WATERMARK_SIDE,
-    a1111_parameters,
     embed_watermark,
-    parse_a1111_parameters,
     read_provenance,
     read_watermark,
     save_png,
 )
 
-PARAMS = {"prompt": "a photo of a woman, smiling: outdoors", "negative_prompt": "blurry, lowres",
-          "seed": 2565311105, "steps": 25, "sampler": "dpmpp_2m", "cfg_scale": 8.2653,
-          "width": 512, "height": 512, "model": "stable-diffusion-v1-4"}
+PARAMS = {
+    "prompt": "a photo of a woman, smiling: outdoors",
+    "negative_prompt": "blurry, lowres",
+    "seed": 2565311105,
+    "steps": 25,
+    "sampler": "dpmpp_2m",
+    "cfg_scale": 8.2653,
+    "width": 512,
+    "height": 512,
+    "model": "stable-diffusion-v1-4",
+}
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +101,16 @@ def test_unmarked_photos_are_not_detected(astronaut, group_photo):
 
 
 def test_a1111_layout_and_round_trip():
-    text = a1111_parameters({**PARAMS, "enhance": {"upscaler": "RealESRGAN_x4plus.pth",
-                                                   "face_restorer": "GFPGANv1.4.pth", "scale": 2.0}})
+    text = a1111_parameters(
+        {**PARAMS, "enhance": {"upscaler": "RealESRGAN_x4plus.pth", "face_restorer": "GFPGANv1.4.pth", "scale": 2.0}}
+    )
     lines = text.split("\n")
     assert lines[0] == PARAMS["prompt"]
     assert lines[1] == "Negative prompt: blurry, lowres"
-    assert lines[2].startswith("Steps: 25, Sampler: DPM++ 2M Karras, CFG scale: 8.2653, Seed: 2565311105, "
-                               "Size: 512x512, Model: stable-diffusion-v1-4")
+    assert lines[2].startswith(
+        "Steps: 25, Sampler: DPM++ 2M Karras, CFG scale: 8.2653, Seed: 2565311105, "
+        "Size: 512x512, Model: stable-diffusion-v1-4"
+    )
     assert "Postprocess upscaler: RealESRGAN_x4plus" in lines[2]
     parsed = parse_a1111_parameters(text)
     assert parsed["prompt"] == PARAMS["prompt"] and parsed["negative_prompt"] == PARAMS["negative_prompt"]
@@ -116,11 +126,13 @@ def test_values_with_commas_are_quoted_as_a1111_does():
 
 
 def test_parses_text_written_by_a1111():
-    text = ("portrait of a woman, detailed\nsecond line of the prompt\n"
-            "Negative prompt: ugly\n"
-            'Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1234, '
-            'Size: 512x768, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, '
-            'Lora hashes: "a: 1234, b: 5678", Version: v1.10.1')
+    text = (
+        "portrait of a woman, detailed\nsecond line of the prompt\n"
+        "Negative prompt: ugly\n"
+        "Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1234, "
+        "Size: 512x768, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, "
+        'Lora hashes: "a: 1234, b: 5678", Version: v1.10.1'
+    )
     parsed = parse_a1111_parameters(text)
     assert parsed["prompt"] == "portrait of a woman, detailed\nsecond line of the prompt"
     assert parsed["negative_prompt"] == "ugly"
@@ -183,17 +195,22 @@ def test_json_chunk_holds_everything(astronaut, tmp_path):
 
 
 def test_saving_registers_the_fingerprint(astronaut, tmp_path):
-    from amari.fingerprint import REGISTRY_FILE, Registry, default_registry_path
+    from amari.fingerprint import Registry
+    from amari.registries import REGISTRY_FILE, default_registry_path
 
     workspace = tmp_path / "ws"
     (workspace / "incoming").mkdir(parents=True)
     (workspace / "mine.sqlite").write_bytes(b"")  # what makes a folder a miner workspace
     path = save_png(astronaut, workspace / "incoming" / "a.png", PARAMS)
     data = path.read_bytes()
-    for registry_path in (default_registry_path(), workspace / REGISTRY_FILE):
+    # Where the image is, never as a path of this machine: relative to the workspace, or led by its name.
+    for registry_path, where in (
+        (default_registry_path(), "ws/incoming/a.png"),
+        (workspace / REGISTRY_FILE, "incoming/a.png"),
+    ):
         with Registry(registry_path) as registry:
             match = registry.match(np.asarray(Image.open(path).convert("RGB")), data)
-            assert match.kind == "file" and match.path == str(path.absolute())
+            assert match.kind == "file" and match.path == where
             assert match.info["seed"] == PARAMS["seed"] and match.info["prompt"] == PARAMS["prompt"]
             jpeg = as_jpeg(path, tmp_path / "copy.jpg", quality=75)
             assert registry.match(load_rgb(jpeg)).kind == "perceptual"

@@ -12,8 +12,16 @@ from amari.cli import main
 from amari.images import load_rgb
 from amari.provenance import save_png
 
-PARAMS = {"prompt": "a photo of a woman", "seed": 335728730, "steps": 250, "sampler": "k_lms",
-          "cfg_scale": 7.5, "width": 512, "height": 512, "model": "sd-v1-4"}
+PARAMS = {
+    "prompt": "a photo of a woman",
+    "seed": 335728730,
+    "steps": 250,
+    "sampler": "k_lms",
+    "cfg_scale": 7.5,
+    "width": 512,
+    "height": 512,
+    "model": "sd-v1-4",
+}
 
 
 def make_images(data_dir, folder):
@@ -46,7 +54,9 @@ def test_reports_each_mark_and_a_verdict(data_dir, tmp_path, capsys):
     marked = block(lines, paths[0])
     assert marked[0].endswith("synthetic, made by amari (watermark, fingerprint, metadata)")
     assert field(marked, "watermark").startswith("amari watermark (40/40 bits, z ")
-    assert field(marked, "fingerprint").startswith(f"copy of {paths[0]} (identical file; seed 335728730")
+    # The registry names the image and itself without a local path (the cache's is `<cache>/...`).
+    assert field(marked, "fingerprint").startswith("copy of marked.png (identical file; seed 335728730")
+    assert field(marked, "fingerprint").endswith(" in <cache>/provenance.sqlite")
     assert field(marked, "metadata") == "amari metadata (synthetic); A1111 parameters"
     made_with = field(marked, "made with")
     assert "seed 335728730" in made_with and "sampler k_lms" in made_with and "model sd-v1-4" in made_with
@@ -82,12 +92,13 @@ def test_registry_option_and_json(data_dir, tmp_path, capsys):
     assert set(records) == {"a.png", "small.jpg", "mirrored.jpg"}
     assert records["a.png"]["marks"] == ["watermark", "fingerprint", "metadata"]
     assert records["a.png"]["amari"]["seed"] == PARAMS["seed"]
-    assert records["a.png"]["parameters"].startswith("a photo of a woman\nSteps: 250, Sampler: LMS")
+    assert records["a.png"]["parameters"].startswith("a photo of a woman\nNegative prompt: \nSteps: 250, Sampler: LMS")
     assert records["small.jpg"]["watermark"]["found"] and records["small.jpg"]["watermark"]["bits_matched"] >= 36
     mirrored = records["mirrored.jpg"]
     assert mirrored["marks"] == ["fingerprint"] and mirrored["made_by_amari"] and mirrored["synthetic"]
     assert mirrored["fingerprint"]["mirrored"] and mirrored["fingerprint"]["info"]["seed"] == PARAMS["seed"]
-    assert mirrored["fingerprint"]["registry"] == str(elsewhere)
+    assert mirrored["fingerprint"]["registry"] == str(elsewhere)  # as the user named it
+    assert mirrored["fingerprint"]["path"] == "a.png"  # outside the registry's folder: its name alone
 
 
 def test_a_missing_registry_is_one_error(tmp_path, capsys):

@@ -31,15 +31,16 @@ def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
 
 def resize(rgb: np.ndarray, factor: float) -> np.ndarray:
     height, width = rgb.shape[:2]
-    return np.asarray(Image.fromarray(rgb).resize((round(width * factor), round(height * factor)),
-                                                  Image.Resampling.LANCZOS))
+    return np.asarray(
+        Image.fromarray(rgb).resize((round(width * factor), round(height * factor)), Image.Resampling.LANCZOS)
+    )
 
 
 def off_centre_crop(rgb: np.ndarray) -> np.ndarray:
     """10 % off each side, unevenly: 7 % from the left, 3 % from the top."""
     height, width = rgb.shape[:2]
     top, left = round(0.03 * height), round(0.07 * width)
-    return rgb[top:top + round(0.9 * height), left:left + round(0.9 * width)]
+    return rgb[top : top + round(0.9 * height), left : left + round(0.9 * width)]
 
 
 EDITS = {
@@ -57,7 +58,7 @@ def photos(data_dir) -> list[np.ndarray]:
     """Three real photos: the astronaut, one face of the group photo framed wide, and its centre."""
     group = load_rgb(data_dir / "t1.jpg")
     top, right, bottom, left = 367, 832, 474, 724  # conftest.T1_BOXES[2]
-    face = group[max(0, top - 150):bottom + 150, max(0, left - 150):right + 150]
+    face = group[max(0, top - 150) : bottom + 150, max(0, left - 150) : right + 150]
     return [load_rgb(data_dir / "astronaut.png"), face, group[:, 197:1083]]
 
 
@@ -138,7 +139,8 @@ def test_small_image_mark_is_the_packages_and_sharper(photos):
     decoded = EmbedDwtDctSvd(watermarks=[], wmLen=40).decode(np.ascontiguousarray(ours[..., ::-1]))
     assert np.array_equal(np.asarray(decoded, dtype=np.uint8), payload_bits())
     theirs = EmbedDwtDctSvd(watermarks=[int(b) for b in payload_bits()], wmLen=40).encode(
-        np.ascontiguousarray(original[..., ::-1]))[..., ::-1]
+        np.ascontiguousarray(original[..., ::-1])
+    )[..., ::-1]
 
     def psnr(marked):
         return 10 * np.log10(255**2 / np.mean((marked.astype(float) - original.astype(float)) ** 2))

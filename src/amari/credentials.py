@@ -43,8 +43,11 @@ KEY_FILE, CERT_FILE, ROOT_FILE = "signer.key", "signer.pem", "root.pem"
 INSTALL_HINT = "install the optional c2pa extra: pip install 'amari[c2pa]'"
 _VALID_DAYS = 3650  # without a time-stamp authority a manifest is checked against the certificate's dates now
 # No thumbnail (it would add ~100 KB of JPEG per image) and no network: no remote manifests, no OCSP.
-_SETTINGS = {"version": 1, "builder": {"thumbnail": {"enabled": False}},
-             "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
+_SETTINGS = {
+    "version": 1,
+    "builder": {"thumbnail": {"enabled": False}},
+    "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
+}
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def is_available() -> bool:
 
 
 def default_key_dir() -> Path:
-    from amari.models import cache_root
+    from amari.layout import cache_root
 
     return cache_root() / "c2pa"
 
@@ -111,16 +114,24 @@ def signing_note(key: SigningKey | None) -> str | None:
     return None
 
 
-def manifest(params: dict, title: str, agent: str = "amari") -> dict:
+def manifest(params: dict, title: str | None, agent: str = "amari") -> dict:
     """The manifest definition amari signs: created as trained algorithmic media, plus its parameters."""
-    action = {"action": "c2pa.created", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
-              "softwareAgent": {"name": agent, "version": __version__}}
-    return {"claim_generator_info": [{"name": "amari", "version": __version__}], "title": title,
-            "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [action]}},
-                           {"label": PARAMETERS_LABEL, "data": params}]}
+    action = {
+        "action": "c2pa.created",
+        "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
+        "softwareAgent": {"name": agent, "version": __version__},
+    }
+    definition = {
+        "claim_generator_info": [{"name": "amari", "version": __version__}],
+        "assertions": [
+            {"label": "c2pa.actions.v2", "data": {"actions": [action]}},
+            {"label": PARAMETERS_LABEL, "data": params},
+        ],
+    }
+    return {**definition, "title": title} if title else definition
 
 
-def sign_png(png: bytes, key: SigningKey, params: dict, title: str, agent: str = "amari") -> bytes:
+def sign_png(png: bytes, key: SigningKey, params: dict, title: str | None, agent: str = "amari") -> bytes:
     """The PNG `png` with a signed manifest embedded (a `caBX` chunk); pixels and text chunks unchanged."""
     import c2pa
 
@@ -150,20 +161,30 @@ def read_credentials(data: bytes, mime: str | None = None, trust: Path | None = 
         state = reader.get_validation_state() or "Invalid"
     active = store.get("manifests", {}).get(store.get("active_manifest"), {})
     signature = active.get("signature_info") or {}
-    failures = [item.get("code", "") for item in store.get("validation_status") or []
-                if item.get("code") != "signingCredential.untrusted"]
+    failures = [
+        item.get("code", "")
+        for item in store.get("validation_status") or []
+        if item.get("code") != "signingCredential.untrusted"
+    ]
     assertions = {item.get("label"): item.get("data") for item in active.get("assertions", [])}
     actions = []
     for label in ("c2pa.actions.v2", "c2pa.actions"):
         actions += (assertions.get(label) or {}).get("actions", [])
-    synthetic = any(action.get("action") == "c2pa.created"
-                    and action.get("digitalSourceType") == TRAINED_ALGORITHMIC_MEDIA for action in actions)
+    synthetic = any(
+        action.get("action") == "c2pa.created" and action.get("digitalSourceType") == TRAINED_ALGORITHMIC_MEDIA
+        for action in actions
+    )
     generators = active.get("claim_generator_info") or [{}]
     parameters = assertions.get(PARAMETERS_LABEL)
-    return Credentials(state=state, signer=signature.get("common_name"), issuer=signature.get("issuer"),
-                       generator=generators[0].get("name") or active.get("claim_generator"),
-                       synthetic=synthetic, parameters=parameters if isinstance(parameters, dict) else None,
-                       failures=failures if state == "Invalid" else [])
+    return Credentials(
+        state=state,
+        signer=signature.get("common_name"),
+        issuer=signature.get("issuer"),
+        generator=generators[0].get("name") or active.get("claim_generator"),
+        synthetic=synthetic,
+        parameters=parameters if isinstance(parameters, dict) else None,
+        failures=failures if state == "Invalid" else [],
+    )
 
 
 def _anchors(trust: Path | None) -> str | None:
@@ -215,14 +236,16 @@ def _signer(key_path: Path, cert_path: Path, _key_mtime: int, _cert_mtime: int, 
     if algorithm is None:
         raise UsageError(f"{key_path}: C2PA signs with P-256/384/521 EC, RSA (PS256) or Ed25519 keys")
     try:
-        return c2pa.Signer.from_info(c2pa.C2paSignerInfo(getattr(c2pa.C2paSigningAlg, algorithm), chain_pem,
-                                                         key_pem, None))
+        return c2pa.Signer.from_info(
+            c2pa.C2paSignerInfo(getattr(c2pa.C2paSigningAlg, algorithm), chain_pem, key_pem, None)
+        )
     except c2pa.C2paError as exc:
         raise UsageError(f"{cert_path}: C2PA cannot sign with this certificate chain: {exc}") from None
 
 
-def keygen(out_dir: str | os.PathLike | None = None, name: str = "amari local signer",
-           force: bool = False) -> SigningKey:
+def keygen(
+    out_dir: str | os.PathLike | None = None, name: str = "amari local signer", force: bool = False
+) -> SigningKey:
     """Write a local root CA (`root.pem`), a signing certificate (`signer.pem`) and its key (`signer.key`)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -237,40 +260,67 @@ def keygen(out_dir: str | os.PathLike | None = None, name: str = "amari local si
     start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=_VALID_DAYS)
 
     def subject(common_name: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "amari (local, self-issued)")])
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "amari (local, self-issued)"),
+            ]
+        )
 
     def usage(signature: bool, certificates: bool) -> x509.KeyUsage:
-        return x509.KeyUsage(digital_signature=signature, content_commitment=False, key_encipherment=False,
-                             data_encipherment=False, key_agreement=False, key_cert_sign=certificates,
-                             crl_sign=certificates, encipher_only=False, decipher_only=False)
+        return x509.KeyUsage(
+            digital_signature=signature,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=certificates,
+            crl_sign=certificates,
+            encipher_only=False,
+            decipher_only=False,
+        )
 
     root_key, signer_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     root_name = subject(f"{name} root")
-    root = (x509.CertificateBuilder().subject_name(root_name).issuer_name(root_name)
-            .public_key(root_key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(usage(signature=False, certificates=True), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
-            .sign(root_key, hashes.SHA256()))
+    root = (
+        x509.CertificateBuilder()
+        .subject_name(root_name)
+        .issuer_name(root_name)
+        .public_key(root_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(usage(signature=False, certificates=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
+        .sign(root_key, hashes.SHA256())
+    )
     # C2PA refuses a self-signed signing certificate, a CA one, one without an allowed EKU, and one
     # without an authority key identifier (C2PA 2.x, section 14.5).
-    email_protection, document_signing = ExtendedKeyUsageOID.EMAIL_PROTECTION, x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
-    signer = (x509.CertificateBuilder().subject_name(subject(name)).issuer_name(root_name)
-              .public_key(signer_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(start).not_valid_after(end)
-              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-              .add_extension(usage(signature=True, certificates=False), critical=True)
-              .add_extension(x509.ExtendedKeyUsage([email_protection, document_signing]), critical=False)
-              .add_extension(x509.SubjectKeyIdentifier.from_public_key(signer_key.public_key()), critical=False)
-              .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),
-                             critical=False)
-              .sign(root_key, hashes.SHA256()))
+    email_protection, document_signing = (
+        ExtendedKeyUsageOID.EMAIL_PROTECTION,
+        x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36"),
+    )
+    signer = (
+        x509.CertificateBuilder()
+        .subject_name(subject(name))
+        .issuer_name(root_name)
+        .public_key(signer_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage(signature=True, certificates=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([email_protection, document_signing]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(signer_key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
+        .sign(root_key, hashes.SHA256())
+    )
     folder.mkdir(parents=True, exist_ok=True)
-    key_pem = signer_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption())
+    key_pem = signer_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     _write(folder / KEY_FILE, key_pem, private=True)
     _write(folder / CERT_FILE, signer.public_bytes(serialization.Encoding.PEM))
     _write(folder / ROOT_FILE, root.public_bytes(serialization.Encoding.PEM))

@@ -12,11 +12,14 @@ stored crop: a re-encoded, resized or cropped copy lands within MATCH_DISTANCE b
 matches it. Crops other than those 25, rotations and images pasted into a larger canvas are not
 recognised.
 
-Registries are SQLite files (`provenance.sqlite`): one in the cache folder that records everything
-this user's amari wrote, and one in the workspace or study an image was written into, found by
-walking up from the image's folder (a folder with `provenance.sqlite`, or a miner workspace, i.e. one
-with `mine.sqlite`). Entries hold where the image was written and what made it (seed, model, prompt),
-so a match says which image it was.
+A registry (`Registry`, one SQLite file; `amari.registries` says which ones an image belongs to) holds
+fingerprints with where the image was written and what made it (seed, model, prompt), so a match says
+which image it was. The place is never a path of this machine, since `amari verify` prints it:
+relative to the registry's folder when the image is inside it, else relative to the workspace's or
+study's folder and led by that folder's name, else the file's name alone.
+
+A `Fingerprint` is computed where the image is made (a miner's worker process, beside the PNG), and
+recorded by the one process that writes the file (`amari.registries.Registries.write`).
 """
 
 from __future__ import annotations
@@ -24,15 +27,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-REGISTRY_FILE = "provenance.sqlite"
-WORKSPACE_MARKER = "mine.sqlite"  # the miner's database: its folder is a workspace
 HASH_SCHEME = "dct255-w25-v1"
 HASH_BYTES = 32  # 255 bits and one zero bit
 HASH_BITS = 255
@@ -43,20 +43,24 @@ HASH_BITS = 255
 # an arbitrary position land between the stored ones: 95 % of those keeping 95 % of each side match,
 # about 70 % of those keeping 90 %; the watermark, which ignores where a crop starts, covers the rest.
 MATCH_DISTANCE = 64
-_SEARCH_DEPTH = 6  # folders above an image where its workspace or study registry may be
 
 # (left, top, right, bottom) as fractions of the width and height.
 WINDOWS = (
     (0.0, 0.0, 1.0, 1.0),
     *((m, m, 1 - m, 1 - m) for m in (0.025, 0.05, 0.075, 0.1)),  # centre crops
     *((x, y, x + k, y + k) for k in (0.9, 0.8) for x in (0.0, 1 - k) for y in (0.0, 1 - k)),  # corners
-    *((0.0, 0.0, 1.0, k) for k in (0.9, 0.8)), *((0.0, 1 - k, 1.0, 1.0) for k in (0.9, 0.8)),  # top, bottom
-    *((0.0, 0.0, k, 1.0) for k in (0.9, 0.8)), *((1 - k, 0.0, 1.0, 1.0) for k in (0.9, 0.8)),  # left, right
-    *((0.0, m, 1.0, 1 - m) for m in (0.05, 0.1)), *((m, 0.0, 1 - m, 1.0) for m in (0.05, 0.1)),  # aspect ratio
+    *((0.0, 0.0, 1.0, k) for k in (0.9, 0.8)),
+    *((0.0, 1 - k, 1.0, 1.0) for k in (0.9, 0.8)),  # top, bottom
+    *((0.0, 0.0, k, 1.0) for k in (0.9, 0.8)),
+    *((1 - k, 0.0, 1.0, 1.0) for k in (0.9, 0.8)),  # left, right
+    *((0.0, m, 1.0, 1 - m) for m in (0.05, 0.1)),
+    *((m, 0.0, 1 - m, 1.0) for m in (0.05, 0.1)),  # aspect ratio
 )
 
 MIGRATIONS = [
-    ("0001_fingerprints", """
+    (
+        "0001_fingerprints",
+        """
         CREATE TABLE fingerprints (
             id INTEGER PRIMARY KEY,
             file_sha256 TEXT,
@@ -71,13 +75,15 @@ MIGRATIONS = [
         );
         CREATE INDEX fingerprints_file ON fingerprints (file_sha256);
         CREATE INDEX fingerprints_pixels ON fingerprints (pixel_sha256);
-    """),
+    """,
+    ),
 ]
 
 _POPCOUNT = np.array([value.bit_count() for value in range(256)], dtype=np.uint16)
 
 
 # Hashes -------------------------------------------------------------------------------------------
+
 
 def perceptual_hash(rgb: np.ndarray) -> np.ndarray:
     """255-bit DCT hash of an RGB (or grey) array, as HASH_BYTES uint8."""
@@ -88,9 +94,12 @@ def window_hashes(rgb: np.ndarray) -> np.ndarray:
     """The perceptual hash of each crop in WINDOWS, shape (len(WINDOWS), HASH_BYTES)."""
     plane = _plane(rgb)
     height, width = plane.shape
-    return np.stack([_hash_plane(plane[round(top * height):round(bottom * height),
-                                       round(left * width):round(right * width)])
-                     for left, top, right, bottom in WINDOWS])
+    return np.stack(
+        [
+            _hash_plane(plane[round(top * height) : round(bottom * height), round(left * width) : round(right * width)])
+            for left, top, right, bottom in WINDOWS
+        ]
+    )
 
 
 def _plane(rgb: np.ndarray) -> np.ndarray:
@@ -135,7 +144,8 @@ def distances(stored: np.ndarray, query: np.ndarray) -> np.ndarray:
     return _POPCOUNT[np.bitwise_xor(stored, query)].sum(axis=-1)
 
 
-# Registries ---------------------------------------------------------------------------------------
+# The registry -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Match:
@@ -150,54 +160,54 @@ class Match:
     height: int
     info: dict
     created_at: float
-    registry: str
+    registry: str  # the registry's name: as given on the command line, or `<cache>/provenance.sqlite`
 
 
-def default_registry_path() -> Path:
-    from amari.models import cache_root
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a registry records about one image, computed where the image was made."""
 
-    return cache_root() / REGISTRY_FILE
+    file_sha256: str | None  # None: the file's bytes were not known
+    pixel_sha256: str
+    hashes: bytes  # window_hashes: len(WINDOWS) x HASH_BYTES
+    width: int
+    height: int
+    info: dict
 
-
-def local_registry_path(image_path: str | os.PathLike) -> Path | None:
-    """The workspace's or study's registry for an image written at `image_path`, if it is in one."""
-    folder = Path(image_path).absolute().parent
-    candidates = [folder, *folder.parents][:_SEARCH_DEPTH]
-    for candidate in candidates:
-        if (candidate / REGISTRY_FILE).is_file():
-            return candidate / REGISTRY_FILE
-    for candidate in candidates:
-        if (candidate / WORKSPACE_MARKER).is_file():
-            return candidate / REGISTRY_FILE
-    return None
-
-
-def create_registry(folder: str | os.PathLike) -> Path:
-    """Give `folder` (a study) its own registry: images written anywhere below it are recorded there."""
-    path = Path(folder) / REGISTRY_FILE
-    Registry(path).close()
-    return path
+    @classmethod
+    def of(cls, rgb: np.ndarray, data: bytes | None = None, info: dict | None = None) -> Fingerprint:
+        """The fingerprint of the image `rgb`, written as the file bytes `data` when known."""
+        return cls(
+            file_sha256=file_digest(data) if data is not None else None,
+            pixel_sha256=pixel_digest(rgb),
+            hashes=window_hashes(rgb).tobytes(),
+            width=rgb.shape[1],
+            height=rgb.shape[0],
+            info=dict(info or {}),
+        )
 
 
-def resolve_registry(path: str | os.PathLike) -> Path:
-    """A registry named on the command line: the file itself, or a folder holding REGISTRY_FILE."""
-    from amari.errors import UsageError
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / REGISTRY_FILE
-    if not path.is_file():
-        raise UsageError(f"no fingerprint registry at {path}")
-    return path
+def stored_path(image_path: str | os.PathLike, registry_folder: Path, others: list[Path] = ()) -> str:
+    """Where an image is, as a registry in `registry_folder` stores it: relative to that folder when the
+    image is inside it, else relative to one of `others` (the folders of the registries it is recorded
+    in besides) led by that folder's name, else the file's name: never a path of this machine."""
+    image = Path(image_path).absolute()
+    for folder in (registry_folder, *others):
+        folder = folder.absolute()
+        if image.is_relative_to(folder):
+            relative = image.relative_to(folder).as_posix()
+            return relative if folder == registry_folder.absolute() else f"{folder.name}/{relative}"
+    return image.name
 
 
 class Registry:
     """One registry file. Hashes are read once per instance, on the first match."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, name: str | None = None):
         from amari.sqlite import connect
 
         self.path = Path(path)
+        self.name = name or str(self.path)
         self.conn = connect(self.path, MIGRATIONS)
         self._ids: np.ndarray | None = None
         self._hashes: np.ndarray | None = None
@@ -214,28 +224,50 @@ class Registry:
     def __len__(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM fingerprints").fetchone()[0]
 
-    def add(self, rgb: np.ndarray, path: str | os.PathLike, data: bytes | None = None,
-            info: dict | None = None) -> int:
+    def add(self, rgb: np.ndarray, path: str | os.PathLike, data: bytes | None = None, info: dict | None = None) -> int:
         """Record the image `rgb` written at `path` (with file bytes `data` when known); returns its id."""
-        hashes = window_hashes(rgb)
+        return self.record(Fingerprint.of(rgb, data, info), path)
+
+    def record(self, fingerprint: Fingerprint, path: str | os.PathLike, others: list[Path] = ()) -> int:
+        """Record an image's fingerprint under its place (`stored_path`); returns its id. The same file
+        recorded at the same place again (a resumed run writing it anew) keeps its first entry."""
+        where = stored_path(path, self.path.parent, others)
+        if fingerprint.file_sha256 is not None:
+            row = self.conn.execute(
+                "SELECT id FROM fingerprints WHERE file_sha256 = ? AND path = ? LIMIT 1",
+                (fingerprint.file_sha256, where),
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
         cursor = self.conn.execute(
             "INSERT INTO fingerprints (file_sha256, pixel_sha256, scheme, hashes, path, width, height, info,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (file_digest(data) if data is not None else None, pixel_digest(rgb), HASH_SCHEME, hashes.tobytes(),
-             str(Path(path).absolute()), rgb.shape[1], rgb.shape[0], json.dumps(info or {}, ensure_ascii=False),
-             time.time()))
+            (
+                fingerprint.file_sha256,
+                fingerprint.pixel_sha256,
+                HASH_SCHEME,
+                fingerprint.hashes,
+                where,
+                fingerprint.width,
+                fingerprint.height,
+                json.dumps(fingerprint.info, ensure_ascii=False),
+                time.time(),
+            ),
+        )
         self._ids = self._hashes = None
         return int(cursor.lastrowid)
 
     def match(self, rgb: np.ndarray, data: bytes | None = None) -> Match | None:
         """The registered image that `rgb` (file bytes `data`) is a copy of, or None."""
         if data is not None:
-            row = self.conn.execute("SELECT * FROM fingerprints WHERE file_sha256 = ? LIMIT 1",
-                                    (file_digest(data),)).fetchone()
+            row = self.conn.execute(
+                "SELECT * FROM fingerprints WHERE file_sha256 = ? LIMIT 1", (file_digest(data),)
+            ).fetchone()
             if row is not None:
                 return self._match(row, "file", 0, 0, False)
-        row = self.conn.execute("SELECT * FROM fingerprints WHERE pixel_sha256 = ? LIMIT 1",
-                                (pixel_digest(rgb),)).fetchone()
+        row = self.conn.execute(
+            "SELECT * FROM fingerprints WHERE pixel_sha256 = ? LIMIT 1", (pixel_digest(rgb),)
+        ).fetchone()
         if row is not None:
             return self._match(row, "pixels", 0, 0, False)
         ids, stored = self._load()
@@ -255,8 +287,9 @@ class Registry:
 
     def _load(self) -> tuple[np.ndarray, np.ndarray]:
         if self._ids is None:
-            rows = self.conn.execute("SELECT id, hashes FROM fingerprints WHERE scheme = ? ORDER BY id",
-                                     (HASH_SCHEME,)).fetchall()
+            rows = self.conn.execute(
+                "SELECT id, hashes FROM fingerprints WHERE scheme = ? ORDER BY id", (HASH_SCHEME,)
+            ).fetchall()
             self._ids = np.array([row[0] for row in rows], dtype=np.int64)
             blob = b"".join(row[1] for row in rows)
             self._hashes = np.frombuffer(blob, dtype=np.uint8).reshape(len(rows), len(WINDOWS), HASH_BYTES)
@@ -267,33 +300,18 @@ class Registry:
             info = json.loads(row["info"])
         except ValueError:
             info = {}
-        return Match(kind=kind, distance=distance, window=window, mirrored=mirrored, path=row["path"],
-                     width=row["width"], height=row["height"], info=info if isinstance(info, dict) else {},
-                     created_at=row["created_at"], registry=str(self.path))
-
-
-def registry_paths_for(image_path: str | os.PathLike) -> list[Path]:
-    """Where an image written at `image_path` is registered: the cache, and its workspace or study."""
-    paths = [default_registry_path()]
-    local = local_registry_path(image_path)
-    if local is not None and local.absolute() != paths[0].absolute():
-        paths.append(local)
-    return paths
-
-
-def register(rgb: np.ndarray, path: str | os.PathLike, data: bytes | None = None, info: dict | None = None,
-             registries: list[Path] | None = None) -> list[Path]:
-    """Record an image in every registry it belongs to; returns the registry files written."""
-    from amari.errors import AmariError
-
-    targets = registries if registries is not None else registry_paths_for(path)
-    for target in targets:
-        try:
-            with Registry(target) as registry:
-                registry.add(rgb, path, data, info)
-        except (OSError, sqlite3.Error) as exc:
-            raise AmariError(f"cannot record the fingerprint of {path} in {target}: {exc}") from exc
-    return targets
+        return Match(
+            kind=kind,
+            distance=distance,
+            window=window,
+            mirrored=mirrored,
+            path=row["path"],
+            width=row["width"],
+            height=row["height"],
+            info=info if isinstance(info, dict) else {},
+            created_at=row["created_at"],
+            registry=self.name,
+        )
 
 
 def match_any(rgb: np.ndarray, data: bytes | None, registries: list[Registry]) -> Match | None:

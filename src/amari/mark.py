@@ -77,15 +77,18 @@ def plan(inputs: list[str | os.PathLike], out_dir: str | os.PathLike) -> list[tu
 def source_metadata(image, data: bytes, source: Path, file_format: str) -> tuple[dict[str, str], dict]:
     """The text chunks to carry over, and the parameters amari records, for one source image."""
     from amari.fingerprint import file_digest
-    from amari.provenance import AMARI_KEY, PARAMETERS_KEY, _exif_comment, parse_a1111_parameters
+    from amari.infotext import PARAMETERS_KEY, parse_a1111_parameters
+    from amari.provenance import AMARI_KEY, exif_comment
 
     text = {key: value for key, value in image.info.items() if isinstance(value, str) and key != AMARI_KEY}
     if PARAMETERS_KEY not in text:
-        comment = _exif_comment(image)
+        comment = exif_comment(image)
         if comment:
             text[PARAMETERS_KEY] = comment
-    params: dict = {"marked_by": AGENT,
-                    "source": {"file": source.name, "format": file_format, "sha256": file_digest(data)}}
+    params: dict = {
+        "marked_by": AGENT,
+        "source": {"file": source.name, "format": file_format, "sha256": file_digest(data)},
+    }
     try:  # an image amari made before: keep what its own JSON said
         earlier = json.loads(image.info.get(AMARI_KEY) or "null")
     except (TypeError, ValueError):
@@ -94,9 +97,17 @@ def source_metadata(image, data: bytes, source: Path, file_format: str) -> tuple
         params["source"]["amari"] = earlier
     if text.get(PARAMETERS_KEY):
         fields = parse_a1111_parameters(text[PARAMETERS_KEY])
-        names = {"prompt": "prompt", "negative_prompt": "negative_prompt", "Seed": "seed", "Steps": "steps",
-                 "Sampler": "sampler", "CFG scale": "cfg_scale", "Model": "model", "width": "width",
-                 "height": "height"}
+        names = {
+            "prompt": "prompt",
+            "negative_prompt": "negative_prompt",
+            "Seed": "seed",
+            "Steps": "steps",
+            "Sampler": "sampler",
+            "CFG scale": "cfg_scale",
+            "Model": "model",
+            "width": "width",
+            "height": "height",
+        }
         params.update({ours: fields[theirs] for theirs, ours in names.items() if fields.get(theirs) not in (None, "")})
     return text, params
 
@@ -105,9 +116,9 @@ def mark_file(source: Path, output: Path, key=None, registries: list[Path] | Non
     """Mark one image; raises ImageError when the source cannot be read."""
     from PIL import Image
 
-    from amari.fingerprint import registry_paths_for
     from amari.images import open_image, read_bytes, to_rgb
-    from amari.provenance import write_png
+    from amari.provenance import marked_png, write_marked
+    from amari.registries import registry_paths_for
     from amari.watermark import method_for
 
     data = read_bytes(source)
@@ -120,14 +131,24 @@ def mark_file(source: Path, output: Path, key=None, registries: list[Path] | Non
     text, params = source_metadata(image, data, source, file_format)
     rgb = to_rgb(image)
     targets = registries if registries is not None else registry_paths_for(output)
-    write_png(rgb, output, text, params, key=key, agent=AGENT, registries=targets)
-    return Marked(source=source, output=output, watermark=method_for(rgb.shape[1], rgb.shape[0]),
-                  signed=key is not None, registries=list(targets))
+    marked, png = marked_png(rgb, params, text=text, agent=AGENT, title=output.name, key=key)
+    write_marked(output, marked, png, params, agent=AGENT, registries=targets)
+    return Marked(
+        source=source,
+        output=output,
+        watermark=method_for(rgb.shape[1], rgb.shape[0]),
+        signed=key is not None,
+        registries=list(targets),
+    )
 
 
-def mark_images(inputs: list[str | os.PathLike], out_dir: str | os.PathLike, key=None,
-                on_marked: Callable[[Marked], None] | None = None,
-                on_error: Callable[[ImageError], None] | None = None) -> list[Marked]:
+def mark_images(
+    inputs: list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    key=None,
+    on_marked: Callable[[Marked], None] | None = None,
+    on_error: Callable[[ImageError], None] | None = None,
+) -> list[Marked]:
     """Mark every image in `inputs` (files or folders) into `out_dir`; unreadable ones are skipped."""
     done = []
     for source, output in plan(inputs, out_dir):

@@ -47,8 +47,9 @@ class Verification:
     @property
     def amari_credentials(self) -> bool:
         found = self.credentials
-        return bool(found and found.valid and found.synthetic
-                    and (found.parameters is not None or found.generator == "amari"))
+        return bool(
+            found and found.valid and found.synthetic and (found.parameters is not None or found.generator == "amari")
+        )
 
     @property
     def made_by_amari(self) -> bool:
@@ -73,13 +74,16 @@ class Verifier:
 
     def __init__(self, registries: list[str | os.PathLike] = (), use_default: bool = True):
         from amari import credentials
-        from amari.fingerprint import Registry, default_registry_path, resolve_registry
+        from amari.fingerprint import Registry
+        from amari.registries import DEFAULT_REGISTRY_NAME, default_registry_path, resolve_registry
 
         paths = [resolve_registry(path) for path in registries]
         default = default_registry_path()
-        if use_default and default.is_file() and all(p.resolve() != default.resolve() for p in paths):
-            paths.insert(0, default)
+        # The cache's registry is named, not shown by its path: what verify prints names no local folder
+        # the user did not type.
         self.registries = [Registry(path) for path in paths]
+        if use_default and default.is_file() and all(p.resolve() != default.resolve() for p in paths):
+            self.registries.insert(0, Registry(default, name=DEFAULT_REGISTRY_NAME))
         self.c2pa_note = None if credentials.is_available() else f"not checked ({credentials.INSTALL_HINT})"
 
     def close(self) -> None:
@@ -104,36 +108,56 @@ class Verifier:
         found, rgb = read_image(path, data)
         match = match_any(np.ascontiguousarray(rgb), data, self.registries)
         manifest = credentials.read_credentials(data, _MIME.get(found.format)) if self.c2pa_note is None else None
-        return Verification(path=path, provenance=found, fingerprint=match,
-                            registries=[str(registry.path) for registry in self.registries],
-                            credentials=manifest, c2pa_note=self.c2pa_note)
+        return Verification(
+            path=path,
+            provenance=found,
+            fingerprint=match,
+            registries=[registry.name for registry in self.registries],
+            credentials=manifest,
+            c2pa_note=self.c2pa_note,
+        )
 
 
 def as_json(result: Verification) -> dict:
     """A plain-JSON record of every mark and the verdict (what `amari verify --json` prints)."""
+    from dataclasses import asdict
+
     from amari.fingerprint import HASH_BITS, MATCH_DISTANCE, WINDOWS
     from amari.watermark import PAYLOAD_BITS
 
-    found, reading, match, manifest = result.provenance, result.provenance.watermark, result.fingerprint, \
-        result.credentials
+    found, reading, match, manifest = (
+        result.provenance,
+        result.provenance.watermark,
+        result.fingerprint,
+        result.credentials,
+    )
+    watermark = fingerprint = c2pa = None
+    if reading is not None:
+        watermark = {key: value for key, value in asdict(reading).items() if key != "payload"}
+        watermark.update(payload_hex=reading.payload.hex(), bits_matched=reading.bits_matched, bits_total=PAYLOAD_BITS)
+    if match is not None:
+        fingerprint = {
+            **asdict(match),
+            "crop": WINDOWS[match.window],
+            "max_distance": MATCH_DISTANCE,
+            "bits": HASH_BITS,
+        }
+    if manifest is not None:
+        c2pa = {**asdict(manifest), "valid": manifest.valid}
     return {
-        "path": str(result.path), "format": found.format, "width": found.width, "height": found.height,
-        "verdict": result.verdict, "synthetic": result.synthetic, "made_by_amari": result.made_by_amari,
+        "path": str(result.path),
+        "format": found.format,
+        "width": found.width,
+        "height": found.height,
+        "verdict": result.verdict,
+        "synthetic": result.synthetic,
+        "made_by_amari": result.made_by_amari,
         "marks": result.marks,
-        "watermark": None if reading is None else {
-            "found": reading.found, "method": reading.method, "bit_accuracy": reading.bit_accuracy,
-            "bits_matched": reading.bits_matched, "bits_total": PAYLOAD_BITS, "payload_hex": reading.payload.hex(),
-            "score": reading.score, "scale": reading.scale},
-        "fingerprint": None if match is None else {
-            "kind": match.kind, "distance": match.distance, "max_distance": MATCH_DISTANCE, "bits": HASH_BITS,
-            "crop": WINDOWS[match.window], "mirrored": match.mirrored, "path": match.path,
-            "width": match.width, "height": match.height, "info": match.info, "created_at": match.created_at,
-            "registry": match.registry},
+        "watermark": watermark,
+        "fingerprint": fingerprint,
         "registries": result.registries,
-        "c2pa": None if manifest is None else {
-            "state": manifest.state, "valid": manifest.valid, "signer": manifest.signer, "issuer": manifest.issuer,
-            "generator": manifest.generator, "synthetic": manifest.synthetic, "parameters": manifest.parameters,
-            "failures": manifest.failures},
+        "c2pa": c2pa,
         "c2pa_note": result.c2pa_note,
-        "amari": found.amari, "parameters": found.parameters,
+        "amari": found.amari,
+        "parameters": found.parameters,
     }

@@ -120,6 +120,7 @@ def check_rgb(rgb) -> np.ndarray:
 
 # The tile mark -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Key:
     rows: np.ndarray  # rfft2 row index of each keyed frequency
@@ -144,10 +145,11 @@ def _key() -> _Key:
     # Phases and bit assignment from a hash rather than numpy's generators, whose streams may change.
     stream = np.frombuffer(hashlib.shake_256(_KEY_SEED).digest(8 * len(rows)), dtype="<u4").astype(np.float64)
     phasors = np.exp(2j * np.pi * stream[: len(rows)] / 2**32)
-    bit = np.argsort(stream[len(rows):], kind="stable") % PAYLOAD_BITS
+    bit = np.argsort(stream[len(rows) :], kind="stable") % PAYLOAD_BITS
     signs = np.where(payload_bits()[bit] == 1, 1.0, -1.0)
-    return _Key(rows=rows, cols=cols, ky=ky[rows, cols], kx=kx[rows, cols], phasors=phasors, bit=bit,
-                signed=phasors * signs)
+    return _Key(
+        rows=rows, cols=cols, ky=ky[rows, cols], kx=kx[rows, cols], phasors=phasors, bit=bit, signed=phasors * signs
+    )
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -250,12 +252,18 @@ def _read_tile(rgb: np.ndarray) -> WatermarkReading:
     (score, _shift, agreement), factor = best
     votes = np.bincount(_key().bit, weights=agreement, minlength=PAYLOAD_BITS)
     bits = (votes > 0).astype(np.uint8)
-    return WatermarkReading(found=score >= TILE_THRESHOLD, method="tile",
-                            bit_accuracy=float(np.mean(bits == payload_bits())),
-                            payload=np.packbits(bits).tobytes(), score=score, scale=factor)
+    return WatermarkReading(
+        found=score >= TILE_THRESHOLD,
+        method="tile",
+        bit_accuracy=float(np.mean(bits == payload_bits())),
+        payload=np.packbits(bits).tobytes(),
+        score=score,
+        scale=factor,
+    )
 
 
 # The DWT-DCT-SVD mark (small images, and images from earlier amari versions) ---------------------
+
 
 def _embed_legacy(rgb: np.ndarray) -> np.ndarray:
     """invisible-watermark's dwtDctSvd embedding, vectorised: the largest singular value of each 4×4
@@ -276,8 +284,9 @@ def _embed_legacy(rgb: np.ndarray) -> np.ndarray:
     bits = payload_bits()[np.arange(len(values)) % PAYLOAD_BITS]
     values[:, 0] = (values[:, 0] // _LEGACY_SCALE + 0.25 + 0.5 * bits) * _LEGACY_SCALE
     blocks = (left * values[:, None, :]) @ right
-    band[: block_rows * 4, : block_cols * 4] = blocks.reshape(block_rows, block_cols, 4, 4).swapaxes(1, 2).reshape(
-        block_rows * 4, block_cols * 4)
+    band[: block_rows * 4, : block_cols * 4] = (
+        blocks.reshape(block_rows, block_cols, 4, 4).swapaxes(1, 2).reshape(block_rows * 4, block_cols * 4)
+    )
     rebuilt = pywt.idwt2((band, details), "haar")
     yuv[:rows, :cols, 1] = np.clip(np.round(rebuilt), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)[..., ::-1])
@@ -300,8 +309,13 @@ def _read_legacy(rgb: np.ndarray) -> WatermarkReading:
     votes = (largest % _LEGACY_SCALE) > _LEGACY_SCALE * 0.5
     bit_index = np.arange(len(votes)) % PAYLOAD_BITS
     means = np.bincount(bit_index, weights=votes, minlength=PAYLOAD_BITS) / np.bincount(
-        bit_index, minlength=PAYLOAD_BITS)
+        bit_index, minlength=PAYLOAD_BITS
+    )
     bits = (means * 255 > 127).astype(np.uint8)
     accuracy = float(np.mean(bits == payload_bits()))
-    return WatermarkReading(found=accuracy >= LEGACY_THRESHOLD, method="dwtDctSvd", bit_accuracy=accuracy,
-                            payload=np.packbits(bits).tobytes())
+    return WatermarkReading(
+        found=accuracy >= LEGACY_THRESHOLD,
+        method="dwtDctSvd",
+        bit_accuracy=accuracy,
+        payload=np.packbits(bits).tobytes(),
+    )

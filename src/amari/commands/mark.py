@@ -23,9 +23,12 @@ Exit status 0 when every image was marked, 1 when some could not be read (each n
 def add_arguments(parser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders to mark")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the marked PNGs")
-    parser.add_argument("--key", metavar="PATH",
-                        help="PEM private key for C2PA (its chain: AMARI_C2PA_CERT or the same path with .pem); "
-                             "default: AMARI_C2PA_KEY, else the key `amari keygen` wrote")
+    parser.add_argument(
+        "--key",
+        metavar="PATH",
+        help="PEM private key for C2PA (its chain: AMARI_C2PA_CERT or the same path with .pem); "
+        "default: AMARI_C2PA_KEY, else the key `amari keygen` wrote",
+    )
 
 
 def run(args) -> int:
@@ -44,8 +47,11 @@ def run(args) -> int:
     failures = []
 
     def report(marked) -> None:
-        marks = [f"watermark ({marked.watermark})" if marked.watermark else "no watermark (under 64 px)",
-                 "fingerprint registered", "C2PA signed" if marked.signed else "no C2PA"]
+        marks = [
+            f"watermark ({marked.watermark})" if marked.watermark else "no watermark (under 64 px)",
+            "fingerprint registered",
+            "C2PA signed" if marked.signed else "no C2PA",
+        ]
         print(f"{marked.source} -> {marked.output}: {', '.join(marks)}", flush=True)
 
     def skip(error) -> None:

@@ -24,9 +24,14 @@ on stderr), 2 when a --registry does not exist. --json prints one JSON object pe
 
 def add_arguments(parser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders to check")
-    parser.add_argument("--registry", action="append", default=[], metavar="PATH",
-                        help="also search this fingerprint registry (a provenance.sqlite file, or a workspace "
-                             "or study folder holding one); repeatable")
+    parser.add_argument(
+        "--registry",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also search this fingerprint registry (a provenance.sqlite file, or a workspace "
+        "or study folder holding one); repeatable",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
 
 
@@ -66,7 +71,8 @@ def _fingerprint_line(result) -> str:
         searched = ", ".join(result.registries) if result.registries else "no registry yet"
         return f"no match ({searched})"
     how = {"file": "identical file", "pixels": "same pixels, other metadata"}.get(
-        match.kind, f"perceptual, {match.distance}/{HASH_BITS} bits apart" + (", mirrored" if match.mirrored else ""))
+        match.kind, f"perceptual, {match.distance}/{HASH_BITS} bits apart" + (", mirrored" if match.mirrored else "")
+    )
     about = ", ".join(f"{key} {match.info[key]}" for key in ("seed", "model", "agent") if match.info.get(key))
     return f"copy of {match.path} ({how}{'; ' + about if about else ''}) in {match.registry}"
 
@@ -79,8 +85,10 @@ def _c2pa_line(result) -> str:
         return "none (no manifest in the file; any re-encode removes it)"
     declared = "AI-generated (trainedAlgorithmicMedia)" if manifest.synthetic else "no AI-generation claim"
     if not manifest.valid:
-        return f"invalid manifest ({', '.join(manifest.failures) or 'signature does not verify'}), signed by " \
-               f"{manifest.signer}"
+        return (
+            f"invalid manifest ({', '.join(manifest.failures) or 'signature does not verify'}), signed by "
+            f"{manifest.signer}"
+        )
     trust = "trusted" if manifest.state == "Trusted" else "valid, signer not on a trust list"
     return f"{trust}: signed by {manifest.signer} ({manifest.issuer}), generator {manifest.generator}, {declared}"
 
@@ -114,11 +122,13 @@ def _details(found) -> str:
 def _summary(result) -> str:
     found = result.provenance
     verdict = result.verdict + (f" ({', '.join(result.marks)})" if result.marks else "")
-    lines = [f"{found.path}: {verdict}",
-             f"  watermark    {_watermark_line(found)}",
-             f"  fingerprint  {_fingerprint_line(result)}",
-             f"  c2pa         {_c2pa_line(result)}",
-             f"  metadata     {_metadata_line(found)}"]
+    lines = [
+        f"{found.path}: {verdict}",
+        f"  watermark    {_watermark_line(found)}",
+        f"  fingerprint  {_fingerprint_line(result)}",
+        f"  c2pa         {_c2pa_line(result)}",
+        f"  metadata     {_metadata_line(found)}",
+    ]
     details = _details(found)
     if details:
         lines.append(f"  made with    {details}")
