@@ -152,6 +152,11 @@ def generate(
     return GenerationResult(images=images, seconds=time.perf_counter() - started)
 
 
+def generate_images(prompt: str | Sequence[str], seeds: Sequence[int], config: GenerateConfig) -> list[GeneratedImage]:
+    """`generate`'s images, quietly: a model step that can run anywhere (a thread, a model actor)."""
+    return generate(prompt, seeds=seeds, config=config, progress=False).images
+
+
 class _silent:
     def __enter__(self):
         return lambda n=1: None
