@@ -26,6 +26,8 @@ COMMANDS = (
     "report",
     "study",
     "verify",
+    "models",
+    "doctor",
 )
 
 
