@@ -53,6 +53,7 @@ class StudySettings:
     model_config: str | None = None  # a diffusers folder or id giving a single-file model its configs
     subject: str = "amari"  # the word in the prompts that stands for the trained identity
     device: str = "auto"
+    demo: bool = False  # the offline toy study: its report says the model has random weights
 
 
 @dataclass(frozen=True)

@@ -261,7 +261,7 @@ def build_manifest(config: StudyConfig, scorers: Scorers, group_faces: int) -> R
         sampler=ev.sampler, steps=ev.steps, guidance=ev.guidance, width=ev.width, height=ev.height,
         sim_group=str(sim_group_folder(config)), sim_group_faces=group_faces,
         scorers=tuple(scorers.names.split("+")), training_metrics=tuple(metrics),
-        mining_archive=str(layout.workspace / ARCHIVE))
+        mining_archive=str(layout.workspace / ARCHIVE), extra={"demo": True} if config.study.demo else {})
 
 
 def evaluate(config: StudyConfig, *, scorers: Scorers | None = None,
