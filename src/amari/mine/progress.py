@@ -37,21 +37,21 @@ class MiningProgress:
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(self._render(), console=Console(file=self.stream), refresh_per_second=4,
+            self._live = Live(self.panel(), console=Console(file=self.stream), refresh_per_second=4,
                               transient=False)
             self._live.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.update(self.panel())
             self._live.__exit__(*exc)
             self._live = None
 
     def update(self, **fields) -> None:
         self.snapshot = replace(self.snapshot, **fields)
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.update(self.panel())
 
     def batch_done(self, **fields) -> None:
         """The end of a batch: on a terminal the panel changes, elsewhere one line is written."""
@@ -82,7 +82,8 @@ class MiningProgress:
                 f"almost {s.almost_size}, unknown {s.unknown_size}; accepted {self.acceptance_rate:.0%} "
                 f"of {s.judged}, {self.images_per_minute:.1f} images/min; {s.event}")
 
-    def _render(self):
+    def panel(self):
+        """The rich table the terminal shows: source, batch, sim-group, almost / unknown, acceptance, last event."""
         from rich.table import Table
 
         s = self.snapshot
