@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -96,3 +97,19 @@ def test_durations_and_tables_read_plainly():
         ["12.3 ms", "0.50 s", "42.0 s", "10 min", "3 h 12 min", "2 d 2 h"]
     assert table_text(["a", "b"], [["x", "y|z"]], markdown=True) == "| a | b |\n|---|---|\n| x | y\\|z |"
     assert table_text(["stage", "time"], [["generate", "1 s"]]).splitlines()[2] == "generate  1 s"
+
+
+def test_generation_time_is_extrapolated_from_a_few_timed_steps(tiny_sd):
+    from amari.doctor.timing import time_generation
+    from amari.generate import GenerateConfig
+    from amari.generate.run import generate
+
+    config = GenerateConfig(model=str(tiny_sd), scheduler="ddim", steps=12, width=64, height=64, device="cpu")
+    steps = []
+    generate("a photo of a woman", seeds=[1], config=dataclasses.replace(config, steps=3), progress=False,
+             on_step=steps.append)
+    assert steps == [0, 1, 2]
+    seconds, how = time_generation(config, "a photo of a woman", 1, timing_steps=3)
+    assert seconds > 0 and how.startswith("3 of 12 steps timed") and "extrapolated" in how
+    measured, how = time_generation(config, "a photo of a woman", 1, timing_steps=None)
+    assert how == "12 steps" and measured > 0

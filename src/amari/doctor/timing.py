@@ -5,14 +5,16 @@ lazy initialisation) are not counted; what is left is the cost the study pays ag
 Faces are detected and described on a real face (the sample photo the demo ships) at the candidate's
 size, because a random-weight model, like the demo's, draws no face to find.
 
-With `timing_steps` below the config's step counts, generation is timed at 1 and at `timing_steps`
-denoising steps and extrapolated linearly (the per-step cost is constant for a fixed size), which lets
-a CPU give a figure for a 250-step sampler in minutes.
+With `timing_steps` below the config's step counts, generation runs `timing_steps` denoising steps and
+is extrapolated linearly (the per-step cost is constant for a fixed size), which lets a CPU give a
+figure for a 250-step sampler in minutes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -83,22 +85,31 @@ def sample_face(width: int, height: int) -> np.ndarray:
 # 1. Generation ------------------------------------------------------------------------------------
 
 def time_generation(config, prompt: str, count: int, timing_steps: int | None) -> tuple[float, str]:
-    """Seconds for one call of `count` images at `config`'s steps, and how that figure was found."""
+    """Seconds for one call of `count` images at `config`'s steps, and how that figure was found.
+
+    With fewer `timing_steps`, the cost of one step is the median time between consecutive steps (a
+    burst of other work on the machine moves one interval, not the median), and the rest of the call
+    (prompt encoding, decoding the images) is what the timed call took beyond its steps.
+    """
     from amari.generate.run import generate
 
     seeds = list(range(1, count + 1))
-
-    def run(steps: int) -> float:
-        return timed(lambda: generate(prompt, seeds=seeds, config=dataclasses.replace(config, steps=steps),
-                                      progress=False))
-
     generate(prompt, seeds=seeds, config=dataclasses.replace(config, steps=1), progress=False)  # load, warm up
     if timing_steps is None or timing_steps >= config.steps:
-        return run(config.steps), f"{config.steps} steps"
+        return timed(lambda: generate(prompt, seeds=seeds, config=config, progress=False)), f"{config.steps} steps"
     steps = max(2, timing_steps)
-    one, many = run(1), run(steps)
-    per_step = max(0.0, (many - one) / (steps - 1))
-    return one + per_step * (config.steps - 1), f"{steps} of {config.steps} steps timed, the rest extrapolated"
+    ends: list[float] = []
+
+    def step_done(_step: int) -> None:
+        _sync()
+        ends.append(time.perf_counter())
+
+    total = timed(lambda: generate(prompt, seeds=seeds, config=dataclasses.replace(config, steps=steps),
+                                   progress=False, on_step=step_done), repeats=1)
+    per_step = statistics.median(b - a for a, b in itertools.pairwise(ends))
+    fixed = max(0.0, total - steps * per_step)
+    return fixed + per_step * config.steps, (f"{steps} of {config.steps} steps timed ({per_step:.2f} s a step), "
+                                             f"the rest extrapolated")
 
 
 def _generate_config(plan: StudyPlan, evaluation: bool):
@@ -147,6 +158,8 @@ def time_mining(plan: StudyPlan, timing_steps: int | None, folder: Path, log: Lo
         rows.append(StageTime("enhance", None, "candidate", f"not configured ({why})"))
     log("timing detect and descriptor ...")
     faces.encode(sample_face(96, 96))  # loads dlib's models
+    # A real face at the candidate's final size: a random-weight model's output holds none to describe.
+    candidate = sample_face(candidate.shape[1], candidate.shape[0])
     detect = timed(lambda: faces.detect(candidate, "hog", 1))
     encode = timed(lambda: faces.encode(candidate))
     size = f"{candidate.shape[1]}×{candidate.shape[0]}"
