@@ -6,8 +6,9 @@ without a download), writes a copy of configs/amari-2022.toml that points at the
 
     amari doctor bench/out/doctor-2022.toml --timing-steps N --markdown
 
-so that the stage times print as Markdown tables. On a CPU, --timing-steps 2 (the default here) times
-generation at 1 and 2 denoising steps and extrapolates to the study's 250.
+so that the stage times print as Markdown tables. On a CPU, --timing-steps 4 (the default here) runs
+4 denoising steps per generation and extrapolates to the study's 250 from the median step; 0 times
+every step (for a GPU).
 
     python bench/doctor.py [--timing-steps N] [--device cpu|cuda|auto]
 """
@@ -55,7 +56,7 @@ def study_config(models: dict[str, Path], device: str) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timing-steps", type=int, default=2)
+    parser.add_argument("--timing-steps", type=int, default=4, help="denoising steps to time (0: all)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)

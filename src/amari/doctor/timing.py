@@ -146,7 +146,7 @@ def time_mining(plan: StudyPlan, timing_steps: int | None, folder: Path, log: Lo
         log("timing enhance ...")
         enhancer = Enhancer(EnhanceConfig(upscaler=plan.upscaler, face_restorer=plan.face_restorer,
                                           scale=plan.scale, device=plan.device))
-        enhancer.enhance(sample_face(64, 64))  # loads both models and warms their kernels
+        enhancer.enhance(sample_face(128, 128))  # loads both models and warms their kernels (a face to restore)
         result = {}
         seconds = timed(lambda: result.update(image=enhancer.enhance(candidate)))
         candidate = result["image"]
