@@ -1,6 +1,6 @@
 """The README's pictures, made from a real run: the demo study's report and the miner's progress panel.
 
-    python docs/screenshots.py [--keep DIR]
+    python docs/screenshots.py [--keep DIR] [--out FOLDER]
 
 Runs the offline demo study (`amari study --demo`, a few minutes on a CPU) in a temporary folder, or in
 DIR with --keep, then renders in headless Chromium (Debian: apt-get install chromium):
@@ -106,15 +106,16 @@ def panel_page(progress, folder: Path) -> tuple[Path, int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, metavar="DIR", help="run the demo in DIR and keep it")
+    parser.add_argument("--out", type=Path, default=IMAGES, metavar="FOLDER", help="where the PNGs go (docs/images)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="amari-screenshots-") as name:
         scratch = Path(name)
         report, progress = run_demo((args.keep or scratch / "amari-demo").resolve())
         shot = screenshot(report.as_uri(), scratch / "report.png", 1280, 1500, scratch / "profile-report")
-        save_small(trim(shot), IMAGES / "report.png", 1000)
+        save_small(trim(shot), args.out / "report.png", 1000)
         page, width, height = panel_page(progress, scratch)
         shot = screenshot(page.as_uri(), scratch / "panel.png", width, height, scratch / "profile-panel")
-        save_small(trim(shot), IMAGES / "mining-progress.png", 900)
+        save_small(trim(shot), args.out / "mining-progress.png", 900)
 
 
 if __name__ == "__main__":
