@@ -23,16 +23,19 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from amari.demo import SAMPLE_FACES  # noqa: E402
 from amari.images import load_rgb  # noqa: E402
-from amari.prepare import PrepareConfig, find_largest_face, prepare  # noqa: E402
+from amari.layout import PrepareLayout  # noqa: E402
+from amari.prepare import PrepareConfig, run  # noqa: E402
+from amari.prepare.stage import find_largest_face  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
-T1_FACES = [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724),
-            (295, 557, 402, 450), (67, 999, 196, 870), (176, 364, 265, 275)]  # (top, right, bottom, left)
+T1_FACES = SAMPLE_FACES  # dlib's face boxes (top, right, bottom, left) in t1.jpg, the sample photo
 
 
-def framed_face(photo: Image.Image, box, scale: float, aspect: float, shift: tuple[float, float],
-                shortest: int) -> Image.Image:
+def framed_face(
+    photo: Image.Image, box, scale: float, aspect: float, shift: tuple[float, float], shortest: int
+) -> Image.Image:
     """A window around one face (`scale` × its size, off-centre by `shift`), resized to `shortest`."""
     top, right, bottom, left = box
     size = max(right - left, bottom - top)
@@ -40,8 +43,12 @@ def framed_face(photo: Image.Image, box, scale: float, aspect: float, shift: tup
     width = height * aspect
     centre_x = (left + right) / 2 + shift[0] * width
     centre_y = (top + bottom) / 2 + shift[1] * height
-    window = (round(centre_x - width / 2), round(centre_y - height / 2),
-              round(centre_x + width / 2), round(centre_y + height / 2))
+    window = (
+        round(centre_x - width / 2),
+        round(centre_y - height / 2),
+        round(centre_x + width / 2),
+        round(centre_y + height / 2),
+    )
     padded = ImageOps.expand(photo, border=max(photo.size), fill=(128, 128, 128))
     border = max(photo.size)
     crop = padded.crop(tuple(v + border for v in window))
@@ -49,7 +56,9 @@ def framed_face(photo: Image.Image, box, scale: float, aspect: float, shift: tup
     return crop.resize((round(crop.width * factor), round(crop.height * factor)), Image.Resampling.LANCZOS)
 
 
-def padded_photo(photo: Image.Image, factor: float, canvas: tuple[int, int], offset: tuple[float, float]) -> Image.Image:
+def padded_photo(
+    photo: Image.Image, factor: float, canvas: tuple[int, int], offset: tuple[float, float]
+) -> Image.Image:
     """The photo scaled by `factor`, pasted at a relative `offset` on a canvas of its mean colour.
 
     A plain fill rather than mirrored edges, which would copy the face into the padding."""
@@ -59,7 +68,7 @@ def padded_photo(photo: Image.Image, factor: float, canvas: tuple[int, int], off
     left, top = round(pad_x * offset[0]), round(pad_y * offset[1])
     canvas_image = np.empty((canvas[1], canvas[0], 3), dtype=np.uint8)
     canvas_image[:] = array.reshape(-1, 3).mean(axis=0).round().astype(np.uint8)
-    canvas_image[top:top + scaled.height, left:left + scaled.width] = array
+    canvas_image[top : top + scaled.height, left : left + scaled.width] = array
     return Image.fromarray(canvas_image)
 
 
@@ -96,7 +105,7 @@ def run_mode(src: Path, work: Path, crop: str, seeds: list[int], faces: dict) ->
     started = time.perf_counter()
     for seed in seeds:
         config = PrepareConfig(seed=seed, crop=crop, check_faces=True)
-        result = prepare(src, work / f"{crop}_{seed}", config)
+        result = run(config, PrepareLayout(src, work / f"{crop}_{seed}"))
         for item in result.prepared:
             total += 1
             found += bool(item.face_found)
@@ -116,14 +125,18 @@ def main() -> int:
         src.mkdir()
         n_sources = build_sources(src)
         faces = source_faces(src)
-        print(f"{n_sources} real-photo sources (shortest side > 512, {sum(f is not None for f in faces.values())} "
-              f"with a face found), {len(seeds)} seeds per mode")
+        print(
+            f"{n_sources} real-photo sources (shortest side > 512, {sum(f is not None for f in faces.values())} "
+            f"with a face found), {len(seeds)} seeds per mode"
+        )
         baseline = run_mode(src, tmp, "random", seeds, faces)
         face_aware = run_mode(src, tmp, "face", seeds, faces)
     print(f"{'crop':<8} {'outputs':>8} {'face found':>11} {'whole face in crop':>19} {'seconds':>8}")
     for name, row in (("random", baseline), ("face", face_aware)):
-        print(f"{name:<8} {row['total']:>8} {row['found'] / row['total']:>11.1%} "
-              f"{row['kept'] / row['total']:>19.1%} {row['seconds']:>8.1f}")
+        print(
+            f"{name:<8} {row['total']:>8} {row['found'] / row['total']:>11.1%} "
+            f"{row['kept'] / row['total']:>19.1%} {row['seconds']:>8.1f}"
+        )
     for label, key in (("face found", "found"), ("whole face in crop", "kept")):
         base, aware = baseline[key] / baseline["total"], face_aware[key] / face_aware["total"]
         print(f"face-aware / random, {label}: {aware / base if base else float('inf'):.2f}x")

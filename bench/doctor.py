@@ -31,8 +31,11 @@ def build_models() -> dict[str, Path]:
     from amari.testing.enhance import REAL_ESRGAN_X4PLUS, build_random_esrgan, build_random_gfpgan
     from amari.testing.sd import build_sd15_random
 
-    paths = {"model": OUT / "sd15-random", "upscaler": OUT / "esrgan-x4plus-random.pth",
-             "face_restorer": OUT / "gfpgan-random.pth"}
+    paths = {
+        "model": OUT / "sd15-random",
+        "upscaler": OUT / "esrgan-x4plus-random.pth",
+        "face_restorer": OUT / "gfpgan-random.pth",
+    }
     if not (paths["model"] / "model_index.json").is_file():
         print(f"building {paths['model']} (once) ...", file=sys.stderr, flush=True)
         build_sd15_random(paths["model"])

@@ -59,14 +59,23 @@ def main() -> None:
         tiny = load_image_model(str(build_random_esrgan(folder / "tiny.pth")), "SR", device)
         full_file = build_random_esrgan(folder / "full.pth", **REAL_ESRGAN_X4PLUS)
         full = load_image_model(str(full_file), "SR", device)
-        for name, model, size, repeats in [("tiny ESRGAN (16nf, 1 block)", tiny, args.tiny_size, 2),
-                                           ("full ESRGAN (64nf, 23 blocks)", full, args.full_size, 1)]:
+        for name, model, size, repeats in [
+            ("tiny ESRGAN (16nf, 1 block)", tiny, args.tiny_size, 2),
+            ("full ESRGAN (64nf, 23 blocks)", full, args.full_size, 1),
+        ]:
             image = test_image(size)
             upscale(model, image[:32, :32])  # first call pays one-off setup costs
             for tile in (0, args.tile):
-                seconds = timed(lambda: upscale(model, image, tile=tile), repeats)
-                rows.append((name, f"{size}²", "none" if tile == 0 else str(tile), seconds,
-                             seconds * (512 * 512) / (size * size)))
+                seconds = timed(lambda model=model, image=image, tile=tile: upscale(model, image, tile=tile), repeats)
+                rows.append(
+                    (
+                        name,
+                        f"{size}²",
+                        "none" if tile == 0 else str(tile),
+                        seconds,
+                        seconds * (512 * 512) / (size * size),
+                    )
+                )
         if args.gfpgan:
             gfpgan = load_image_model(str(build_random_gfpgan(folder / "gfpgan.pth")), "FaceSR", device)
             crop = test_image(512)

@@ -30,17 +30,17 @@ from _models import model_folder
 PROMPT = "a photo of a woman"
 
 
-
-
 # 1. The original's way: one fresh process per batch of 4 ------------------------------------------
+
 
 def worker(args) -> None:
     """One txt2img call: load everything, make `--seeds` images, save them, exit."""
     from amari.generate import generate, preset_config
     from amari.provenance import save_png
 
-    config = preset_config("study", model=args.model, dtype="float32", steps=args.study_steps,
-                           width=args.size, height=args.size)
+    config = preset_config(
+        "study", model=args.model, dtype="float32", steps=args.study_steps, width=args.size, height=args.size
+    )
     result = generate(PROMPT, seeds=[int(s) for s in args.seeds.split(",")], config=config, progress=False)
     for image in result.images:
         save_png(image.image, Path(args.out) / f"original-{image.seed}.png", image.params)
@@ -50,13 +50,27 @@ def run_original(model: str, batches: int, args, out: Path) -> tuple[int, float]
     started = time.perf_counter()
     for batch in range(batches):
         seeds = ",".join(str(1000 + 4 * batch + i) for i in range(4))
-        command = [sys.executable, __file__, "--worker", "--model", model, "--seeds", seeds, "--out", str(out),
-                   "--study-steps", str(args.study_steps), "--size", str(args.size)]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--model",
+            model,
+            "--seeds",
+            seeds,
+            "--out",
+            str(out),
+            "--study-steps",
+            str(args.study_steps),
+            "--size",
+            str(args.size),
+        ]
         subprocess.run(command, check=True, env=os.environ.copy())
     return 4 * batches, time.perf_counter() - started
 
 
 # 2. amari's way: the model stays loaded --------------------------------------------------------------
+
 
 def run_amari(config, count: int, out: Path, label: str) -> tuple[int, float]:
     from amari.generate import generate
@@ -104,22 +118,37 @@ def main() -> None:
     loaded = load_model(preset_config("fast", model=model, compile=args.compile))
     # Every row at one size: the model's native one unless asked (the study's presets say 512).
     side = args.size = args.size or loaded.native_size
-    fast = preset_config("fast", model=model, width=side, height=side, compile=args.compile,
-                         **({"batch_size": args.batch_size} if args.batch_size else {}))
-    study = preset_config("study", model=model, width=side, height=side, steps=args.study_steps,
-                          compile=args.compile)
-    print(f"model {loaded.name} at {side}x{side} on {loaded.device} ({loaded.dtype} for amari's rows); "
-          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads", flush=True)
+    fast = preset_config(
+        "fast",
+        model=model,
+        width=side,
+        height=side,
+        compile=args.compile,
+        **({"batch_size": args.batch_size} if args.batch_size else {}),
+    )
+    study = preset_config("study", model=model, width=side, height=side, steps=args.study_steps, compile=args.compile)
+    print(
+        f"model {loaded.name} at {side}x{side} on {loaded.device} ({loaded.dtype} for amari's rows); "
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads",
+        flush=True,
+    )
 
     with tempfile.TemporaryDirectory(prefix="amari-bench-") as scratch:
         out = Path(scratch)
         rows = [
-            (f"original: fresh process per 4, DDIM {args.study_steps}, float32",
-             run_original(model, args.batches, args, out)),
-            (f"amari, study preset kept loaded (DDIM {args.study_steps}, batch 4, {loaded.dtype})",
-             run_amari(study, max(4, count // 4), out, "study")),
-            (f"amari, fast preset (DPM++ 2M Karras {fast.steps}, batch {fast.batch_size}, {loaded.dtype}"
-             f"{', compiled' if args.compile else ''})", run_amari(fast, count, out, "fast")),
+            (
+                f"original: fresh process per 4, DDIM {args.study_steps}, float32",
+                run_original(model, args.batches, args, out),
+            ),
+            (
+                f"amari, study preset kept loaded (DDIM {args.study_steps}, batch 4, {loaded.dtype})",
+                run_amari(study, max(4, count // 4), out, "study"),
+            ),
+            (
+                f"amari, fast preset (DPM++ 2M Karras {fast.steps}, batch {fast.batch_size}, {loaded.dtype}"
+                f"{', compiled' if args.compile else ''})",
+                run_amari(fast, count, out, "fast"),
+            ),
         ]
     baseline = rows[0][1][0] / rows[0][1][1]
     width = max(len(label) for label, _ in rows)

@@ -24,17 +24,18 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from amari import faces as face_lib
+from amari.demo import SAMPLE_FACES
 from amari.embeddings import FaceEncoder, content_hash
 from amari.faces import FaceSettings
+from amari.layout import SIM_GROUP
 from amari.mine import policy
+from amari.mine.loop import members
 from amari.mine.policy import MinerState, PolicyConfig
-from amari.mine.run import members
-from amari.mine.workspace import SIM_GROUP, Commit, NewImage, Workspace
+from amari.mine.records import Commit, NewImage
+from amari.mine.workspace import Workspace
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
-FACES = [("astronaut.png", (76, 265, 166, 175))] + [
-    ("t1.jpg", box) for box in [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724),
-                                (295, 557, 402, 450), (67, 999, 196, 870), (176, 364, 265, 275)]]
+FACES = [("astronaut.png", (76, 265, 166, 175))] + [("t1.jpg", box) for box in SAMPLE_FACES]
 
 
 def make_images(folder: Path, count: int, rng: np.random.Generator) -> list[Path]:
@@ -67,9 +68,20 @@ def fill_workspace(root: Path, paths: list[Path]) -> Workspace:
         target = root / SIM_GROUP / path.name
         target.write_bytes(path.read_bytes())
         stat = target.stat()
-        change.new_images.append(NewImage(target, SIM_GROUP, content_hash(target.read_bytes()), stat.st_size,
-                                          stat.st_mtime_ns, len(found), face_lib.largest(found).descriptor,
-                                          None, "source", op="none"))
+        change.new_images.append(
+            NewImage(
+                target,
+                SIM_GROUP,
+                content_hash(target.read_bytes()),
+                stat.st_size,
+                stat.st_mtime_ns,
+                len(found),
+                face_lib.largest(found).descriptor,
+                None,
+                "source",
+                op="none",
+            )
+        )
     workspace.commit(change)
     return workspace
 
@@ -103,10 +115,13 @@ def main() -> None:
 
             def recompute():
                 encoder = FaceEncoder(FaceSettings())  # no cache: every face found and described again
-                descriptors = [face_lib.largest(encoder.faces(p)).descriptor
-                               for p in sorted((workspace.root / SIM_GROUP).iterdir())]
-                return policy.analyse(MinerState(), policy.Faces(tuple(range(len(descriptors))),
-                                                                 np.array(descriptors)), config)
+                descriptors = [
+                    face_lib.largest(encoder.faces(p)).descriptor
+                    for p in sorted((workspace.root / SIM_GROUP).iterdir())
+                ]
+                return policy.analyse(
+                    MinerState(), policy.Faces(tuple(range(len(descriptors))), np.array(descriptors)), config
+                )
 
             def cached():
                 return policy.analyse(MinerState(), members(workspace), config)

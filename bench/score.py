@@ -79,11 +79,15 @@ def main() -> None:
         identical = np.array_equal(baseline, cached, equal_nan=True)
         print(f"group of {args.group} images, batch of {args.batch} new images (real photos, dlib HOG, 1 jitter)")
         print(f"original (re-encode group each batch): {original_seconds:8.2f} s")
-        print(f"amari (cached group embeddings):       {amari_seconds:8.2f} s  best of {args.repeats}, "
-              f"({encoder.encoded} encoded, {encoder.cache_hits} cache hits)")
+        print(
+            f"amari (cached group embeddings):       {amari_seconds:8.2f} s  best of {args.repeats}, "
+            f"({encoder.encoded} encoded, {encoder.cache_hits} cache hits)"
+        )
         print(f"speed-up: {original_seconds / amari_seconds:.1f}x")
-        print(f"distances identical: {identical}  (max |diff| "
-              f"{np.nanmax(np.abs(baseline - cached)) if len(baseline) else 0:.2e})")
+        print(
+            f"distances identical: {identical}  (max |diff| "
+            f"{np.nanmax(np.abs(baseline - cached)) if len(baseline) else 0:.2e})"
+        )
         if not identical:
             raise SystemExit("distances differ")
 

@@ -34,8 +34,6 @@ DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 FACES = [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724), (295, 557, 402, 450)]
 
 
-
-
 def write_images(folder: Path) -> Path:
     from PIL import Image
 
@@ -50,11 +48,19 @@ def write_images(folder: Path) -> Path:
 def config_for(args, images: Path, out: Path):
     from amari.train import TrainConfig
 
-    return TrainConfig(data_dir=images, out_dir=out, model=args.model_path, resolution=args.resolution,
-                       max_steps=args.warmup + args.steps, sample_seeds=(), cpu=args.cpu)
+    return TrainConfig(
+        data_dir=images,
+        out_dir=out,
+        model=args.model_path,
+        resolution=args.resolution,
+        max_steps=args.warmup + args.steps,
+        sample_seeds=(),
+        cpu=args.cpu,
+    )
 
 
 # 1. The common recipe -------------------------------------------------------------------------------
+
 
 class CommonRecipe:
     """Whole token table trainable, VAE encode per step, original rows restored after each step."""
@@ -76,8 +82,9 @@ class CommonRecipe:
         self.keep = torch.ones(self.table.shape[0], dtype=torch.bool, device=self.table.device)
         self.keep[run.placeholder_ids] = False
         self.table.requires_grad_(True)
-        self.optimizer = run.accelerator.prepare(torch.optim.AdamW([self.table], lr=run.lr,
-                                                                   weight_decay=run.config.weight_decay))
+        self.optimizer = run.accelerator.prepare(
+            torch.optim.AdamW([self.table], lr=run.lr, weight_decay=run.config.weight_decay)
+        )
         _names, self.images = load_training_images(run.config.data_dir, run.config.resolution)
         self.templates = OBJECT_TEMPLATES
 
@@ -110,7 +117,9 @@ class CommonRecipe:
             noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
             noisy = components.noise_scheduler.add_noise(latents, noise, timestep.to(device))
             text = components.text_encoder(run.template_ids[sample.template][None].to(device))[0]
-            prediction = components.unet(noisy.to(run.weight_dtype), timestep.to(device), text.to(run.weight_dtype)).sample
+            prediction = components.unet(
+                noisy.to(run.weight_dtype), timestep.to(device), text.to(run.weight_dtype)
+            ).sample
             loss = F.mse_loss(prediction.float(), noise.float())
         run.accelerator.backward(loss)
         self.optimizer.step()
@@ -121,6 +130,7 @@ class CommonRecipe:
 
 
 # 2. One side, in its own process ------------------------------------------------------------------
+
 
 def worker(args) -> None:
     import torch
@@ -144,9 +154,17 @@ def worker(args) -> None:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         peak = torch.cuda.max_memory_allocated() if cuda else _peak_rss()
-        print(json.dumps({"steps_per_s": args.steps / seconds, "peak_bytes": peak,
-                          "memory": "GPU allocated" if cuda else "process RSS",
-                          "device": str(run.accelerator.device), "precision": run.accelerator.mixed_precision}))
+        print(
+            json.dumps(
+                {
+                    "steps_per_s": args.steps / seconds,
+                    "peak_bytes": peak,
+                    "memory": "GPU allocated" if cuda else "process RSS",
+                    "device": str(run.accelerator.device),
+                    "precision": run.accelerator.mixed_precision,
+                }
+            )
+        )
 
 
 def _peak_rss() -> int:
@@ -156,8 +174,22 @@ def _peak_rss() -> int:
 
 
 def measure(side: str, args, images: Path) -> dict:
-    command = [sys.executable, __file__, "--worker", side, "--model-path", args.model_path, "--images", str(images),
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--resolution", str(args.resolution)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        side,
+        "--model-path",
+        args.model_path,
+        "--images",
+        str(images),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--resolution",
+        str(args.resolution),
+    ]
     if args.cpu:
         command.append("--cpu")
     result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
@@ -194,13 +226,17 @@ def main() -> None:
             for side in runs:
                 runs[side].append(measure(side, args, images))
     recipe, amari = (max(rows, key=lambda row: row["steps_per_s"]) for rows in runs.values())
-    print(f"model {args.model_path}, {args.resolution} px, {args.steps} timed steps after {args.warmup} warm-up, "
-          f"best of {args.repeats} runs per side, {amari['device']}, {amari['precision']} mixed precision")
+    print(
+        f"model {args.model_path}, {args.resolution} px, {args.steps} timed steps after {args.warmup} warm-up, "
+        f"best of {args.repeats} runs per side, {amari['device']}, {amari['precision']} mixed precision"
+    )
     print(f"{'':<16}{'steps/s':>10}{'peak MiB':>12}  ({amari['memory']})")
     for name, row in (("common recipe", recipe), ("amari", amari)):
         print(f"{name:<16}{row['steps_per_s']:>10.2f}{row['peak_bytes'] / 2**20:>12.0f}")
-    print(f"amari / recipe: {amari['steps_per_s'] / recipe['steps_per_s']:.2f}x steps per second, "
-          f"{amari['peak_bytes'] / recipe['peak_bytes']:.2f}x peak memory")
+    print(
+        f"amari / recipe: {amari['steps_per_s'] / recipe['steps_per_s']:.2f}x steps per second, "
+        f"{amari['peak_bytes'] / recipe['peak_bytes']:.2f}x peak memory"
+    )
 
 
 if __name__ == "__main__":

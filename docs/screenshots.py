@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -37,10 +38,23 @@ def browser() -> str:
 
 def screenshot(url: str, out: Path, width: int, height: int, profile: Path) -> Image.Image:
     """A headless Chromium screenshot of `url` at width × height CSS pixels, in a fresh profile."""
-    command = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-               "--force-device-scale-factor=1", f"--user-data-dir={profile}", f"--window-size={width},{height}",
-               "--virtual-time-budget=10000", f"--screenshot={out}", url]
+    command = [
+        browser(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        f"--user-data-dir={profile}",
+        f"--window-size={width},{height}",
+        "--virtual-time-budget=10000",
+        f"--screenshot={out}",
+        url,
+    ]
     subprocess.run(command, capture_output=True, timeout=180, check=True)
     with Image.open(out) as image:
         return image.convert("RGB")
@@ -66,7 +80,8 @@ def save_small(image: Image.Image, path: Path, width: int) -> Path:
     for colours in (256, 128, 64, 32):
         buffer = io.BytesIO()
         image.quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
-            buffer, format="PNG", optimize=True)
+            buffer, format="PNG", optimize=True
+        )
         if buffer.tell() <= MAX_BYTES:
             break
     path.write_bytes(buffer.getvalue())
@@ -76,15 +91,17 @@ def save_small(image: Image.Image, path: Path, width: int) -> Path:
 
 def run_demo(folder: Path):
     """The demo study, its mining step run here so that its progress panel can be kept."""
+    from amari import mine
     from amari.demo import write_demo
-    from amari.mine.progress import MiningProgress
-    from amari.mine.run import mine
     from amari.study.config import load_study
-    from amari.study.run import mine_config, run_study
+    from amari.study.run import run_study
+    from amari.study.stages import mining_source
 
     config = load_study(write_demo(folder))
-    progress = MiningProgress(enabled=False)  # keeps the snapshot the terminal panel shows, prints nothing
-    mine(config.layout.workspace, mine_config(config), progress)
+    progress = mine.MiningProgress(enabled=False)  # keeps the snapshot the terminal panel shows, prints nothing
+    mine.run(config.mine, config.layout.workspace, mining_source(config.mine), progress)
+    # The panel names the source folder as the README's command does (amari-demo/...), not by this machine's path.
+    progress.update(source=progress.snapshot.source.replace(f"{folder.parent}{os.sep}", ""))
     outcome = run_study(config, log=print)
     return outcome.report, progress
 
@@ -98,8 +115,9 @@ def panel_page(progress, folder: Path) -> tuple[Path, int, int]:
     svg = console.export_svg(title="amari mine")
     width, height = (float(v) for v in svg.split('viewBox="0 0 ', 1)[1].split('"', 1)[0].split())
     page = folder / "mining-progress.html"
-    page.write_text(f'<!DOCTYPE html><html><body style="margin:0;background:#fff">{svg}</body></html>',
-                    encoding="utf-8")
+    page.write_text(
+        f'<!DOCTYPE html><html><body style="margin:0;background:#fff">{svg}</body></html>', encoding="utf-8"
+    )
     return page, int(width) + 2, int(height) + 2
 
 

@@ -7,11 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from amari.demo import SAMPLE_FACES
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 DATA = Path(__file__).parent / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    """The fast lane first: tests marked slow (several seconds each: subprocess crash sweeps, whole
+    studies, full-size models) run after every other test, so a broken change shows up in a minute.
+    `pytest -m "not slow"` runs the fast lane alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
 
 
 @pytest.fixture(autouse=True)
@@ -29,8 +38,7 @@ def data_dir() -> Path:
     return DATA
 
 
-T1_BOXES = [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724),
-            (295, 557, 402, 450), (67, 999, 196, 870), (176, 364, 265, 275)]
+T1_BOXES = SAMPLE_FACES  # dlib's face boxes (top, right, bottom, left) in t1.jpg, the sample photo
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +51,14 @@ def t1_people(tmp_path_factory, data_dir) -> list[Path]:
     paths = []
     for index, (top, right, bottom, left) in enumerate(T1_BOXES):
         margin = (bottom - top) // 2 + 20
-        crop = photo.crop((max(0, left - margin), max(0, top - margin),
-                           min(photo.width, right + margin), min(photo.height, bottom + margin)))
+        crop = photo.crop(
+            (
+                max(0, left - margin),
+                max(0, top - margin),
+                min(photo.width, right + margin),
+                min(photo.height, bottom + margin),
+            )
+        )
         path = folder / f"person{index}.png"
         crop.save(path)
         paths.append(path)

@@ -38,9 +38,11 @@ def test_folder_output_follows_face_recognition(capsys, folders):
     known, unknown = folders
     code, lines, err = _run(capsys, known, unknown)
     assert code == 0
-    assert lines == [f"{unknown / 'empty.png'},no_persons_found",
-                     f"{unknown / 'mirrored2.png'},person2",
-                     f"{unknown / 'stranger.png'},unknown_person"]
+    assert lines == [
+        f"{unknown / 'empty.png'},no_persons_found",
+        f"{unknown / 'mirrored2.png'},person2",
+        f"{unknown / 'stranger.png'},unknown_person",
+    ]
     assert "broken.jpg" in err and "notes.png" in err
 
 
@@ -49,8 +51,9 @@ def test_distances_equal_dlib_own_numbers(capsys, folders):
     code, lines, _ = _run(capsys, "--show-distance", known, unknown / "mirrored2.png")
     assert code == 0 and len(lines) == 1
     path, name, distance = lines[0].split(",")
-    expected = np.linalg.norm(_dlib_reference(load_rgb(known / "person2.png"))[0]
-                              - _dlib_reference(load_rgb(unknown / "mirrored2.png"))[0])
+    expected = np.linalg.norm(
+        _dlib_reference(load_rgb(known / "person2.png"))[0] - _dlib_reference(load_rgb(unknown / "mirrored2.png"))[0]
+    )
     assert name == "person2"
     assert abs(float(distance) - expected) < 1e-6
     assert float(distance) < 0.4
@@ -95,17 +98,45 @@ def test_help_is_instant():
     elapsed = time.perf_counter() - start
     assert result.returncode == 0 and "compare" in result.stdout
     assert elapsed < 1.0, f"amari --help took {elapsed:.2f}s"
-    check = subprocess.run([sys.executable, "-c", "import amari.cli, sys; amari.cli.build_parser(); "
-                            "print(sorted(m for m in ('torch', 'dlib', 'diffusers', 'numpy') if m in sys.modules))"],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import amari.cli, sys; amari.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'dlib', 'diffusers', 'numpy') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert check.stdout.strip() == "[]", check.stderr
 
 
 def test_cli_subprocess_exit_codes(folders, tmp_path):
     known, unknown = folders
-    ok = subprocess.run([sys.executable, "-m", "amari", "compare", str(known), str(unknown / "empty.png")],
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "amari", "compare", str(known), str(unknown / "empty.png")],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0 and ok.stdout.strip().endswith("no_persons_found")
     bad = subprocess.run([sys.executable, "-m", "amari", "compare", str(known)], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("amari compare: error:")
     assert "Traceback" not in bad.stderr
+
+
+def test_names_with_commas_or_line_breaks_are_quoted_as_csv(capsys, tmp_path, t1_people):
+    import csv
+    import io
+
+    known, unknown = tmp_path / "known", tmp_path / "unknown"
+    known.mkdir()
+    unknown.mkdir()
+    shutil.copy(t1_people[2], known / "Doe, Jane.png")
+    shutil.copy(t1_people[2], known / "plain.png")
+    ImageOps.mirror(Image.open(t1_people[2])).save(unknown / 'a "quoted"\nname.png')
+    code = main(["compare", str(known), str(unknown)])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = list(csv.reader(io.StringIO(out)))
+    assert sorted(row[1] for row in rows) == ["Doe, Jane", "plain"]
+    assert all(row[0] == str(unknown / 'a "quoted"\nname.png') for row in rows)

@@ -35,8 +35,14 @@ def test_the_screenshot_script_makes_the_pictures(tmp_path):
     if not any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")):
         pytest.skip("headless Chromium is needed (apt-get install -y chromium)")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    subprocess.run([sys.executable, str(REPO / "docs" / "screenshots.py"), "--out", str(tmp_path)],
-                   env=env, capture_output=True, text=True, timeout=900, check=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "docs" / "screenshots.py"), "--out", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
     for name in PICTURES:
         path = tmp_path / name
         assert path.stat().st_size < 300_000

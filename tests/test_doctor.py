@@ -6,7 +6,6 @@ import dataclasses
 import math
 
 import pytest
-from test_inventory import STUDY_2022, amari
 
 from amari.demo import write_demo
 from amari.doctor.estimate import ACCEPTANCE_2022, estimate
@@ -14,6 +13,7 @@ from amari.doctor.plan import plan_from_study
 from amari.doctor.render import duration, table_text
 from amari.doctor.timing import StageTime, Timings
 from amari.study.config import load_study
+from test_inventory import STUDY_2022, amari
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +74,23 @@ def test_doctor_names_the_enhancement_models_a_generating_study_lacks():
 
 
 def test_the_estimate_is_the_stage_times_times_the_study_counts():
-    plan = plan_from_study(load_study(STUDY_2022))
-    seconds = {"generate": 2.0, "enhance": 1.0, "detect": 0.25, "descriptor": 0.125, "write": 0.125,
-               "train step": 0.5, "evaluate image": 5.0}
-    timings = Timings(tuple(StageTime(stage, value, "x", "") for stage, value in seconds.items()),
-                      device="cuda", candidate_bytes=2_000_000)
+    plan = dataclasses.replace(plan_from_study(load_study(STUDY_2022)), workers=0)  # the serial engine
+    assert plan.generate.steps == 250 and plan.generate.batch_size == 4 and plan.enhance.scale == 2.0
+    assert plan.evaluate.scheduler == "k_lms" and plan.train.max_steps == 15500
+    seconds = {
+        "generate": 2.0,
+        "enhance": 1.0,
+        "detect": 0.25,
+        "descriptor": 0.125,
+        "write": 0.125,
+        "train step": 0.5,
+        "evaluate image": 5.0,
+    }
+    timings = Timings(
+        tuple(StageTime(stage, value, "x", "") for stage, value in seconds.items()),
+        device="cuda",
+        candidate_bytes=2_000_000,
+    )
     result = estimate(plan, timings)
     assert result.candidates == 4200 == math.ceil(312 / ACCEPTANCE_2022)
     assert result.mining_seconds == 4200 * 3.5
@@ -90,11 +102,25 @@ def test_the_estimate_is_the_stage_times_times_the_study_counts():
     assert any("every candidate is enhanced" in a for a in result.assumptions)
     halved = estimate(plan, timings, acceptance=ACCEPTANCE_2022 * 2)
     assert halved.candidates == 2100
+    # Streaming: the workers' CPU work (0.5 s) runs beside the generator's 3 s, which alone sets the pace.
+    streaming = estimate(dataclasses.replace(plan, workers=2), timings)
+    assert streaming.mining_seconds == 4200 * 3.0
+    assert any("2 worker processes" in a for a in streaming.assumptions)
+    # A folder source: amari draws nothing, and the CPU work is shared among the workers.
+    folder = dataclasses.replace(plan, workers=2, generate=None, enhance=None, source="folder:/drawn")
+    drawn = Timings(tuple(s for s in timings.stages if s.stage not in ("generate", "enhance")), "cpu", 2_000_000)
+    assert estimate(folder, drawn).mining_seconds == 4200 * 0.5 / 2
 
 
 def test_durations_and_tables_read_plainly():
-    assert [duration(s) for s in (0.0123, 0.5, 42, 600, 3 * 3600 + 12 * 60, 50 * 3600)] == \
-        ["12.3 ms", "0.50 s", "42.0 s", "10 min", "3 h 12 min", "2 d 2 h"]
+    assert [duration(s) for s in (0.0123, 0.5, 42, 600, 3 * 3600 + 12 * 60, 50 * 3600)] == [
+        "12.3 ms",
+        "0.50 s",
+        "42.0 s",
+        "10 min",
+        "3 h 12 min",
+        "2 d 2 h",
+    ]
     assert table_text(["a", "b"], [["x", "y|z"]], markdown=True) == "| a | b |\n|---|---|\n| x | y\\|z |"
     assert table_text(["stage", "time"], [["generate", "1 s"]]).splitlines()[2] == "generate  1 s"
 
@@ -106,8 +132,13 @@ def test_generation_time_is_extrapolated_from_a_few_timed_steps(tiny_sd):
 
     config = GenerateConfig(model=str(tiny_sd), scheduler="ddim", steps=12, width=64, height=64, device="cpu")
     steps = []
-    generate("a photo of a woman", seeds=[1], config=dataclasses.replace(config, steps=3), progress=False,
-             on_step=steps.append)
+    generate(
+        "a photo of a woman",
+        seeds=[1],
+        config=dataclasses.replace(config, steps=3),
+        progress=False,
+        on_step=steps.append,
+    )
     assert steps == [0, 1, 2]
     seconds, how = time_generation(config, "a photo of a woman", 1, timing_steps=3)
     assert seconds > 0 and how.startswith("3 of 12 steps timed") and "extrapolated" in how

@@ -4,8 +4,9 @@ import sqlite3
 import numpy as np
 
 from amari import faces
-from amari.embeddings import EmbeddingCache, FaceEncoder, content_hash, default_cache_path, group_descriptors
+from amari.embeddings import EmbeddingCache, FaceEncoder, content_hash, default_cache_path
 from amari.errors import ImageError
+from amari.facegroup import FaceGroup
 from amari.faces import FaceSettings
 from amari.images import load_rgb
 
@@ -63,14 +64,15 @@ def test_faces_many_in_parallel_equals_serial_and_returns_errors(tmp_path, t1_pe
     assert parallel_encoder.encoded == 4
 
 
-def test_group_descriptors_skips_unusable_members(tmp_path, t1_people):
+def test_face_group_skips_unusable_members(tmp_path, t1_people):
     from PIL import Image
 
     blank = tmp_path / "blank.png"
     Image.new("RGB", (60, 60)).save(blank)
-    members, matrix = group_descriptors(FaceEncoder(), [t1_people[0], blank, t1_people[2]])
-    assert members == [t1_people[0], t1_people[2]]
-    assert matrix.shape == (2, 128)
+    group = FaceGroup.load([t1_people[0], blank, t1_people[2]], FaceEncoder())
+    assert group.paths == [t1_people[0], t1_people[2]]
+    assert group.descriptors.shape == (2, 128)
+    assert group.skipped == [(blank, "no face found")]
 
 
 def test_cache_lives_in_its_own_sqlite_file_and_migrates_once(tmp_path, monkeypatch):
@@ -79,5 +81,5 @@ def test_cache_lives_in_its_own_sqlite_file_and_migrates_once(tmp_path, monkeypa
     EmbeddingCache().close()
     EmbeddingCache().close()
     conn = sqlite3.connect(default_cache_path())
-    assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == ["0001_face_cache"]
+    assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == ["0001_face_cache", "0002_face_scores"]
     assert content_hash(b"abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -8,10 +8,10 @@ import torch
 from safetensors.torch import save_file
 
 from amari import faces
-from amari.enhance import EnhanceConfig, Enhancer
-from amari.enhance import restore
+from amari.enhance import EnhanceConfig, Enhancer, restore
 from amari.enhance.upscale import resize_to, tile_spans, upscale
 from amari.errors import ModelError, UsageError
+from amari.geometry import similarity_transform
 from amari.images import load_rgb
 from amari.testing.enhance import build_random_esrgan, build_random_gfpgan
 
@@ -39,6 +39,7 @@ def astronaut_face(astronaut):
 
 # 1. Upscaling -------------------------------------------------------------------------------------
 
+
 def test_tiny_x4_model_gives_exactly_twice_the_size(tiny_esrgan, astronaut):
     image = np.ascontiguousarray(astronaut[100:197, 200:283])  # odd sizes on purpose: 97×83
     enhancer = Enhancer(EnhanceConfig(upscaler=str(tiny_esrgan), face_restorer=None, scale=2.0))
@@ -54,8 +55,10 @@ def test_tiny_x4_model_gives_exactly_twice_the_size(tiny_esrgan, astronaut):
 def test_safetensors_and_pth_files_give_the_same_image(tiny_esrgan, model_dir, astronaut):
     as_safetensors = build_random_esrgan(model_dir / "tiny_x4.safetensors", num_filters=8)
     image = np.ascontiguousarray(astronaut[:64, :80])
-    results = [Enhancer(EnhanceConfig(upscaler=str(path), face_restorer=None)).enhance(image)
-               for path in (tiny_esrgan, as_safetensors)]
+    results = [
+        Enhancer(EnhanceConfig(upscaler=str(path), face_restorer=None)).enhance(image)
+        for path in (tiny_esrgan, as_safetensors)
+    ]
     assert results[0].shape == (128, 160, 3)
     assert np.array_equal(results[0], results[1])
 
@@ -90,12 +93,13 @@ def test_no_upscaler_resizes_only(astronaut):
 
 # 2. Face alignment and paste-back (no model needed) -----------------------------------------------
 
+
 def test_similarity_fit_recovers_a_known_transform():
     angle, scale, shift = 0.3, 2.5, np.array([40.0, -12.0])
     rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     source = np.array([[10.0, 20.0], [50.0, 22.0], [31.0, 60.0]])
     target = source @ rotation.T + shift
-    matrix = restore.similarity_transform(source, target)
+    matrix = similarity_transform(source, target)
     assert np.allclose(matrix[:, :2], rotation) and np.allclose(matrix[:, 2], shift)
 
 
@@ -137,7 +141,7 @@ def test_paste_replaces_the_face_and_feathers_into_the_background():
 
 
 def test_crop_and_output_frames_agree():
-    matrix = restore.similarity_transform([[10, 10], [30, 12], [20, 30]], restore.DLIB_TEMPLATE_512)
+    matrix = similarity_transform([[10, 10], [30, 12], [20, 30]], restore.DLIB_TEMPLATE_512)
     to_output = restore.crop_to_output(matrix, 2.0, 2.0)
     point = np.array([17.0, 21.0])
     in_crop = matrix[:, :2] @ point + matrix[:, 2]
@@ -145,6 +149,7 @@ def test_crop_and_output_frames_agree():
 
 
 # 3. GFPGAN, full architecture with random weights, on real photos ---------------------------------
+
 
 def near_faces(boxes, shape, factor=1):
     """Pixels within 1.5 face sizes of a face box centre (an upright aligned crop reaches about 1.1),
@@ -169,7 +174,7 @@ def test_face_restoration_changes_only_the_face(gfpgan, astronaut):
     boxes = faces.detect(image, "hog", 1)
     assert len(boxes) == 1
     top, right, bottom, left = boxes[0]
-    assert changed[2 * top:2 * bottom, 2 * left:2 * right].mean() > 0.9  # random weights redraw it
+    assert changed[2 * top : 2 * bottom, 2 * left : 2 * right].mean() > 0.9  # random weights redraw it
     far = ~near_faces(boxes, out.shape, factor=2)
     assert far.mean() > 0.25 and not changed[far].any()
 
@@ -177,16 +182,21 @@ def test_face_restoration_changes_only_the_face(gfpgan, astronaut):
 @pytest.mark.slow
 def test_hog_false_faces_are_not_restored(gfpgan, astronaut):
     enhancer = Enhancer(EnhanceConfig(upscaler=None, face_restorer=str(gfpgan), scale=1.0))
+    from amari.enhance import face_plans
+
     image = np.ascontiguousarray(astronaut)
-    canvas = image.copy()
     assert len(faces.detect(image, "hog", 1)) == 2  # the face and a badge on the suit
-    assert enhancer.restore_faces(image, canvas) == 1
+    assert len(face_plans(faces.encode(image), enhancer.config.min_face_score)) == 1
+    canvas = enhancer.enhance(image)
+    assert not np.array_equal(canvas, image)  # the real face was restored
     badge_top, badge_right, badge_bottom, badge_left = faces.detect(image, "hog", 1)[1]
-    assert np.array_equal(canvas[badge_top:badge_bottom, badge_left:badge_right],
-                          image[badge_top:badge_bottom, badge_left:badge_right])
+    assert np.array_equal(
+        canvas[badge_top:badge_bottom, badge_left:badge_right], image[badge_top:badge_bottom, badge_left:badge_right]
+    )
 
 
 # 4. Bad model files -------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_face_model_given_as_upscaler_is_refused(gfpgan, astronaut_face):
@@ -250,15 +260,25 @@ def test_unknown_architecture_and_mismatched_weights(tmp_path, tiny_esrgan, astr
 
 # 5. Settings and inputs ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("settings", [{"scale": 0}, {"scale": -2}, {"tile": 8}, {"device": "gpu"},
-                                      {"restore_weight": 1.5}, {"upscaler": " "}])
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"scale": 0}, {"scale": -2}, {"tile": 8}, {"device": "gpu"}, {"restore_weight": 1.5}, {"upscaler": " "}],
+)
 def test_bad_settings_are_usage_errors(settings):
     with pytest.raises(UsageError):
         EnhanceConfig(**settings)
 
 
-@pytest.mark.parametrize("image", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32),
-                                   np.zeros((10, 10, 4), np.uint8), np.zeros((1, 10, 3), np.uint8)])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((10, 10), np.uint8),
+        np.zeros((10, 10, 3), np.float32),
+        np.zeros((10, 10, 4), np.uint8),
+        np.zeros((1, 10, 3), np.uint8),
+    ],
+)
 def test_bad_images_are_usage_errors(image):
     with pytest.raises(UsageError):
         Enhancer(EnhanceConfig(upscaler=None, face_restorer=None)).enhance(image)

@@ -8,6 +8,7 @@ import csv
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,10 +17,15 @@ from safetensors.torch import save_file
 
 from amari.cli import main
 from amari.errors import UsageError, WorkspaceError
+from amari.evaluate import group_token, plan_cells, prompt_for, run
 from amari.provenance import read_provenance
+from amari.results import read_manifest, read_results
 from amari.study.config import replace, study_from_dict
-from amari.study.evaluate import evaluate, group_token, plan_cells, prompt_for
-from amari.study.results import read_manifest, read_results
+
+
+def evaluate(config, **options):
+    return run(config.evaluate, config.layout, **options)
+
 
 PROMPTS = ["a photo of amari", "a side profile image of amari"]
 SEEDS = {"sd1": 335728730, "sd2": 691007764}
@@ -45,14 +51,25 @@ def embedding(tmp_path_factory):
 
 
 def make_config(tmp_path, tiny_sd, sim_group, embedding, **evaluate):
-    settings = {"prompts": PROMPTS, "sampler": "k_lms", "steps": 2, "width": 64, "height": 64,
-                "commands": [{"name": n, "seed": s} for n, s in SEEDS.items()], "sim_group": str(sim_group),
-                "embeddings": {"a_3": str(embedding)}}
+    settings = {
+        "prompts": PROMPTS,
+        "sampler": "k_lms",
+        "steps": 2,
+        "width": 64,
+        "height": 64,
+        "commands": [{"name": n, "seed": s} for n, s in SEEDS.items()],
+        "sim_group": str(sim_group),
+        "embeddings": {"a_3": str(embedding)},
+    }
     settings.update(evaluate)
-    return study_from_dict({
-        "study": {"name": "tiny", "out": str(tmp_path / "study"), "model": str(tiny_sd), "device": "cpu"},
-        "select": {"groups": [{"name": "a_3", "images": 3}]},
-        "evaluate": settings}, base=tmp_path)
+    return study_from_dict(
+        {
+            "study": {"name": "tiny", "out": str(tmp_path / "study"), "model": str(tiny_sd), "device": "cpu"},
+            "select": {"groups": [{"name": "a_3", "images": 3}]},
+            "evaluate": settings,
+        },
+        base=tmp_path,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +86,10 @@ def digest(path) -> str:
 
 
 def test_prompts_put_the_token_or_the_init_word_in_place_of_the_subject():
-    assert prompt_for("a photo of amari, amari's friend", "amari", "<amari-a>") == "a photo of <amari-a>, <amari-a>'s friend"
+    assert (
+        prompt_for("a photo of amari, amari's friend", "amari", "<amari-a>")
+        == "a photo of <amari-a>, <amari-a>'s friend"
+    )
     assert prompt_for("a photo of amarillo", "amari", "woman") == "a photo of amarillo"
     assert group_token("amari", "A_312") == "<amari-a_312>"
 
@@ -78,7 +98,9 @@ def test_one_row_per_cell_with_images_that_carry_their_provenance(evaluated):
     config, result, seen = evaluated
     rows = list(csv.DictReader(open(result.csv, newline="")))
     assert len(rows) == len(PROMPTS) * len(SEEDS) * 2 == result.generated == result.scored
-    assert [(int(r["prompt_index"]), r["command"], r["group"]) for r in rows] == [c.key for c in plan_cells(config)]
+    assert [(int(r["prompt_index"]), r["command"], r["group"]) for r in rows] == [
+        c.key for c in plan_cells(config.evaluate)
+    ]
     assert sorted(what for what, _ in seen) == ["generate"] * 8 + ["score"] * 8
     for row in rows:
         assert row["face_found"] == "false" and row["faces"] == "0" and row["sim_score"] == ""
@@ -152,8 +174,9 @@ def test_a_finished_grid_is_not_generated_again(evaluated, tmp_path):
     assert digest(cut) == before[cells[2].image]
 
 
-def test_changed_generation_settings_regenerate_and_a_new_scorer_rescores(evaluated, tmp_path, tiny_sd,
-                                                                          sim_group, embedding):
+def test_changed_generation_settings_regenerate_and_a_new_scorer_rescores(
+    evaluated, tmp_path, tiny_sd, sim_group, embedding
+):
     config, first, _ = evaluated
     results = tmp_path / "results"
     shutil.copytree(first.results_dir, results)
@@ -184,9 +207,11 @@ def test_missing_inputs_fail_before_any_model_loads(tmp_path, tiny_sd, sim_group
     assert not (tmp_path / "study" / "results").exists()
 
     study = tmp_path / "study.toml"
-    study.write_text(f'[study]\nmodel = "{tiny_sd}"\nout = "{tmp_path / "out"}"\n'
-                     f'[evaluate]\nprompts = ["a photo of amari"]\n'
-                     f'[[evaluate.commands]]\nname = "sd1"\nseed = 1\n')
+    study.write_text(
+        f'[study]\nmodel = "{tiny_sd}"\nout = "{tmp_path / "out"}"\n'
+        f'[evaluate]\nprompts = ["a photo of amari"]\n'
+        f'[[evaluate.commands]]\nname = "sd1"\nseed = 1\n'
+    )
     assert main(["evaluate", "--config", str(study)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sim-group folder not found" in err[0]
@@ -199,11 +224,15 @@ def test_cli_evaluates_with_overrides(tmp_path, tiny_sd, sim_group, embedding, c
         f'[[select.groups]]\nname = "a_3"\nimages = 3\n'
         f'[evaluate]\nprompts = ["a photo of amari"]\nsteps = 2\nwidth = 64\nheight = 64\ncontrol = false\n'
         f'[evaluate.embeddings]\na_3 = "{embedding}"\n'
-        f'[[evaluate.commands]]\nname = "sd1"\nseed = 7\n')
+        f'[[evaluate.commands]]\nname = "sd1"\nseed = 7\n'
+    )
     results = tmp_path / "elsewhere"
-    assert main(["evaluate", "--config", str(study), "--results", str(results), "--sim-group", str(sim_group),
-                 "--no-cnn"]) == 0
+    assert (
+        main(["evaluate", "--config", str(study), "--results", str(results), "--sim-group", str(sim_group), "--no-cnn"])
+        == 0
+    )
     assert "1 cells" in capsys.readouterr().out
     (cell,) = read_results(results / "results.csv")
     assert cell.group == "a_3" and cell.cnn_faces is None
-    assert json.loads((results / "manifest.json").read_text())["sim_group"] == str(sim_group)
+    recorded = json.loads((results / "manifest.json").read_text())["sim_group"]
+    assert not Path(recorded).is_absolute() and (results / recorded).resolve() == sim_group.resolve()

@@ -14,15 +14,15 @@ from PIL import Image, ImageEnhance, ImageOps
 from amari import faces
 from amari.embeddings import EmbeddingCache
 from amari.errors import ModelError, UsageError
+from amari.evaluate import Scorers
+from amari.evaluate.scorers import ARCFACE_TEMPLATE_112, ArcFaceScorer, DlibScorer, Scorer, align_face, five_points
 from amari.faces import FaceSettings
+from amari.geometry import similarity_transform
 from amari.images import load_rgb
-from amari.study.evaluate import Scorers
-from amari.study.results import CellResult
-from amari.study.scorers import (ARCFACE_TEMPLATE_112, ArcFaceScorer, DlibScorer, Scorer, align_face, five_points,
-                                 similarity_transform)
-
+from amari.results import CellResult
 
 # -- a tiny ONNX model, written as protobuf ---------------------------------------------------------
+
 
 def _varint(value: int) -> bytes:
     out = bytearray()
@@ -58,8 +58,12 @@ def _attribute_int(name: str, value: int) -> bytes:
 
 
 def _node(op: str, inputs, outputs, attributes=()) -> bytes:
-    return (b"".join(_bytes(1, i) for i in inputs) + b"".join(_bytes(2, o) for o in outputs) + _bytes(4, op)
-            + b"".join(_bytes(5, a) for a in attributes))
+    return (
+        b"".join(_bytes(1, i) for i in inputs)
+        + b"".join(_bytes(2, o) for o in outputs)
+        + _bytes(4, op)
+        + b"".join(_bytes(5, a) for a in attributes)
+    )
 
 
 def write_tiny_arcface(path, side: int = 112, width: int = 512, channels_last: bool = False, seed: int = 0):
@@ -71,21 +75,34 @@ def write_tiny_arcface(path, side: int = 112, width: int = 512, channels_last: b
     if channels_last:
         nodes.append(_node("Transpose", ["input"], ["nchw"], [_attribute_ints("perm", [0, 3, 1, 2])]))
         source = "nchw"
-    nodes += [_node("AveragePool", [source], ["pooled"], [_attribute_ints("kernel_shape", [8, 8]),
-                                                          _attribute_ints("strides", [8, 8])]),
-              _node("Flatten", ["pooled"], ["flat"], [_attribute_int("axis", 1)]),
-              _node("MatMul", ["flat", "weight"], ["embedding"])]
-    initializer = (b"".join(_int(1, d) for d in weight.shape) + _int(2, 1) + _bytes(8, "weight")
-                   + _bytes(9, weight.tobytes()))
+    nodes += [
+        _node(
+            "AveragePool",
+            [source],
+            ["pooled"],
+            [_attribute_ints("kernel_shape", [8, 8]), _attribute_ints("strides", [8, 8])],
+        ),
+        _node("Flatten", ["pooled"], ["flat"], [_attribute_int("axis", 1)]),
+        _node("MatMul", ["flat", "weight"], ["embedding"]),
+    ]
+    initializer = (
+        b"".join(_int(1, d) for d in weight.shape) + _int(2, 1) + _bytes(8, "weight") + _bytes(9, weight.tobytes())
+    )
     input_dims = ["batch", side, side, 3] if channels_last else ["batch", 3, side, side]
-    graph = (b"".join(_bytes(1, n) for n in nodes) + _bytes(2, "tiny-arcface") + _bytes(5, initializer)
-             + _bytes(11, _value_info("input", input_dims)) + _bytes(12, _value_info("embedding", ["batch", width])))
+    graph = (
+        b"".join(_bytes(1, n) for n in nodes)
+        + _bytes(2, "tiny-arcface")
+        + _bytes(5, initializer)
+        + _bytes(11, _value_info("input", input_dims))
+        + _bytes(12, _value_info("embedding", ["batch", width]))
+    )
     model = _int(1, 8) + _bytes(2, "amari-tests") + _bytes(7, graph) + _bytes(8, _bytes(1, "") + _int(2, 13))
     path.write_bytes(model)
     return path
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def group(tmp_path_factory, t1_people):
@@ -136,6 +153,7 @@ def arcface_model(tmp_path_factory):
 
 # -- dlib -------------------------------------------------------------------------------------------
 
+
 def test_dlib_scorer_is_the_mean_distance_to_the_group(dlib_scorer, group, probes):
     members = [faces.largest(faces.encode(load_rgb(p))).descriptor for p in group if p.name != "blank.png"]
     for name in ("same.png", "other.png"):
@@ -185,6 +203,7 @@ def test_scoring_before_fitting_or_against_no_face_is_refused(tmp_path, probes, 
 
 # -- ArcFace ----------------------------------------------------------------------------------------
 
+
 def test_similarity_transform_recovers_a_known_one():
     rng = np.random.default_rng(1)
     points = rng.uniform(0, 200, (5, 2))
@@ -200,13 +219,13 @@ def test_alignment_puts_the_landmarks_on_the_template():
     points = np.array([(60.0, 80.0), (130.0, 70.0), (98.0, 120.0), (70.0, 160.0), (125.0, 152.0)])
     image = np.zeros((220, 200, 3), np.uint8)
     for x, y in points:
-        image[int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2] = 255
+        image[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2] = 255
     aligned = align_face(image, points, 112)
     assert aligned.shape == (112, 112, 3)
     matrix = similarity_transform(points, ARCFACE_TEMPLATE_112)
-    for (x, y) in points:
+    for x, y in points:
         tx, ty = matrix @ (x, y, 1.0)
-        patch = aligned[round(ty) - 3:round(ty) + 4, round(tx) - 3:round(tx) + 4]
+        patch = aligned[round(ty) - 3 : round(ty) + 4, round(tx) - 3 : round(tx) + 4]
         assert patch.max() > 100
     landmarks = np.zeros((68, 2))
     landmarks[36:42] = (10, 20)

@@ -114,10 +114,12 @@ def test_rejects_non_rgb_arrays():
 
 
 def test_models_found_without_importing_their_package():
-    code = ("import sys; from amari import faces; d = faces.model_dir(); "
-            "assert (d / 'dlib_face_recognition_resnet_model_v1.dat').is_file(); "
-            "assert 'face_recognition_models' not in sys.modules; "
-            "assert 'dlib' not in sys.modules; print('ok')")
+    code = (
+        "import sys; from amari import faces; d = faces.model_dir(); "
+        "assert (d / 'dlib_face_recognition_resnet_model_v1.dat').is_file(); "
+        "assert 'face_recognition_models' not in sys.modules; "
+        "assert 'dlib' not in sys.modules; print('ok')"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from amari.errors import ModelError, UsageError
-from amari.generate import (SAMPLERS, Embedding, GenerateConfig, generate, load_model, preset_config,
-                            with_overrides)
+from amari.files import file_sha256
+from amari.generate import SAMPLERS, Embedding, GenerateConfig, generate, load_model, preset_config, with_overrides
 from amari.generate.pipeline import model_source
 
 PROMPT = "a photo of a woman"
@@ -49,8 +49,7 @@ def test_random_seeds_are_recorded_and_reproduce(config):
 
 @pytest.mark.parametrize("scheduler", sorted(SAMPLERS))
 def test_every_scheduler_runs(config, scheduler):
-    result = generate(PROMPT, seeds=[1], config=with_overrides(config, scheduler=scheduler, steps=3),
-                      progress=False)
+    result = generate(PROMPT, seeds=[1], config=with_overrides(config, scheduler=scheduler, steps=3), progress=False)
     image = pixels(result.images[0])
     assert image.shape == (64, 64, 3) and image.std() > 1
     assert result.images[0].params["sampler"] == scheduler
@@ -73,10 +72,10 @@ def test_model_loads_once_per_process(config):
 
 def test_size_cfg_and_negative_prompt_take_effect(config):
     base = generate(PROMPT, seeds=[2], config=config, progress=False).images[0]
-    negative = generate(PROMPT, seeds=[2], config=with_overrides(config, negative_prompt="smiling"),
-                        progress=False).images[0]
-    wide = generate(PROMPT, seeds=[2], config=with_overrides(config, width=96, height=64),
-                    progress=False).images[0]
+    negative = generate(
+        PROMPT, seeds=[2], config=with_overrides(config, negative_prompt="smiling"), progress=False
+    ).images[0]
+    wide = generate(PROMPT, seeds=[2], config=with_overrides(config, width=96, height=64), progress=False).images[0]
     assert not np.array_equal(pixels(base), pixels(negative))
     assert wide.image.size == (96, 64) and wide.params["width"] == 96
     assert negative.params["negative_prompt"] == "smiling"
@@ -84,9 +83,17 @@ def test_size_cfg_and_negative_prompt_take_effect(config):
 
 def test_params_describe_the_image(config, tiny_sd):
     image = generate([PROMPT + " smiling"], seeds=[77], config=config, progress=False).images[0]
-    assert image.params == {"prompt": PROMPT + " smiling", "negative_prompt": "", "seed": 77,
-                            "steps": 3, "sampler": "dpmpp_2m", "cfg_scale": 7.5, "width": 64, "height": 64,
-                            "model": tiny_sd.name}
+    assert image.params == {
+        "prompt": PROMPT + " smiling",
+        "negative_prompt": "",
+        "seed": 77,
+        "steps": 3,
+        "sampler": "dpmpp_2m",
+        "cfg_scale": 7.5,
+        "width": 64,
+        "height": 64,
+        "model": tiny_sd.name,
+    }
 
 
 def test_presets():
@@ -99,8 +106,18 @@ def test_presets():
         preset_config("slow")
 
 
-@pytest.mark.parametrize("bad", [{"scheduler": "heun_x"}, {"steps": 0}, {"width": 100}, {"batch_size": 0},
-                                 {"dtype": "float8"}, {"device": "tpu"}, {"guidance_scale": -1}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"scheduler": "heun_x"},
+        {"steps": 0},
+        {"width": 100},
+        {"batch_size": 0},
+        {"dtype": "float8"},
+        {"device": "tpu"},
+        {"guidance_scale": -1},
+    ],
+)
 def test_bad_settings_are_usage_errors(bad):
     with pytest.raises(UsageError):
         GenerateConfig(**bad)
@@ -136,6 +153,7 @@ def test_hub_id_offline_without_cache_says_how_to_get_it():
 
 # Textual inversion -------------------------------------------------------------------------------
 
+
 def _width(config) -> int:
     return load_model(config).pipe.text_encoder.get_input_embeddings().weight.shape[-1]
 
@@ -151,25 +169,43 @@ def test_textual_inversion_embeddings_load_switch_and_unload(config, tmp_path):
     prompt = "a photo of <amari>"
 
     plain = generate(prompt, seeds=[4], config=config, progress=False).images[0]
-    with_first = generate(prompt, seeds=[4], config=with_overrides(
-        config, embeddings=(Embedding(str(first), "<amari>"),)), progress=False).images[0]
-    with_second = generate(prompt, seeds=[4], config=with_overrides(
-        config, embeddings=(Embedding(str(second), "<amari>"),)), progress=False).images[0]
+    with_first = generate(
+        prompt, seeds=[4], config=with_overrides(config, embeddings=(Embedding(str(first), "<amari>"),)), progress=False
+    ).images[0]
+    with_second = generate(
+        prompt,
+        seeds=[4],
+        config=with_overrides(config, embeddings=(Embedding(str(second), "<amari>"),)),
+        progress=False,
+    ).images[0]
     plain_again = generate(prompt, seeds=[4], config=config, progress=False).images[0]
 
     assert not np.array_equal(pixels(plain), pixels(with_first))
     assert not np.array_equal(pixels(with_first), pixels(with_second))
     assert np.array_equal(pixels(plain), pixels(plain_again))
-    assert with_first.params["embeddings"] == [{"token": "<amari>", "path": "a.safetensors"}]
+    (record,) = with_first.params["embeddings"]
+    assert record["token"] == "<amari>" and record["path"] == "a.safetensors" and record["name"] == "a"
+    assert record["hash"] == file_sha256(first)[:12]  # A1111's "TI hashes" form
 
 
 def test_a1111_pickled_embedding_loads_safely(config, tmp_path):
     width = _width(config)
     path = tmp_path / "amari.pt"
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.randn(1, width)},
-                "name": "amari", "step": 15500}, path)
-    result = generate("a photo of <a1111>", seeds=[1], progress=False,
-                      config=with_overrides(config, embeddings=(Embedding(str(path), "<a1111>"),)))
+    torch.save(
+        {
+            "string_to_token": {"*": 265},
+            "string_to_param": {"*": torch.randn(1, width)},
+            "name": "amari",
+            "step": 15500,
+        },
+        path,
+    )
+    result = generate(
+        "a photo of <a1111>",
+        seeds=[1],
+        progress=False,
+        config=with_overrides(config, embeddings=(Embedding(str(path), "<a1111>"),)),
+    )
     assert result.images[0].params["embeddings"][0]["token"] == "<a1111>"
 
 
@@ -186,8 +222,12 @@ def test_malicious_embedding_does_not_run(config, tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"string_to_param": {"*": torch.zeros(1, _width(config))}, "payload": _RunsCode(marker)}, path)
     with pytest.raises(ModelError, match="refused"):
-        generate(PROMPT, seeds=[1], progress=False,
-                 config=with_overrides(config, embeddings=(Embedding(str(path), "<evil>"),)))
+        generate(
+            PROMPT,
+            seeds=[1],
+            progress=False,
+            config=with_overrides(config, embeddings=(Embedding(str(path), "<evil>"),)),
+        )
     assert not marker.exists()
 
 
@@ -197,15 +237,24 @@ def test_embedding_mismatches_are_clear(config, tmp_path):
     wrong = tmp_path / "sd2.safetensors"
     save_file({"<x>": torch.randn(1, 1024)}, wrong)
     with pytest.raises(ModelError, match="width 1024"):
-        generate(PROMPT, seeds=[1], progress=False,
-                 config=with_overrides(config, embeddings=(Embedding(str(wrong), "<x>"),)))
+        generate(
+            PROMPT, seeds=[1], progress=False, config=with_overrides(config, embeddings=(Embedding(str(wrong), "<x>"),))
+        )
     good = tmp_path / "good.safetensors"
     save_file({"<x>": torch.randn(1, _width(config))}, good)
     with pytest.raises(UsageError, match="<|endoftext|>"):
-        generate(PROMPT, seeds=[1], progress=False,
-                 config=with_overrides(config, embeddings=(Embedding(str(good), "<|endoftext|>"),)))
+        generate(
+            PROMPT,
+            seeds=[1],
+            progress=False,
+            config=with_overrides(config, embeddings=(Embedding(str(good), "<|endoftext|>"),)),
+        )
     not_embedding = tmp_path / "model.safetensors"
     save_file({"a": torch.randn(2, 2), "b": torch.randn(2)}, not_embedding)
     with pytest.raises(ModelError, match="not a textual-inversion embedding"):
-        generate(PROMPT, seeds=[1], progress=False,
-                 config=with_overrides(config, embeddings=(Embedding(str(not_embedding), "<y>"),)))
+        generate(
+            PROMPT,
+            seeds=[1],
+            progress=False,
+            config=with_overrides(config, embeddings=(Embedding(str(not_embedding), "<y>"),)),
+        )

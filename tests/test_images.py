@@ -57,7 +57,7 @@ def test_other_modes_become_rgb(tmp_path, data_dir, mode):
 
 
 def test_sixteen_bit_png_is_scaled_to_eight_bits(tmp_path):
-    values = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 257)
+    values = np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 257
     path = _save(Image.fromarray(values), tmp_path / "deep.png")
     loaded = load_rgb(path)
     assert loaded.shape == (16, 16, 3)
@@ -82,8 +82,11 @@ def test_non_image_with_image_extension(tmp_path):
 def _png_claiming(width, height):
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):

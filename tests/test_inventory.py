@@ -33,8 +33,15 @@ GRID = {"evaluate": {"prompts": ["a photo of amari"], "commands": [{"name": "sd1
 def amari(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`python -m amari ARGS` in a fresh process, with the test's caches and this checkout's code."""
     environment = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "amari", *args], capture_output=True, text=True, timeout=300,
-                          env=environment, cwd=cwd or REPO, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "amari", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+        cwd=cwd or REPO,
+        check=False,
+    )
 
 
 def lines_about(output: str, name: str) -> list[str]:
@@ -44,9 +51,11 @@ def lines_about(output: str, name: str) -> list[str]:
 
 # 1. What a config needs ---------------------------------------------------------------------------
 
+
 def test_needs_follow_the_config():
-    diffusers = needs_from_study(study_from_dict({**GRID, "evaluate": {**GRID["evaluate"],
-                                                                       "arcface_model": "arc.onnx"}}))
+    diffusers = needs_from_study(
+        study_from_dict({**GRID, "evaluate": {**GRID["evaluate"], "arcface_model": "arc.onnx"}})
+    )
     kinds = {need.role: (need.name, need.kind) for need in diffusers}
     assert kinds["Stable Diffusion"] == ("CompVis/stable-diffusion-v1-4", "hub")
     assert kinds["Real-ESRGAN upscaler (mining)"] == ("RealESRGAN_x4plus", "known")
@@ -54,8 +63,11 @@ def test_needs_follow_the_config():
     assert kinds["ArcFace ONNX model (second identity score)"][1] == "onnx"
     assert {n.name for n in diffusers if n.kind == "dlib"} == set(DLIB_MODELS)
 
-    plain = needs_from_study(study_from_dict({**GRID, "mine": {"enhance": False},
-                                              "evaluate": {**GRID["evaluate"], "cnn_second_pass": False}}))
+    plain = needs_from_study(
+        study_from_dict(
+            {**GRID, "mine": {"enhance": False}, "evaluate": {**GRID["evaluate"], "cnn_second_pass": False}}
+        )
+    )
     unused = [need for need in plain if need.kind == "unset"]
     assert [n.note for n in unused][:2] == ["enhance = false"] * 2 and not any(n.required for n in unused)
     assert "mmod_human_face_detector" not in {n.name for n in plain}
@@ -70,6 +82,7 @@ def test_a_file_of_the_wrong_size_is_damaged_not_present():
 
 
 # 2. `amari models list` ---------------------------------------------------------------------------
+
 
 def test_list_on_the_2022_config_names_every_model_and_says_which_are_missing():
     done = amari("models", "list", str(STUDY_2022))
@@ -125,9 +138,11 @@ def test_a_hub_id_in_the_cache_is_found_and_verified_without_network(tiny_sd, is
     checkpoint = tmp_path / "sd-v1-4.safetensors"
     checkpoint.write_bytes(b"weights")
     study = tmp_path / "study.toml"
-    study.write_text(f'[study]\nmodel = "{checkpoint}"\nmodel_config = "amari-test/tiny-sd"\n'
-                     f'[mine]\nenhance = false\n[evaluate]\nprompts = ["a photo of amari"]\n'
-                     f'[[evaluate.commands]]\nname = "sd1"\nseed = 1\n')
+    study.write_text(
+        f'[study]\nmodel = "{checkpoint}"\nmodel_config = "amari-test/tiny-sd"\n'
+        f'[mine]\nenhance = false\n[evaluate]\nprompts = ["a photo of amari"]\n'
+        f'[[evaluate.commands]]\nname = "sd1"\nseed = 1\n'
+    )
     done = amari("models", "list", str(study), env={"HF_HOME": str(hf_home)})
     assert done.returncode == 0, done.stdout
     assert " present " in lines_about(done.stdout, "amari-test/tiny-sd")[0]
@@ -135,6 +150,7 @@ def test_a_hub_id_in_the_cache_is_found_and_verified_without_network(tiny_sd, is
 
 
 # 3. `amari models pull` ---------------------------------------------------------------------------
+
 
 @pytest.fixture
 def server(tmp_path):
@@ -185,8 +201,15 @@ def test_pull_refuses_and_deletes_a_file_whose_checksum_does_not_match(tmp_path)
     (served / "RealESRGAN_x4plus.pth").write_bytes(b"\x80" * 4096)
     faces = tmp_path / "faces"
     faces.mkdir()
-    done = amari("models", "pull", SMALL, "RealESRGAN_x4plus", "--mirror", served.as_uri(),
-                 env={**ONLINE, "AMARI_FACE_MODELS": str(faces)})
+    done = amari(
+        "models",
+        "pull",
+        SMALL,
+        "RealESRGAN_x4plus",
+        "--mirror",
+        served.as_uri(),
+        env={**ONLINE, "AMARI_FACE_MODELS": str(faces)},
+    )
     assert done.returncode == 1
     for name in (SMALL, "RealESRGAN_x4plus"):
         [said] = [line for line in lines_about(done.stdout, f"{name}: not pulled")]
@@ -199,8 +222,7 @@ def test_pull_offline_says_in_one_line_per_missing_model_where_to_put_it():
     done = amari("models", "pull", str(STUDY_2022), env={"HF_HUB_OFFLINE": "1"})
     assert done.returncode == 1
     said = [line for line in done.stdout.splitlines() if ": not pulled: " in line]
-    assert [line.split(":")[0] for line in said] == ["CompVis/stable-diffusion-v1-4", "RealESRGAN_x4plus",
-                                                    "GFPGANv1.4"]
+    assert [line.split(":")[0] for line in said] == ["CompVis/stable-diffusion-v1-4", "RealESRGAN_x4plus", "GFPGANv1.4"]
     assert "offline" in said[0] and "models--CompVis--stable-diffusion-v1-4" in said[0]
     assert str(models_dir() / "RealESRGAN_x4plus.pth") in said[1] and "offline" in said[1]
     assert not models_dir().exists() or list(models_dir().iterdir()) == []

@@ -101,14 +101,17 @@ def test_clamps():
     assert policy.clamp_bound(0.42, 0.35) == 0.42
 
 
-@pytest.mark.parametrize("group_size, extra, expected", [
-    (4, 0.0, 4),  # round(1 · 0 · 1.5) = 0 → 4
-    (40, 1.25, 9),  # round(round(5) · 1.875) = round(9.375) = 9
-    (100, 1.25, 21),  # round(11 · 1.875) = round(20.625) = 21
-    (312, 2.5, 100),  # round(32 · 3.75) = 120 → 100
-    (20, 1.25, 6),  # round(3 · 1.875) = round(5.625) = 6
-    (10, 1.25, 4),  # round(2 · 1.875) = round(3.75) = 4, below 5 → 4
-])
+@pytest.mark.parametrize(
+    "group_size, extra, expected",
+    [
+        (4, 0.0, 4),  # round(1 · 0 · 1.5) = 0 → 4
+        (40, 1.25, 9),  # round(round(5) · 1.875) = round(9.375) = 9
+        (100, 1.25, 21),  # round(11 · 1.875) = round(20.625) = 21
+        (312, 2.5, 100),  # round(32 · 3.75) = 120 → 100
+        (20, 1.25, 6),  # round(3 · 1.875) = round(5.625) = 6
+        (10, 1.25, 4),  # round(2 · 1.875) = round(3.75) = 4, below 5 → 4
+    ],
+)
 def test_next_batch_size(group_size, extra, expected):
     assert policy.next_batch_size(group_size, extra) == expected
 
@@ -122,8 +125,7 @@ def test_classify_bands_and_edges():
 
 def test_a_batch_judges_candidates_against_the_group_as_it_began():
     group = faces(a=0.0, b=0.2)
-    candidates = [("near", on_axis(0.1)[0]), ("almost", on_axis(0.65)[0]), ("far", on_axis(0.9)[0]),
-                  ("blank", None)]
+    candidates = [("near", on_axis(0.1)[0]), ("almost", on_axis(0.65)[0]), ("far", on_axis(0.9)[0]), ("blank", None)]
     planned = policy.begin_batch(MinerState(), len(group), PolicyConfig())
     assert policy.generates(planned) and planned.batch == 1
     outcome = policy.finish_batch(planned, PolicyConfig(), group, candidates)
@@ -140,8 +142,9 @@ def test_a_batch_judges_candidates_against_the_group_as_it_began():
 def test_analysis_runs_when_until_gsa_drops_below_one():
     group = faces(a=0.0, b=0.2)
     candidates = [(f"c{i}", on_axis(0.05 * i)[0]) for i in range(1, 4)]
-    outcome = policy.finish_batch(policy.begin_batch(MinerState(), 2, PolicyConfig()), PolicyConfig(),
-                                  group, candidates)
+    outcome = policy.finish_batch(
+        policy.begin_batch(MinerState(), 2, PolicyConfig()), PolicyConfig(), group, candidates
+    )
     assert outcome.analysis is not None
     assert set(outcome.analysis.keys) == {"a", "b", "c1", "c2", "c3"}
     assert outcome.state.until_gsa == outcome.state.n == 4
@@ -150,8 +153,9 @@ def test_analysis_runs_when_until_gsa_drops_below_one():
 def _unproductive(state, almost_size=0):
     planned = policy.begin_batch(state, 5, PolicyConfig())
     far = [("x", on_axis(3.0)[0])]
-    return policy.finish_batch(planned, PolicyConfig(), faces(a=0, b=0.1, c=0.2, d=0.3, e=0.4), far,
-                               almost_size=almost_size)
+    return policy.finish_batch(
+        planned, PolicyConfig(), faces(a=0, b=0.1, c=0.2, d=0.3, e=0.4), far, almost_size=almost_size
+    )
 
 
 def test_unproductive_batches_wait_then_relax_then_reset():
@@ -192,9 +196,12 @@ def test_the_two_reset_rounds_retest_the_group_at_052_then_049():
     scores = dict(zip(round1.analysis.keys, round1.analysis.scores))
     assert set(round1.analysis.leaving) == {k for k, s in scores.items() if s > 0.52}
 
-    remaining = Faces(tuple(k for k in group.keys if k not in round1.analysis.leaving),
-                      on_axis(*[dict(a=0.0, b=0.1, c=0.2, d=0.3, e=1.0, f=1.2)[k] for k in group.keys
-                                if k not in round1.analysis.leaving]))
+    remaining = Faces(
+        tuple(k for k in group.keys if k not in round1.analysis.leaving),
+        on_axis(
+            *[dict(a=0.0, b=0.1, c=0.2, d=0.3, e=1.0, f=1.2)[k] for k in group.keys if k not in round1.analysis.leaving]
+        ),
+    )
     planned = policy.begin_batch(round1.state, len(remaining), config)
     assert not policy.generates(planned)
     round2 = policy.finish_batch(planned, config, remaining)
@@ -216,8 +223,9 @@ def test_a_full_group_skips_generation_and_is_analysed():
 def test_bootstrap_takes_the_tightest_pair_within_the_bound():
     pool = faces(p=0.0, q=0.45, r=2.0)
     candidates = [("new", on_axis(0.40)[0])]  # 0.05 from q: the tightest pair
-    outcome = policy.finish_batch(policy.begin_batch(MinerState(), 0, PolicyConfig()), PolicyConfig(),
-                                  Faces(), candidates, pool=pool)
+    outcome = policy.finish_batch(
+        policy.begin_batch(MinerState(), 0, PolicyConfig()), PolicyConfig(), Faces(), candidates, pool=pool
+    )
     assert set(outcome.seeds) == {"q", "new"}
     assert set(outcome.joined) == {"q", "new"}
     assert outcome.state.until_gsa == 1 and "bootstrap" in outcome.events
@@ -225,8 +233,13 @@ def test_bootstrap_takes_the_tightest_pair_within_the_bound():
 
 
 def test_no_bootstrap_when_every_pair_is_farther_than_the_bound():
-    outcome = policy.finish_batch(policy.begin_batch(MinerState(), 0, PolicyConfig()), PolicyConfig(),
-                                  Faces(), [("new", on_axis(0.9)[0])], pool=faces(p=0.0, r=2.0))
+    outcome = policy.finish_batch(
+        policy.begin_batch(MinerState(), 0, PolicyConfig()),
+        PolicyConfig(),
+        Faces(),
+        [("new", on_axis(0.9)[0])],
+        pool=faces(p=0.0, r=2.0),
+    )
     assert outcome.seeds == () and outcome.event == "idle"
 
 
@@ -238,8 +251,21 @@ def test_tightest_pair_picks_the_first_of_equals():
 
 
 def test_state_round_trips_through_json():
-    state = MinerState(avg=0.31, hi=0.42, n=9, until_gsa=2, idle=1, fix=1, mult=1.2, extra=2.5, strict=True,
-                       reset_phase=2, skip_generation=2, batch=17, done=False)
+    state = MinerState(
+        avg=0.31,
+        hi=0.42,
+        n=9,
+        until_gsa=2,
+        idle=1,
+        fix=1,
+        mult=1.2,
+        extra=2.5,
+        strict=True,
+        reset_phase=2,
+        skip_generation=2,
+        batch=17,
+        done=False,
+    )
     assert MinerState.from_json(state.to_json()) == state
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import random
 import shutil
 import signal
 import sqlite3
@@ -24,6 +23,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from amari.cli import main
 from amari.mine.workspace import ARCHIVE_COLUMNS
+from crashhooks import crash_command
 
 ASTRONAUT_FACE = (76, 265, 166, 175)
 T1_FACES = [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724), (295, 557, 402, 450)]
@@ -78,8 +78,9 @@ def photos(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("photos")
     kinds = build_photo_folder(root / "folder", data_dir)
     reference = root / "reference.png"
-    face_variant(Image.open(data_dir / "astronaut.png").convert("RGB"), ASTRONAUT_FACE,
-                 np.random.default_rng(99)).save(reference)
+    face_variant(Image.open(data_dir / "astronaut.png").convert("RGB"), ASTRONAUT_FACE, np.random.default_rng(99)).save(
+        reference
+    )
     return root / "folder", reference, kinds
 
 
@@ -94,18 +95,27 @@ def digest(path: Path) -> str:
 
 def snapshot(workspace: Path) -> dict:
     """Everything that must not depend on when or how often a run was killed (no clock times)."""
-    files = {f"{folder}/{p.name}": digest(p) for folder in FOLDERS + ("incoming",)
-             for p in sorted((workspace / folder).iterdir())}
+    files = {
+        f"{folder}/{p.name}": digest(p)
+        for folder in FOLDERS + ("incoming",)
+        for p in sorted((workspace / folder).iterdir())
+    }
     conn = sqlite3.connect(workspace / "mine.sqlite")
     try:
         tables = dict(
-            images=conn.execute("SELECT id, content_hash, folder, name, size, origin, user_removed, first_batch, "
-                                "n_faces, descriptor, error FROM images ORDER BY id").fetchall(),
-            decisions=conn.execute("SELECT d.batch, i.content_hash, d.verdict, d.reason, d.score, d.bound FROM "
-                                   "decisions d JOIN images i ON i.id = d.image_id ORDER BY d.id").fetchall(),
-            batches=conn.execute("SELECT number, requested, received, joined, group_size, almost_size, "
-                                 "unknown_size, avg, hi, until_gsa, n, event, state FROM batches "
-                                 "ORDER BY number").fetchall(),
+            images=conn.execute(
+                "SELECT id, content_hash, folder, name, size, origin, user_removed, first_batch, "
+                "n_faces, descriptor, error FROM images ORDER BY id"
+            ).fetchall(),
+            decisions=conn.execute(
+                "SELECT d.batch, i.content_hash, d.verdict, d.reason, d.score, d.bound FROM "
+                "decisions d JOIN images i ON i.id = d.image_id ORDER BY d.id"
+            ).fetchall(),
+            batches=conn.execute(
+                "SELECT number, requested, received, joined, group_size, almost_size, "
+                "unknown_size, avg, hi, until_gsa, n, event, state FROM batches "
+                "ORDER BY number"
+            ).fetchall(),
             state=conn.execute("SELECT value FROM meta WHERE key='state'").fetchall(),
             pending=conn.execute("SELECT * FROM pending_moves").fetchall(),
         )
@@ -157,8 +167,12 @@ def test_every_file_of_the_folder_was_judged_once(mined, photos):
     judged = sorted(kind_of(p.name, kinds) for f in FOLDERS for p in (mined / f).iterdir())
     assert len(judged) == len(kinds) + 1  # + the reference
     conn = sqlite3.connect(mined / "mine.sqlite")
-    reasons = dict(conn.execute("SELECT i.name, d.reason FROM decisions d JOIN images i ON i.id = d.image_id "
-                                "WHERE d.verdict = 'unknown-person'").fetchall())
+    reasons = dict(
+        conn.execute(
+            "SELECT i.name, d.reason FROM decisions d JOIN images i ON i.id = d.image_id "
+            "WHERE d.verdict = 'unknown-person'"
+        ).fetchall()
+    )
     conn.close()
     broken = [name for name, kind in kinds.items() if kind == "broken"]
     assert all(reasons[name].startswith("unreadable: ") for name in broken)
@@ -196,6 +210,14 @@ def test_a_rerun_of_a_finished_workspace_changes_nothing(mined, photos, capsys):
     assert "source exhausted" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("engine", [("--engine", "serial"), ("--engine", "streaming", "--cpus", "2")])
+def test_both_engines_end_as_the_default_run(mined, photos, tmp_path, engine):
+    """Serial, and streaming on a pool of worker processes, leave what the default run left."""
+    folder, reference, _ = photos
+    assert main(mine_args(tmp_path / "ws", folder, reference, *engine)) == 0
+    assert snapshot(tmp_path / "ws") == snapshot(mined)
+
+
 def test_mining_without_a_reference_bootstraps_from_the_tightest_pair(photos, tmp_path):
     folder, _, kinds = photos
     assert main(mine_args(tmp_path / "ws", folder, None)) == 0
@@ -209,6 +231,7 @@ def test_mining_without_a_reference_bootstraps_from_the_tightest_pair(photos, tm
 
 
 # -- curation ------------------------------------------------------------------------------------
+
 
 @pytest.fixture()
 def small_run(photos, tmp_path, data_dir):
@@ -285,6 +308,7 @@ def test_a_deleted_image_is_not_mined_again(small_run, photos):
 
 # -- command line --------------------------------------------------------------------------------
 
+
 def test_bad_references_stop_before_anything_is_written(photos, tmp_path, capsys):
     folder, _, kinds = photos
     noface = next(folder / n for n, k in kinds.items() if k == "noface")
@@ -323,6 +347,7 @@ def test_max_batches_counts_the_workspace_batches(photos, tmp_path):
 
 # -- other processes -----------------------------------------------------------------------------
 
+
 def amari(*args: str) -> list[str]:
     return [sys.executable, "-m", "amari", *args]
 
@@ -347,12 +372,16 @@ def test_watch_mode_waits_for_files_and_a_second_miner_is_refused(photos, tmp_pa
     for name in astronauts[:2]:
         shutil.copy(folder / name, watched / name)
     workspace = tmp_path / "ws"
-    first = subprocess.Popen(amari(*mine_args(workspace, watched, reference, "--watch", "--poll", "0.2")),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        amari(*mine_args(workspace, watched, reference, "--watch", "--poll", "0.2")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for(lambda: set(astronauts[:2]) <= judged_names(workspace))
-        second = subprocess.run(amari(*mine_args(workspace, watched, reference)), capture_output=True, text=True,
-                                timeout=60)
+        second = subprocess.run(
+            amari(*mine_args(workspace, watched, reference)), capture_output=True, text=True, timeout=60
+        )
         assert second.returncode == 1
         assert "in use by another miner" in second.stderr and str(first.pid) in second.stderr
         for name in astronauts[2:5]:
@@ -365,58 +394,35 @@ def test_watch_mode_waits_for_files_and_a_second_miner_is_refused(photos, tmp_pa
     assert_consistent(workspace)
 
 
-def archived_batches(workspace: Path) -> int:
-    try:
-        return max(0, len((workspace / "archive.csv").read_text().splitlines()) - 1)
-    except FileNotFoundError:
-        return 0
+# Crash points met one after another on one workspace, each run resuming the last one's kill: at
+# start-up after the journal was replayed, while reconciling, inside a batch after one more batch was
+# committed, with copies made ahead in incoming/ not yet judged, with faces found but not judged, and
+# with a batch judged but not committed.
+CRASH_POINTS = [
+    ("amari.mine.workspace:Workspace.recover", 1, "after"),
+    ("amari.mine.workspace:Workspace.commit", 3, "after"),
+    ("amari.mine.loop:reconcile", 2, "before"),
+    ("amari.mine.source:FolderSource.more", 5, "after"),
+    ("amari.mine.engine:FeedContext.accept", 6, "after"),
+    ("amari.mine.workspace:Workspace.commit", 2, "before"),
+    ("amari.mine.workspace:Workspace.commit", 4, "after"),
+]
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_gives_the_same_result(mined, photos, tmp_path):
-    """Killed at random moments: while starting or recovering, or inside a batch after one more was done."""
+def test_sigkill_at_many_moments_then_resume_gives_the_same_result(mined, photos, tmp_path):
+    """Killed at exact places (crash hooks, not timers), resumed each time, then run to the end."""
     folder, reference, _ = photos
     expected = snapshot(mined)
     workspace = tmp_path / "ws"
-    command = amari(*mine_args(workspace, folder, reference))
-    rng = random.Random(20240611)
-    kills = 0
-    while True:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if kills % 3 == 2:
-            time.sleep(rng.uniform(0.05, 1.5))  # start-up, journal recovery, reconciling
-        else:
-            done_before = archived_batches(workspace)
-            wait_for(lambda: process.poll() is not None or archived_batches(workspace) > done_before, 120)
-            time.sleep(rng.uniform(0.0, 0.5))
-        if process.poll() is not None:
-            break
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        kills += 1
-    assert process.returncode == 0
-    assert kills >= 4
+    args = mine_args(workspace, folder, reference)
+    for target, calls, when in CRASH_POINTS:
+        crashed = subprocess.run(crash_command(target, calls, when, *args), capture_output=True, text=True)
+        assert crashed.returncode == -signal.SIGKILL, (target, calls, when, crashed.stderr[-2000:])
+    finished = subprocess.run(amari(*args), capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-2000:]
     assert snapshot(workspace) == expected
     assert_consistent(workspace)
-
-
-CRASH_AT = """
-import os, signal, sys
-calls, when = int(sys.argv[1]), sys.argv[2]
-count = 0
-real_replace = os.replace
-def replace(*args, **kwargs):
-    global count
-    count += 1
-    if count == calls and when == "before":
-        os.kill(os.getpid(), signal.SIGKILL)
-    real_replace(*args, **kwargs)
-    if count == calls and when == "after":
-        os.kill(os.getpid(), signal.SIGKILL)
-os.replace = replace
-from amari.cli import main
-sys.exit(main(sys.argv[3:]))
-"""
 
 
 @pytest.mark.slow
@@ -428,8 +434,6 @@ def test_sigkill_around_file_moves_then_resume_gives_the_same_result(mined, phot
     """
     folder, reference, _ = photos
     expected = snapshot(mined)
-    script = tmp_path / "crash_at.py"
-    script.write_text(CRASH_AT)
     cases = [
         (2, "after"),  # batch 1's first copy is in incoming/, the source has not noted it yet
         (13, "after"),  # batch 2's last copy is in incoming/, not noted: the resumed batch needs no source
@@ -438,8 +442,9 @@ def test_sigkill_around_file_moves_then_resume_gives_the_same_result(mined, phot
     ]
     for k, when in cases:
         workspace = tmp_path / f"ws-{k}-{when}"
-        crashed = subprocess.run([sys.executable, str(script), str(k), when,
-                                  *mine_args(workspace, folder, reference)], capture_output=True)
+        crashed = subprocess.run(
+            crash_command("os:replace", k, when, *mine_args(workspace, folder, reference)), capture_output=True
+        )
         assert crashed.returncode == -signal.SIGKILL
         subprocess.run(amari(*mine_args(workspace, folder, reference)), check=True, capture_output=True)
         assert snapshot(workspace) == expected, (k, when)

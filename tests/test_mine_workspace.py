@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +11,13 @@ import pytest
 from PIL import Image
 
 from amari.errors import UsageError, WorkspaceError
+from amari.layout import ALMOST_SIM, SIM_GROUP
+from amari.mine import MineConfig
 from amari.mine.policy import MinerState
-from amari.mine.source import FolderSource, SourceOptions, make_source
-from amari.mine.workspace import (ALMOST_SIM, SIM_GROUP, Commit, Decision, NewImage, Relocation, Workspace,
-                                  file_identity, tagged_name)
+from amari.mine.records import Commit, Decision, NewImage, Relocation
+from amari.mine.source import FolderSource
+from amari.mine.workspace import Workspace, file_identity, tagged_name
+from amari.study.stages import mining_source
 
 
 def write_image(path: Path, value: int) -> Path:
@@ -25,11 +27,15 @@ def write_image(path: Path, value: int) -> Path:
 
 
 def tree_digest(folder: Path) -> dict[str, tuple[str, int]]:
-    return {p.relative_to(folder).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 # -- folder source -------------------------------------------------------------------------------
+
 
 @pytest.fixture()
 def outputs(tmp_path):
@@ -42,9 +48,16 @@ def outputs(tmp_path):
     return folder
 
 
+def folder_source(folder, state=None, **options) -> FolderSource:
+    source = FolderSource(folder, **options)
+    if state is not None:
+        source.open(state)
+    return source
+
+
 def test_folder_source_copies_new_images_in_name_order_and_never_touches_the_folder(outputs, tmp_path):
     before = tree_digest(outputs)
-    source = FolderSource(outputs, SourceOptions(state_path=tmp_path / "state.sqlite"))
+    source = folder_source(outputs, tmp_path / "state.sqlite")
     incoming = tmp_path / "incoming"
     first = source.next_batch(3, incoming, None)
     assert [p.name for p in first] == ["2024-05-01__00001.png", "2024-05-01__00002.jpg", "a.png"]
@@ -59,20 +72,20 @@ def test_folder_source_copies_new_images_in_name_order_and_never_touches_the_fol
 
 
 def test_folder_source_remembers_what_it_ingested_across_runs(outputs, tmp_path):
-    options = SourceOptions(state_path=tmp_path / "state.sqlite")
-    source = FolderSource(outputs, options)
+    state = tmp_path / "state.sqlite"
+    source = folder_source(outputs, state)
     taken = source.next_batch(2, tmp_path / "incoming", None)
     source.close()
     for path in taken:
         path.unlink()  # the miner judged them and moved them away
-    again = FolderSource(outputs, options)
+    again = folder_source(outputs, state)
     rest = again.next_batch(10, tmp_path / "incoming", None)
     again.close()
     assert {p.name for p in rest} == {"a.png", "b.png"}
     # A file the tool rewrites counts as new (the miner then drops it if its content is known).
     write_image(outputs / "a.png", 200)
     os.utime(outputs / "a.png", ns=(1, 1))
-    third = FolderSource(outputs, options)
+    third = folder_source(outputs, state)
     assert [p.name for p in third.next_batch(10, tmp_path / "incoming2", None)] == ["a.png"]
     third.close()
 
@@ -83,7 +96,7 @@ def test_a_copy_left_by_a_killed_run_is_recognised_not_copied_twice(outputs, tmp
     # A run copied a.png and died before writing its ledger; it also left a half-written temporary.
     (incoming / "a.png").write_bytes((outputs / "a.png").read_bytes())
     (incoming / ".b.png.part").write_bytes(b"half")
-    source = FolderSource(outputs, SourceOptions(state_path=tmp_path / "state.sqlite"))
+    source = folder_source(outputs, tmp_path / "state.sqlite")
     names = [p.name for p in source.next_batch(10, incoming, None)]
     source.close()
     assert "a.png" not in names and "b.png" in names
@@ -94,33 +107,30 @@ def test_a_copy_left_by_a_killed_run_is_recognised_not_copied_twice(outputs, tmp
 def test_watching_takes_a_file_only_once_it_held_still(tmp_path):
     folder = tmp_path / "watched"
     write_image(folder / "x.png", 1)
-    source = FolderSource(folder, SourceOptions(watch=True, poll_interval=0.05))
+    source = folder_source(folder, watch=True, poll_interval=0.05)
     assert [p.name for p in source.next_batch(4, tmp_path / "incoming", None)] == ["x.png"]
     assert not source.exhausted  # a watched folder never runs dry
     source.close()
 
 
-def test_make_source_specs(tmp_path):
+def test_source_specs(tmp_path):
     with pytest.raises(UsageError, match="unknown source"):
-        make_source("camera", SourceOptions())
+        MineConfig(source="camera")
     with pytest.raises(UsageError, match="needs a folder"):
-        make_source("folder:", SourceOptions())
+        MineConfig(source="folder:")
     with pytest.raises(UsageError, match="does not exist"):
-        make_source(f"folder:{tmp_path / 'missing'}", SourceOptions())
-    source = make_source(f"folder:{tmp_path}", SourceOptions())
+        mining_source(MineConfig(source=f"folder:{tmp_path / 'missing'}"))
+    source = mining_source(MineConfig(source=f"folder:{tmp_path}"))
     assert isinstance(source, FolderSource) and source.description == f"folder:{tmp_path}"
     source.close()
+    with pytest.raises(UsageError, match="poll"):
+        MineConfig(source=f"folder:{tmp_path}", poll=0)
     with pytest.raises(UsageError, match="poll interval"):
-        SourceOptions(poll_interval=0)
-
-
-def test_the_diffusers_source_without_the_generation_stage_is_a_usage_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "amari.generate.source", None)  # as if that stage were not installed
-    with pytest.raises(UsageError, match="folder:PATH"):
-        make_source("diffusers", SourceOptions(prompt="a face"))
+        FolderSource(tmp_path, poll_interval=0)
 
 
 # -- workspace -----------------------------------------------------------------------------------
+
 
 def test_a_second_open_of_a_workspace_is_refused_while_the_first_holds_it(tmp_path):
     first = Workspace.open(tmp_path / "ws")
@@ -155,10 +165,30 @@ def test_commit_moves_files_names_almost_sim_by_bound_and_writes_the_archive(tmp
         two.bound = 0.41234
         write_image(workspace.root / SIM_GROUP / "one.png", 7)  # the user's own file holds the name
         state = MinerState(batch=1, hi=0.45)
-        row = dict(number=1, requested=4, received=2, joined=1, group_size=1, almost_size=1, unknown_size=0,
-                   avg=0.5, hi=0.45, until_gsa=2, n=4, event="accept", state=state.to_json())
-        workspace.commit(Commit(batch=1, new_images=[one, two], state=state, batch_row=row,
-                                decisions=[Decision(one.content_hash, SIM_GROUP, "accepted", 0.3, 0.5)]))
+        row = dict(
+            number=1,
+            requested=4,
+            received=2,
+            joined=1,
+            group_size=1,
+            almost_size=1,
+            unknown_size=0,
+            avg=0.5,
+            hi=0.45,
+            until_gsa=2,
+            n=4,
+            event="accept",
+            state=state.to_json(),
+        )
+        workspace.commit(
+            Commit(
+                batch=1,
+                new_images=[one, two],
+                state=state,
+                batch_row=row,
+                decisions=[Decision(one.content_hash, SIM_GROUP, "accepted", 0.3, 0.5)],
+            )
+        )
         assert workspace.incoming_files() == []
         assert file_identity(workspace.root / SIM_GROUP / "one-1.png")[0] == one.content_hash
         assert sorted(p.name for p in (workspace.root / SIM_GROUP).iterdir()) == ["one-1.png", "one.png"]
@@ -178,9 +208,27 @@ def test_commit_moves_files_names_almost_sim_by_bound_and_writes_the_archive(tmp
 def test_a_damaged_archive_is_rebuilt_from_the_database(tmp_path):
     with Workspace.open(tmp_path / "ws") as workspace:
         state = MinerState(batch=1)
-        workspace.commit(Commit(batch=1, state=state, batch_row=dict(
-            number=1, requested=4, received=0, joined=0, group_size=0, almost_size=0, unknown_size=0, avg=0.5,
-            hi=0.5, until_gsa=3, n=4, event="idle", state=state.to_json())))
+        workspace.commit(
+            Commit(
+                batch=1,
+                state=state,
+                batch_row=dict(
+                    number=1,
+                    requested=4,
+                    received=0,
+                    joined=0,
+                    group_size=0,
+                    almost_size=0,
+                    unknown_size=0,
+                    avg=0.5,
+                    hi=0.5,
+                    until_gsa=3,
+                    n=4,
+                    event="idle",
+                    state=state.to_json(),
+                ),
+            )
+        )
         good = workspace.archive_path.read_text()
     (tmp_path / "ws" / "archive.csv").write_text(good + "2026-01-01T00:00:00,1,0,0.5")  # a torn last line
     Workspace.open(tmp_path / "ws").close()

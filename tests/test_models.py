@@ -14,11 +14,10 @@ import torch
 from safetensors.torch import save_file
 
 from amari.errors import ModelError
-from amari.models import (KNOWN_MODELS, KnownModel, fetch, models_dir, resolve_model_file,
-                          safe_torch_load)
-
+from amari.models import KNOWN_MODELS, KnownModel, fetch, models_dir, resolve_model_file, safe_torch_load
 
 # 1. Resolving names and paths ---------------------------------------------------------------------
+
 
 def test_known_names_carry_official_checksums():
     for name in ("RealESRGAN_x4plus", "GFPGANv1.3", "GFPGANv1.4"):
@@ -69,6 +68,7 @@ def test_cached_file_of_the_wrong_size_is_reported():
 
 # 2. Downloading once, checked ---------------------------------------------------------------------
 
+
 def _served_file(tmp_path, content: bytes):
     source = tmp_path / "served" / "weights.pth"
     source.parent.mkdir()
@@ -108,6 +108,7 @@ def test_unreachable_download_names_the_file(tmp_path, monkeypatch):
 
 
 # 3. Loading without running code ------------------------------------------------------------------
+
 
 class _WritesFile:
     """Unpickling this calls exec(), which writes a marker file: what a malicious model would do."""
@@ -175,8 +176,7 @@ def test_other_files_are_model_errors(tmp_path):
 
 def test_training_checkpoint_bookkeeping_loads_without_its_classes(tmp_path, monkeypatch):
     """Stable Diffusion's .ckpt files carry numpy scalars and a Lightning callback beside the weights."""
-    names = ["pytorch_lightning", "pytorch_lightning.callbacks",
-             "pytorch_lightning.callbacks.model_checkpoint"]
+    names = ["pytorch_lightning", "pytorch_lightning.callbacks", "pytorch_lightning.callbacks.model_checkpoint"]
     modules = [types.ModuleType(name) for name in names]
     for module in modules:
         monkeypatch.setitem(sys.modules, module.__name__, module)
@@ -191,9 +191,16 @@ def test_training_checkpoint_bookkeeping_loads_without_its_classes(tmp_path, mon
     modules[-1].ModelCheckpoint = ModelCheckpoint
     weights = {"model.diffusion_model.w": torch.randn(4, 4)}
     path = tmp_path / "sd.ckpt"
-    torch.save({"state_dict": weights, "global_step": np.int64(470000), "loss": np.float64(0.12),
-                "callbacks": {ModelCheckpoint: {"best": torch.tensor(1.0)}},
-                "checkpoint_callback": ModelCheckpoint()}, path)
+    torch.save(
+        {
+            "state_dict": weights,
+            "global_step": np.int64(470000),
+            "loss": np.float64(0.12),
+            "callbacks": {ModelCheckpoint: {"best": torch.tensor(1.0)}},
+            "checkpoint_callback": ModelCheckpoint(),
+        },
+        path,
+    )
     for name in names:
         monkeypatch.delitem(sys.modules, name)
 

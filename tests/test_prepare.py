@@ -15,11 +15,28 @@ from PIL import Image
 from amari.cli import main
 from amari.errors import UsageError
 from amari.images import load_rgb
-from amari.prepare import (MANIFEST, MANIFEST_FIELDS, CropBox, PrepareConfig, crop_and_resize,
-                           crop_side_range, face_crop_box, face_keep_box, find_largest_face, prepare,
-                           random_crop_box, random_name, read_manifest)
+from amari.layout import PrepareLayout
+from amari.prepare import PrepareConfig
+from amari.prepare.stage import (
+    MANIFEST,
+    MANIFEST_FIELDS,
+    CropBox,
+    crop_and_resize,
+    crop_side_range,
+    face_crop_box,
+    face_keep_box,
+    find_largest_face,
+    random_crop_box,
+    random_name,
+    read_manifest,
+    run,
+)
 
 NAME = re.compile(r"^[a-z]{9}\.png$")
+
+
+def prepare(src, dst, config=PrepareConfig()):
+    return run(config, PrepareLayout(src, dst))
 
 
 @pytest.fixture()
@@ -39,8 +56,11 @@ def src(tmp_path, data_dir) -> Path:
 
 
 def tree_hashes(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def outputs(dst: Path) -> list[Path]:
@@ -48,6 +68,7 @@ def outputs(dst: Path) -> list[Path]:
 
 
 # -- pure pieces ------------------------------------------------------------------------------------
+
 
 def test_side_range_follows_the_study():
     assert crop_side_range(1280, 886, 512) == (512, 886)
@@ -58,7 +79,7 @@ def test_side_range_follows_the_study():
 def test_random_boxes_stay_inside_and_cover_the_side_range():
     rng = random.Random(7)
     boxes = [random_crop_box(1000, 700, 512, rng) for _ in range(2000)]
-    assert all(0 <= b.left and b.right <= 1000 and 0 <= b.top and b.bottom <= 700 for b in boxes)
+    assert all(b.left >= 0 and b.right <= 1000 and b.top >= 0 and b.bottom <= 700 for b in boxes)
     sides = [b.side for b in boxes]
     assert min(sides) == 512 and max(sides) == 700
     assert min(b.left for b in boxes) == 0 and max(b.right for b in boxes) == 1000
@@ -69,7 +90,7 @@ def test_face_boxes_always_hold_the_face():
     keep = (600, 980, 780, 820)  # near the bottom-right corner of a 1000×800 image
     boxes = [face_crop_box(1000, 800, 512, keep, rng) for _ in range(500)]
     assert all(b.contains(keep) for b in boxes)
-    assert all(0 <= b.left and b.right <= 1000 and 0 <= b.top and b.bottom <= 800 for b in boxes)
+    assert all(b.left >= 0 and b.right <= 1000 and b.top >= 0 and b.bottom <= 800 for b in boxes)
     assert len({(b.left, b.top, b.side) for b in boxes}) > 50  # still random
 
 
@@ -96,6 +117,7 @@ def test_random_name_skips_a_name_already_taken():
 
 # -- the stage on real photos -----------------------------------------------------------------------
 
+
 def test_prepare_writes_512_pngs_with_a_true_manifest(src, tmp_path):
     before = tree_hashes(src)
     dst = tmp_path / "out"
@@ -120,7 +142,7 @@ def test_prepare_writes_512_pngs_with_a_true_manifest(src, tmp_path):
         left, top, right, bottom, side = (int(row[k]) for k in ("left", "top", "right", "bottom", "side"))
         low, high = crop_side_range(width, height, 512)
         assert low <= side <= high and right - left == side == bottom - top
-        assert 0 <= left and right <= width and 0 <= top and bottom <= height
+        assert left >= 0 and right <= width and top >= 0 and bottom <= height
         assert row["seed"] == "1" and row["crop"] == "random" and row["face_found"] == ""
         # The manifest's box is the crop that was really taken.
         expected = crop_and_resize(source, CropBox(left, top, side), 512)
@@ -224,6 +246,7 @@ def test_bad_config_is_refused():
 
 # -- faces ------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def off_centre_faces(tmp_path_factory, data_dir) -> Path:
     """Real faces placed near a corner of large canvases, where a random crop can miss them."""
@@ -267,6 +290,7 @@ def test_face_crop_without_a_face_falls_back_to_a_random_crop(tmp_path):
 
 # -- command line -----------------------------------------------------------------------------------
 
+
 def test_cli_prepare_reports_and_refuses(src, tmp_path, capsys):
     dst = tmp_path / "out"
     assert main(["prepare", str(src), str(dst), "--seed", "3", "--size", "128"]) == 0
@@ -290,8 +314,11 @@ def test_synthetic_sources_keep_their_provenance(data_dir, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     generated = load_rgb(data_dir / "t1.jpg")[:700, :900]
-    save_png(generated, src / "generated.png", {"prompt": "a photo of a person", "seed": 7, "steps": 250,
-                                                "width": 900, "height": 700})
+    save_png(
+        generated,
+        src / "generated.png",
+        {"prompt": "a photo of a person", "seed": 7, "steps": 250, "width": 900, "height": 700},
+    )
     shutil.copy(data_dir / "astronaut.png", src / "photo.png")
     result = prepare(src, tmp_path / "out", PrepareConfig(seed=5))
     by_source = {p.source: tmp_path / "out" / p.file for p in result.prepared}

@@ -11,12 +11,27 @@ from PIL import Image
 
 from amari.errors import ImageError
 from amari.images import load_rgb
-from amari.provenance import (DETECTION_THRESHOLD, MIN_WATERMARK_SIDE, a1111_parameters, embed_watermark,
-                              parse_a1111_parameters, read_provenance, read_watermark, save_png)
+from amari.infotext import a1111_parameters, parse_a1111_parameters
+from amari.provenance import (
+    DETECTION_THRESHOLD,
+    MIN_WATERMARK_SIDE,
+    embed_watermark,
+    read_provenance,
+    read_watermark,
+    save_png,
+)
 
-PARAMS = {"prompt": "a photo of a woman, smiling: outdoors", "negative_prompt": "blurry, lowres",
-          "seed": 2565311105, "steps": 25, "sampler": "dpmpp_2m", "cfg_scale": 8.2653,
-          "width": 512, "height": 512, "model": "stable-diffusion-v1-4"}
+PARAMS = {
+    "prompt": "a photo of a woman, smiling: outdoors",
+    "negative_prompt": "blurry, lowres",
+    "seed": 2565311105,
+    "steps": 25,
+    "sampler": "dpmpp_2m",
+    "cfg_scale": 8.2653,
+    "width": 512,
+    "height": 512,
+    "model": "stable-diffusion-v1-4",
+}
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +102,16 @@ def test_unmarked_photos_are_not_detected(astronaut, group_photo):
 
 
 def test_a1111_layout_and_round_trip():
-    text = a1111_parameters({**PARAMS, "enhance": {"upscaler": "RealESRGAN_x4plus.pth",
-                                                   "face_restorer": "GFPGANv1.4.pth", "scale": 2.0}})
+    text = a1111_parameters(
+        {**PARAMS, "enhance": {"upscaler": "RealESRGAN_x4plus.pth", "face_restorer": "GFPGANv1.4.pth", "scale": 2.0}}
+    )
     lines = text.split("\n")
     assert lines[0] == PARAMS["prompt"]
     assert lines[1] == "Negative prompt: blurry, lowres"
-    assert lines[2].startswith("Steps: 25, Sampler: DPM++ 2M Karras, CFG scale: 8.2653, Seed: 2565311105, "
-                               "Size: 512x512, Model: stable-diffusion-v1-4")
+    assert lines[2].startswith(
+        "Steps: 25, Sampler: DPM++ 2M Karras, CFG scale: 8.2653, Seed: 2565311105, "
+        "Size: 512x512, Model: stable-diffusion-v1-4"
+    )
     assert "Postprocess upscaler: RealESRGAN_x4plus" in lines[2]
     parsed = parse_a1111_parameters(text)
     assert parsed["prompt"] == PARAMS["prompt"] and parsed["negative_prompt"] == PARAMS["negative_prompt"]
@@ -109,11 +127,13 @@ def test_values_with_commas_are_quoted_as_a1111_does():
 
 
 def test_parses_text_written_by_a1111():
-    text = ("portrait of a woman, detailed\nsecond line of the prompt\n"
-            "Negative prompt: ugly\n"
-            'Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1234, '
-            'Size: 512x768, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, '
-            'Lora hashes: "a: 1234, b: 5678", Version: v1.10.1')
+    text = (
+        "portrait of a woman, detailed\nsecond line of the prompt\n"
+        "Negative prompt: ugly\n"
+        "Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1234, "
+        "Size: 512x768, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, "
+        'Lora hashes: "a: 1234, b: 5678", Version: v1.10.1'
+    )
     parsed = parse_a1111_parameters(text)
     assert parsed["prompt"] == "portrait of a woman, detailed\nsecond line of the prompt"
     assert parsed["negative_prompt"] == "ugly"

@@ -23,19 +23,33 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from amari.cli import main
+from amari.layout import ResultsLayout
 from amari.mine.workspace import ARCHIVE_COLUMNS
-from amari.study.report import CHARTS, ReportOptions, build_report, caption, read_training_metrics
-from amari.study.results import CellResult, ResultsManifest, read_manifest, write_manifest, write_results
+from amari.report import ReportConfig as ReportOptions
+from amari.report import run
+from amari.report.charts import CHARTS
+from amari.report.html import caption
+from amari.report.stats import read_training_metrics
+from amari.results import CellResult, ResultsManifest, read_manifest, write_manifest, write_results
 
-PROMPTS = ("a photo of amari", "a photograph of amari walking outside", "a side profile image of amari",
-           "an extremely detailed photograph of amari")
-COMMANDS = (("sd1", 335728730), ("sd2", 691007764), ("sd3", 1295044561), ("sd4", 2565311105),
-            ("sd5", 1995053400))
+
+def build_report(folder, options=ReportOptions()):
+    return run(options, ResultsLayout(folder))
+
+
+PROMPTS = (
+    "a photo of amari",
+    "a photograph of amari walking outside",
+    "a side profile image of amari",
+    "an extremely detailed photograph of amari",
+)
+COMMANDS = (("sd1", 335728730), ("sd2", 691007764), ("sd3", 1295044561), ("sd4", 2565311105), ("sd5", 1995053400))
 GROUPS = ("a_312", "b_11", "c_4", "ctrl")
 TOLERANCE = 0.40
 
 
 # -- a results folder with realistic numbers --------------------------------------------------------
+
 
 @dataclass
 class Synthetic:
@@ -63,17 +77,32 @@ def make_results(folder: Path, photos: list[Path], seed: int = 7, all_missed: bo
                     _variant(photo.convert("RGB"), p * 7 + c * 3 + g).save(folder / image)
                 missed = all_missed or rng.random() < (0.45 if "side profile" in prompt else 0.1)
                 centre = 0.8 if group == "ctrl" else 0.42 + 0.03 * g
-                cell = CellResult(prompt_index=p, prompt=prompt, command=command, seed=command_seed, group=group,
-                                  image=image, faces=0 if missed else rng.choice((1, 1, 1, 2)),
-                                  prompt_sent=prompt.replace("amari", "woman" if group == "ctrl" else f"<amari-{group}>"),
-                                  scorers="dlib+dlib-cnn+arcface")
+                cell = CellResult(
+                    prompt_index=p,
+                    prompt=prompt,
+                    command=command,
+                    seed=command_seed,
+                    group=group,
+                    image=image,
+                    faces=0 if missed else rng.choice((1, 1, 1, 2)),
+                    prompt_sent=prompt.replace("amari", "woman" if group == "ctrl" else f"<amari-{group}>"),
+                    scorers="dlib+dlib-cnn+arcface",
+                )
                 if missed:
                     cnn = rng.random() < 0.5
-                    cell = _replace(cell, cnn_faces=int(cnn), cnn_sim_score=rng.uniform(0.35, 0.9) if cnn else None,
-                                    cnn_yaw=rng.uniform(-80, 80) if cnn else None)
+                    cell = _replace(
+                        cell,
+                        cnn_faces=int(cnn),
+                        cnn_sim_score=rng.uniform(0.35, 0.9) if cnn else None,
+                        cnn_yaw=rng.uniform(-80, 80) if cnn else None,
+                    )
                 else:
-                    cell = _replace(cell, sim_score=min(0.99, max(0.3, rng.gauss(centre, 0.05))),
-                                    yaw=rng.uniform(-40, 40), arcface_similarity=rng.uniform(0.1, 0.9))
+                    cell = _replace(
+                        cell,
+                        sim_score=min(0.99, max(0.3, rng.gauss(centre, 0.05))),
+                        yaw=rng.uniform(-40, 40),
+                        arcface_similarity=rng.uniform(0.1, 0.9),
+                    )
                 cells.append(cell)
     write_results(folder / "results.csv", cells)
     metrics = {}
@@ -90,13 +119,40 @@ def make_results(folder: Path, photos: list[Path], seed: int = 7, all_missed: bo
         writer = csv.writer(handle)
         writer.writerow(ARCHIVE_COLUMNS)
         for batch in range(1, 30):
-            writer.writerow([batch * 60.0, 2 + batch * 3, batch * 10, 0.5 - batch * 0.003, 0.5 - batch * 0.002,
-                             batch, 3, 4, "batch"])
-    write_manifest(folder, ResultsManifest(
-        study="synthetic", prompts=PROMPTS, commands=COMMANDS, groups=GROUPS, control="ctrl",
-        tolerance=TOLERANCE, model="tiny", sampler="k_lms", steps=250, guidance=7.5, width=128, height=128,
-        sim_group_faces=9, scorers=("dlib", "dlib-cnn", "arcface"), training_metrics=tuple(metrics.items()),
-        mining_archive=str(archive)))
+            writer.writerow(
+                [
+                    batch * 60.0,
+                    2 + batch * 3,
+                    batch * 10,
+                    0.5 - batch * 0.003,
+                    0.5 - batch * 0.002,
+                    batch,
+                    3,
+                    4,
+                    "batch",
+                ]
+            )
+    write_manifest(
+        folder,
+        ResultsManifest(
+            study="synthetic",
+            prompts=PROMPTS,
+            commands=COMMANDS,
+            groups=GROUPS,
+            control="ctrl",
+            tolerance=TOLERANCE,
+            model="tiny",
+            sampler="k_lms",
+            steps=250,
+            guidance=7.5,
+            width=128,
+            height=128,
+            sim_group_faces=9,
+            scorers=("dlib", "dlib-cnn", "arcface"),
+            training_metrics=tuple(metrics.items()),
+            mining_archive=str(archive),
+        ),
+    )
     return Synthetic(folder, cells)
 
 
@@ -117,6 +173,7 @@ def report(synthetic_results):
 
 
 # -- recomputation, independent of amari's code -----------------------------------------------------
+
 
 def expected_numbers(csv_path: Path) -> dict:
     rows = list(csv.DictReader(open(csv_path, newline="")))
@@ -183,6 +240,7 @@ def html_tables(path: Path) -> dict:
 
 # -- the numbers ------------------------------------------------------------------------------------
 
+
 def test_summary_json_equals_a_recomputation_from_the_csv(synthetic_results, report):
     expected = expected_numbers(synthetic_results.folder / "results.csv")
     summary = json.loads(report.summary_json.read_text())
@@ -220,15 +278,22 @@ def test_html_tables_show_the_recomputed_numbers(synthetic_results, report):
         prompt = row[0]
         assert row[1:5] == [str(expected["missed"][(prompt, g)]) for g in GROUPS]
         assert row[5] == str(expected["missed"][("prompt", prompt)])
-    assert not_found[-1] == ["all prompts"] + [str(expected["missed"][("group", g)]) for g in GROUPS] \
-        + [str(expected["missed"]["all"])]
+    assert not_found[-1] == ["all prompts"] + [str(expected["missed"][("group", g)]) for g in GROUPS] + [
+        str(expected["missed"]["all"])
+    ]
     for row in tables["sim-per-prompt"][1:]:
         assert row[1:] == [mean_text(expected["scores"][(row[0], g)]) for g in GROUPS]
     for row in tables["groups"][1:]:
         group = row[0].replace("-", "_")
         scores = expected["scores"][("group", group)]
-        assert row[1:] == ["20", str(len(scores)), mean_text(scores), f"{min(scores):.4f}", f"{max(scores):.4f}",
-                           str(sum(s <= TOLERANCE for s in scores))]
+        assert row[1:] == [
+            "20",
+            str(len(scores)),
+            mean_text(scores),
+            f"{min(scores):.4f}",
+            f"{max(scores):.4f}",
+            str(sum(s <= TOLERANCE for s in scores)),
+        ]
     for row in tables["cnn-second-pass"][1:]:
         found, checked = expected["cnn"][("prompt", row[0])]
         assert row[-1] == f"{found}/{checked}"
@@ -264,9 +329,15 @@ def test_every_chart_is_a_valid_png(report):
 def test_training_and_mining_charts_use_their_inputs(synthetic_results, report, tmp_path):
     steps, epochs = read_training_metrics(synthetic_results.folder / "metrics-c_4.csv")
     assert steps[-1] == 15500 and epochs[-1] == pytest.approx(77.5)
-    bare = build_report(synthetic_results.folder, ReportOptions(out=tmp_path / "bare", thumbnail=32,
-                                                                 training_metrics=(("a_312", tmp_path / "none.csv"),),
-                                                                 mining_archive=tmp_path / "none.csv"))
+    bare = build_report(
+        synthetic_results.folder,
+        ReportOptions(
+            out=tmp_path / "bare",
+            thumbnail=32,
+            training_metrics=(("a_312", tmp_path / "none.csv"),),
+            mining_archive=tmp_path / "none.csv",
+        ),
+    )
     for name in ("epochs_at_step", "mining_curve"):
         with_data = np.asarray(Image.open(report.charts[name]).convert("L"), dtype=float)
         without = np.asarray(Image.open(bare.charts[name]).convert("L"), dtype=float)
@@ -299,7 +370,7 @@ def test_only_the_demo_says_its_images_are_noise_by_design(synthetic_results, re
     manifest = read_manifest(demo)
     write_manifest(demo, _replace(manifest, extra={"demo": True}))
     page = build_report(demo, ReportOptions(thumbnail=32)).html.read_text()
-    header = page[:page.index("<h2>")]
+    header = page[: page.index("<h2>")]
     assert 'id="demo-notice"' in header and "random weights" in header and "noise by design" in header
     assert "amari study configs/amari-2022.toml" in header
 
@@ -331,29 +402,50 @@ def chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    message = ("headless Chromium is needed to check the HTML report and was not found on PATH "
-               "(Debian/Ubuntu: apt-get install -y chromium)")
+    message = (
+        "headless Chromium is needed to check the HTML report and was not found on PATH "
+        "(Debian/Ubuntu: apt-get install -y chromium)"
+    )
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
 
 
 def _browser(profile: Path) -> list[str]:
-    return [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", f"--user-data-dir={profile}"]
+    return [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+    ]
 
 
 def render_report(html_path: Path, tmp_path: Path) -> tuple[str, str, Image.Image]:
     """(loaded/total images as the page's own check recorded it, the rendered DOM, a screenshot)."""
     url = html_path.resolve().as_uri()
-    dom = subprocess.run(_browser(tmp_path / "profile-dom") + ["--virtual-time-budget=10000", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    dom = subprocess.run(
+        _browser(tmp_path / "profile-dom") + ["--virtual-time-budget=10000", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     match = re.search(r'<body[^>]*data-images-loaded="(\d+)/(\d+)"', dom)
     assert match, "the report's image check did not run (no data-images-loaded on <body>)"
     shot = tmp_path / "report-screenshot.png"
-    subprocess.run(_browser(tmp_path / "profile-shot") + [f"--screenshot={shot}", "--window-size=1400,3000", url],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        _browser(tmp_path / "profile-shot") + [f"--screenshot={shot}", "--window-size=1400,3000", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     with Image.open(shot) as image:
         image.load()
         screenshot = image.convert("RGB")

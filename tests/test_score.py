@@ -43,7 +43,9 @@ def test_scores_are_mean_distances_to_the_group(capsys, tmp_path, group, t1_peop
 
     rows = {r["path"]: r for r in csv.DictReader(out.open())}
     assert rows[str(probe / "blank.png")]["face_found"] == "0"
-    assert float(rows[str(probe / "same.png")]["sim_score"]) == pytest.approx(float(lines[str(probe / "same.png")]), abs=1e-4)
+    assert float(rows[str(probe / "same.png")]["sim_score"]) == pytest.approx(
+        float(lines[str(probe / "same.png")]), abs=1e-4
+    )
 
 
 def test_group_without_faces_is_an_error(capsys, tmp_path, t1_people):

@@ -12,14 +12,20 @@ from PIL import Image, ImageOps
 
 from amari import faces
 from amari.cli import main
+from amari.demo import SAMPLE_FACES
 from amari.embeddings import EmbeddingCache, FaceEncoder
 from amari.errors import UsageError, WorkspaceError
 from amari.images import load_rgb
-from amari.select import (MANIFEST, GroupSpec, SelectConfig, farthest_point_order, parse_groups,
-                          read_manifest, select)
+from amari.layout import SelectLayout
+from amari.select import GroupSpec, SelectConfig, parse_groups, run
+from amari.select.stage import MANIFEST, farthest_point_order, read_manifest
 
-T1_BOXES = [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724),
-            (295, 557, 402, 450), (67, 999, 196, 870), (176, 364, 265, 275)]
+
+def select(workspace, out, config, encoder=None):
+    return run(config, SelectLayout(workspace, out), encoder=encoder)
+
+
+T1_BOXES = SAMPLE_FACES  # dlib's face boxes (top, right, bottom, left) in t1.jpg, the sample photo
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +71,13 @@ def sha(path: Path) -> str:
 
 # -- group specs and the pure walk ------------------------------------------------------------------
 
+
 def test_parse_groups():
     assert parse_groups("a_312=all,b_11=11, c_4=4") == (
-        GroupSpec("a_312", None), GroupSpec("b_11", 11), GroupSpec("c_4", 4))
+        GroupSpec("a_312", None),
+        GroupSpec("b_11", 11),
+        GroupSpec("c_4", 4),
+    )
 
 
 @pytest.mark.parametrize("text", ["a=0", "a=-3", "a=x", "a", "=4", "../up=4", "a=2,A=3", "a=2,,b=3"])
@@ -91,13 +101,16 @@ def test_farthest_point_walk_takes_one_from_each_cluster_best_first():
 
 # -- by score ---------------------------------------------------------------------------------------
 
+
 def test_score_groups_are_best_first_with_true_scores(workspace, encoder, expected_scores, tmp_path):
     out = tmp_path / "groups"
     config = SelectConfig(groups=parse_groups("a_all=all,b_5=5,c_2=2"))
     result = select(workspace, out, config, encoder=encoder)
 
     assert sorted((p.name, why) for p, why in result.skipped) == [
-        ("broken.jpg", "not an image file (or a format amari cannot read)"), ("table.png", "no face found")]
+        ("broken.jpg", "not an image file (or a format amari cannot read)"),
+        ("table.png", "no face found"),
+    ]
     scores = {m.path.name: m.score for m in result.members}
     assert scores == pytest.approx(expected_scores, abs=1e-9)
 
@@ -140,14 +153,14 @@ def test_existing_group_folder_needs_force_and_is_then_replaced(workspace, encod
 def test_refuses_an_output_inside_the_sim_group_and_a_non_workspace(workspace, encoder, tmp_path):
     before = sorted(p.name for p in (workspace / "sim-group").iterdir())
     with pytest.raises(UsageError, match="inside the workspace"):
-        select(workspace, workspace / "sim-group" / "groups", SelectConfig(groups=parse_groups("a=2")),
-               encoder=encoder)
+        select(workspace, workspace / "sim-group" / "groups", SelectConfig(groups=parse_groups("a=2")), encoder=encoder)
     assert sorted(p.name for p in (workspace / "sim-group").iterdir()) == before
     with pytest.raises(WorkspaceError, match="sim-group"):
         select(tmp_path, tmp_path / "out", SelectConfig(groups=parse_groups("a=2")), encoder=encoder)
 
 
 # -- diverse ----------------------------------------------------------------------------------------
+
 
 def test_diverse_pick_spreads_over_pose_within_tolerance(workspace, encoder, tmp_path):
     scores = select(workspace, tmp_path / "s", SelectConfig(groups=parse_groups("all=all")), encoder=encoder)
@@ -181,6 +194,7 @@ def test_diverse_refuses_more_than_the_tolerance_allows(workspace, encoder, tmp_
 
 
 # -- command line -----------------------------------------------------------------------------------
+
 
 def test_cli_select(workspace, tmp_path, capsys):
     out = tmp_path / "groups"

@@ -14,9 +14,29 @@ import pytest
 from PIL import Image
 
 from amari.cli import main
-from amari.study.report import CHARTS
 from amari.demo import COMMANDS, GROUPS, PROMPTS, write_demo
+from amari.report.charts import CHARTS
 from test_report import assert_not_blank, html_tables, render_report
+
+
+def assert_no_local_paths(out, root):
+    from safetensors import safe_open
+
+    checked = 0
+    for path in out.rglob("*"):
+        if path.suffix == ".png" and path.parent.name != "sim-group":  # the miner keeps the user's own photos
+            with Image.open(path) as image:
+                texts = {k: v for k, v in image.info.items() if isinstance(v, str)}
+            if "amari" in texts:
+                checked += 1
+                assert not any(str(root) in v for v in texts.values()), path
+        elif path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as handle:
+                assert str(root) not in json.dumps(handle.metadata() or {}), path
+        elif path.name in ("results.csv", "manifest.json", "summary.json"):
+            assert str(root) not in path.read_text(), path
+    assert checked >= 12
+
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory, tiny_sd):
@@ -69,20 +89,26 @@ def test_the_tiny_study_runs_from_one_command_and_resumes(tiny_study, tmp_path, 
 
     # 5. The report's numbers equal a recomputation from the CSV.
     tables = html_tables(report / "index.html")
-    missed = {(p, g): sum(1 for r in rows if r["prompt"] == p and r["group"] == g and r["face_found"] == "false")
-              for p in PROMPTS for g in GROUPS}
+    missed = {
+        (p, g): sum(1 for r in rows if r["prompt"] == p and r["group"] == g and r["face_found"] == "false")
+        for p in PROMPTS
+        for g in GROUPS
+    }
     for row in tables["not-found"][1:-1]:
         assert row[1:4] == [str(missed[(row[0], g)]) for g in GROUPS]
     assert tables["not-found"][-1][-1] == str(len(rows))
     summary = json.loads((report / "summary.json").read_text())
     assert summary["total"]["not_found"] == 12 and summary["total"]["mean_sim"] is None
 
-    # 6. Run again: every step is complete and skipped.
+    # 6. No output names a local folder: PNG text chunks, safetensors metadata, the results files.
+    assert_no_local_paths(out, root)
+
+    # 7. Run again: every step is complete and skipped.
     assert main(["study", str(config)]) == 0
     again = capsys.readouterr().out
     assert "mine skipped, select skipped, prepare skipped, train skipped, evaluate skipped, report skipped" in again
 
-    # 7. An evaluation interrupted after some images: only what is missing is made again.
+    # 8. An evaluation interrupted after some images: only what is missing is made again.
     for step in ("evaluate", "report"):
         (out / ".steps" / f"{step}.json").unlink()
     lost = [results / rows[i]["image"] for i in (1, 6, 11)]
@@ -95,6 +121,6 @@ def test_the_tiny_study_runs_from_one_command_and_resumes(tiny_study, tmp_path, 
     assert "train skipped" in resumed and "evaluate ran, report ran" in resumed
     assert all(path.read_bytes() == before[path] for path in lost)  # the same seeds make the same images
 
-    # 8. --redo runs a step and the ones after it again, whatever their markers say.
+    # 9. --redo runs a step and the ones after it again, whatever their markers say.
     assert main(["study", str(config), "--redo", "report"]) == 0
     assert "evaluate skipped, report ran" in capsys.readouterr().out

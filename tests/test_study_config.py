@@ -6,9 +6,10 @@ import pytest
 
 from amari.cli import main
 from amari.errors import UsageError
-from amari.study.config import CONTROL, load_study, study_from_dict
-from amari.study.evaluate import plan_cells
-from amari.study.run import STEPS, step_fingerprints
+from amari.evaluate import CONTROL, plan_cells
+from amari.study.config import load_study, study_from_dict
+from amari.study.stages import STEPS
+from amari.study.stages import stage_fingerprints as step_fingerprints
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_2022 = REPO / "configs" / "amari-2022.toml"
@@ -24,14 +25,23 @@ def minimal(**sections):
 def test_the_2022_study_holds_the_original_numbers(tmp_path):
     config = load_study(STUDY_2022, base=tmp_path)
     ev, mine, train = config.evaluate, config.mine, config.train
-    assert ev.prompts == ("a photo of amari", "a photograph of amari walking outside",
-                          "a side profile image of amari", "an extremely detailed photograph of amari")
+    assert ev.prompts == (
+        "a photo of amari",
+        "a photograph of amari walking outside",
+        "a side profile image of amari",
+        "an extremely detailed photograph of amari",
+    )
     assert [(c.name, c.seed) for c in ev.commands] == [
-        ("sd1", 335728730), ("sd2", 691007764), ("sd3", 1295044561), ("sd4", 2565311105), ("sd5", 1995053400)]
+        ("sd1", 335728730),
+        ("sd2", 691007764),
+        ("sd3", 1295044561),
+        ("sd4", 2565311105),
+        ("sd5", 1995053400),
+    ]
     assert (ev.sampler, ev.steps, ev.guidance, ev.width, ev.height) == ("k_lms", 250, 7.5, 512, 512)
     assert [(g.name, g.images) for g in config.select.groups] == [("a_312", None), ("b_11", 11), ("c_4", 4)]
     assert config.evaluated_groups == ("a_312", "b_11", "c_4", CONTROL)
-    assert len(plan_cells(config)) == 80
+    assert len(plan_cells(config.evaluate)) == 80
     assert (mine.sampler, mine.steps, mine.guidance, mine.width, mine.images_per_call) == ("ddim", 250, 8.2653, 512, 4)
     assert (mine.tolerance, mine.almost_band, mine.target, mine.scale) == (0.40, 0.10, 312, 2.0)
     assert mine.upscaler == "RealESRGAN_x4plus" and mine.face_restorer.startswith("GFPGAN")
@@ -45,8 +55,9 @@ def test_the_2022_training_arithmetic_matches_the_original(tmp_path):
     from amari.train.config import TrainConfig, epoch_at, learning_rate, samples_per_step
 
     train = load_study(STUDY_2022, base=tmp_path).train
-    config = TrainConfig(data_dir=tmp_path, out_dir=tmp_path, base_lr=train.base_lr, scale_lr=train.scale_lr,
-                         batch_size=train.batch_size, grad_accum=train.grad_accum)
+    config = TrainConfig(
+        base_lr=train.base_lr, scale_lr=train.scale_lr, batch_size=train.batch_size, grad_accum=train.grad_accum
+    )
     assert learning_rate(config, processes=1) == pytest.approx(0.01)  # two GPUs × batch 1 in 2022
     per_step = samples_per_step(config, processes=1)
     assert epoch_at(train.max_steps, per_step, 4, train.repeats) == pytest.approx(77.5)
@@ -58,14 +69,22 @@ def test_defaults_fill_what_a_config_leaves_out(tmp_path):
     assert config.evaluate.sampler == "k_lms" and config.evaluate.steps == 250 and config.evaluate.control
     assert [g.name for g in config.select.groups] == ["a_312", "b_11", "c_4"]
     assert config.train.init_word == "woman" and config.mine.tolerance == 0.40
-    assert config.layout.results == tmp_path / "study" / "results"  # OUT defaults to the study's name
+    assert config.layout.results.root == tmp_path / "study" / "results"  # OUT defaults to the study's name
 
 
 def test_relative_paths_are_taken_from_the_base_folder(tmp_path):
-    config = study_from_dict(minimal(study={"out": "runs/x"}, mine={"reference": ["faces/a.png"],
-                                                                    "source": "folder:incoming"},
-                                     evaluate={"sim_group": "/abs/group", "arcface_model": "m/arc.onnx",
-                                               "embeddings": {"b_11": "e/b.safetensors"}}), base=tmp_path)
+    config = study_from_dict(
+        minimal(
+            study={"out": "runs/x"},
+            mine={"reference": ["faces/a.png"], "source": "folder:incoming"},
+            evaluate={
+                "sim_group": "/abs/group",
+                "arcface_model": "m/arc.onnx",
+                "embeddings": {"b_11": "e/b.safetensors"},
+            },
+        ),
+        base=tmp_path,
+    )
     assert config.study.out == tmp_path / "runs" / "x"
     assert config.mine.reference == (tmp_path / "faces" / "a.png",)
     assert config.mine.source == f"folder:{tmp_path / 'incoming'}"
@@ -75,33 +94,44 @@ def test_relative_paths_are_taken_from_the_base_folder(tmp_path):
     assert config.evaluate.embedding_for("a_312") is None
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"evalute": {}}, "unknown table(s) evalute"),
-    (minimal(evaluate={"sampler_name": "k_lms"}), "[evaluate] unknown key(s) sampler_name"),
-    (minimal(evaluate={"steps": "250"}), "evaluate.steps must be a whole number"),
-    (minimal(evaluate={"steps": 0}), "steps must be positive"),
-    (minimal(evaluate={"guidance": True}), "evaluate.guidance must be a number"),
-    (minimal(evaluate={"sampler": "k_euler_xyz"}), "unknown sampler 'k_euler_xyz'"),
-    (minimal(evaluate={"width": 500}), "multiples of 8"),
-    (minimal(evaluate={"prompts": ["a photo of a woman"]}), "does not contain the subject word 'amari'"),
-    (minimal(evaluate={"commands": [{"name": "sd1"}]}), "missing key(s) seed"),
-    (minimal(evaluate={"commands": [{"name": "sd1", "seed": 1}, {"name": "sd1", "seed": 2}]}), "same name"),
-    (minimal(evaluate={"groups": ["z_9"]}), "are not training groups"),
-    (minimal(evaluate={"embeddings": {"z_9": "e.safetensors"}}), "not a training group"),
-    (minimal(select={"groups": [{"name": "a", "images": "some"}]}), "must be a whole number or \"all\""),
-    (minimal(select={"groups": [{"name": "ctrl"}]}), "control group's name"),
-    (minimal(select={"groups": [{"name": "a"}, {"name": "a", "images": 2}]}), "same name"),
-    (minimal(select={"groups": []}), "no training groups"),
-    (minimal(mine={"source": "camera"}), "source must be 'diffusers' or 'folder:PATH'"),
-    (minimal(train={"lr_schedule": "sometimes"}), "[train] unknown --lr-schedule 'sometimes'"),
-    (minimal(train={"init_word": "two words"}), "init_word 'two words' must be one word"),
-    (minimal(study={"subject": "a b"}), "must be one word"),
-    ({"study": []}, "study must be a table"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"evalute": {}}, "unknown table(s) evalute"),
+        (minimal(evaluate={"sampler_name": "k_lms"}), "[evaluate] unknown key(s) sampler_name"),
+        (minimal(evaluate={"steps": "250"}), "evaluate.steps must be a whole number"),
+        (minimal(evaluate={"steps": 0}), "steps must be positive"),
+        (minimal(evaluate={"guidance": True}), "evaluate.guidance must be a number"),
+        (minimal(evaluate={"sampler": "k_euler_xyz"}), "unknown sampler 'k_euler_xyz'"),
+        (minimal(evaluate={"width": 500}), "multiples of 8"),
+        (minimal(evaluate={"prompts": ["a photo of a woman"]}), "does not contain the subject word 'amari'"),
+        (minimal(evaluate={"commands": [{"name": "sd1"}]}), "missing key(s) seed"),
+        (minimal(evaluate={"commands": [{"name": "sd1", "seed": 1}, {"name": "sd1", "seed": 2}]}), "same name"),
+        (minimal(evaluate={"groups": ["z_9"]}), "are not training groups"),
+        (minimal(evaluate={"embeddings": {"z_9": "e.safetensors"}}), "not a training group"),
+        (minimal(select={"groups": [{"name": "a", "images": "some"}]}), 'must be a whole number or "all"'),
+        (minimal(select={"groups": [{"name": "ctrl"}]}), "control group's name"),
+        (minimal(select={"groups": [{"name": "a"}, {"name": "a", "images": 2}]}), "same name"),
+        (minimal(select={"groups": []}), "no training groups"),
+        (minimal(mine={"source": "camera"}), "source must be 'diffusers' or 'folder:PATH'"),
+        (minimal(train={"lr_schedule": "sometimes"}), "[train] unknown --lr-schedule 'sometimes'"),
+        (minimal(train={"init_word": "two words"}), "init_word 'two words' must be one word"),
+        (minimal(study={"subject": "a b"}), "must be one word"),
+        (minimal(study={"demo": "yes"}), "study.demo must be true or false"),
+        (minimal(evaluate={"demo": True}), "[evaluate] demo: set by the study from [study]"),
+        ({"study": []}, "study must be a table"),
+    ],
+)
 def test_bad_configs_fail_with_the_table_and_key_named(tmp_path, data, message):
     with pytest.raises(UsageError) as caught:
         study_from_dict(data, base=tmp_path)
     assert message in str(caught.value)
+
+
+def test_the_demo_flag_is_the_studys_and_reaches_the_evaluation(tmp_path):
+    assert not study_from_dict(minimal(), base=tmp_path).evaluate.demo
+    config = study_from_dict(minimal(study={"demo": True}), base=tmp_path)
+    assert config.study.demo and config.evaluate.demo  # the evaluation's manifest tells the report
 
 
 def test_unreadable_files_are_usage_errors(tmp_path, capsys):
@@ -132,17 +162,13 @@ def test_a_step_is_redone_when_its_settings_or_an_earlier_steps_change(tmp_path)
 
 
 def test_the_miner_gets_the_2022_mining_settings(tmp_path):
-    from amari.generate.source import settings_from_options
-    from amari.study.run import mine_config
-
-    mine = mine_config(load_study(STUDY_2022, base=tmp_path))
-    assert mine.source == "diffusers" and mine.policy.target == 312
-    assert (mine.policy.stop_average, mine.policy.almost_band) == (0.40, 0.10)
-    settings = settings_from_options(mine.source_options)
-    generate = settings.generate
+    mine = load_study(STUDY_2022, base=tmp_path).mine
+    assert mine.source == "diffusers" and mine.policy().target == 312
+    assert (mine.policy().stop_average, mine.policy().almost_band) == (0.40, 0.10)
+    generate = mine.generate_config()
     assert (generate.model, generate.scheduler, generate.steps) == ("CompVis/stable-diffusion-v1-4", "ddim", 250)
     assert (generate.guidance_scale, generate.width, generate.height, generate.batch_size) == (8.2653, 512, 512, 4)
-    assert (settings.enhance.upscaler, settings.enhance.face_restorer, settings.enhance.scale) == \
-        ("RealESRGAN_x4plus", "GFPGANv1.4", 2.0)
-    plain = mine_config(study_from_dict(minimal(mine={"enhance": False}), base=tmp_path))
-    assert settings_from_options(plain.source_options).enhance is None
+    enhance = mine.enhance_config()
+    assert (enhance.upscaler, enhance.face_restorer, enhance.scale) == ("RealESRGAN_x4plus", "GFPGANv1.4", 2.0)
+    plain = study_from_dict(minimal(mine={"enhance": False}), base=tmp_path).mine
+    assert plain.enhance_config() is None

@@ -15,11 +15,18 @@ from safetensors import safe_open
 
 from amari.cli import main
 from amari.errors import ImageError, ModelError, UsageError, WorkspaceError
+from amari.layout import TrainLayout
 from amari.train import checkpoints as ckpt
-from amari.train.config import (TrainConfig, checkpoint_steps, epoch_at, learning_rate, lr_factor,
-                                samples_per_step)
-from amari.train.data import (OBJECT_TEMPLATES, draw, load_training_images, read_templates, sample_index,
-                              square_resize)
+from amari.train.config import (
+    TrainConfig,
+    checkpoint_steps,
+    epoch_at,
+    learning_rate,
+    lr_factor,
+    read_templates,
+    samples_per_step,
+)
+from amari.train.data import OBJECT_TEMPLATES, draw, load_training_images, sample_index, square_resize
 from amari.train.formats import DIFFUSERS_FILE, load_embedding, save_embedding
 
 # Face boxes (top, right, bottom, left) of three people in t1.jpg.
@@ -29,7 +36,9 @@ T1_FACES = [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724)]
 def face_crop(data_dir: Path, index: int, half: int = 110, wide: int = 0) -> Image.Image:
     top, right, bottom, left = T1_FACES[index]
     cx, cy = (left + right) // 2, (top + bottom) // 2
-    return Image.open(data_dir / "t1.jpg").convert("RGB").crop((cx - half - wide, cy - half, cx + half + wide, cy + half))
+    return (
+        Image.open(data_dir / "t1.jpg").convert("RGB").crop((cx - half - wide, cy - half, cx + half + wide, cy + half))
+    )
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +62,9 @@ def reference_group(tmp_path_factory, data_dir) -> Path:
 
 # Settings arithmetic ------------------------------------------------------------------------------
 
+
 def test_epoch_column_matches_the_study():
-    config = TrainConfig(data_dir="d", out_dir="o")
+    config = TrainConfig()
     per_step = samples_per_step(config, processes=2)
     assert epoch_at(15_600, per_step, images=312, repeats=100) == 1.0
     assert epoch_at(15_500, per_step, images=4, repeats=100) == 77.5
@@ -63,9 +73,9 @@ def test_epoch_column_matches_the_study():
 
 
 def test_learning_rate_scales_with_processes_batch_and_accumulation():
-    assert learning_rate(TrainConfig(data_dir="d", out_dir="o"), processes=2) == pytest.approx(0.01)
-    assert learning_rate(TrainConfig(data_dir="d", out_dir="o", batch_size=2, grad_accum=3), 2) == pytest.approx(0.06)
-    assert learning_rate(TrainConfig(data_dir="d", out_dir="o", scale_lr=False, batch_size=4), 2) == 0.005
+    assert learning_rate(TrainConfig(), processes=2) == pytest.approx(0.01)
+    assert learning_rate(TrainConfig(batch_size=2, grad_accum=3), 2) == pytest.approx(0.06)
+    assert learning_rate(TrainConfig(scale_lr=False, batch_size=4), 2) == 0.005
 
 
 def test_lr_schedules_and_checkpoint_steps():
@@ -78,27 +88,30 @@ def test_lr_schedules_and_checkpoint_steps():
 
 
 def test_defaults_are_the_studys():
-    config = TrainConfig(data_dir="d", out_dir="o")
+    config = TrainConfig()
     assert (config.token, config.init_word, config.num_vectors, config.resolution) == ("*", "woman", 1, 512)
     assert (config.repeats, config.batch_size, config.max_steps, config.checkpoint_every) == (100, 1, 15_500, 500)
     assert config.base_lr == 0.005 and config.flip_p == 0.5 and config.templates is None
     assert config.embedding_name == "amari"  # '*' is not a valid file name everywhere
-    assert TrainConfig(data_dir="d", out_dir="o", token="amari").embedding_name == "amari"
+    assert TrainConfig(token="amari").embedding_name == "amari"
     assert len(OBJECT_TEMPLATES) == 27 and all(t.count("{}") == 1 for t in OBJECT_TEMPLATES)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"token": "two words"}, "one word"),
-    ({"resolution": 100}, "multiple of 8"),
-    ({"templates": ("no placeholder here",)}, "exactly once"),
-    ({"base_lr": -1.0}, "positive"),
-    ({"max_steps": 0}, "max steps"),
-    ({"name": "bad/name"}, "file name"),
-    ({"mixed_precision": "fp8"}, "mixed-precision"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"token": "two words"}, "one word"),
+        ({"resolution": 100}, "multiple of 8"),
+        ({"templates": ("no placeholder here",)}, "exactly once"),
+        ({"base_lr": -1.0}, "positive"),
+        ({"max_steps": 0}, "max steps"),
+        ({"name": "bad/name"}, "file name"),
+        ({"mixed_precision": "fp8"}, "mixed-precision"),
+    ],
+)
 def test_bad_settings_are_refused(change, message):
     with pytest.raises(UsageError, match=message):
-        TrainConfig(data_dir="d", out_dir="o", **change)
+        TrainConfig(**change)
 
 
 def test_templates_file(tmp_path):
@@ -111,6 +124,7 @@ def test_templates_file(tmp_path):
 
 
 # Data ---------------------------------------------------------------------------------------------
+
 
 def test_each_epoch_shows_every_image_repeats_times_and_draws_are_repeatable():
     images, repeats = 3, 4
@@ -126,8 +140,14 @@ def test_each_epoch_shows_every_image_repeats_times_and_draws_are_repeatable():
 
 def test_sample_indices_do_not_depend_on_the_number_of_processes():
     def indices(processes, batch, accum, steps):
-        return sorted(sample_index(s, m, p, b, processes, batch, accum)
-                      for s in range(steps) for m in range(accum) for p in range(processes) for b in range(batch))
+        return sorted(
+            sample_index(s, m, p, b, processes, batch, accum)
+            for s in range(steps)
+            for m in range(accum)
+            for p in range(processes)
+            for b in range(batch)
+        )
+
     assert indices(2, 1, 1, 6) == list(range(12))
     assert indices(1, 2, 3, 2) == list(range(12))
     assert indices(4, 3, 1, 1) == list(range(12))
@@ -141,6 +161,7 @@ def test_square_resize_center_crops():
 
 
 # Formats ------------------------------------------------------------------------------------------
+
 
 def test_embedding_files_carry_the_keys_their_tools_read(tmp_path):
     vectors = torch.randn(2, 768)
@@ -163,8 +184,10 @@ def test_embedding_files_carry_the_keys_their_tools_read(tmp_path):
 
 def test_load_embedding_reads_a1111_pt_and_refuses_junk(tmp_path):
     vector = torch.randn(1, 768)
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": vector}, "name": "amari", "step": 10},
-               tmp_path / "amari.pt")
+    torch.save(
+        {"string_to_token": {"*": 265}, "string_to_param": {"*": vector}, "name": "amari", "step": 10},
+        tmp_path / "amari.pt",
+    )
     loaded = load_embedding(tmp_path / "amari.pt")
     assert loaded.layout == "string_to_param" and loaded.token == "amari" and torch.equal(loaded.vectors, vector)
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
@@ -176,13 +199,13 @@ def test_load_embedding_reads_a1111_pt_and_refuses_junk(tmp_path):
 
 # Checkpoints and logs -----------------------------------------------------------------------------
 
+
 def test_checkpoint_is_all_or_nothing(tmp_path):
     with ckpt.writing_checkpoint(tmp_path, 2) as folder:
         ckpt.write_json(folder / ckpt.STATE_FILE, {"step": 2})
-    with pytest.raises(RuntimeError):
-        with ckpt.writing_checkpoint(tmp_path, 4) as folder:
-            ckpt.write_json(folder / ckpt.STATE_FILE, {"step": 4})
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), ckpt.writing_checkpoint(tmp_path, 4) as folder:
+        ckpt.write_json(folder / ckpt.STATE_FILE, {"step": 4})
+        raise RuntimeError("killed mid-write")
     (tmp_path / "checkpoints" / ".step-000006.partial").mkdir()  # what a SIGKILL leaves behind
     assert ckpt.latest_checkpoint(tmp_path) == (2, tmp_path / "checkpoints" / "step-000002")
     ckpt.remove_partials(tmp_path)
@@ -204,21 +227,26 @@ def test_metrics_are_cut_back_to_the_checkpoint(tmp_path):
 
 # Validation ---------------------------------------------------------------------------------------
 
+
 def test_validation_scores_faces_against_the_reference(tmp_path, data_dir, reference_group):
     from amari.embeddings import EmbeddingCache, FaceEncoder
     from amari.faces import encode, largest
     from amari.images import load_rgb
-    from amari.train.validation import Sample, reference_descriptors, score_samples
+    from amari.train.validation import Sample, score_samples
+    from amari.train.validation import reference_group as load_reference
 
     encoder = FaceEncoder(cache=EmbeddingCache(tmp_path / "cache.sqlite"))
-    reference = reference_descriptors(reference_group, encoder)
+    group = load_reference(reference_group, encoder)
+    reference = group.descriptors
     assert reference.shape == (2, 128)
     face_crop(data_dir, 0, half=120).save(tmp_path / "same.png")
     face_crop(data_dir, 2, half=120).save(tmp_path / "other.png")
     Image.new("RGB", (96, 96), "gray").save(tmp_path / "blank.png")
-    samples = [Sample(tmp_path / name, "a photo of <*>", seed) for seed, name in
-               enumerate(("same.png", "other.png", "blank.png"))]
-    result = score_samples(samples, encoder, reference)
+    samples = [
+        Sample(tmp_path / name, "a photo of <*>", seed)
+        for seed, name in enumerate(("same.png", "other.png", "blank.png"))
+    ]
+    result = score_samples(samples, encoder, group)
     assert (result.images, result.faces_found) == (3, 2)
     assert result.faces_found_rate == pytest.approx(2 / 3)
     same, other, blank = (item["sim_score"] for item in result.per_image)
@@ -230,10 +258,11 @@ def test_validation_scores_faces_against_the_reference(tmp_path, data_dir, refer
     empty.mkdir()
     Image.new("RGB", (64, 64)).save(empty / "x.png")
     with pytest.raises(UsageError, match="no face"):
-        reference_descriptors(empty, encoder)
+        load_reference(empty, encoder)
 
 
 # Placeholder splice -------------------------------------------------------------------------------
+
 
 def test_placeholder_tokens_are_new_and_only_their_vectors_get_gradients(tiny_sd, one_thread):
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -269,22 +298,32 @@ def test_placeholder_tokens_are_new_and_only_their_vectors_get_gradients(tiny_sd
 
 # Real runs on the tiny model ----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_sd, train_images, reference_group, one_thread):
-    from amari.train import train
+    from amari.train import run
 
-    out = tmp_path_factory.mktemp("run") / "out"
-    config = TrainConfig(data_dir=train_images, out_dir=out, model=str(tiny_sd), num_vectors=2, resolution=64,
-                         batch_size=2, max_steps=4, checkpoint_every=2, base_lr=0.05, sample_seeds=(11, 12),
-                         sample_steps=2, reference_group=reference_group)
+    layout = TrainLayout(train_images, tmp_path_factory.mktemp("run") / "out")
+    config = TrainConfig(
+        model=str(tiny_sd),
+        num_vectors=2,
+        resolution=64,
+        batch_size=2,
+        max_steps=4,
+        checkpoint_every=2,
+        base_lr=0.05,
+        sample_seeds=(11, 12),
+        sample_steps=2,
+        reference_group=reference_group,
+    )
     messages = []
-    result = train(config, log=messages.append)
-    return config, result, messages
+    result = run(config, layout, log=messages.append)
+    return config, layout, result, messages
 
 
 def test_run_writes_metrics_with_finite_loss_and_the_epoch_column(trained):
-    config, result, messages = trained
-    rows = ckpt.MetricsLog(config.out_dir / "metrics.csv").rows()
+    config, layout, result, messages = trained
+    rows = ckpt.MetricsLog(layout.out / "metrics.csv").rows()
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert all(math.isfinite(float(r["loss"])) and float(r["loss"]) > 0 for r in rows)
     assert [float(r["epoch"]) for r in rows] == [s * 2 / (3 * 100) for s in range(1, 5)]  # batch 2
@@ -297,7 +336,7 @@ def test_only_the_placeholder_rows_change(trained, tiny_sd):
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextModel
 
-    config, result, _ = trained
+    config, layout, result, _ = trained
     original = CLIPTextModel.from_pretrained(tiny_sd / "text_encoder").get_input_embeddings().weight
     pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None, requires_safety_checker=False)
     known = len(pipe.tokenizer)  # the tiny model's table has spare rows above its vocabulary
@@ -307,7 +346,7 @@ def test_only_the_placeholder_rows_change(trained, tiny_sd):
     assert ids == [known, known + 1]
     assert torch.equal(table[:known], original[:known])  # every original row bit-identical
     trained = load_embedding(result.embedding_files["a1111"]).vectors
-    assert torch.equal(table[known:known + 2], trained)
+    assert torch.equal(table[known : known + 2], trained)
     woman = original[pipe.tokenizer.convert_tokens_to_ids("woman</w>")]
     assert not torch.equal(trained[0], woman) and not torch.equal(trained[1], woman)  # the vectors learned
 
@@ -315,7 +354,7 @@ def test_only_the_placeholder_rows_change(trained, tiny_sd):
 def test_diffusers_file_changes_the_image_and_matches_the_checkpoint_samples(trained, tiny_sd):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    config, result, _ = trained
+    config, layout, result, _ = trained
 
     def generate(with_embedding: bool) -> np.ndarray:
         pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None, requires_safety_checker=False)
@@ -323,53 +362,94 @@ def test_diffusers_file_changes_the_image_and_matches_the_checkpoint_samples(tra
         pipe.set_progress_bar_config(disable=True)
         if with_embedding:
             pipe.load_textual_inversion(result.embedding_files["diffusers"])
-        image = pipe("a photo of <*>", num_inference_steps=2, guidance_scale=7.5, height=64, width=64,
-                     generator=torch.Generator("cpu").manual_seed(12)).images[0]
+        image = pipe(
+            "a photo of <*>",
+            num_inference_steps=2,
+            guidance_scale=7.5,
+            height=64,
+            width=64,
+            generator=torch.Generator("cpu").manual_seed(12),
+        ).images[0]
         return np.asarray(image, dtype=np.int16)
 
     with_embedding, without = generate(True), generate(False)
     assert np.abs(with_embedding - without).max() > 0
-    sample = np.asarray(Image.open(config.out_dir / "checkpoints/step-000004/samples/p0-seed12.png"), dtype=np.int16)
+    sample = np.asarray(Image.open(layout.out / "checkpoints/step-000004/samples/p0-seed12.png"), dtype=np.int16)
     try:  # samples carry amari's invisible watermark when the provenance module is there
         from amari.provenance import embed_watermark
+
         with_embedding = embed_watermark(with_embedding.astype(np.uint8)).astype(np.int16)
     except ImportError:
         pass
     assert np.abs(sample - with_embedding).max() <= 1  # the samples are what users will get
 
 
+def test_each_checkpoints_a1111_file_loads_in_diffusers_under_its_own_name(trained, tiny_sd):
+    from diffusers import StableDiffusionPipeline
+
+    _config, _layout, result, _ = trained
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None, requires_safety_checker=False)
+    for folder in result.checkpoints:
+        step = int(folder.name.split("-")[1])
+        path = folder / f"amari-{step}.safetensors"
+        pipe.load_textual_inversion(path, token=f"amari-{step}")
+        ids = pipe.tokenizer.convert_tokens_to_ids([f"amari-{step}", f"amari-{step}_1"])
+        table = pipe.text_encoder.get_input_embeddings().weight
+        assert torch.equal(table[ids], load_embedding(path).vectors)
+
+
 def test_checkpoints_hold_embeddings_state_samples_and_validation(trained):
-    config, result, _ = trained
+    config, layout, result, _ = trained
     assert [p.name for p in result.checkpoints] == ["step-000002", "step-000004"]
     folder = result.checkpoints[-1]
     state = json.loads((folder / "state.json").read_text())
-    assert state["step"] == 4 and state["files"] == {"diffusers": DIFFUSERS_FILE, "a1111": "amari.safetensors"}
-    final = load_embedding(config.out_dir / "amari.safetensors").vectors
-    assert torch.equal(load_embedding(folder / "amari.safetensors").vectors, final)
+    # Each checkpoint's A1111 file is named after its step (A1111 and ComfyUI name embeddings by file).
+    assert state["step"] == 4 and state["files"] == {"diffusers": DIFFUSERS_FILE, "a1111": "amari-4.safetensors"}
+    final = load_embedding(layout.out / "amari.safetensors").vectors
+    assert torch.equal(load_embedding(folder / "amari-4.safetensors").vectors, final)
     assert torch.equal(load_embedding(folder / DIFFUSERS_FILE).vectors, final)
     training_state = torch.load(folder / "training_state.pt", weights_only=True)
     assert training_state["step"] == 4 and torch.equal(training_state["vectors"], final)
     sample = Image.open(folder / "samples" / "p0-seed11.png")
     assert sample.size == (64, 64) and "Seed: 11" in sample.text["parameters"]
+    # The infotext names the checkpoint's A1111 file, so pasting it into A1111 triggers the embedding.
+    assert sample.text["parameters"].startswith("a photo of amari-4\n")
+    assert 'TI hashes: "amari-4: ' in sample.text["parameters"]
     assert json.loads(sample.text["amari"])["synthetic"] is True
     # Random weights draw no faces: the validation says so instead of failing.
     assert state["validation"]["faces_found"] == 0 and state["validation"]["images"] == 2
     assert state["validation"]["score"] == 1.0 and state["validation"]["mean_sim_score"] is None
-    best = json.loads((config.out_dir / "best.json").read_text())
+    best = json.loads((layout.out / "best.json").read_text())
     assert best["checkpoint"] == "checkpoints/step-000002"  # ties go to the earlier checkpoint
-    rows = ckpt.read_csv(config.out_dir / "validation.csv", ckpt.VALIDATION_FIELDS)
+    rows = ckpt.read_csv(layout.out / "validation.csv", ckpt.VALIDATION_FIELDS)
     assert [(r["step"], r["best"]) for r in rows] == [("2", "1"), ("4", "0")]
 
 
 def test_rerun_of_a_finished_run_changes_nothing_and_other_settings_are_refused(trained, capsys):
-    from amari.train import train
+    from amari.train import run
 
-    config, _, _ = trained
-    before = (config.out_dir / "metrics.csv").read_bytes()
-    again = train(config)
-    assert again.resumed_from == 4 and (config.out_dir / "metrics.csv").read_bytes() == before
-    code = main(["train", str(config.data_dir), "--out", str(config.out_dir), "--model", config.model,
-                 "--resolution", "64", "--batch-size", "2", "--vectors", "2", "--token", "amari"])
+    config, layout, _, _ = trained
+    before = (layout.out / "metrics.csv").read_bytes()
+    again = run(config, layout)
+    assert again.resumed_from == 4 and (layout.out / "metrics.csv").read_bytes() == before
+    code = main(
+        [
+            "train",
+            str(layout.data),
+            "--out",
+            str(layout.out),
+            "--model",
+            config.model,
+            "--resolution",
+            "64",
+            "--batch-size",
+            "2",
+            "--vectors",
+            "2",
+            "--token",
+            "amari",
+        ]
+    )
     assert code == 2
     assert "token: '*' there, 'amari' now" in capsys.readouterr().err
 
@@ -390,8 +470,18 @@ def test_bad_inputs_fail_before_any_model_loads(tmp_path, train_images, capsys):
 
 
 def test_missing_model_offline_is_a_clear_error(tmp_path, train_images, capsys):
-    code = main(["train", str(train_images), "--out", str(tmp_path / "o"), "--model", "nobody/no-such-model",
-                 "--resolution", "64"])
+    code = main(
+        [
+            "train",
+            str(train_images),
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            "nobody/no-such-model",
+            "--resolution",
+            "64",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "nobody/no-such-model" in err and "Hugging Face cache" in err and len(err.strip().splitlines()) == 1
@@ -403,39 +493,71 @@ def test_checkpoints_without_a_run_record_are_refused(tmp_path, train_images):
     out = tmp_path / "out"
     with ckpt.writing_checkpoint(out, 2) as folder:
         ckpt.write_json(folder / ckpt.STATE_FILE, {"step": 2})
-    config = TrainConfig(data_dir=train_images, out_dir=out)
     with pytest.raises(WorkspaceError, match="no run.json"):
-        check_previous_run(config, ["a.png"], 1)
+        check_previous_run(TrainConfig(), TrainLayout(train_images, out), ["a.png"], 1)
 
 
 def test_cli_options_reach_the_config(tmp_path):
     from amari.cli import build_parser
-    from amari.commands.train import config_from_args
+    from amari.options import from_args
+
+    def config_from_args(args):
+        return from_args(TrainConfig, args)
 
     templates = tmp_path / "t.txt"
     templates.write_text("a portrait of {}\n")
     args = build_parser().parse_args(
-        ["train", "data", "--out", "o", "--token", "amari", "--vectors", "3", "--templates", str(templates),
-         "--no-scale-lr", "--no-flip", "--sample-seeds", "1,2", "--steps", "10", "--checkpoint-every", "5",
-         "--no-gradient-checkpointing", "--reference-group", "ref"])
+        [
+            "train",
+            "data",
+            "--out",
+            "o",
+            "--token",
+            "amari",
+            "--vectors",
+            "3",
+            "--templates",
+            str(templates),
+            "--no-scale-lr",
+            "--no-flip",
+            "--sample-seeds",
+            "1,2",
+            "--steps",
+            "10",
+            "--checkpoint-every",
+            "5",
+            "--no-gradient-checkpointing",
+            "--reference-group",
+            "ref",
+        ]
+    )
     config = config_from_args(args)
     assert (config.token, config.num_vectors, config.templates) == ("amari", 3, ("a portrait of {}",))
     assert (config.scale_lr, config.flip_p, config.sample_seeds) == (False, 0.0, (1, 2))
     assert (config.max_steps, config.checkpoint_every, config.gradient_checkpointing) == (10, 5, False)
     assert config.reference_group == Path("ref") and config.embedding_name == "amari"
     defaults = config_from_args(build_parser().parse_args(["train", "data", "--out", "o"]))
-    assert defaults == TrainConfig(data_dir="data", out_dir="o")
+    assert defaults == TrainConfig()
     assert build_parser().parse_args(["train", "d", "--out", "o", "--sample-seeds", ""]).sample_seeds == ()
 
 
 def test_bf16_autocast_on_the_cpu_trains_and_samples(tmp_path, tiny_sd, train_images, one_thread):
-    from amari.train import train
+    from amari.train import run
 
-    config = TrainConfig(data_dir=train_images, out_dir=tmp_path / "out", model=str(tiny_sd), resolution=64,
-                         max_steps=2, checkpoint_every=2, mixed_precision="bf16", gradient_checkpointing=True,
-                         grad_accum=2, sample_seeds=(3,), sample_steps=1)
-    result = train(config)
-    rows = ckpt.MetricsLog(config.out_dir / "metrics.csv").rows()
+    layout = TrainLayout(train_images, tmp_path / "out")
+    config = TrainConfig(
+        model=str(tiny_sd),
+        resolution=64,
+        max_steps=2,
+        checkpoint_every=2,
+        mixed_precision="bf16",
+        gradient_checkpointing=True,
+        grad_accum=2,
+        sample_seeds=(3,),
+        sample_steps=1,
+    )
+    result = run(config, layout)
+    rows = ckpt.MetricsLog(layout.out / "metrics.csv").rows()
     assert len(rows) == 2 and all(math.isfinite(float(r["loss"])) for r in rows)
     assert (result.checkpoints[-1] / "samples" / "p0-seed3.png").is_file()
     assert load_embedding(result.embedding_files["diffusers"]).vectors.dtype == torch.float32

@@ -8,16 +8,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from amari.train import TrainConfig, train
+from amari.layout import TrainLayout
+from amari.train import TrainConfig, run
 from amari.train.checkpoints import MetricsLog
 from amari.train.formats import load_embedding
+from crashhooks import crash_command
 
 T1_FACES = [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724)]
 COMPARED = ("step", "epoch", "loss", "lr")  # images_per_s is a wall-clock measure
@@ -47,41 +48,67 @@ def _free_port() -> str:
 
 
 def _args(images: Path, out: Path, model: Path, steps: int, every: int) -> list[str]:
-    return ["train", str(images), "--out", str(out), "--model", str(model), "--token", "amari",
-            "--resolution", "64", "--steps", str(steps), "--checkpoint-every", str(every), "--lr", "0.05",
-            "--sample-seeds", ""]
+    return [
+        "train",
+        str(images),
+        "--out",
+        str(out),
+        "--model",
+        str(model),
+        "--token",
+        "amari",
+        "--resolution",
+        "64",
+        "--steps",
+        str(steps),
+        "--checkpoint-every",
+        str(every),
+        "--lr",
+        "0.05",
+        "--sample-seeds",
+        "",
+    ]
 
 
 def _rows(out: Path) -> list[tuple]:
     return [tuple(row[k] for k in COMPARED) for row in MetricsLog(out / "metrics.csv").rows()]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_end(tmp_path, tiny_sd, images, one_thread):
     from amari.train.checkpoints import latest_checkpoint
 
     # The uninterrupted run, in this process.
-    reference = TrainConfig(data_dir=images, out_dir=tmp_path / "reference", model=str(tiny_sd), token="amari",
-                            resolution=64, max_steps=9, checkpoint_every=3, base_lr=0.05, sample_seeds=())
-    train(reference)
+    reference = tmp_path / "reference"
+    run(
+        TrainConfig(
+            model=str(tiny_sd),
+            token="amari",
+            resolution=64,
+            max_steps=9,
+            checkpoint_every=3,
+            base_lr=0.05,
+            sample_seeds=(),
+        ),
+        TrainLayout(images, reference),
+    )
 
-    # The same run in a child process, killed once checkpoint 3 exists and a later step is logged.
+    # The same run in a child process, killed as step 5 begins: checkpoint 3 exists and step 4 is logged.
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "amari", *_args(images, out, tiny_sd, steps=9, every=3)]
-    child = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 90
-    try:
-        while time.monotonic() < deadline and child.poll() is None:
-            logged = [int(row[0]) for row in _rows(out)] if (out / "metrics.csv").exists() else []
-            if (out / "checkpoints/step-000003/state.json").exists() and max(logged, default=0) > 3:
-                child.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
-    finally:
-        child.wait(timeout=60)
-    assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()[-2000:]
+    args = _args(images, out, tiny_sd, steps=9, every=3)
+    child = subprocess.run(
+        crash_command("amari.train.loop:train_step", 5, "before", *args),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert [int(row[0]) for row in _rows(out)] == [1, 2, 3, 4]
     killed_at, _folder = latest_checkpoint(out)
-    assert killed_at < 9
+    assert killed_at == 3
 
+    command = [sys.executable, "-m", "amari", *args]
     resumed = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming from checkpoints/step-{killed_at:06d} (step {killed_at})" in resumed.stderr
@@ -89,21 +116,32 @@ def test_killed_run_resumes_to_the_same_end(tmp_path, tiny_sd, images, one_threa
     rows = _rows(out)
     assert [int(row[0]) for row in rows] == list(range(1, 10))  # every step once, none twice
     # Every draw is a function of (seed, sample index), so the resumed run repeats the reference bit for bit.
-    assert rows == _rows(reference.out_dir)
+    assert rows == _rows(reference)
     final = load_embedding(out / "learned_embeds.safetensors")
     assert final.token == "amari"
-    assert torch.equal(final.vectors, load_embedding(reference.out_dir / "learned_embeds.safetensors").vectors)
+    assert torch.equal(final.vectors, load_embedding(reference / "learned_embeds.safetensors").vectors)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000003", "step-000006", "step-000009"]
 
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_accumulating_two_batches(tmp_path, tiny_sd, images, one_thread):
     out = tmp_path / "two"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port(),
-               "-m", "amari", *_args(images, out, tiny_sd, steps=4, every=2)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        _free_port(),
+        "-m",
+        "amari",
+        *_args(images, out, tiny_sd, steps=4, every=2),
+    ]
     # Its own session, so that a hang ends with every worker of the launcher, not only the launcher.
-    launcher = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+    launcher = subprocess.Popen(
+        command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         _out, err = launcher.communicate(timeout=150)
     except subprocess.TimeoutExpired:
@@ -113,15 +151,26 @@ def test_two_processes_train_like_one_accumulating_two_batches(tmp_path, tiny_sd
     assert launcher.returncode == 0, err[-3000:]
     assert "lr 0.1 on 2 process(es)" in err  # 0.05 × 2 processes × batch 1
 
-    single = TrainConfig(data_dir=images, out_dir=tmp_path / "one", model=str(tiny_sd), token="amari",
-                         resolution=64, max_steps=4, checkpoint_every=2, base_lr=0.05, grad_accum=2, sample_seeds=())
-    train(single)
-    two, one = MetricsLog(out / "metrics.csv").rows(), MetricsLog(single.out_dir / "metrics.csv").rows()
+    single = tmp_path / "one"
+    run(
+        TrainConfig(
+            model=str(tiny_sd),
+            token="amari",
+            resolution=64,
+            max_steps=4,
+            checkpoint_every=2,
+            base_lr=0.05,
+            grad_accum=2,
+            sample_seeds=(),
+        ),
+        TrainLayout(images, single),
+    )
+    two, one = MetricsLog(out / "metrics.csv").rows(), MetricsLog(single / "metrics.csv").rows()
     assert [r["epoch"] for r in two] == [r["epoch"] for r in one] == [repr(s * 2 / 300) for s in range(1, 5)]
     assert [r["lr"] for r in two] == [r["lr"] for r in one] == ["0.1"] * 4
     # The same samples in the same steps; gradients averaged across processes instead of over micro-batches.
     for a, b in zip(two, one):
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4)
     vectors_two = load_embedding(out / "learned_embeds.safetensors").vectors
-    vectors_one = load_embedding(single.out_dir / "learned_embeds.safetensors").vectors
+    vectors_one = load_embedding(single / "learned_embeds.safetensors").vectors
     assert torch.allclose(vectors_two, vectors_one, atol=1e-4)

@@ -11,8 +11,16 @@ from amari.cli import main
 from amari.images import load_rgb
 from amari.provenance import save_png
 
-PARAMS = {"prompt": "a photo of a woman", "seed": 335728730, "steps": 250, "sampler": "k_lms",
-          "cfg_scale": 7.5, "width": 512, "height": 512, "model": "sd-v1-4"}
+PARAMS = {
+    "prompt": "a photo of a woman",
+    "seed": 335728730,
+    "steps": 250,
+    "sampler": "k_lms",
+    "cfg_scale": 7.5,
+    "width": 512,
+    "height": 512,
+    "model": "sd-v1-4",
+}
 
 
 def make_images(data_dir, folder):
@@ -42,13 +50,15 @@ def test_reports_marks_of_each_image(data_dir, tmp_path, capsys):
 def test_json_output_and_folders(data_dir, tmp_path, capsys):
     folder = make_images(data_dir, tmp_path)
     assert main(["verify", "--json", str(folder)]) == 0
-    records = {record["path"].rsplit("/", 1)[-1]: record
-               for record in map(json.loads, capsys.readouterr().out.splitlines())}
+    records = {
+        record["path"].rsplit("/", 1)[-1]: record for record in map(json.loads, capsys.readouterr().out.splitlines())
+    }
     assert set(records) == {"marked.png", "marked.jpg", "plain.png"}
     assert records["marked.png"]["synthetic"] and records["marked.png"]["amari"]["seed"] == PARAMS["seed"]
     assert records["marked.jpg"]["watermark"]["found"] and records["marked.jpg"]["amari"] is None
     assert not records["plain.png"]["synthetic"]
-    assert records["marked.png"]["parameters"].startswith("a photo of a woman\nSteps: 250, Sampler: LMS")
+    parameters = records["marked.png"]["parameters"]
+    assert parameters.startswith("a photo of a woman\nNegative prompt: \nSteps: 250, Sampler: LMS")
 
 
 def test_unreadable_files_are_reported_and_others_still_checked(data_dir, tmp_path, capsys):

@@ -15,8 +15,14 @@ from amari.errors import UsageError
 
 SAMPLE = Path(__file__).parent / "data" / "sample-people.jpg"
 # dlib's face boxes (top, right, bottom, left) in the sample photo: six different people.
-SAMPLE_FACES = ((283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724),
-                (295, 557, 402, 450), (67, 999, 196, 870), (176, 364, 265, 275))
+SAMPLE_FACES = (
+    (283, 1226, 390, 1118),
+    (283, 175, 390, 67),
+    (367, 832, 474, 724),
+    (295, 557, 402, 450),
+    (67, 999, 196, 870),
+    (176, 364, 265, 275),
+)
 IDENTITY = 3
 
 PROMPTS = ("a photo of amari", "a side profile image of amari")
@@ -27,8 +33,14 @@ GROUPS = ("g_all", "g_2", "ctrl")
 def face_crop(photo, box):
     top, right, bottom, left = box
     margin = (bottom - top) // 2 + 20
-    return photo.crop((max(0, left - margin), max(0, top - margin),
-                       min(photo.width, right + margin), min(photo.height, bottom + margin)))
+    return photo.crop(
+        (
+            max(0, left - margin),
+            max(0, top - margin),
+            min(photo.width, right + margin),
+            min(photo.height, bottom + margin),
+        )
+    )
 
 
 def write_face_folder(folder: Path, sample: Path = SAMPLE) -> Path:

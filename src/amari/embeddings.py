@@ -11,21 +11,22 @@ import hashlib
 import os
 import sqlite3
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
-
-import numpy as np
 
 from amari import faces as face_lib
-from amari.errors import ImageError
+from amari.errors import ImageError, WorkspaceError
 from amari.faces import Face, FaceSettings
 from amari.images import DEFAULT_MAX_PIXELS, load_rgb, read_bytes, shrink_to
+from amari.layout import cache_root
+from amari.progress import warn
 from amari.sqlite import connect, from_blob, migrate, to_blob
+from amari.workers import all_cores, worker_pool
 
 MIGRATIONS = [
-    ("0001_face_cache", """
+    (
+        "0001_face_cache",
+        """
         CREATE TABLE face_images (
             content_hash TEXT NOT NULL,
             settings TEXT NOT NULL,
@@ -45,16 +46,43 @@ MIGRATIONS = [
             PRIMARY KEY (content_hash, settings, face_index),
             FOREIGN KEY (content_hash, settings) REFERENCES face_images ON DELETE CASCADE
         )
-    """),
+    """,
+    ),
+    # The detector's score of each face (enhancement restores only faces that score well enough).
+    ("0002_face_scores", "ALTER TABLE face_rows ADD COLUMN score REAL"),
 ]
 
 
 def default_cache_path() -> Path:
-    """$AMARI_CACHE_DIR, else $XDG_CACHE_HOME/amari, else ~/.cache/amari; file embeddings.sqlite."""
-    base = os.environ.get("AMARI_CACHE_DIR")
-    if not base:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "amari"
-    return Path(base) / "embeddings.sqlite"
+    """The descriptor cache in amari's cache folder (`amari.layout.cache_root`)."""
+    return cache_root() / "embeddings.sqlite"
+
+
+def open_cache(path: Path) -> sqlite3.Connection:
+    """The cache database; a damaged one is set aside and started afresh (it only saves time), an
+    unwritable one is an error that says what to do."""
+    try:
+        conn = connect(path, MIGRATIONS)
+        conn.execute("PRAGMA quick_check").fetchone()
+        return conn
+    except sqlite3.DatabaseError as exc:
+        if not path.is_file() or "readonly" in str(exc) or "unable to open" in str(exc):
+            raise WorkspaceError(_unwritable(path, exc)) from None
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{path}{suffix}").exists():
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+        warn(f"the descriptor cache {path} was damaged ({exc}); it was moved to {aside.name} and is rebuilt")
+        return connect(path, MIGRATIONS)
+    except OSError as exc:
+        raise WorkspaceError(_unwritable(path, exc)) from None
+
+
+def _unwritable(path: Path, exc: BaseException) -> str:
+    return (
+        f"cannot use the descriptor cache {path} ({exc}): set AMARI_CACHE_DIR to a writable folder, "
+        "or pass --no-cache where the command has it"
+    )
 
 
 def content_hash(data: bytes) -> str:
@@ -65,40 +93,62 @@ class EmbeddingCache:
     """Faces per (content hash, settings key). Give it a path, or a connection of a bigger database."""
 
     def __init__(self, path: str | Path | None = None, connection: sqlite3.Connection | None = None):
+        self.path = None if connection is not None else Path(path or default_cache_path())
         if connection is not None:
             self.conn = connection
             migrate(self.conn, MIGRATIONS)
         else:
-            self.conn = connect(path or default_cache_path(), MIGRATIONS)
+            self.conn = open_cache(self.path)
 
     def get(self, digest: str, settings_key: str) -> list[Face] | None:
-        row = self.conn.execute("SELECT n_faces FROM face_images WHERE content_hash=? AND settings=?",
-                                (digest, settings_key)).fetchone()
+        row = self.conn.execute(
+            "SELECT n_faces FROM face_images WHERE content_hash=? AND settings=?", (digest, settings_key)
+        ).fetchone()
         if row is None:
             return None
         rows = self.conn.execute(
-            "SELECT top, right, bottom, left, landmarks, descriptor FROM face_rows "
-            "WHERE content_hash=? AND settings=? ORDER BY face_index", (digest, settings_key)).fetchall()
-        return [Face(box=(r[0], r[1], r[2], r[3]), landmarks=from_blob(r[4], (-1, 2)),
-                     descriptor=from_blob(r[5])) for r in rows]
+            "SELECT top, right, bottom, left, landmarks, descriptor, score FROM face_rows "
+            "WHERE content_hash=? AND settings=? ORDER BY face_index",
+            (digest, settings_key),
+        ).fetchall()
+        return [
+            Face(
+                box=(r[0], r[1], r[2], r[3]), landmarks=from_blob(r[4], (-1, 2)), descriptor=from_blob(r[5]), score=r[6]
+            )
+            for r in rows
+        ]
 
     def put(self, digest: str, settings_key: str, faces: list[Face], size: tuple[int, int]) -> None:
+        try:
+            self._put(digest, settings_key, faces, size)
+        except sqlite3.OperationalError as exc:
+            if self.path is None:
+                raise
+            raise WorkspaceError(_unwritable(self.path, exc)) from None
+
+    def _put(self, digest: str, settings_key: str, faces: list[Face], size: tuple[int, int]) -> None:
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute("DELETE FROM face_images WHERE content_hash=? AND settings=?", (digest, settings_key))
-            self.conn.execute("INSERT INTO face_images VALUES (?, ?, ?, ?, ?, ?)",
-                              (digest, settings_key, len(faces), size[0], size[1], time.time()))
+            self.conn.execute(
+                "INSERT INTO face_images VALUES (?, ?, ?, ?, ?, ?)",
+                (digest, settings_key, len(faces), size[0], size[1], time.time()),
+            )
             self.conn.executemany(
-                "INSERT INTO face_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(digest, settings_key, i, *map(int, f.box), to_blob(f.landmarks), to_blob(f.descriptor))
-                 for i, f in enumerate(faces)])
+                "INSERT INTO face_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (digest, settings_key, i, *map(int, f.box), to_blob(f.landmarks), to_blob(f.descriptor), f.score)
+                    for i, f in enumerate(faces)
+                ],
+            )
 
     def close(self) -> None:
         self.conn.close()
 
 
-def encode_bytes(data: bytes, settings: FaceSettings, label: str | Path = "<bytes>",
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[Face], tuple[int, int]]:
+def encode_bytes(
+    data: bytes, settings: FaceSettings, label: str | Path = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[list[Face], tuple[int, int]]:
     """Decode image bytes and find their faces; returns (faces, (width, height) as decoded)."""
     image = load_rgb(data, max_pixels=max_pixels, label=label)
     height, width = image.shape[:2]
@@ -120,8 +170,12 @@ def _encode_path(path: str, settings: FaceSettings, max_pixels: int):
 class FaceEncoder:
     """The faces of image files under one `FaceSettings`, computed once and kept in an `EmbeddingCache`."""
 
-    def __init__(self, settings: FaceSettings = FaceSettings(), cache: EmbeddingCache | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(
+        self,
+        settings: FaceSettings = FaceSettings(),
+        cache: EmbeddingCache | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
         self.settings = settings
         self.cache = cache
         self.max_pixels = max_pixels
@@ -142,8 +196,9 @@ class FaceEncoder:
             self.cache.put(digest, self.settings.key, found, size)
         return found
 
-    def faces_many(self, paths: Iterable[str | Path], cpus: int = 1,
-                   on_progress: Callable[[Path], None] | None = None) -> dict[Path, list[Face] | ImageError]:
+    def faces_many(
+        self, paths: Iterable[str | Path], cpus: int = 1, on_progress: Callable[[Path], None] | None = None
+    ) -> dict[Path, list[Face] | ImageError]:
         """Faces of many files, in parallel on `cpus` processes (-1: all); errors are returned, not raised."""
         paths = [Path(p) for p in paths]
         results: dict[Path, list[Face] | ImageError] = {}
@@ -164,15 +219,18 @@ class FaceEncoder:
                     on_progress(path)
             else:
                 pending.append(path)
-        workers = (os.cpu_count() or 1) if cpus == -1 else max(1, cpus)
+        workers = all_cores(cpus)
         if workers == 1 or len(pending) < 2:
             outcomes = (_encode_path(str(p), self.settings, self.max_pixels) for p in pending)
             self._collect(pending, outcomes, results, on_progress)
         else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(pending)),
-                                     mp_context=get_context("forkserver")) as pool:
-                outcomes = pool.map(_encode_path, [str(p) for p in pending],
-                                    [self.settings] * len(pending), [self.max_pixels] * len(pending))
+            with worker_pool(min(workers, len(pending))) as pool:
+                outcomes = pool.map(
+                    _encode_path,
+                    [str(p) for p in pending],
+                    [self.settings] * len(pending),
+                    [self.max_pixels] * len(pending),
+                )
                 self._collect(pending, outcomes, results, on_progress)
         return {path: results[path] for path in paths}
 
@@ -188,14 +246,3 @@ class FaceEncoder:
                 results[path] = found
             if on_progress:
                 on_progress(path)
-
-
-def group_descriptors(encoder: FaceEncoder, paths: Iterable[str | Path], cpus: int = 1) -> tuple[list[Path], np.ndarray]:
-    """The largest face's descriptor of each readable group image that has a face."""
-    members, descriptors = [], []
-    for path, found in encoder.faces_many(paths, cpus=cpus).items():
-        if isinstance(found, ImageError) or not found:
-            continue
-        members.append(path)
-        descriptors.append(face_lib.largest(found).descriptor)
-    return members, np.array(descriptors).reshape(-1, face_lib.DESCRIPTOR_SIZE)

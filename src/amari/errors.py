@@ -31,3 +31,34 @@ class ModelError(AmariError):
 
 class WorkspaceError(AmariError):
     """A workspace that is locked, damaged, or not what a command expected."""
+
+
+_HINTS = {
+    "ENOSPC": "the disk is full: free some space and run the same command again (what was written is kept)",
+    "EDQUOT": "the disk quota is used up: free some space and run the same command again",
+    "EROFS": "the file system is read-only: use a writable folder",
+    "EACCES": "permission denied: use a folder you can write to, or change its permissions",
+    "EPERM": "operation not permitted: use a folder you can write to",
+    "EISDIR": "a folder stands where a file should be: move it away",
+    "ENOTDIR": "a file stands where a folder should be: move it away",
+    "EIO": "the disk reported an input/output error: check the disk",
+}
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for an error from the environment (OSError, sqlite3.Error): the file and what to do."""
+    import errno
+    import sqlite3
+
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc)
+        if "full" in text:
+            return f"database write failed ({text}): {_HINTS['ENOSPC']}"
+        if "readonly" in text or "read-only" in text:
+            return f"database write failed ({text}): {_HINTS['EROFS']}"
+        return f"database error ({text}); run the same command again, or restore the database from a backup"
+    name = errno.errorcode.get(getattr(exc, "errno", None) or 0, "")
+    where = " -> ".join(str(f) for f in (exc.filename, getattr(exc, "filename2", None)) if f) or "a file"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = _HINTS.get(name)
+    return f"{where}: {reason}" + (f"; {hint}" if hint else "")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from amari.errors import ModelError, UsageError
+from amari.facesettings import FaceSettings
 
 DESCRIPTOR_SIZE = 128
 
@@ -29,38 +30,13 @@ _MODEL_FILES = {
 
 
 @dataclass(frozen=True)
-class FaceSettings:
-    """How faces are found and described; part of every cache key."""
-
-    detector: str = "hog"
-    upsample: int = 1
-    landmarks: int = 5
-    jitters: int = 1
-    max_side: int | None = None
-
-    def __post_init__(self):
-        if self.detector not in ("hog", "cnn"):
-            raise UsageError(f"unknown face detector {self.detector!r}: use 'hog' or 'cnn'")
-        if self.landmarks not in (5, 68):
-            raise UsageError(f"landmarks must be 5 or 68, not {self.landmarks!r}")
-        if self.upsample < 0 or self.jitters < 1:
-            raise UsageError("upsample must be >= 0 and jitters >= 1")
-        if self.max_side is not None and self.max_side < 32:
-            raise UsageError("max_side must be at least 32 pixels")
-
-    @property
-    def key(self) -> str:
-        return (f"{self.detector}:up{self.upsample}:lm{self.landmarks}:j{self.jitters}"
-                f":max{self.max_side or 0}")
-
-
-@dataclass(frozen=True)
 class Face:
     """One face: its box as (top, right, bottom, left) like face_recognition, landmarks, descriptor."""
 
     box: tuple[int, int, int, int]
     landmarks: np.ndarray
     descriptor: np.ndarray
+    score: float | None = None  # the detector's score (HOG: real faces about 0.3 and up; None: not known)
 
     @property
     def area(self) -> int:
@@ -94,22 +70,22 @@ def _dlib():
     return dlib
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hog_detector():
     return _dlib().get_frontal_face_detector()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cnn_detector():
     return _dlib().cnn_face_detection_model_v1(str(model_path("cnn_detector")))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shape_predictor(points: int):
     return _dlib().shape_predictor(str(model_path(f"landmarks_{points}")))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _descriptor_model():
     return _dlib().face_recognition_model_v1(str(model_path("descriptor")))
 
@@ -120,10 +96,12 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _raw_detections(image: np.ndarray, detector: str, upsample: int):
+def _raw_detections(image: np.ndarray, detector: str, upsample: int) -> list[tuple[object, float]]:
+    """(dlib rectangle, detection score) of each face, in the detector's order."""
     if detector == "cnn":
-        return [d.rect for d in _cnn_detector()(image, upsample)]
-    return list(_hog_detector()(image, upsample))
+        return [(d.rect, float(d.confidence)) for d in _cnn_detector()(image, upsample)]
+    rects, scores, _ = _hog_detector().run(image, upsample, 0.0)  # the same boxes as calling the detector
+    return [(rect, float(score)) for rect, score in zip(rects, scores)]
 
 
 def _rect_to_box(rect) -> tuple[int, int, int, int]:
@@ -138,7 +116,7 @@ def _box_to_rect(box):
 def detect(image: np.ndarray, detector: str = "hog", upsample: int = 1) -> list[tuple[int, int, int, int]]:
     """Face boxes as (top, right, bottom, left), untrimmed, in the detector's order."""
     image = _check_image(image)
-    return [_rect_to_box(r) for r in _raw_detections(image, detector, upsample)]
+    return [_rect_to_box(r) for r, _score in _raw_detections(image, detector, upsample)]
 
 
 def detect_scored(image: np.ndarray, upsample: int = 1) -> list[tuple[tuple[int, int, int, int], float]]:
@@ -147,8 +125,7 @@ def detect_scored(image: np.ndarray, upsample: int = 1) -> list[tuple[tuple[int,
     Real faces in photos score about 0.3 and up; HOG's false faces (a badge, a pattern) score near 0.
     """
     image = _check_image(image)
-    rects, scores, _ = _hog_detector().run(image, upsample, 0.0)
-    return [(_rect_to_box(r), float(score)) for r, score in zip(rects, scores)]
+    return [(_rect_to_box(r), score) for r, score in _raw_detections(image, "hog", upsample)]
 
 
 def landmarks(image: np.ndarray, boxes, points: int = 68) -> list[np.ndarray]:
@@ -171,11 +148,11 @@ def encode(image: np.ndarray, settings: FaceSettings = FaceSettings()) -> list[F
     predictor = _shape_predictor(settings.landmarks)
     model = _descriptor_model()
     faces = []
-    for rect in _raw_detections(image, settings.detector, settings.upsample):
+    for rect, score in _raw_detections(image, settings.detector, settings.upsample):
         shape = predictor(image, rect)
         descriptor = np.array(model.compute_face_descriptor(image, shape, settings.jitters), dtype=np.float64)
         points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-        faces.append(Face(box=_rect_to_box(rect), landmarks=points, descriptor=descriptor))
+        faces.append(Face(box=_rect_to_box(rect), landmarks=points, descriptor=descriptor, score=score))
     return faces
 
 
@@ -200,8 +177,8 @@ def distance_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     # Exact differences (not the |a|²+|b|²-2ab shortcut, which loses digits), in bounded chunks.
     rows = max(1, 2_000_000 // max(1, len(b) * DESCRIPTOR_SIZE))
     for start in range(0, len(a), rows):
-        diff = a[start:start + rows, None, :] - b[None, :, :]
-        out[start:start + rows] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        diff = a[start : start + rows, None, :] - b[None, :, :]
+        out[start : start + rows] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
     return out
 
 

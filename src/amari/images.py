@@ -7,11 +7,12 @@ into `uint8` H×W×3 arrays and every bad one into an `ImageError` that names th
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -43,8 +44,9 @@ def image_files(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
     return sorted(found)
 
 
-def open_image(data: bytes | str | os.PathLike, path: str | os.PathLike | None = None,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_image(
+    data: bytes | str | os.PathLike, path: str | os.PathLike | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
     """Open and fully decode an image, EXIF orientation applied, as a Pillow image in its own mode."""
     label = path if path is not None else (data if not isinstance(data, bytes) else "<bytes>")
     source = io.BytesIO(data) if isinstance(data, bytes) else data
@@ -54,8 +56,11 @@ def open_image(data: bytes | str | os.PathLike, path: str | os.PathLike | None =
             image = Image.open(source)
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageError(label, f"image is {width}x{height} = {width * height} pixels, "
-                                        f"more than the limit of {max_pixels} (decompression bomb?)")
+                raise ImageError(
+                    label,
+                    f"image is {width}x{height} = {width * height} pixels, "
+                    f"more than the limit of {max_pixels} (decompression bomb?)",
+                )
             image.load()
     except ImageError:
         raise
@@ -72,10 +77,8 @@ def open_image(data: bytes | str | os.PathLike, path: str | os.PathLike | None =
         if "truncated" in reason:
             reason = f"truncated or incomplete file ({reason})"
         raise ImageError(label, f"cannot decode image: {reason}") from None
-    try:
+    with contextlib.suppress(Exception):  # a broken EXIF block must not lose a readable image
         image = ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose a readable image
-        pass
     return image
 
 
@@ -100,8 +103,9 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image))
 
 
-def load_rgb(path: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
-             label: str | os.PathLike | None = None) -> np.ndarray:
+def load_rgb(
+    path: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, label: str | os.PathLike | None = None
+) -> np.ndarray:
     """Read an image file (or its bytes) as a uint8 H×W×3 RGB array, or raise `ImageError`."""
     return to_rgb(open_image(path, path=label, max_pixels=max_pixels))
 

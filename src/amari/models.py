@@ -18,7 +18,6 @@ import hashlib
 import http.client
 import os
 import re
-import sys
 import urllib.error
 import urllib.request
 import warnings
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amari.errors import ModelError
+from amari.layout import cache_root
+from amari.progress import progress_bar
 
 PICKLE_SUFFIXES = frozenset({".pth", ".pt", ".ckpt", ".bin"})
 MODEL_SUFFIXES = PICKLE_SUFFIXES | {".safetensors"}
@@ -70,8 +71,10 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         KnownModel(
             name="GFPGANv1.4",
             filename="GFPGANv1.4.pth",
-            urls=("https://github.com/TencentARC/GFPGAN/releases/download/v1.3.4/GFPGANv1.4.pth",
-                  "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth"),
+            urls=(
+                "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.4/GFPGANv1.4.pth",
+                "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth",
+            ),
             sha256="e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
             size=348_632_874,
             description="GFPGAN v1.4 face restoration (clean architecture)",
@@ -82,13 +85,6 @@ KNOWN_MODELS: dict[str, KnownModel] = {
 
 # 1. Where files live ------------------------------------------------------------------------------
 
-def cache_root() -> Path:
-    """$AMARI_CACHE_DIR, else $XDG_CACHE_HOME/amari, else ~/.cache/amari."""
-    base = os.environ.get("AMARI_CACHE_DIR")
-    if base:
-        return Path(base)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "amari"
-
 
 def models_dir() -> Path:
     """The folder known models are downloaded into (and where a user may put them by hand)."""
@@ -97,8 +93,10 @@ def models_dir() -> Path:
 
 def is_offline() -> bool:
     """True when the user asked for no network: AMARI_OFFLINE or HF_HUB_OFFLINE set to a true value."""
-    return any(os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
-               for var in ("AMARI_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(
+        os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+        for var in ("AMARI_OFFLINE", "HF_HUB_OFFLINE")
+    )
 
 
 def known_model(spec: str | os.PathLike) -> KnownModel | None:
@@ -116,21 +114,15 @@ def resolve_model_file(spec: str | os.PathLike, download: bool = True) -> Path:
     known = known_model(spec)
     if known is None:
         if path.is_dir():
-            raise ModelError(f"{path} is a folder; expected a model file "
-                             f"({', '.join(sorted(MODEL_SUFFIXES))})")
-        raise ModelError(f"model file not found: {path} (give a path to an existing file, "
-                         f"or one of the known names: {', '.join(sorted(KNOWN_MODELS))})")
+            raise ModelError(f"{path} is a folder; expected a model file ({', '.join(sorted(MODEL_SUFFIXES))})")
+        raise ModelError(
+            f"model file not found: {path} (give a path to an existing file, "
+            f"or one of the known names: {', '.join(sorted(KNOWN_MODELS))})"
+        )
     return fetch(known, models_dir(), download=download)
 
 
 # 2. Fetching a known model once -------------------------------------------------------------------
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _where_to_get(model: KnownModel, target: Path) -> str:
@@ -144,12 +136,16 @@ def fetch(model: KnownModel, folder: Path, download: bool = True) -> Path:
         # A complete file only ever appears by an atomic rename after its checksum passed, so the
         # size is enough to catch a file someone replaced by hand with the wrong thing.
         if model.size is not None and target.stat().st_size != model.size:
-            raise ModelError(f"{target} has {target.stat().st_size} bytes, expected {model.size} "
-                             f"for {model.name}; delete it to download it again")
+            raise ModelError(
+                f"{target} has {target.stat().st_size} bytes, expected {model.size} "
+                f"for {model.name}; delete it to download it again"
+            )
         return target
     if not download or is_offline():
-        raise ModelError(f"model file {model.filename} ({model.name}) is not in the cache and amari "
-                         f"is offline: {_where_to_get(model, target)}")
+        raise ModelError(
+            f"model file {model.filename} ({model.name}) is not in the cache and amari "
+            f"is offline: {_where_to_get(model, target)}"
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -161,8 +157,7 @@ def fetch(model: KnownModel, folder: Path, download: bool = True) -> Path:
             return target
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
-    raise ModelError(f"could not download {model.filename} ({'; '.join(failures)}): "
-                     f"{_where_to_get(model, target)}")
+    raise ModelError(f"could not download {model.filename} ({'; '.join(failures)}): {_where_to_get(model, target)}")
 
 
 def _download(url: str, model: KnownModel, target: Path) -> None:
@@ -172,7 +167,7 @@ def _download(url: str, model: KnownModel, target: Path) -> None:
     try:
         with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or model.size
-            with _progress(model.filename, total) as advance:
+            with progress_bar(total, f"downloading {model.filename}", unit="bytes") as advance:
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
                     out.write(chunk)
                     digest.update(chunk)
@@ -185,39 +180,17 @@ def _download(url: str, model: KnownModel, target: Path) -> None:
 
 def _verify(model: KnownModel, path: Path, sha256: str, url: str) -> None:
     if model.sha256 is not None and sha256 != model.sha256:
-        raise ModelError(f"{model.filename} from {url} failed its checksum (sha256 {sha256}, "
-                         f"expected {model.sha256}); nothing was kept")
+        raise ModelError(
+            f"{model.filename} from {url} failed its checksum (sha256 {sha256}, "
+            f"expected {model.sha256}); nothing was kept"
+        )
     size = path.stat().st_size
     if model.size is not None and size != model.size:
-        raise ModelError(f"{model.filename} from {url} has {size} bytes, expected {model.size}; "
-                         f"nothing was kept")
-
-
-class _progress:
-    """A rich download bar on stderr; silent when stderr is not a terminal."""
-
-    def __init__(self, label: str, total: int | None):
-        self.label, self.total, self.bar = label, total, None
-
-    def __enter__(self):
-        if not sys.stderr.isatty():
-            return lambda n: None
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                   TransferSpeedColumn)
-        from rich.console import Console
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                            TransferSpeedColumn(), console=Console(stderr=True), transient=True)
-        self.bar.start()
-        task = self.bar.add_task(f"downloading {self.label}", total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
-        return False
+        raise ModelError(f"{model.filename} from {url} has {size} bytes, expected {model.size}; nothing was kept")
 
 
 # 3. Reading without running code ------------------------------------------------------------------
+
 
 class _Ignored:
     """Stands in for harmless bookkeeping objects in training checkpoints; keeps none of their state."""
@@ -249,8 +222,6 @@ def checkpoint_extras() -> list:
     return extras
 
 
-
-
 def safe_torch_load(path: str | os.PathLike) -> dict:
     """The dict stored in a model file, read without executing anything it contains.
 
@@ -267,11 +238,14 @@ def safe_torch_load(path: str | os.PathLike) -> dict:
     elif suffix in PICKLE_SUFFIXES:
         content = _load_pickle(path)
     else:
-        raise ModelError(f"{path}: unsupported model file type {suffix or '(none)'}; "
-                         f"expected one of {', '.join(sorted(MODEL_SUFFIXES))}")
+        raise ModelError(
+            f"{path}: unsupported model file type {suffix or '(none)'}; "
+            f"expected one of {', '.join(sorted(MODEL_SUFFIXES))}"
+        )
     if not isinstance(content, dict):
-        raise ModelError(f"{path}: expected a state dict (a mapping of names to tensors), "
-                         f"found {type(content).__name__}")
+        raise ModelError(
+            f"{path}: expected a state dict (a mapping of names to tensors), found {type(content).__name__}"
+        )
     return content
 
 
@@ -303,16 +277,29 @@ def _load_pickle(path: Path) -> dict:
         found = _GLOBAL_NAME.search(str(exc))
         if found:
             what = next(g for g in found.groups() if g)
-            raise ModelError(f"{path}: refused to load: the file asks to run or build {what}, which a "
-                             f"plain model file never needs (possibly malicious); convert it to "
-                             f".safetensors from a source you trust") from None
+            raise ModelError(
+                f"{path}: refused to load: the file asks to run or build {what}, which a "
+                f"plain model file never needs (possibly malicious); convert it to "
+                f".safetensors from a source you trust"
+            ) from None
         _, _, detail = str(exc).partition("WeightsUnpickler error:")
-        raise ModelError(f"{path}: not a readable model file, truncated or corrupt "
-                         f"({_first_line(detail) or _first_line(exc)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError,
-            AttributeError, zipfile.BadZipFile) as exc:
-        raise ModelError(f"{path}: not a readable model file, truncated or corrupt "
-                         f"({_first_line(exc) or type(exc).__name__})") from None
+        raise ModelError(
+            f"{path}: not a readable model file, truncated or corrupt ({_first_line(detail) or _first_line(exc)})"
+        ) from None
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        IndexError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        zipfile.BadZipFile,
+    ) as exc:
+        raise ModelError(
+            f"{path}: not a readable model file, truncated or corrupt ({_first_line(exc) or type(exc).__name__})"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:

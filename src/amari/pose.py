@@ -23,18 +23,19 @@ import numpy as np
 NOSE_TIP, CHIN = 30, 8
 OUTER_EYE_IMAGE_LEFT, OUTER_EYE_IMAGE_RIGHT = 36, 45
 MOUTH_IMAGE_LEFT, MOUTH_IMAGE_RIGHT = 48, 54
-FITTED_POINTS = (NOSE_TIP, CHIN, OUTER_EYE_IMAGE_LEFT, OUTER_EYE_IMAGE_RIGHT, MOUTH_IMAGE_LEFT,
-                 MOUTH_IMAGE_RIGHT)
+FITTED_POINTS = (NOSE_TIP, CHIN, OUTER_EYE_IMAGE_LEFT, OUTER_EYE_IMAGE_RIGHT, MOUTH_IMAGE_LEFT, MOUTH_IMAGE_RIGHT)
 
 # A generic adult face in arbitrary units: x towards the image's right, y up, z towards the camera.
-GENERIC_FACE_3D = np.array([
-    (0.0, 0.0, 0.0),            # nose tip
-    (0.0, -330.0, -65.0),       # chin
-    (-225.0, 170.0, -135.0),    # outer corner of the eye on the image's left
-    (225.0, 170.0, -135.0),     # outer corner of the eye on the image's right
-    (-150.0, -150.0, -125.0),   # mouth corner on the image's left
-    (150.0, -150.0, -125.0),    # mouth corner on the image's right
-])
+GENERIC_FACE_3D = np.array(
+    [
+        (0.0, 0.0, 0.0),  # nose tip
+        (0.0, -330.0, -65.0),  # chin
+        (-225.0, 170.0, -135.0),  # outer corner of the eye on the image's left
+        (225.0, 170.0, -135.0),  # outer corner of the eye on the image's right
+        (-150.0, -150.0, -125.0),  # mouth corner on the image's left
+        (150.0, -150.0, -125.0),  # mouth corner on the image's right
+    ]
+)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ Three marks, so that at least one survives whatever happens to a file:
    JPEG quality 90 from 128×128 up and lossless saving from 64×64 up; smaller images are written
    without one (`MIN_WATERMARK_SIDE`). The package's plain `dwtDct` method, which Stable Diffusion's
    reference scripts used, does not survive JPEG at quality 90 at any size, hence the SVD variant.
-2. A PNG text chunk `parameters` in AUTOMATIC1111's layout, so "PNG info" in A1111, ComfyUI or
-   InvokeAI shows prompt, seed, steps, sampler, CFG, size and model.
+2. PNG text chunks that other tools read: `parameters` in AUTOMATIC1111's layout ("PNG info" in A1111
+   and ComfyUI's import show prompt, seed, steps, sampler, CFG, size, model and embeddings) and
+   `invokeai_metadata` for InvokeAI's "recall parameters" (`amari.infotext`).
 3. A PNG text chunk `amari` holding JSON: `"synthetic": true`, the generator, and every parameter.
 
 Files are written to a hidden temporary name in the target folder and renamed into place, so a
@@ -17,10 +18,9 @@ reader (the miner, another tool watching the folder) never sees half an image.
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import re
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,14 @@ from PIL import Image, PngImagePlugin
 
 from amari import __version__
 from amari.errors import ImageError
+from amari.infotext import (
+    INVOKEAI_KEY,
+    PARAMETERS_KEY,
+    a1111_parameters,
+    add_text_chunk,
+    invokeai_metadata,
+    parse_a1111_parameters,
+)
 
 PAYLOAD = b"amari"
 WATERMARK_METHOD = "dwtDctSvd"
@@ -39,23 +47,16 @@ MIN_WATERMARK_SIDE = 64
 # lossless saving from 64 px and after JPEG q90 from 128 px. 36 of 40 bits by chance: p < 1e-7.
 DETECTION_THRESHOLD = 0.9
 
-PARAMETERS_KEY = "parameters"
 AMARI_KEY = "amari"
 GENERATOR = f"amari {__version__}"
-
-# amari scheduler names as A1111 writes them in its `Sampler:` field.
-A1111_SAMPLER_NAMES = {
-    "ddim": "DDIM",
-    "pndm": "PLMS",
-    "k_lms": "LMS",
-    "euler": "Euler",
-    "euler_a": "Euler a",
-    "dpmpp_2m": "DPM++ 2M Karras",
-    "unipc": "UniPC",
-}
+# zlib level of the PNGs amari writes: on photographs bench/png_level.py measured level 4 at about a
+# third of the default 6's time for files 1-3 % larger (level 1: a quarter, but 15-20 % larger);
+# docs/mining.md has the figures.
+PNG_COMPRESS_LEVEL = 4
 
 
 # 1. Watermark -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class WatermarkReading:
@@ -106,8 +107,9 @@ def read_watermark(rgb: np.ndarray) -> WatermarkReading | None:
     bgr = np.ascontiguousarray(rgb[..., ::-1])
     bits = np.asarray(_embedder([]).decode(bgr), dtype=np.uint8)
     accuracy = float(np.mean(bits == np.asarray(_payload_bits(), dtype=np.uint8)))
-    return WatermarkReading(found=accuracy >= DETECTION_THRESHOLD, bit_accuracy=accuracy,
-                            payload=np.packbits(bits).tobytes())
+    return WatermarkReading(
+        found=accuracy >= DETECTION_THRESHOLD, bit_accuracy=accuracy, payload=np.packbits(bits).tobytes()
+    )
 
 
 def _check_rgb(rgb) -> np.ndarray:
@@ -119,128 +121,52 @@ def _check_rgb(rgb) -> np.ndarray:
     return rgb
 
 
-# 2. A1111 `parameters` text -----------------------------------------------------------------------
-
-def _quote(value) -> str:
-    # A1111 writes a value as JSON only when a plain one would break its `key: value, ` list.
-    text = str(value)
-    if any(char in text for char in ',:\n"'):
-        return json.dumps(text, ensure_ascii=False)
-    return text
-
-
-def a1111_parameters(params: dict) -> str:
-    """The `parameters` text A1111 writes: prompt, `Negative prompt:` line, then `Key: value, ...`."""
-    fields: dict[str, object] = {}
-    if params.get("steps") is not None:
-        fields["Steps"] = params["steps"]
-    if params.get("sampler"):
-        fields["Sampler"] = A1111_SAMPLER_NAMES.get(params["sampler"], params["sampler"])
-    if params.get("cfg_scale") is not None:
-        fields["CFG scale"] = params["cfg_scale"]
-    if params.get("seed") is not None:
-        fields["Seed"] = params["seed"]
-    if params.get("width") and params.get("height"):
-        fields["Size"] = f"{params['width']}x{params['height']}"
-    if params.get("model_hash"):
-        fields["Model hash"] = params["model_hash"]
-    if params.get("model"):
-        fields["Model"] = params["model"]
-    if params.get("eta"):
-        fields["Eta"] = params["eta"]
-    for embedding in params.get("embeddings") or ():
-        fields[f"TI {embedding['token']}"] = Path(embedding["path"]).name
-    enhance = params.get("enhance") or {}
-    if enhance.get("scale") and enhance.get("upscaler"):
-        fields["Postprocess upscale by"] = enhance["scale"]
-        fields["Postprocess upscaler"] = Path(str(enhance["upscaler"])).stem
-    if enhance.get("face_restorer"):
-        fields["Postprocess face restoration"] = Path(str(enhance["face_restorer"])).stem
-    lines = [str(params.get("prompt", ""))]
-    if params.get("negative_prompt"):
-        lines.append(f"Negative prompt: {params['negative_prompt']}")
-    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields.items()))
-    return "\n".join(lines)
-
-
-_FIELD = re.compile(r'\s*([\w][\w \-/+()]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
-
-
-def _parse_fields(line: str) -> dict[str, str]:
-    fields = {}
-    for key, value in _FIELD.findall(line):
-        value = value.strip()
-        if value.startswith('"') and value.endswith('"') and len(value) >= 2:
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
-        fields[key.strip()] = value
-    return fields
-
-
-def parse_a1111_parameters(text: str) -> dict:
-    """Prompt, negative prompt and the `Key: value` fields of an A1111 `parameters` text.
-
-    Field values are strings as written (`"Seed": "123"`); `Size` also gives `width` and `height`.
-    """
-    lines = text.strip("\n").split("\n")
-    fields: dict[str, object] = {}
-    if lines and len(_FIELD.findall(lines[-1])) >= 3:
-        fields = _parse_fields(lines.pop())
-    prompt_lines, negative_lines, target = [], [], None
-    target = prompt_lines
-    for line in lines:
-        if line.startswith("Negative prompt:"):
-            target = negative_lines
-            line = line[len("Negative prompt:"):].lstrip()
-        target.append(line)
-    result: dict[str, object] = {"prompt": "\n".join(prompt_lines),
-                                 "negative_prompt": "\n".join(negative_lines), **fields}
-    size = re.fullmatch(r"(\d+)x(\d+)", str(fields.get("Size", "")))
-    if size:
-        result["width"], result["height"] = int(size.group(1)), int(size.group(2))
-    return result
-
-
 # 3. Writing ---------------------------------------------------------------------------------------
+
 
 def amari_metadata(params: dict, watermarked: bool) -> dict:
     """The JSON amari stores beside the A1111 text: synthetic flag, generator, watermark, params."""
-    return {"synthetic": True, "generator": GENERATOR,
-            "watermark": {"method": WATERMARK_METHOD, "payload": PAYLOAD.decode(), "embedded": watermarked},
-            **params}
+    return {
+        "synthetic": True,
+        "generator": GENERATOR,
+        "watermark": {"method": WATERMARK_METHOD, "payload": PAYLOAD.decode(), "embedded": watermarked},
+        **params,
+    }
 
 
-def save_png(image, path: str | os.PathLike, params: dict) -> Path:
-    """Write `image` (PIL or uint8 RGB array) as a PNG at `path` with watermark and both chunks.
+def marked_png(image, params: dict) -> tuple[np.ndarray, bytes]:
+    """`image` (PIL or uint8 RGB array) watermarked, and the PNG file holding it with amari's chunks.
 
     `params` holds what made the image (prompt, negative_prompt, seed, steps, sampler, cfg_scale,
-    width, height, model, enhance, ...); it must be JSON-serialisable. The file appears atomically.
+    width, height, model, enhance, ...); it must be JSON-serialisable. The pixels returned are exactly
+    the file's, so faces can be found in them without reading the file back.
     """
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"{path}: provenance is written into PNG files only")
     rgb = _check_rgb(image)
     watermarked = can_carry_watermark(rgb.shape[1], rgb.shape[0])
     marked = embed_watermark(rgb)
     info = PngImagePlugin.PngInfo()
-    info.add_text(PARAMETERS_KEY, a1111_parameters(params))
-    info.add_text(AMARI_KEY, json.dumps(amari_metadata(params, watermarked), ensure_ascii=False))
+    add_text_chunk(info, PARAMETERS_KEY, a1111_parameters(params))
+    add_text_chunk(info, INVOKEAI_KEY, json.dumps(invokeai_metadata(params), ensure_ascii=False))
+    add_text_chunk(info, AMARI_KEY, json.dumps(amari_metadata(params, watermarked), ensure_ascii=False))
+    buffer = io.BytesIO()
+    Image.fromarray(marked).save(buffer, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
+    return marked, buffer.getvalue()
+
+
+def save_png(image, path: str | os.PathLike, params: dict) -> Path:
+    """Write `image` as a PNG at `path` with watermark and metadata (`marked_png`), atomically."""
+    from amari.files import write_atomic
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: provenance is written into PNG files only")
+    _marked, data = marked_png(image, params)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden and without an image suffix, so folder scans skip it until the rename.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
-    try:
-        with open(temporary, "xb") as out:
-            Image.fromarray(marked).save(out, format="PNG", pnginfo=info)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, data)
 
 
 # 4. Reading ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Provenance:
@@ -312,8 +238,13 @@ def read_provenance(path: str | os.PathLike) -> Provenance:
         reading = read_watermark(to_rgb(image))
     except ValueError as exc:
         raise ImageError(path, f"cannot read watermark: {exc}") from None
-    return Provenance(path=path, format=file_format,
-                      width=image.width, height=image.height, watermark=reading,
-                      parameters=parameters,
-                      fields=parse_a1111_parameters(parameters) if parameters else {},
-                      amari=amari)
+    return Provenance(
+        path=path,
+        format=file_format,
+        width=image.width,
+        height=image.height,
+        watermark=reading,
+        parameters=parameters,
+        fields=parse_a1111_parameters(parameters) if parameters else {},
+        amari=amari,
+    )

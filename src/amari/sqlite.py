@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence, Union
 
 import numpy as np
 
-Migration = tuple[str, Union[str, Callable[[sqlite3.Connection], None]]]
+Migration = tuple[str, str | Callable[[sqlite3.Connection], None]]
 
 
 def connect(path: str | Path, migrations: Sequence[Migration] = ()) -> sqlite3.Connection:
@@ -47,7 +47,8 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> list[s
             conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time()))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         applied.append(name)
     return applied

@@ -26,78 +26,69 @@ damaged or a check fails (`amari models pull STUDY.toml` fetches missing models)
 def add_arguments(parser) -> None:
     parser.add_argument("config", metavar="STUDY.toml", nargs="?", help="the study to check (default: the 2022 study)")
     parser.add_argument("--no-timing", action="store_true", help="check the setup and the models only")
-    parser.add_argument("--timing-steps", type=int, metavar="N",
-                        help="time generation at 1 and N denoising steps and extrapolate (default: the config's)")
-    parser.add_argument("--acceptance", type=float, metavar="RATE",
-                        help="share of candidates that join the sim-group (default: the 2022 study's, 312/4200)")
+    parser.add_argument(
+        "--timing-steps",
+        type=int,
+        metavar="N",
+        help="time generation at 1 and N denoising steps and extrapolate (default: the config's)",
+    )
+    parser.add_argument(
+        "--acceptance",
+        type=float,
+        metavar="RATE",
+        help="share of candidates that join the sim-group (default: the 2022 study's, 312/4200)",
+    )
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
 
 
-def _study(path):
-    from amari.inventory import default_study_file
-    from amari.study.config import load_study
-
-    path = path or default_study_file()
-    return (load_study(path), str(path)) if path else (None, "the default settings")
-
-
 def run(args) -> int:
-    import sys
-
-    from amari.doctor.estimate import ACCEPTANCE_2022, estimate
-    from amari.doctor.plan import plan_from_study
-    from amari.doctor.probes import disk_check, environment, existing_parent, hub_cache, machine_label
-    from amari.doctor.render import duration, print_table
-    from amari.doctor.timing import time_study
+    from amari.doctor.estimate import ACCEPTANCE_2022
+    from amari.doctor.plan import find_study, plan_from_study
+    from amari.doctor.probes import environment, hub_cache
+    from amari.doctor.render import MODEL_HEADERS, model_rows, print_table
     from amari.errors import AmariError, ModelError, UsageError
-    from amari.inventory import check, default_needs, needs_from_study
-    from amari.models import cache_root
+    from amari.inventory import check, needs_from_study
+    from amari.layout import cache_root
 
     if args.timing_steps is not None and args.timing_steps < 2:
         raise UsageError("--timing-steps must be at least 2")
     acceptance = ACCEPTANCE_2022 if args.acceptance is None else args.acceptance
     if not 0 < acceptance <= 1:
         raise UsageError(f"--acceptance must be in (0, 1], not {args.acceptance}")
-    config, label = _study(args.config)
-    plan = plan_from_study(config) if config is not None else None
-    show = (lambda title, headers, rows: (print(f"\n{title}"), print_table(headers, rows, args.markdown)))
+    config, label, from_file = find_study(args.config)
+    plan = plan_from_study(config) if from_file else None  # the default settings have no grid to estimate
+
+    def show(title: str, headers: list[str], rows: list[list[str]]) -> None:
+        print(f"\n{title}")
+        print_table(headers, rows, args.markdown)
+
     print(f"amari doctor: {label}")
 
     # 1. The machine.
     folders = {"model cache": cache_root(), "Hugging Face cache": hub_cache()}
     if plan is not None:
         folders = {"workspace": plan.out, **folders}
-    checks = environment(plan.device if plan else "auto", folders)
+    checks = environment(config.study.device, folders)
     show("environment", ["check", "status", "detail"], [[c.name, c.status, c.detail] for c in checks])
 
     # 2. The models.
-    statuses = [check(need) for need in (needs_from_study(config) if config is not None else default_needs())]
-    show("models", ["model", "state", "role", "where"],
-         [[s.need.name, s.state, s.need.role, s.where or s.detail] for s in statuses])
+    statuses = [check(need) for need in needs_from_study(config)]
+    show("models", MODEL_HEADERS, model_rows(statuses))
     missing = [s for s in statuses if s.need.required and not s.ok]
     failed = [c for c in checks if c.status == "fail"]
 
     # 3. Stage times and the estimate, when everything is here.
-    if args.no_timing or plan is None or missing or failed:
-        why = ("--no-timing" if args.no_timing else "no study config" if plan is None
-               else "a model is missing" if missing else "a check failed")
+    reasons = [
+        ("--no-timing", args.no_timing),
+        ("no study config", plan is None),
+        ("a model is missing", missing),
+        ("a check failed", failed),
+    ]
+    why = next((reason for reason, holds in reasons if holds), None)
+    if why is not None:
         print(f"\nstage times: not measured ({why})")
     else:
-        try:
-            timings = time_study(plan, args.timing_steps, log=lambda m: print(m, file=sys.stderr, flush=True))
-        except (RuntimeError, MemoryError, OSError) as exc:  # out of GPU memory, a kernel or file failure
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise AmariError(f"timing failed (the stage named last above): {first}") from exc
-        show(f"stage times on {machine_label(timings.device)}", ["stage", "time", "per", "how"],
-             [[s.stage, duration(s.seconds) if s.seconds is not None else "-", s.unit, s.note]
-              for s in timings.stages])
-        result = estimate(plan, timings, acceptance)
-        show(f"estimate for {plan.name}", ["step", "time", "from"],
-             [[r.what, duration(r.seconds), r.how] for r in result.rows])
-        print("assumptions:\n" + "\n".join(f"  - {a}" for a in result.assumptions))
-        space = disk_check("workspace", existing_parent(plan.out), result.workspace_bytes)
-        if space.status != "ok":
-            print(f"warning: {space.detail}")
+        _time_and_estimate(plan, args.timing_steps, acceptance, show)
 
     if missing:
         names = ", ".join(f"{s.need.name} ({s.state})" for s in missing)
@@ -106,3 +97,37 @@ def run(args) -> int:
     if failed:
         raise AmariError("; ".join(f"{c.name}: {c.detail}" for c in failed))
     return 0
+
+
+def _time_and_estimate(plan, timing_steps: int | None, acceptance: float, show) -> None:
+    """Time each stage once, then print the stage times, the estimate and its assumptions."""
+    import sys
+
+    from amari.doctor.estimate import estimate
+    from amari.doctor.probes import disk_check, existing_parent, machine_label
+    from amari.doctor.render import duration
+    from amari.doctor.timing import time_study
+    from amari.errors import AmariError, describe_failure
+
+    try:
+        timings = time_study(plan, timing_steps, log=lambda m: print(m, file=sys.stderr, flush=True))
+    except OSError as exc:  # a full disk, an unreadable file
+        raise AmariError(f"timing failed (the stage named last above): {describe_failure(exc)}") from exc
+    except (RuntimeError, MemoryError) as exc:  # out of GPU memory, a kernel failure
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AmariError(f"timing failed (the stage named last above): {first}") from exc
+    show(
+        f"stage times on {machine_label(timings.device)}",
+        ["stage", "time", "per", "how"],
+        [[s.stage, duration(s.seconds), s.unit, s.note] for s in timings.stages],
+    )
+    result = estimate(plan, timings, acceptance)
+    show(
+        f"estimate for {plan.name}",
+        ["step", "time", "from"],
+        [[r.what, duration(r.seconds), r.how] for r in result.rows],
+    )
+    print("assumptions:\n" + "\n".join(f"  - {a}" for a in result.assumptions))
+    space = disk_check("workspace", existing_parent(plan.out), result.workspace_bytes)
+    if space.status != "ok":
+        print(f"warning: {space.detail}")

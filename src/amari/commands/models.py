@@ -24,25 +24,31 @@ Exit status: 0 when every model needed is there, 1 when one is missing or damage
 
 def add_arguments(parser) -> None:
     parser.add_argument("action", choices=("list", "pull"), help="list the models, or pull the missing ones")
-    parser.add_argument("targets", nargs="*", metavar="STUDY.toml|NAME",
-                        help="a study config, or model names, ids and paths (default: the 2022 study's models)")
-    parser.add_argument("--verify", action="store_true",
-                        help="also check Hugging Face weights against the hub's SHA-256 (reads every byte)")
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        metavar="STUDY.toml|NAME",
+        help="a study config, or model names, ids and paths (default: the 2022 study's models)",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="also check Hugging Face weights against the hub's SHA-256 (reads every byte)",
+    )
     parser.add_argument("--mirror", metavar="URL", help="fetch known files from URL/FILE_NAME (pull)")
 
 
 def needs_for(targets: list[str]) -> tuple[str, list]:
     """(what the list is for, the needs) for the command line's targets."""
-    from amari.inventory import default_needs, default_study_file, needs_from_names, needs_from_study
+    from amari.doctor.plan import find_study
+    from amari.inventory import needs_from_names, needs_from_study
 
+    if not targets:
+        config, label, _ = find_study()
+        return label, needs_from_study(config)
     configs = [t for t in targets if t.lower().endswith(".toml")]
     names = [t for t in targets if not t.lower().endswith(".toml")]
-    if not targets:
-        found = default_study_file()
-        return (str(found) if found else "the default settings"), default_needs()
-    from amari.study.config import load_study
-
-    needs = [need for path in configs for need in needs_from_study(load_study(path))]
+    needs = [need for path in configs for need in needs_from_study(find_study(path)[0])]
     return ", ".join(targets), _unique(needs + needs_from_names(names))
 
 
@@ -55,12 +61,8 @@ def _unique(needs: list) -> list:
     return kept
 
 
-def status_rows(statuses) -> list[list[str]]:
-    return [[s.need.name, s.state, s.need.role, s.where or s.detail] for s in statuses]
-
-
 def run(args) -> int:
-    from amari.doctor.render import print_table
+    from amari.doctor.render import MODEL_HEADERS, model_rows, print_table
     from amari.errors import ModelError
     from amari.inventory import check, pull
 
@@ -77,7 +79,7 @@ def run(args) -> int:
                 print(f"{need.name}: not pulled: {exc}", flush=True)
                 status = check(need)
         statuses.append(status)
-    print_table(["model", "state", "role", "where"], status_rows(statuses))
+    print_table(MODEL_HEADERS, model_rows(statuses))
     problems = [s for s in statuses if not s.ok and s.need.required]
     if args.action == "list":  # pull has said why each one it could not get is missing
         for status in problems:

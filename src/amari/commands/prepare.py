@@ -14,36 +14,33 @@ random crop, how many outputs still show a face."""
 
 
 def add_arguments(parser) -> None:
+    from amari.options import add_options
+    from amari.prepare import PrepareConfig
+
     parser.add_argument("src", metavar="SRC", help="folder of images to transform (searched recursively)")
     parser.add_argument("dst", metavar="DST", help="folder for the outputs (empty or new, unless --force)")
-    parser.add_argument("--size", type=int, default=512, help="output side in pixels (default 512)")
-    parser.add_argument("--seed", type=int, help="random seed, for a reproducible run (default: fresh)")
-    parser.add_argument("--crop", choices=("random", "face"), default="random",
-                        help="random: the study's crop (default); face: keep the whole face in frame")
-    parser.add_argument("--check-faces", action="store_true",
-                        help="look for a face in every output and report the share found")
-    parser.add_argument("--force", action="store_true",
-                        help="write into a non-empty DST (existing files are never overwritten)")
+    add_options(parser, PrepareConfig)
 
 
 def run(args) -> int:
-    import sys
-
-    from amari.prepare import PrepareConfig, prepare, source_images
+    from amari import prepare
+    from amari.errors import UsageError
+    from amari.layout import PrepareLayout
+    from amari.options import from_args
     from amari.progress import progress_bar, warn
 
-    config = PrepareConfig(size=args.size, seed=args.seed, crop=args.crop, check_faces=args.check_faces,
-                           force=args.force)
-    with progress_bar(len(source_images(args.src)), "preparing") as advance:
-        result = prepare(args.src, args.dst, config, on_progress=lambda _path: advance())
+    config = from_args(prepare.PrepareConfig, args)
+    with progress_bar(len(prepare.source_images(args.src)), "preparing") as advance:
+        result = prepare.run(config, PrepareLayout(args.src, args.dst), on_progress=lambda _path: advance())
     for error in result.skipped:
         warn(f"skipped {error.path}: {error.reason}")
-    print(f"prepared {len(result.prepared)} images into {result.destination} "
-          f"(seed {result.seed}, {result.crop} crop); skipped {len(result.skipped)} unreadable")
+    print(
+        f"prepared {len(result.prepared)} images into {result.destination} "
+        f"(seed {result.seed}, {result.crop} crop); skipped {len(result.skipped)} unreadable"
+    )
     if result.face_share is not None:
         found = sum(bool(p.face_found) for p in result.prepared)
         print(f"face found in {found} of {result.faces_checked} outputs ({result.face_share:.1%})")
     if not result.prepared:
-        print("amari prepare: error: no image could be read", file=sys.stderr)
-        return 1
+        raise UsageError("no image could be read")
     return 0

@@ -14,43 +14,19 @@ archive are) and writes into RESULTS_DIR/report/ (or --out):
 
 
 def add_arguments(parser) -> None:
+    from amari.options import add_options
+    from amari.report import ReportConfig
+
     parser.add_argument("results", metavar="RESULTS_DIR", help="folder written by `amari evaluate`")
-    parser.add_argument("--out", metavar="DIR", help="where the report goes (default: RESULTS_DIR/report)")
-    parser.add_argument("--thumbnail", type=int, default=256, metavar="PX",
-                        help="side of the grid images embedded in the page (default 256)")
-    parser.add_argument("--metrics", action="append", default=[], metavar="GROUP=CSV",
-                        help="a group's training metrics CSV, instead of the manifest's (repeatable)")
-    parser.add_argument("--archive", metavar="CSV", help="the miner's archive.csv, instead of the manifest's")
-
-
-def parse_metrics(items: list[str]) -> tuple:
-    from pathlib import Path
-
-    from amari.errors import UsageError
-
-    pairs = []
-    for item in items:
-        group, sep, path = item.partition("=")
-        if not sep or not group or not path:
-            raise UsageError(f"--metrics {item!r} is not GROUP=CSV")
-        if not Path(path).is_file():
-            raise UsageError(f"--metrics {group}: file not found: {path}")
-        pairs.append((group, Path(path)))
-    return tuple(pairs)
+    add_options(parser, ReportConfig)
 
 
 def run(args) -> int:
-    from pathlib import Path
+    from amari import report
+    from amari.layout import ResultsLayout
+    from amari.options import from_args
 
-    from amari.errors import UsageError
-    from amari.study.report import ReportOptions, build_report
-
-    if args.archive and not Path(args.archive).is_file():
-        raise UsageError(f"--archive: file not found: {args.archive}")
-    options = ReportOptions(out=Path(args.out) if args.out else None, thumbnail=args.thumbnail,
-                            training_metrics=parse_metrics(args.metrics),
-                            mining_archive=Path(args.archive) if args.archive else None)
-    result = build_report(args.results, options)
+    result = report.run(from_args(report.ReportConfig, args), ResultsLayout(args.results))
     total = result.summary.total
     print(f"report of {total.images} images ({total.not_found} with no face found): {result.html}")
     return 0

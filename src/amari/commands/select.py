@@ -15,33 +15,29 @@ every member with a face, and a smaller group is the start of a larger one."""
 
 
 def add_arguments(parser) -> None:
+    from amari.options import add_options
+    from amari.select import SelectConfig
+
     parser.add_argument("--workspace", required=True, metavar="DIR", help="the miner's workspace folder")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder that receives one folder per group")
-    parser.add_argument("--groups", required=True, metavar="NAME=COUNT,...",
-                        help="groups to write, e.g. a_312=all,b_11=11,c_4=4 (COUNT: a number or 'all')")
-    parser.add_argument("--by", choices=("score", "diverse"), default="score",
-                        help="score: best sim-scores first (default); diverse: spread over pose and content")
-    parser.add_argument("--tolerance", type=float, default=0.40,
-                        help="--by diverse picks only members with a sim-score at most this (default 0.40)")
-    parser.add_argument("--cpus", type=int, default=1, help="processes for face detection; -1 means all cores")
-    parser.add_argument("--force", action="store_true", help="replace group folders that already exist")
+    add_options(parser, SelectConfig)
 
 
 def run(args) -> int:
+    from amari import select
+    from amari.layout import SelectLayout
+    from amari.options import from_args
     from amari.progress import progress_bar, warn
-    from amari.select import SelectConfig, parse_groups, select
 
-    config = SelectConfig(groups=parse_groups(args.groups), by=args.by, tolerance=args.tolerance,
-                          cpus=args.cpus, force=args.force)
+    config = from_args(select.SelectConfig, args)
     with progress_bar(None, "scoring the sim-group") as advance:
-        result = select(args.workspace, args.out, config, on_progress=lambda _step, _path: advance())
+        result = select.run(config, SelectLayout(args.workspace, args.out), on_progress=lambda _step, _path: advance())
     for path, why in result.skipped:
         warn(f"skipped {path}: {why}")
     print(f"{len(result.members)} sim-group members scored; {len(result.skipped)} skipped")
     for name, picks in result.groups.items():
         scores = [p.member.score for p in picks]
-        line = (f"{name}: {len(picks)} images, sim-score mean {sum(scores) / len(scores):.4f}, "
-                f"worst {max(scores):.4f}")
+        line = f"{name}: {len(picks)} images, sim-score mean {sum(scores) / len(scores):.4f}, worst {max(scores):.4f}"
         yaws = [p.yaw for p in picks if p.yaw is not None]
         if yaws:
             line += f", yaw {min(yaws):+.0f}..{max(yaws):+.0f} degrees"

@@ -16,23 +16,25 @@ skipped, so an interrupted study picks up where it stopped; a step whose setting
 
 See configs/amari-2022.toml for the original study as a config."""
 
-STEPS = ("mine", "select", "prepare", "train", "evaluate", "report")
-
 
 def add_arguments(parser) -> None:
+    from amari.study.stages import STEPS
+
     parser.add_argument("config", metavar="STUDY.toml", nargs="?", help="the study config")
-    parser.add_argument("--demo", metavar="DIR",
-                        help="run a toy-scale study offline in DIR instead: a tiny random-weight model built "
-                             "locally and bundled real face photos as the miner's source (a few minutes)")
+    parser.add_argument(
+        "--demo",
+        metavar="DIR",
+        help="run a toy-scale study offline in DIR instead: a tiny random-weight model built "
+        "locally and bundled real face photos as the miner's source (a few minutes)",
+    )
     parser.add_argument("--until", choices=STEPS, help="stop after this step")
     parser.add_argument("--redo", choices=STEPS, help="run this step (and the ones after it) again")
 
 
 def run(args) -> int:
+    from amari.errors import UsageError
     from amari.study.config import load_study
     from amari.study.run import run_study
-
-    from amari.errors import UsageError
 
     if (args.config is None) == (args.demo is None):
         raise UsageError("give a STUDY.toml, or --demo DIR for the toy-scale study")

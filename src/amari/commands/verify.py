@@ -76,11 +76,16 @@ def _details(found) -> str:
 def _as_json(found) -> dict:
     reading = found.watermark
     return {
-        "path": str(found.path), "format": found.format, "width": found.width, "height": found.height,
+        "path": str(found.path),
+        "format": found.format,
+        "width": found.width,
+        "height": found.height,
         "synthetic": found.synthetic,
-        "watermark": None if reading is None else {
-            "found": reading.found, "bit_accuracy": reading.bit_accuracy, "payload_hex": reading.payload.hex()},
-        "amari": found.amari, "parameters": found.parameters,
+        "watermark": None
+        if reading is None
+        else {"found": reading.found, "bit_accuracy": reading.bit_accuracy, "payload_hex": reading.payload.hex()},
+        "amari": found.amari,
+        "parameters": found.parameters,
     }
 
 

@@ -1,71 +1,96 @@
-"""The settings of a study that the doctor's timings and estimate read, taken from its config in one place."""
+"""The study a doctor checks, and what its timings and estimate read from it, taken in one place.
+
+The generation and enhancement settings are the miner's own (`MineConfig.generate_config()` and
+`enhance_config()`), a grid image's are the evaluation's (`amari.evaluate.grid.generation_config`), and
+a training step is the study's `TrainConfig`: the doctor times exactly what the study would run.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from amari.enhance import EnhanceConfig
+from amari.facesettings import FaceSettings
+from amari.generate import GenerateConfig
+from amari.train import TrainConfig
+
+STUDY_2022 = Path("configs") / "amari-2022.toml"
+# A study names its evaluation grid; the grid decides no model, so the default settings borrow this one.
+ANY_GRID = {"evaluate": {"prompts": ["a photo of amari"], "commands": [{"name": "sd1", "seed": 1}]}}
 
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """What a study will run: which model where, what one candidate, step and grid image cost."""
+    """What a study will run: one candidate through the miner, a training step, a grid image."""
 
     name: str
     out: Path  # the study's output folder (the workspace)
-    model: str
-    model_config: str | None
     device: str
-    # Mining: one candidate is generated (a batch of images_per_call at a time), enhanced, judged, written.
-    source: str
+    # Mining: a candidate is generated (a batch at a time), enhanced, its faces found, written.
+    source: str  # diffusers, or folder:PATH (another tool draws)
     prompt: str
-    sampler: str
-    steps: int
-    guidance: float
-    width: int
-    height: int
-    images_per_call: int
-    enhance: bool
-    upscaler: str | None
-    face_restorer: str | None
-    scale: float
+    generate: GenerateConfig | None  # None: the folder source
+    enhance: EnhanceConfig | None  # None: not enhanced
+    faces: FaceSettings
     target: int
-    # Training: every training group trains `max_steps` steps, with sample images at each checkpoint.
+    workers: int  # the streaming engine's CPU worker processes beside the generator; 0: the serial engine
+    # Training: every group trains `train.max_steps` steps, with sample images at each checkpoint.
     groups: int
-    train: dict[str, Any] = field(default_factory=dict)  # amari.train.TrainConfig keywords
+    train: TrainConfig
     # Evaluation: one image per prompt × command × group cell.
-    eval_images: int = 0
-    eval_sampler: str = "k_lms"
-    eval_steps: int = 250
-    eval_guidance: float = 7.5
-    eval_width: int = 512
-    eval_height: int = 512
+    evaluate: GenerateConfig
+    eval_images: int
 
     @property
     def generates(self) -> bool:
         """True when the miner makes its own candidates (the diffusers source), not another tool."""
-        return self.source == "diffusers"
+        return self.generate is not None
 
     @property
     def enhances(self) -> bool:
-        return self.generates and self.enhance
-
-
-def _none_word(value) -> str | None:
-    return None if value is None or str(value).strip().lower() in ("", "none", "off") else str(value)
+        return self.enhance is not None
 
 
 def plan_from_study(config) -> StudyPlan:
     """The plan of an amari.study.config.StudyConfig; the only function here that reads one."""
-    study, mine, train, ev = config.study, config.mine, config.train, config.evaluate
-    cells = len(ev.prompts) * len(ev.commands) * len(config.evaluated_groups)
+    from amari.evaluate import CONTROL, plan_cells
+    from amari.evaluate.grid import generation_config
+
+    mine = config.mine
+    generates = mine.folder is None
     return StudyPlan(
-        name=study.name, out=Path(config.layout.root), model=study.model, model_config=study.model_config,
-        device=study.device, source=mine.source, prompt=mine.prompt, sampler=mine.sampler, steps=mine.steps,
-        guidance=mine.guidance, width=mine.width, height=mine.height, images_per_call=mine.images_per_call,
-        enhance=mine.enhance, upscaler=_none_word(mine.upscaler), face_restorer=_none_word(mine.face_restorer),
-        scale=mine.scale, target=mine.target, groups=len(config.select.groups),
-        train={f.name: getattr(train, f.name) for f in dataclasses.fields(train)},
-        eval_images=cells, eval_sampler=ev.sampler, eval_steps=ev.steps, eval_guidance=ev.guidance,
-        eval_width=ev.width, eval_height=ev.height)
+        name=config.study.name,
+        out=config.layout.root,
+        device=config.study.device,
+        source=mine.source,
+        prompt=mine.prompt,
+        generate=mine.generate_config() if generates else None,
+        enhance=mine.enhance_config() if generates else None,
+        faces=mine.faces,
+        target=mine.target,
+        workers=mine.worker_processes if mine.engine == "streaming" else 0,
+        groups=len(config.select.groups),
+        train=config.train,
+        evaluate=generation_config(config.evaluate, CONTROL, None),
+        eval_images=len(plan_cells(config.evaluate)),
+    )
+
+
+def default_study_file() -> Path | None:
+    """The 2022 study's config: in the current folder's configs/, else beside amari's source checkout."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        if (base / STUDY_2022).is_file():
+            return base / STUDY_2022
+    return None
+
+
+def find_study(path: str | Path | None = None):
+    """(config, what it is, whether a file gave it): the study at `path`, else configs/amari-2022.toml
+    when it can be found, else a study of the default settings (whose models are the defaults')."""
+    from amari.study.config import load_study, study_from_dict
+
+    path = path or default_study_file()
+    if path is not None:
+        return load_study(path), str(path), True
+    return study_from_dict(ANY_GRID), "the default settings", False

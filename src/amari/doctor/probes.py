@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,11 @@ def environment(device: str = "auto", folders: dict[str, Path] | None = None) ->
 def python_check() -> Check:
     version = sys.version_info
     status = "ok" if version >= (3, 10) else "fail"
-    return Check("python", status, f"{platform.python_version()} ({sys.executable})"
-                 + ("" if status == "ok" else ": amari needs 3.10 or newer"))
+    return Check(
+        "python",
+        status,
+        f"{platform.python_version()} ({sys.executable})" + ("" if status == "ok" else ": amari needs 3.10 or newer"),
+    )
 
 
 def torch_checks(device: str = "auto") -> list[Check]:
@@ -45,8 +48,13 @@ def torch_checks(device: str = "auto") -> list[Check]:
         import torch
     except ImportError as exc:
         return [Check("torch", "fail", f"not importable ({exc}): pip install torch")]
-    checks = [Check("torch", "ok", f"{torch.__version__}"
-                    + (f", CUDA {torch.version.cuda}" if torch.version.cuda else ", no CUDA build"))]
+    checks = [
+        Check(
+            "torch",
+            "ok",
+            f"{torch.__version__}" + (f", CUDA {torch.version.cuda}" if torch.version.cuda else ", no CUDA build"),
+        )
+    ]
     checks.append(gpu_check(torch, device))
     if torch.cuda.is_available():
         checks.append(precision_check(torch))
@@ -61,13 +69,19 @@ def gpu_check(torch, device: str) -> Check:
         free, total = torch.cuda.mem_get_info(0)
         status = "ok" if total >= 10 * GIB else "warn"
         note = "" if status == "ok" else " (Stable Diffusion with training wants 10 GiB or more)"
-        return Check("GPU", status, f"{props.name} ×{count}: {total / GIB:.1f} GiB, {free / GIB:.1f} GiB free, "
-                                    f"compute capability {props.major}.{props.minor}{note}")
+        return Check(
+            "GPU",
+            status,
+            f"{props.name} ×{count}: {total / GIB:.1f} GiB, {free / GIB:.1f} GiB free, "
+            f"compute capability {props.major}.{props.minor}{note}",
+        )
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return Check("GPU", "ok", "Apple MPS (float16; no bf16 training)")
     if device.startswith("cuda") or device == "mps":
         return Check("GPU", "fail", f"the config asks for device {device!r}, but torch sees none")
-    return Check("GPU", "warn", "none: every stage runs on the CPU (fine for the demo; see the estimate for a real study)")
+    return Check(
+        "GPU", "warn", "none: every stage runs on the CPU (fine for the demo; see the estimate for a real study)"
+    )
 
 
 def precision_check(torch) -> Check:
@@ -75,9 +89,11 @@ def precision_check(torch) -> Check:
     bf16 = torch.cuda.is_bf16_supported()
     fp16 = (major, minor) >= (5, 3)
     tensor_cores = major >= 7
-    text = (f"bf16 {'yes' if bf16 else 'no'}, fp16 {'yes' if fp16 else 'no'}"
-            f"{' with tensor cores' if tensor_cores and fp16 else ''}; generation runs in fp16, "
-            f"training in {'bf16' if bf16 else 'fp16'} mixed precision")
+    text = (
+        f"bf16 {'yes' if bf16 else 'no'}, fp16 {'yes' if fp16 else 'no'}"
+        f"{' with tensor cores' if tensor_cores and fp16 else ''}; generation runs in fp16, "
+        f"training in {'bf16' if bf16 else 'fp16'} mixed precision"
+    )
     return Check("precision", "ok" if fp16 else "warn", text)
 
 
@@ -94,9 +110,15 @@ def sdpa_check(torch) -> Check:
     except Exception as exc:  # noqa: BLE001 - any kernel failure means the same thing here
         return Check("SDPA", "fail", f"scaled_dot_product_attention failed on {device}: {exc}")
     if device == "cuda":
-        backends = [name for name, on in (("flash", torch.backends.cuda.flash_sdp_enabled()),
-                                          ("memory-efficient", torch.backends.cuda.mem_efficient_sdp_enabled()),
-                                          ("math", torch.backends.cuda.math_sdp_enabled())) if on]
+        backends = [
+            name
+            for name, on in (
+                ("flash", torch.backends.cuda.flash_sdp_enabled()),
+                ("memory-efficient", torch.backends.cuda.mem_efficient_sdp_enabled()),
+                ("math", torch.backends.cuda.math_sdp_enabled()),
+            )
+            if on
+        ]
         return Check("SDPA", "ok", f"scaled_dot_product_attention on CUDA ({', '.join(backends)} kernels enabled)")
     return Check("SDPA", "ok", "scaled_dot_product_attention on the CPU")
 
@@ -107,8 +129,12 @@ def dlib_check() -> Check:
     except ImportError as exc:
         return Check("dlib", "fail", f"not importable ({exc}): pip install dlib-bin")
     cuda = getattr(dlib, "DLIB_USE_CUDA", False)
-    return Check("dlib", "ok", f"{getattr(dlib, '__version__', '?')}"
-                 f"{', with CUDA (the CNN detector runs on the GPU)' if cuda else ', CPU (HOG detector, as the study)'}")
+    return Check(
+        "dlib",
+        "ok",
+        f"{getattr(dlib, '__version__', '?')}"
+        f"{', with CUDA (the CNN detector runs on the GPU)' if cuda else ', CPU (HOG detector, as the study)'}",
+    )
 
 
 def libraries_check() -> Check:
@@ -136,7 +162,7 @@ def existing_parent(path: Path) -> Path:
 def disk_check(label: str, folder: Path, need_bytes: int | None = None) -> Check:
     """Free space where `folder` is (or will be); warn under 10 GB, or under `need_bytes` when known."""
     free = shutil.disk_usage(existing_parent(folder)).free
-    floor = need_bytes if need_bytes is not None else 10 * 10 ** 9
+    floor = need_bytes if need_bytes is not None else 10 * 10**9
     status = "ok" if free >= floor else "warn"
     want = f"; needs about {need_bytes / 1e9:.1f} GB" if need_bytes is not None else ""
     return Check(f"disk: {label}", status, f"{free / 1e9:.1f} GB free at {folder}{want}")

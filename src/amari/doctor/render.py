@@ -8,15 +8,28 @@ import sys
 def table_text(headers: list[str], rows: list[list[str]], markdown: bool = False) -> str:
     cells = [[str(c) for c in row] for row in rows]
     if markdown:
-        escape = (lambda text: text.replace("|", "\\|"))
-        lines = ["| " + " | ".join(map(escape, headers)) + " |", "|" + "---|" * len(headers)]
-        lines += ["| " + " | ".join(map(escape, row)) + " |" for row in cells]
+        lines = [_markdown_row(headers), "|" + "---|" * len(headers)] + [_markdown_row(row) for row in cells]
         return "\n".join(lines)
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
-    # The last column is free text: it is not padded, so long details do not widen every line.
-    fmt = (lambda row: "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1])
+
+    def fmt(row: list[str]) -> str:
+        # The last column is free text: it is not padded, so long details do not widen every line.
+        return "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1]
+
     lines = [fmt(headers), fmt(["-" * w for w in widths])] + [fmt(row) for row in cells]
     return "\n".join(line.rstrip() for line in lines)
+
+
+MODEL_HEADERS = ["model", "state", "role", "where"]
+
+
+def model_rows(statuses) -> list[list[str]]:
+    """The models table's rows for `amari.inventory.Status`es: where a file is, or what to do."""
+    return [[s.need.name, s.state, s.need.role, s.where or s.detail] for s in statuses]
+
+
+def _markdown_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
 def print_table(headers: list[str], rows: list[list[str]], markdown: bool = False, file=None) -> None:
@@ -38,10 +51,3 @@ def duration(seconds: float | None) -> str:
     if hours < 48:
         return f"{hours} h {int(minutes % 60):02d} min"
     return f"{hours // 24} d {hours % 24} h"
-
-
-def human_size(size: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size:.0f} B"

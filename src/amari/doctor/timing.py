@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from amari.doctor.plan import StudyPlan
-from amari.doctor.render import human_size
+from amari.inventory import human_size
 
 Log = Callable[[str], None]
 
@@ -84,6 +84,7 @@ def sample_face(width: int, height: int) -> np.ndarray:
 
 # 1. Generation ------------------------------------------------------------------------------------
 
+
 def time_generation(config, prompt: str, count: int, timing_steps: int | None) -> tuple[float, str]:
     """Seconds for one call of `count` images at `config`'s steps, and how that figure was found.
 
@@ -91,7 +92,7 @@ def time_generation(config, prompt: str, count: int, timing_steps: int | None) -
     burst of other work on the machine moves one interval, not the median), and the rest of the call
     (prompt encoding, decoding the images) is what the timed call took beyond its steps.
     """
-    from amari.generate.run import generate
+    from amari.generate import generate
 
     seeds = list(range(1, count + 1))
     generate(prompt, seeds=seeds, config=dataclasses.replace(config, steps=1), progress=False)  # load, warm up
@@ -104,71 +105,123 @@ def time_generation(config, prompt: str, count: int, timing_steps: int | None) -
         _sync()
         ends.append(time.perf_counter())
 
-    total = timed(lambda: generate(prompt, seeds=seeds, config=dataclasses.replace(config, steps=steps),
-                                   progress=False, on_step=step_done), repeats=1)
+    total = timed(
+        lambda: generate(
+            prompt, seeds=seeds, config=dataclasses.replace(config, steps=steps), progress=False, on_step=step_done
+        ),
+        repeats=1,
+    )
     per_step = statistics.median(b - a for a, b in itertools.pairwise(ends))
     fixed = max(0.0, total - steps * per_step)
-    return fixed + per_step * config.steps, (f"{steps} of {config.steps} steps timed ({per_step:.2f} s a step), "
-                                             f"the rest extrapolated")
+    return fixed + per_step * config.steps, (
+        f"{steps} of {config.steps} steps timed ({per_step:.2f} s a step), the rest extrapolated"
+    )
 
 
-def _generate_config(plan: StudyPlan, evaluation: bool):
-    from amari.generate.config import GenerateConfig
+def image_size(config) -> tuple[int, int]:
+    """(width, height) of the images `config` makes: its own, else its model's native size."""
+    if config.width and config.height:
+        return config.width, config.height
+    from amari.generate import load_model
 
-    if evaluation:
-        return GenerateConfig(model=plan.model, model_config=plan.model_config, scheduler=plan.eval_sampler,
-                              steps=plan.eval_steps, guidance_scale=plan.eval_guidance, width=plan.eval_width,
-                              height=plan.eval_height, batch_size=1, device=plan.device)
-    return GenerateConfig(model=plan.model, model_config=plan.model_config, scheduler=plan.sampler, steps=plan.steps,
-                          guidance_scale=plan.guidance, width=plan.width, height=plan.height,
-                          batch_size=plan.images_per_call, device=plan.device, eta=0.0)
+    native = load_model(config).native_size  # loaded once per process: the timed runs loaded it already
+    return config.width or native, config.height or native
+
+
+def generation_params(config, prompt: str) -> dict:
+    """What a generated candidate's provenance records (the written PNG carries it)."""
+    width, height = image_size(config)
+    return {
+        "prompt": prompt,
+        "seed": 1,
+        "steps": config.steps,
+        "sampler": config.scheduler,
+        "cfg_scale": config.guidance_scale,
+        "width": width,
+        "height": height,
+        "model": "doctor",
+    }
 
 
 # 2. The mining stages -----------------------------------------------------------------------------
 
+# A folder source's images come from another tool, at a size amari does not know: the study's 512 px.
+FOLDER_SIZE = (512, 512)
+
+
 def time_mining(plan: StudyPlan, timing_steps: int | None, folder: Path, log: Log) -> tuple[list[StageTime], int]:
     """generate → enhance → detect → descriptor → write for one candidate; returns the PNG's size too."""
     from amari import faces
+    from amari.images import shrink_to
     from amari.provenance import save_png
 
     rows = []
-    if plan.generates:
-        log(f"timing generate ({plan.sampler}, {plan.images_per_call} images of {plan.width}×{plan.height}) ...")
-        seconds, how = time_generation(_generate_config(plan, False), plan.prompt, plan.images_per_call, timing_steps)
-        rows.append(StageTime("generate", seconds / plan.images_per_call, "candidate",
-                              f"{plan.sampler}, {how}, batch of {plan.images_per_call} at {plan.width}×{plan.height}"))
+    generate = plan.generate
+    if generate is not None:
+        batch, sampler = generate.batch_size, generate.scheduler
+        log(f"timing generate ({sampler}, {batch} images per pass) ...")
+        seconds, how = time_generation(generate, plan.prompt, batch, timing_steps)
+        width, height = image_size(generate)
+        rows.append(
+            StageTime(
+                "generate", seconds / batch, "candidate", f"{sampler}, {how}, batch of {batch} at {width}×{height}"
+            )
+        )
+        params = generation_params(generate, plan.prompt)
     else:
+        width, height = FOLDER_SIZE
         rows.append(StageTime("generate", None, "candidate", f"not run by amari: {plan.source} (another tool draws)"))
-    candidate = sample_face(plan.width, plan.height)
-    if plan.enhances:
-        from amari.enhance import EnhanceConfig, Enhancer
+        params = {"prompt": plan.prompt, "width": width, "height": height, "model": "doctor"}
+    candidate = sample_face(width, height)
+    if plan.enhance is not None:
+        from amari.enhance import Enhancer
 
         log("timing enhance ...")
-        enhancer = Enhancer(EnhanceConfig(upscaler=plan.upscaler, face_restorer=plan.face_restorer,
-                                          scale=plan.scale, device=plan.device))
+        enhancer = Enhancer(plan.enhance)
         enhancer.enhance(sample_face(128, 128))  # loads both models and warms their kernels (a face to restore)
         result = {}
         seconds = timed(lambda: result.update(image=enhancer.enhance(candidate)))
         candidate = result["image"]
-        names = " + ".join(Path(m).name for m in (plan.upscaler, plan.face_restorer) if m) or "resize only"
-        rows.append(StageTime("enhance", seconds, "candidate", f"{names}, ×{plan.scale:g} to "
-                                                               f"{candidate.shape[1]}×{candidate.shape[0]}"))
+        models = (plan.enhance.upscaler, plan.enhance.face_restorer)
+        names = " + ".join(Path(m).name for m in models if m) or "resize only"
+        rows.append(
+            StageTime(
+                "enhance",
+                seconds,
+                "candidate",
+                f"{names}, ×{plan.enhance.scale:g} to {candidate.shape[1]}×{candidate.shape[0]}",
+            )
+        )
     else:
         why = "enhance = false" if plan.generates else "the folder source does not enhance"
         rows.append(StageTime("enhance", None, "candidate", f"not configured ({why})"))
     log("timing detect and descriptor ...")
-    faces.encode(sample_face(96, 96))  # loads dlib's models
+    settings = plan.faces
+    faces.encode(sample_face(96, 96), settings)  # loads dlib's models
     # A real face at the candidate's final size: a random-weight model's output holds none to describe.
     candidate = sample_face(candidate.shape[1], candidate.shape[0])
-    detect = timed(lambda: faces.detect(candidate, "hog", 1))
-    encode = timed(lambda: faces.encode(candidate))
-    size = f"{candidate.shape[1]}×{candidate.shape[0]}"
-    rows.append(StageTime("detect", detect, "candidate", f"dlib HOG, upsampled once, on a face at {size}"))
-    rows.append(StageTime("descriptor", max(0.0, encode - detect), "candidate",
-                          "5-point landmarks + 128-d ResNet descriptor, 1 jitter"))
+    pixels = shrink_to(candidate, settings.max_side) if settings.max_side else candidate
+    detect = timed(lambda: faces.detect(pixels, settings.detector, settings.upsample))
+    encode = timed(lambda: faces.encode(pixels, settings))
+    size = f"{pixels.shape[1]}×{pixels.shape[0]}"
+    rows.append(
+        StageTime(
+            "detect",
+            detect,
+            "candidate",
+            f"dlib {settings.detector.upper()}, upsampled {settings.upsample}×, on a face at {size}",
+        )
+    )
+    rows.append(
+        StageTime(
+            "descriptor",
+            max(0.0, encode - detect),
+            "candidate",
+            f"{settings.landmarks}-point landmarks + 128-d ResNet descriptor, "
+            f"{settings.jitters} jitter{'s' * (settings.jitters != 1)}",
+        )
+    )
     target = folder / "candidate.png"
-    params = {"prompt": plan.prompt, "seed": 1, "steps": plan.steps, "sampler": plan.sampler,
-              "cfg_scale": plan.guidance, "width": plan.width, "height": plan.height, "model": "doctor"}
     seconds = timed(lambda: save_png(candidate, target, params))
     written = target.stat().st_size
     rows.append(StageTime("write", seconds, "candidate", f"watermark + PNG with provenance ({human_size(written)})"))
@@ -177,43 +230,55 @@ def time_mining(plan: StudyPlan, timing_steps: int | None, folder: Path, log: Lo
 
 # 3. Training and evaluation -----------------------------------------------------------------------
 
+
 def time_training_step(plan: StudyPlan, folder: Path, log: Log) -> StageTime:
-    """One Textual Inversion step at the study's resolution and batch (after one untimed step)."""
+    """One Textual Inversion step of the study's training settings (after one untimed step)."""
     from PIL import Image
 
-    from amari.train import TrainConfig
+    from amari.layout import TrainLayout
     from amari.train.loop import prepare_run, train_step
 
-    values = dict(plan.train)
-    resolution = values["resolution"]
+    resolution = plan.train.resolution
     data = folder / "train-data"
     data.mkdir()
     Image.fromarray(sample_face(resolution, resolution)).save(data / "face.png")
-    values.update(max_steps=2, checkpoint_every=2, sample_seeds=())
-    log(f"timing one training step ({resolution} px, batch {values['batch_size']}) ...")
-    run = prepare_run(TrainConfig(data_dir=data, out_dir=folder / "train-out", model=plan.model, **values))
+    # Two steps, no checkpoint samples and no reference group: only the step itself is timed.
+    config = plan.train.replace(max_steps=2, checkpoint_every=2, sample_seeds=(), reference_group=None)
+    log(f"timing one training step ({resolution} px, batch {config.batch_size}) ...")
+    run = prepare_run(config, TrainLayout(data, folder / "train-out"))
     train_step(run, 0)
     seconds = timed(lambda: train_step(run, 1))
-    return StageTime("train step", seconds, "step", f"Textual Inversion, batch {values['batch_size']} × "
-                                                    f"{values['grad_accum']} accumulation at {resolution} px, "
-                                                    f"{run.accelerator.mixed_precision} mixed precision")
+    return StageTime(
+        "train step",
+        seconds,
+        "step",
+        f"Textual Inversion, batch {config.batch_size} × "
+        f"{config.grad_accum} accumulation at {resolution} px, "
+        f"{run.accelerator.mixed_precision} mixed precision",
+    )
 
 
 def time_evaluation_image(plan: StudyPlan, timing_steps: int | None, log: Log) -> StageTime:
     """One grid image: generated at the evaluation's settings, then its face found and described."""
     from amari import faces
 
-    log(f"timing one evaluation image ({plan.eval_sampler}, {plan.eval_width}×{plan.eval_height}) ...")
-    seconds, how = time_generation(_generate_config(plan, True), "a photo of a woman", 1, timing_steps)
-    face = sample_face(plan.eval_width, plan.eval_height)
+    config = plan.evaluate
+    log(f"timing one evaluation image ({config.scheduler}, {config.batch_size} per pass) ...")
+    seconds, how = time_generation(config, "a photo of a woman", config.batch_size, timing_steps)
+    seconds /= config.batch_size
+    face = sample_face(*image_size(config))
     scoring = timed(lambda: faces.encode(face))
-    return StageTime("evaluate image", seconds + scoring, "image",
-                     f"{plan.eval_sampler}, {how} ({seconds:.2f} s) + face and descriptor ({scoring:.2f} s)")
+    return StageTime(
+        "evaluate image",
+        seconds + scoring,
+        "image",
+        f"{config.scheduler}, {how} ({seconds:.2f} s) + face and descriptor ({scoring:.2f} s)",
+    )
 
 
 def time_study(plan: StudyPlan, timing_steps: int | None = None, log: Log | None = None) -> Timings:
     """Every timing the estimate needs, in the order the study runs its stages."""
-    from amari.generate.pipeline import resolve_device
+    from amari.devices import resolve_device
 
     log = log or (lambda message: None)
     device = resolve_device(plan.device)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from amari.config import Settings, setting
+from amari.devices import check_device
 from amari.errors import UsageError
-
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
-class EnhanceConfig:
+class EnhanceConfig(Settings):
     """How a generated image is upscaled and its faces restored (defaults: the study's settings).
 
     upscaler: a known name (see `amari.models.KNOWN_MODELS`) or a path to a `.pth`/`.safetensors`
@@ -31,22 +30,23 @@ class EnhanceConfig:
         real faces, even small ones, score about 0.3 and up.
     """
 
-    upscaler: str | None = "RealESRGAN_x4plus"
-    face_restorer: str | None = "GFPGANv1.4"
-    scale: float = 2.0
-    tile: int = 512
-    device: str = "auto"
-    half: bool = True
-    restore_weight: float = 1.0
-    min_face_score: float = 0.2
+    upscaler: str | None = setting(
+        "RealESRGAN_x4plus", "known upscaler name or .pth/.safetensors path; none: resize only"
+    )
+    face_restorer: str | None = setting("GFPGANv1.4", "known GFPGAN name or model path; none: no face restoration")
+    scale: float = setting(2.0, "final size relative to the generated image")
+    tile: int = setting(512, "upscale in tiles of at most this many input pixels a side; 0: whole image")
+    device: str = setting("auto", "auto: cuda, then mps, then cpu")
+    half: bool = setting(True, "run the upscaler in float16 on CUDA")
+    restore_weight: float = setting(1.0, "share of the restored face blended over the upscaled one")
+    min_face_score: float = setting(0.2, "faces with a lower dlib HOG detection score are left alone")
 
-    def __post_init__(self):
+    def check(self):
         if not 0 < self.scale <= 16:
             raise UsageError(f"scale must be in (0, 16], not {self.scale!r}")
         if self.tile != 0 and self.tile < 32:
             raise UsageError(f"tile must be 0 (no tiling) or at least 32 pixels, not {self.tile!r}")
-        if not _DEVICE.fullmatch(self.device):
-            raise UsageError(f"device must be auto, cpu, mps, cuda or cuda:N, not {self.device!r}")
+        check_device(self.device)
         if not 0 <= self.restore_weight <= 1:
             raise UsageError(f"restore_weight must be between 0 and 1, not {self.restore_weight!r}")
         for field in ("upscaler", "face_restorer"):

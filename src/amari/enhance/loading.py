@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from amari.errors import ModelError, UsageError
+from amari.devices import resolve_device
+from amari.errors import ModelError
 from amari.models import resolve_model_file, safe_torch_load
 
-PURPOSES = {"SR": "a super-resolution model (e.g. Real-ESRGAN)",
-            "FaceSR": "a face restoration model (GFPGAN)"}
+PURPOSES = {"SR": "a super-resolution model (e.g. Real-ESRGAN)", "FaceSR": "a face restoration model (GFPGAN)"}
 
 
 def pick_device(name: str) -> torch.device:
-    """"auto" -> CUDA, else MPS, else CPU; an explicit device must be available."""
-    mps = getattr(torch.backends, "mps", None)
-    mps_ok = bool(mps and mps.is_available())
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if mps_ok else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device {name} requested but CUDA is not available")
-    if name == "mps" and not mps_ok:
-        raise UsageError("device mps requested but Apple MPS is not available")
-    return torch.device(name)
+    return torch.device(resolve_device(name))
 
 
 def load_image_model(spec: str, purpose: str, device: torch.device, half: bool = False):
@@ -39,15 +28,18 @@ def load_image_model(spec: str, purpose: str, device: torch.device, half: bool =
     try:
         model = ModelLoader(device="cpu").load_from_state_dict(state)
     except UnsupportedModelError:
-        raise ModelError(f"{path}: not a model architecture amari can load; expected "
-                         f"{PURPOSES[purpose]}") from None
+        raise ModelError(f"{path}: not a model architecture amari can load; expected {PURPOSES[purpose]}") from None
     except (RuntimeError, KeyError, ValueError, IndexError, TypeError, AssertionError) as exc:
         text = str(exc).strip().splitlines()
-        raise ModelError(f"{path}: the weights do not fit the architecture they look like "
-                         f"({text[0] if text else type(exc).__name__})") from None
+        raise ModelError(
+            f"{path}: the weights do not fit the architecture they look like "
+            f"({text[0] if text else type(exc).__name__})"
+        ) from None
     if not isinstance(model, ImageModelDescriptor) or model.purpose != purpose:
-        raise ModelError(f"{path}: expected {PURPOSES[purpose]} (purpose {purpose}); this file holds "
-                         f"{model.architecture.name}, whose purpose is {model.purpose}")
+        raise ModelError(
+            f"{path}: expected {PURPOSES[purpose]} (purpose {purpose}); this file holds "
+            f"{model.architecture.name}, whose purpose is {model.purpose}"
+        )
     model.eval()
     if half and device.type == "cuda" and model.supports_half:
         model.half()

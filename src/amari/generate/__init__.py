@@ -6,15 +6,42 @@
 torch and diffusers are imported on first use, not when this package is imported.
 """
 
-from amari.generate.config import (DEFAULT_MODEL, DEFAULT_PRESET, PRESETS, Embedding, GenerateConfig,
-                                   Preset, check_preset, preset_config, with_overrides)
-from amari.generate.pipeline import LoadedModel, load_model, model_source, unload_all
+from amari.diffusion import model_source
+from amari.generate.config import (
+    DEFAULT_PRESET,
+    PRESETS,
+    Embedding,
+    GenerateConfig,
+    Preset,
+    check_preset,
+    preset_config,
+    with_overrides,
+)
+from amari.generate.pipeline import LoadedModel, load_model, unload_all
 from amari.generate.run import GeneratedImage, GenerationResult, generate, random_seeds
 from amari.generate.schedulers import SAMPLERS, make_scheduler
+from amari.lazy import lazy_exports
+
+__getattr__ = lazy_exports(__name__, {"DiffusersSource": "amari.generate.source:DiffusersSource"})
 
 __all__ = [
-    "DEFAULT_MODEL", "DEFAULT_PRESET", "PRESETS", "SAMPLERS", "Embedding", "GenerateConfig",
-    "GeneratedImage", "GenerationResult", "LoadedModel", "Preset", "check_preset", "generate",
-    "load_model", "make_scheduler", "model_source", "preset_config", "random_seeds", "unload_all",
+    "DEFAULT_PRESET",
+    "PRESETS",
+    "SAMPLERS",
+    "DiffusersSource",
+    "Embedding",
+    "GenerateConfig",
+    "GeneratedImage",
+    "GenerationResult",
+    "LoadedModel",
+    "Preset",
+    "check_preset",
+    "generate",
+    "load_model",
+    "make_scheduler",
+    "model_source",
+    "preset_config",
+    "random_seeds",
+    "unload_all",
     "with_overrides",
 ]

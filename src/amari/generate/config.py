@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from amari.config import Settings, setting
+from amari.defaults import DEFAULT_MODEL
+from amari.devices import check_device
 from amari.errors import UsageError
 from amari.generate.schedulers import check_sampler
 
-DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
-
-DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 RNG_SOURCES = ("cpu", "device")
 
@@ -23,27 +23,30 @@ class Embedding:
 
 
 @dataclass(frozen=True)
-class GenerateConfig:
+class GenerateConfig(Settings):
     """How to turn a prompt into images. `width`/`height` None means the model's native size."""
 
-    model: str = DEFAULT_MODEL  # Hugging Face id, diffusers folder, or one .ckpt/.safetensors file
-    model_config: str | None = None  # diffusers folder or id giving a single-file model its configs
-    scheduler: str = "dpmpp_2m"
-    steps: int = 25
-    guidance_scale: float = 7.5
-    width: int | None = None
-    height: int | None = None
-    batch_size: int = 4  # images per forward pass
-    negative_prompt: str = ""
-    eta: float = 0.0  # DDIM's stochasticity; 0 is deterministic DDIM, as the study ran it
-    device: str = "auto"  # auto: cuda, then mps, then cpu
-    dtype: str = "auto"  # auto: float16 on cuda and mps, float32 on cpu
-    compile: bool = False  # torch.compile the UNet (CUDA; pays off after the first batches)
-    rng: str = "cpu"  # where seeds draw their noise; cpu makes a seed give the same image everywhere
-    safety_checker: bool = False  # load the model's NSFW checker when it ships one
-    embeddings: tuple[Embedding, ...] = ()
+    model: str = setting(DEFAULT_MODEL, "Hugging Face id, diffusers folder, or one .ckpt/.safetensors file")
+    model_config: str | None = setting(
+        None, "diffusers folder or Hugging Face id giving a single-file model its component configs (needed offline)"
+    )
+    scheduler: str = setting("dpmpp_2m", "sampler")
+    steps: int = setting(25, "denoising steps")
+    guidance_scale: float = setting(7.5, "classifier-free guidance (CFG)")
+    width: int | None = setting(None, "image width in pixels (default: the model's native size)")
+    height: int | None = setting(None, "image height in pixels (default: the model's native size)")
+    batch_size: int = setting(4, "images per forward pass")
+    negative_prompt: str = setting("", "what the images avoid")
+    eta: float = setting(0.0, "DDIM's stochasticity; 0 is deterministic DDIM, as the study ran it")
+    device: str = setting("auto", "auto: cuda, then mps, then cpu")
+    dtype: str = setting("auto", "auto: float16 on cuda and mps, float32 on cpu")
+    compile: bool = setting(False, "torch.compile the UNet (CUDA; pays off after the first batches)")
+    rng: str = setting("cpu", "where seeds draw their noise; cpu makes a seed give the same image everywhere")
+    safety_checker: bool = setting(False, "load the model's NSFW checker when it ships one")
+    extract_ema: bool = setting(True, "a checkpoint file with EMA and plain weights gives its EMA weights")
+    embeddings: tuple[Embedding, ...] = setting((), "textual-inversion embeddings to load", cli=False, toml=False)
 
-    def __post_init__(self):
+    def check(self):
         check_sampler(self.scheduler)
         if not self.model:
             raise UsageError("model must name a Hugging Face id, a diffusers folder or a checkpoint file")
@@ -56,8 +59,7 @@ class GenerateConfig:
         for name, value in (("width", self.width), ("height", self.height)):
             if value is not None and (value < 8 or value % 8):
                 raise UsageError(f"{name} must be a positive multiple of 8, got {value}")
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise UsageError(f"device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}")
+        check_device(self.device)
         if self.dtype not in DTYPES:
             raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.rng not in RNG_SOURCES:
@@ -75,13 +77,31 @@ class Preset:
     upscale: float  # final enhancement scale of mined images
 
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("fast", "mining defaults: DPM++ 2M Karras, 25 steps, CFG 7.5, 8 images per pass, x2 enhance",
-           {"scheduler": "dpmpp_2m", "steps": 25, "guidance_scale": 7.5, "batch_size": 8}, 2.0),
-    Preset("study", "the original study: DDIM 250 steps (eta 0), CFG 8.2653, 512x512, 4 per pass, x2 enhance",
-           {"scheduler": "ddim", "steps": 250, "guidance_scale": 8.2653, "width": 512, "height": 512,
-            "batch_size": 4, "eta": 0.0}, 2.0),
-)}
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "fast",
+            "mining defaults: DPM++ 2M Karras, 25 steps, CFG 7.5, 8 images per pass, x2 enhance",
+            {"scheduler": "dpmpp_2m", "steps": 25, "guidance_scale": 7.5, "batch_size": 8},
+            2.0,
+        ),
+        Preset(
+            "study",
+            "the original study: DDIM 250 steps (eta 0), CFG 8.2653, 512x512, 4 per pass, x2 enhance",
+            {
+                "scheduler": "ddim",
+                "steps": 250,
+                "guidance_scale": 8.2653,
+                "width": 512,
+                "height": 512,
+                "batch_size": 4,
+                "eta": 0.0,
+            },
+            2.0,
+        ),
+    )
+}
 
 DEFAULT_PRESET = "fast"
 

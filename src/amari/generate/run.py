@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from amari.errors import UsageError
+from amari.files import sha256_once
 from amari.generate.config import GenerateConfig
 
 MAX_SEED = 2**32  # A1111's seed range; the study's seeds fit it
@@ -48,23 +49,43 @@ def _check_request(prompt, seeds) -> list[str]:
     return prompts
 
 
-def _image_params(prompt: str, seed: int, config: GenerateConfig, model_name: str,
-                  width: int, height: int) -> dict:
-    params = {"prompt": prompt, "negative_prompt": config.negative_prompt, "seed": seed,
-              "steps": config.steps, "sampler": config.scheduler, "cfg_scale": config.guidance_scale,
-              "width": width, "height": height, "model": model_name}
+def _image_params(prompt: str, seed: int, config: GenerateConfig, model, width: int, height: int) -> dict:
+    params = {
+        "prompt": prompt,
+        "negative_prompt": config.negative_prompt,
+        "seed": seed,
+        "steps": config.steps,
+        "sampler": config.scheduler,
+        "cfg_scale": config.guidance_scale,
+        "width": width,
+        "height": height,
+        "model": model.info.name,
+    }
+    if model.info.model_hash:
+        params["model_hash"] = model.info.model_hash
     if config.scheduler == "ddim" and config.eta:
         params["eta"] = config.eta
+    if model.base:
+        params["model_base"] = model.base
     if config.embeddings:
-        # File names only: metadata travels with shared images, the user's folders should not.
-        params["embeddings"] = [{"token": e.token, "path": Path(e.path).name} for e in config.embeddings]
+        # File names only: metadata travels with shared images, the user's folders should not. `name` and
+        # `hash` are what A1111 calls the file (its stem) and its short hash, for `TI hashes`.
+        params["embeddings"] = [
+            {"token": e.token, "path": Path(e.path).name, "name": Path(e.path).stem, "hash": sha256_once(e.path)[:12]}
+            for e in config.embeddings
+        ]
     return params
 
 
-def generate(prompt: str | Sequence[str], seeds: Sequence[int] | None = None, count: int | None = None,
-             config: GenerateConfig = GenerateConfig(), progress: bool = True,
-             on_batch: Callable[[list[GeneratedImage]], None] | None = None,
-             on_step: Callable[[int], None] | None = None) -> GenerationResult:
+def generate(
+    prompt: str | Sequence[str],
+    seeds: Sequence[int] | None = None,
+    count: int | None = None,
+    config: GenerateConfig = GenerateConfig(),
+    progress: bool = True,
+    on_batch: Callable[[list[GeneratedImage]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> GenerationResult:
     """Images for `prompt` (one text, or one per seed), one per seed; random seeds when none given.
 
     The model loads on first use and stays loaded; passes hold `config.batch_size` images each.
@@ -98,8 +119,8 @@ def generate(prompt: str | Sequence[str], seeds: Sequence[int] | None = None, co
     show = progress_bar(len(seeds) * config.steps, "generating") if progress else _silent()
     with show as advance, torch.inference_mode():
         for start in range(0, len(seeds), config.batch_size):
-            batch_seeds = seeds[start:start + config.batch_size]
-            batch_prompts = prompts[start:start + config.batch_size]
+            batch_seeds = seeds[start : start + config.batch_size]
+            batch_prompts = prompts[start : start + config.batch_size]
             generators = [torch.Generator(device=noise_device).manual_seed(s) for s in batch_seeds]
 
             def step_done(pipe, step, timestep, tensors, size=len(batch_seeds)):
@@ -111,12 +132,24 @@ def generate(prompt: str | Sequence[str], seeds: Sequence[int] | None = None, co
             output = model.pipe(
                 prompt=batch_prompts,
                 negative_prompt=[config.negative_prompt] * len(batch_seeds) if config.negative_prompt else None,
-                num_inference_steps=config.steps, guidance_scale=config.guidance_scale,
-                width=width, height=height, generator=generators, output_type="pil",
-                callback_on_step_end=step_done, **extra)
-            batch = [GeneratedImage(image=image.convert("RGB"), seed=seed, prompt=text,
-                                    params=_image_params(text, seed, config, model.name, width, height))
-                     for image, seed, text in zip(output.images, batch_seeds, batch_prompts)]
+                num_inference_steps=config.steps,
+                guidance_scale=config.guidance_scale,
+                width=width,
+                height=height,
+                generator=generators,
+                output_type="pil",
+                callback_on_step_end=step_done,
+                **extra,
+            )
+            batch = [
+                GeneratedImage(
+                    image=image.convert("RGB"),
+                    seed=seed,
+                    prompt=text,
+                    params=_image_params(text, seed, config, model, width, height),
+                )
+                for image, seed, text in zip(output.images, batch_seeds, batch_prompts)
+            ]
             images.extend(batch)
             if on_batch is not None:
                 on_batch(batch)

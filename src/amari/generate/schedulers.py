@@ -1,7 +1,7 @@
 """Samplers by name: each maps to a diffusers scheduler class and the options that make it that sampler.
 
 Names follow the Stable Diffusion community's (`k_lms`, `euler_a`, `dpmpp_2m`); A1111's display names
-for them live in `amari.provenance.A1111_SAMPLER_NAMES`.
+for them live in `amari.infotext.A1111_SAMPLER_NAMES`.
 """
 
 from __future__ import annotations
@@ -19,17 +19,23 @@ class Sampler:
     description: str = ""
 
 
-SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
-    Sampler("ddim", "DDIMScheduler", {}, "DDIM (the study's mining sampler)"),
-    Sampler("pndm", "PNDMScheduler", {"skip_prk_steps": True}, "PLMS, the original scripts' other sampler"),
-    Sampler("k_lms", "LMSDiscreteScheduler", {}, "LMS (the study's evaluation sampler)"),
-    Sampler("euler", "EulerDiscreteScheduler", {}, "Euler"),
-    Sampler("euler_a", "EulerAncestralDiscreteScheduler", {}, "Euler ancestral"),
-    Sampler("dpmpp_2m", "DPMSolverMultistepScheduler",
+SAMPLERS: dict[str, Sampler] = {
+    s.name: s
+    for s in (
+        Sampler("ddim", "DDIMScheduler", {}, "DDIM (the study's mining sampler)"),
+        Sampler("pndm", "PNDMScheduler", {"skip_prk_steps": True}, "PLMS, the original scripts' other sampler"),
+        Sampler("k_lms", "LMSDiscreteScheduler", {}, "LMS (the study's evaluation sampler)"),
+        Sampler("euler", "EulerDiscreteScheduler", {}, "Euler"),
+        Sampler("euler_a", "EulerAncestralDiscreteScheduler", {}, "Euler ancestral"),
+        Sampler(
+            "dpmpp_2m",
+            "DPMSolverMultistepScheduler",
             {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
-            "DPM++ 2M with Karras sigmas (fast: good images in 20-30 steps)"),
-    Sampler("unipc", "UniPCMultistepScheduler", {}, "UniPC"),
-)}
+            "DPM++ 2M with Karras sigmas (fast: good images in 20-30 steps)",
+        ),
+        Sampler("unipc", "UniPCMultistepScheduler", {}, "UniPC"),
+    )
+}
 
 
 def check_sampler(name: str) -> Sampler:

@@ -27,8 +27,10 @@ def embedding_tensor(state: dict, path: str | Path):
         candidates = flattened or (tensors if len(tensors) == 1 else [])
     if len(candidates) != 1 or not isinstance(candidates[0], torch.Tensor):
         keys = ", ".join(sorted(map(str, state))[:8])
-        raise ModelError(f"{path}: not a textual-inversion embedding (expected one tensor, "
-                         f"'string_to_param' or 'emb_params'; found keys {keys})")
+        raise ModelError(
+            f"{path}: not a textual-inversion embedding (expected one tensor, "
+            f"'string_to_param' or 'emb_params'; found keys {keys})"
+        )
     tensor = candidates[0].detach().float()
     if tensor.ndim == 1:
         tensor = tensor[None]
@@ -56,8 +58,10 @@ def apply_embeddings(pipe, loaded: dict[str, str], wanted) -> None:
         tensor = embedding_tensor(safe_torch_load(path), path)
         width = pipe.text_encoder.get_input_embeddings().weight.shape[-1]
         if tensor.shape[-1] != width:
-            raise ModelError(f"{path}: embedding width {tensor.shape[-1]} does not fit this model's "
-                             f"text encoder (width {width}); it was trained for another base model")
+            raise ModelError(
+                f"{path}: embedding width {tensor.shape[-1]} does not fit this model's "
+                f"text encoder (width {width}); it was trained for another base model"
+            )
         try:
             pipe.load_textual_inversion(tensor, token=token)
         except ValueError as exc:  # a token the tokenizer already has, for one

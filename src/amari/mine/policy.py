@@ -1,7 +1,7 @@
 """The mining policy: which image joins the sim-group, and how the group's upper bound moves.
 
 Pure functions over descriptor arrays, distance matrices and a small frozen `MinerState`: no files,
-no database, no models. The batch loop (`amari.mine.run`) does the I/O around two calls per batch,
+no database, no models. The batch loop (`amari.mine.loop`) does the I/O around two calls per batch,
 `begin_batch` (may this batch generate?) and `finish_batch` (judge, bootstrap, analyse or relax).
 
 The numbers are the original miner's; docs/mining.md walks through them and names the few places where
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
-from typing import Hashable, Sequence
 
 import numpy as np
 
 from amari.faces import DESCRIPTOR_SIZE, distance_matrix
+from amari.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON
 
 CEILING = 0.5  # the bound never rises above this (clamp, relax cap, reset)
 RELAX_FACTOR = 1.05  # an unproductive pair of batches loosens the bound by 5 %
@@ -30,9 +31,9 @@ MIN_BATCH, MAX_BATCH = 4, 100
 class Verdict(str, Enum):
     """Where an image goes; the values are the workspace's folder names."""
 
-    SIM = "sim-group"
-    ALMOST = "almost-sim"
-    UNKNOWN = "unknown-person"
+    SIM = SIM_GROUP
+    ALMOST = ALMOST_SIM
+    UNKNOWN = UNKNOWN_PERSON
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,13 @@ class MinerState:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "MinerState":
+    def from_json(cls, text: str) -> MinerState:
         return cls(**json.loads(text))
 
 
 @dataclass(frozen=True)
 class Faces:
-    """Descriptors with an opaque key per row (the workspace uses image ids)."""
+    """Descriptors with an opaque key per row (the workspace uses content hashes)."""
 
     keys: tuple[Hashable, ...] = ()
     vectors: np.ndarray = field(default_factory=lambda: np.empty((0, DESCRIPTOR_SIZE)))
@@ -95,7 +96,7 @@ class Faces:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def plus(self, other: "Faces") -> "Faces":
+    def plus(self, other: Faces) -> Faces:
         return Faces(self.keys + other.keys, np.concatenate([self.vectors, other.vectors]))
 
 
@@ -143,6 +144,7 @@ class BatchOutcome:
 
 # 1. Judging candidates ---------------------------------------------------------------------------
 
+
 def candidate_scores(cross_distances: np.ndarray) -> np.ndarray:
     """Mean over each row of a (candidates × group) distance matrix; nan for every row of an empty group."""
     cross_distances = np.asarray(cross_distances, dtype=np.float64)
@@ -151,6 +153,12 @@ def candidate_scores(cross_distances: np.ndarray) -> np.ndarray:
     if cross_distances.shape[1] == 0:
         return np.full(cross_distances.shape[0], np.nan)
     return cross_distances.mean(axis=1)
+
+
+def rejects_early(distance: float | None, upper_bound: float, almost_band: float, margin: float) -> bool:
+    """True when a raw image's face is so far from the group that enhancing it could not change its
+    verdict (beyond the almost band by more than the margin): it is judged as it came."""
+    return distance is not None and distance > upper_bound + almost_band + margin
 
 
 def classify(score: float, hi: float, almost_band: float) -> Verdict:
@@ -177,6 +185,7 @@ def tightest_pair(distances: np.ndarray, hi: float) -> tuple[int, int] | None:
 
 # 2. The group analysis ----------------------------------------------------------------------------
 
+
 def member_scores(group_distances: np.ndarray) -> np.ndarray:
     """Each member's mean distance to every member, itself (distance 0) included."""
     group_distances = np.asarray(group_distances, dtype=np.float64)
@@ -194,7 +203,7 @@ def upper_bound(avg: float, sd: float, group_size: int) -> float:
     if sd <= 0 or avg <= 0:
         return avg + 0.005
     growth = math.exp(min(700.0, math.log(4 / 3) / avg))  # capped: beyond e^700 a float overflows
-    return (growth * 0.99 ** group_size + 0.25) * sd + avg + 0.005
+    return (growth * 0.99**group_size + 0.25) * sd + avg + 0.005
 
 
 def next_batch_size(group_size: int, extra: float) -> int:
@@ -217,15 +226,17 @@ def analyse(state: MinerState, group: Faces, config: PolicyConfig) -> tuple[Mine
     return analyse_distances(state, group.keys, distance_matrix(group.vectors), config)
 
 
-def analyse_distances(state: MinerState, keys: Sequence[Hashable], group_distances: np.ndarray,
-                      config: PolicyConfig) -> tuple[MinerState, Analysis]:
+def analyse_distances(
+    state: MinerState, keys: Sequence[Hashable], group_distances: np.ndarray, config: PolicyConfig
+) -> tuple[MinerState, Analysis]:
     """One group analysis over the group's (N×N) distance matrix (SPEC §3 step 3, in its order)."""
     keys = tuple(keys)
     if len(keys) == 0:
         raise ValueError("cannot analyse an empty group")
     if np.shape(group_distances) != (len(keys), len(keys)):
-        raise ValueError(f"{len(keys)} members need a {len(keys)}×{len(keys)} distance matrix, "
-                         f"not {np.shape(group_distances)}")
+        raise ValueError(
+            f"{len(keys)} members need a {len(keys)}×{len(keys)} distance matrix, not {np.shape(group_distances)}"
+        )
     skip, reset_phase = state.skip_generation, state.reset_phase
     if state.fix == 2:
         skip, reset_phase = 1, 1
@@ -255,16 +266,26 @@ def analyse_distances(state: MinerState, keys: Sequence[Hashable], group_distanc
     n = next_batch_size(size, extra)
     remaining = size - len(leaving)
     new_state = replace(
-        state, avg=avg, hi=hi, n=n, until_gsa=n, idle=0, fix=0, mult=mult, extra=extra,
+        state,
+        avg=avg,
+        hi=hi,
+        n=n,
+        until_gsa=n,
+        idle=0,
+        fix=0,
+        mult=mult,
+        extra=extra,
         # The original's comment: tighten when an analysis removes nobody (see docs/mining.md).
         strict=not leaving,
-        reset_phase=reset_phase, skip_generation={1: 2, 2: 0}.get(skip, 0),
+        reset_phase=reset_phase,
+        skip_generation={1: 2, 2: 0}.get(skip, 0),
         done=remaining >= config.target and avg <= config.stop_average,
     )
     return new_state, Analysis(keys, scores, avg, sd, hi, leaving, reset_round)
 
 
 # 3. Unproductive batches --------------------------------------------------------------------------
+
 
 def after_unproductive(state: MinerState, almost_size: int) -> tuple[MinerState, str]:
     """A batch that added nobody and ran no analysis: wait one, then relax by 5 % or reset.
@@ -282,6 +303,7 @@ def after_unproductive(state: MinerState, almost_size: int) -> tuple[MinerState,
 
 # 4. A whole batch ---------------------------------------------------------------------------------
 
+
 def begin_batch(state: MinerState, group_size: int, config: PolicyConfig) -> MinerState:
     """Step 1: a new batch number; a full group skips generation so that it is analysed instead."""
     skip = 2 if group_size >= config.target else state.skip_generation
@@ -293,15 +315,21 @@ def generates(state: MinerState) -> bool:
     return state.skip_generation == 0
 
 
-def judge(candidates: Sequence[tuple[Hashable, np.ndarray | None]], group: Faces, hi: float,
-          almost_band: float) -> tuple[Judgement, ...]:
+def judge(
+    candidates: Sequence[tuple[Hashable, np.ndarray | None]], group: Faces, hi: float, almost_band: float
+) -> tuple[Judgement, ...]:
     """Each candidate's verdict from its mean distance to the group as it was when the batch began."""
     judgements = []
     with_face = [(key, vector) for key, vector in candidates if vector is not None]
     vectors = np.array([v for _, v in with_face]).reshape(-1, DESCRIPTOR_SIZE)
-    scores = dict(zip([k for k, _ in with_face],
-                      candidate_scores(distance_matrix(vectors, group.vectors))
-                      if len(group) else np.full(len(with_face), np.nan)))
+    scores = dict(
+        zip(
+            [k for k, _ in with_face],
+            candidate_scores(distance_matrix(vectors, group.vectors))
+            if len(group)
+            else np.full(len(with_face), np.nan),
+        )
+    )
     for key, vector in candidates:
         if vector is None:
             judgements.append(Judgement(key, Verdict.UNKNOWN, math.nan, "no face found"))
@@ -316,9 +344,14 @@ def judge(candidates: Sequence[tuple[Hashable, np.ndarray | None]], group: Faces
     return tuple(judgements)
 
 
-def finish_batch(state: MinerState, config: PolicyConfig, group: Faces,
-                 candidates: Sequence[tuple[Hashable, np.ndarray | None]] = (),
-                 pool: Faces = Faces(), almost_size: int = 0) -> BatchOutcome:
+def finish_batch(
+    state: MinerState,
+    config: PolicyConfig,
+    group: Faces,
+    candidates: Sequence[tuple[Hashable, np.ndarray | None]] = (),
+    pool: Faces = Faces(),
+    almost_size: int = 0,
+) -> BatchOutcome:
     """Steps 2-4 of a batch that `begin_batch` opened.
 
     group: the members when the batch began. candidates: this batch's new images, (key, descriptor of
@@ -329,8 +362,7 @@ def finish_batch(state: MinerState, config: PolicyConfig, group: Faces,
     events: list[str] = []
     hi_in_force = state.hi
     judgements = judge(candidates, group, state.hi, config.almost_band) if generates(state) else ()
-    accepted = Faces(*_unzip([(j.key, v) for j, (_, v) in zip(judgements, candidates)
-                              if j.verdict is Verdict.SIM]))
+    accepted = Faces(*_unzip([(j.key, v) for j, (_, v) in zip(judgements, candidates) if j.verdict is Verdict.SIM]))
     members = group.plus(accepted)
     if len(accepted):
         events.append("accept")

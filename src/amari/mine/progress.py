@@ -6,6 +6,8 @@ import sys
 import time
 from dataclasses import dataclass, replace
 
+from amari.layout import SIM_GROUP
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -20,6 +22,7 @@ class Snapshot:
     joined: int = 0  # of which joined the group
     event: str = "starting"
     source: str = ""
+    pipeline: str = ""  # the engine's rates, queue depths and how long the generator waited
 
 
 class MiningProgress:
@@ -32,13 +35,12 @@ class MiningProgress:
         self.started = time.monotonic()
         self._live = None
 
-    def __enter__(self) -> "MiningProgress":
+    def __enter__(self) -> MiningProgress:
         if self.enabled and self.stream.isatty():
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(self.panel(), console=Console(file=self.stream), refresh_per_second=4,
-                              transient=False)
+            self._live = Live(self.panel(), console=Console(file=self.stream), refresh_per_second=4, transient=False)
             self._live.__enter__()
         return self
 
@@ -78,9 +80,12 @@ class MiningProgress:
 
     def line(self) -> str:
         s = self.snapshot
-        return (f"batch {s.batch} (n={s.batch_size}): group {s.group_size} avg {s.avg:.4f} hi {s.hi:.4f}, "
-                f"almost {s.almost_size}, unknown {s.unknown_size}; accepted {self.acceptance_rate:.0%} "
-                f"of {s.judged}, {self.images_per_minute:.1f} images/min; {s.event}")
+        return (
+            f"batch {s.batch} (n={s.batch_size}): group {s.group_size} avg {s.avg:.4f} hi {s.hi:.4f}, "
+            f"almost {s.almost_size}, unknown {s.unknown_size}; accepted {self.acceptance_rate:.0%} "
+            f"of {s.judged}, {self.images_per_minute:.1f} images/min; {s.event}"
+            + (f" | {s.pipeline}" if s.pipeline else "")
+        )
 
     def panel(self):
         """The rich table the terminal shows: source, batch, sim-group, almost / unknown, acceptance, last event."""
@@ -92,8 +97,12 @@ class MiningProgress:
         table.add_column()
         table.add_row("source", s.source)
         table.add_row("batch", f"{s.batch}  (size {s.batch_size})")
-        table.add_row("sim-group", f"{s.group_size}  average {s.avg:.4f}  upper bound {s.hi:.4f}")
+        table.add_row(SIM_GROUP, f"{s.group_size}  average {s.avg:.4f}  upper bound {s.hi:.4f}")
         table.add_row("almost / unknown", f"{s.almost_size} / {s.unknown_size}")
-        table.add_row("accepted", f"{self.acceptance_rate:.1%} of {s.judged}  ({self.images_per_minute:.1f} images/min)")
+        table.add_row(
+            "accepted", f"{self.acceptance_rate:.1%} of {s.judged}  ({self.images_per_minute:.1f} images/min)"
+        )
         table.add_row("last event", s.event)
+        if s.pipeline:
+            table.add_row("pipeline", s.pipeline)
         return table

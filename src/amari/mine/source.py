@@ -1,99 +1,72 @@
-"""Where the miner's candidate images come from, behind one small interface.
+"""Where the miner's candidate images come from: feeds, behind one small interface.
 
-A source writes new image files into the workspace's `incoming/` folder and returns their paths; the
-miner judges them and moves each into sim-group/, almost-sim/ or unknown-person/. Two sources exist:
+A feed puts candidates into the engine (`amari.mine.engine`) in the order the policy takes them, and
+writes their files into the workspace's `incoming/` folder; the miner judges each and moves it into
+sim-group/, almost-sim/ or unknown-person/. Two feeds exist:
 
-- `folder:PATH` copies images that another tool (A1111, ComfyUI, InvokeAI, a camera) writes into
-  PATH, in sorted order, never touching PATH; with `watch` it keeps waiting for new files.
-- `diffusers` generates them with Stable Diffusion (`amari.generate.source.DiffusersSource`).
+- `folder:PATH` (`FolderSource`) copies images that another tool (A1111, ComfyUI, InvokeAI, a camera)
+  writes into PATH, in sorted order, never touching PATH; with `watch` it keeps waiting for new files.
+- `diffusers` (`amari.generate.DiffusersSource`) generates them with Stable Diffusion.
 
-Rules every source keeps, so that a killed miner resumes without losing or repeating an image:
-write each file under a temporary name that starts with "." and rename it when complete (the miner
-ignores and, on resume, deletes hidden files in incoming/); never return a file twice; remember what
-was produced in `SourceOptions.state_path` when it is given, so that a rerun carries on.
+The caller builds the feed and hands it to `amari.mine.run`. Rules every feed keeps, so that a killed
+miner resumes without losing or repeating an image: write each file under a hidden temporary name and
+rename it when complete; remember what was produced in the workspace database (`open(state_path)`);
+offer what a killed run left in incoming/ first (`start`); never delete a file it did not create.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from stat import S_ISREG
+from typing import Protocol
 
-import numpy as np
-
-from amari.embeddings import FaceEncoder, content_hash
-from amari.errors import ImageError, UsageError
-from amari.images import image_files, read_bytes
-from amari.sqlite import connect
-
-
-@dataclass
-class BatchContext:
-    group: np.ndarray  # (N,128) descriptors of the current sim-group
-    upper_bound: float  # hi in force
-    almost_band: float  # 0.10 by default
-    encoder: FaceEncoder  # the miner's cached encoder (workspace DB); sources may pre-encode files with it
-    batch_number: int
+from amari.embeddings import content_hash
+from amari.errors import UsageError
+from amari.files import free_name, same_content
+from amari.images import image_files, is_image_path, read_bytes
+from amari.sqlite import connect, migrate
 
 
 class Source(Protocol):
     description: str
-    exhausted: bool  # True: no more images will ever come (folder without --watch, all ingested)
+    notes: list[str]  # what the user should hear (files skipped and why); the miner reports and clears them
 
-    def next_batch(self, n: int, out_dir: Path, context: BatchContext) -> list[Path]:
-        """Write up to n NEW image files into out_dir (the workspace's incoming/ folder) and return them."""
+    def open(self, state_path: Path) -> None:
+        """Called once the workspace is open: where the feed remembers what it produced."""
+        ...
+
+    def start(self, engine, context) -> None:
+        """Queue what a killed run left in incoming/ (`context` is an `amari.mine.engine.FeedContext`)."""
+        ...
+
+    def more(self, engine) -> bool:
+        """Queue more candidates without waiting; False when there is nothing more now."""
+        ...
+
+    def wait_for_more(self) -> bool:
+        """Nothing is queued or under way: wait for more (a watched folder), or say there is none."""
+        ...
+
+    def release(self, candidates: list) -> None:
+        """The run ends with these candidates made ahead and not judged."""
+        ...
+
+    def made(self, name: str, digest: str) -> bool:
+        """Whether this feed wrote the file `name` with this content into incoming/ (only such files
+        may be deleted there: the miner never deletes a file it did not create)."""
         ...
 
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class SourceOptions:
-    """What the command line hands to a source. Sources read the fields they need and ignore the rest."""
-
-    prompt: str = ""
-    negative_prompt: str = ""
-    model: str | None = None  # Hugging Face id, diffusers folder or single checkpoint file
-    preset: str | None = None  # a named group of generation settings (the generation stage defines them)
-    seed: int | None = None  # first seed; None: random seeds (a generating source records them)
-    watch: bool = False  # folder source: keep waiting for new files instead of stopping
-    poll_interval: float = 2.0  # seconds between looks at a watched folder
-    state_path: Path | None = None  # SQLite file where a source may remember what it produced
-    # Free KEY=VALUE options for generation and enhancement (steps, guidance, upscaler, ...);
-    # treat as read-only.
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.poll_interval <= 0:
-            raise UsageError(f"the poll interval must be positive, not {self.poll_interval}")
-
-
-def make_source(spec: str, options: SourceOptions) -> Source:
-    """`folder:PATH` or `diffusers` → a source; anything else is a UsageError."""
-    kind, sep, rest = spec.partition(":")
-    if kind == "folder" and sep:
-        if not rest:
-            raise UsageError("--source folder:PATH needs a folder, e.g. folder:/outputs/txt2img-images")
-        return FolderSource(Path(rest).expanduser(), options)
-    if spec == "diffusers":
-        try:
-            module = importlib.import_module("amari.generate.source")
-        except ModuleNotFoundError as exc:
-            if exc.name in ("amari.generate", "amari.generate.source"):
-                raise UsageError("the diffusers source is not installed in this amari; "
-                                 "use --source folder:PATH to mine images another tool writes") from None
-            raise
-        return module.DiffusersSource(options)
-    raise UsageError(f"unknown source {spec!r}: use 'diffusers' or 'folder:PATH'")
-
-
 _LEDGER_MIGRATIONS = [
-    ("0001_folder_source_ledger", """
+    (
+        "0001_folder_source_ledger",
+        """
         CREATE TABLE folder_source_ledger (
             folder TEXT NOT NULL,
             relpath TEXT NOT NULL,
@@ -104,7 +77,8 @@ _LEDGER_MIGRATIONS = [
             ingested_at REAL NOT NULL,
             PRIMARY KEY (folder, relpath, size, mtime_ns)
         )
-    """),
+    """,
+    ),
 ]
 
 
@@ -117,33 +91,104 @@ class FolderSource:
     taken, so a file another program is still writing is not copied half-done.
     """
 
-    def __init__(self, folder: Path, options: SourceOptions):
+    def __init__(self, folder: str | Path, watch: bool = False, poll_interval: float = 2.0):
+        folder = Path(folder).expanduser()
         if not folder.is_dir():
             raise UsageError(f"source folder {folder} does not exist or is not a folder")
+        if not poll_interval > 0:
+            raise UsageError(f"the poll interval must be positive, not {poll_interval}")
         self.folder = folder
         self.key = str(folder.resolve())
-        self.watch = options.watch
-        self.poll_interval = options.poll_interval
+        self.watch = watch
+        self.poll_interval = poll_interval
         self.description = f"folder:{folder}" + (" (watching)" if self.watch else "")
         self.exhausted = False
-        self._ledger = connect(options.state_path, _LEDGER_MIGRATIONS) if options.state_path \
-            else _memory_ledger()
+        self.notes: list[str] = []
+        self._ledger = _memory_ledger()
         self._last_seen: dict[str, tuple[int, int]] = {}
+        self._skipped: dict[str, tuple[int, int]] = {}  # relpath -> (size, mtime) when it could not be read
 
-    def next_batch(self, n: int, out_dir: Path, context: BatchContext | None = None) -> list[Path]:
+    def open(self, state_path: Path) -> None:
+        """Keep the ledger in the workspace database, so a rerun carries on where this one stopped."""
+        self._ledger.close()
+        self._ledger = connect(state_path, _LEDGER_MIGRATIONS)
+
+    # -- as the miner's feed ----------------------------------------------------------------------
+
+    def start(self, engine, context) -> None:
+        """What a killed run copied but did not judge, and what the user dropped there, comes first."""
+        self._engine, self._context = engine, context
+        for path in leftover_files(context.incoming):
+            self._queue(path, None)
+
+    def more(self, engine) -> bool:
+        copied = self._copy_new(1, self._context.incoming, self._context.known)
+        for path, digest in copied:
+            self._queue(path, digest)
+        return bool(copied)
+
+    def wait_for_more(self) -> bool:
+        if not self.watch:
+            return False
+        time.sleep(self.poll_interval)
+        return True
+
+    def _queue(self, path: Path, digest: str | None) -> None:
+        """A file in incoming/ becomes a candidate once its faces are known (from the cache, else a worker)."""
+        from amari.mine.work import Inspected, inspect_file
+
+        candidate = self._engine.add_candidate(path.name)
+        context = self._context
+        faces = context.cache.get(digest, context.settings.key) if digest else None
+        if faces is not None:
+            candidate.final = context.accept(path, Inspected(None, digest, faces, (0, 0)), cache=False)
+            return
+
+        def inspected(result) -> None:
+            candidate.final = context.accept(path, result)
+
+        self._engine.run_cpu(inspected, inspect_file, path, context.settings)
+
+    def next_batch(self, n: int, out_dir: Path, context=None) -> list[Path]:
+        """Copy up to n new files into `out_dir` and return them; a watched folder waits for one."""
         if n < 1:
             raise ValueError(f"a batch needs at least one image, not {n}")
+        known = context.known if context is not None else (lambda digest: False)
+        while True:
+            copied = self._copy_new(n, out_dir, known)
+            if copied or not self.watch:
+                return [path for path, _digest in copied]
+            time.sleep(self.poll_interval)
+
+    def _copy_new(self, n: int, out_dir: Path, known) -> list[tuple[Path, str]]:
+        """(path, content hash) of up to n files copied now; sets `exhausted` once nothing is left."""
         out_dir.mkdir(parents=True, exist_ok=True)
         _remove_partial_copies(out_dir)
-        while True:
-            fresh = self._new_files(out_dir, n)
-            if fresh or not self.watch:
+        written: list[tuple[Path, str]] = []
+        while len(written) < n:
+            wanted = n - len(written)
+            fresh = self._new_files(out_dir, wanted)
+            written += [copy for copy in (self._copy(path, stat, out_dir, known) for path, stat in fresh) if copy]
+            if len(fresh) < wanted:
+                # Fewer than asked after a look at the whole folder: nothing else is left that can be copied.
+                self.exhausted = not self.watch
                 break
-            time.sleep(self.poll_interval)
-        written = [self._copy(path, stat, out_dir) for path, stat in fresh]
-        # Fewer than asked after a look at the whole folder: nothing else is left to copy.
-        self.exhausted = not self.watch and len(fresh) < n
-        return [p for p in written if p is not None]
+        return written
+
+    def made(self, name: str, digest: str) -> bool:
+        return False  # it never copies content the workspace (or its own ledger) already has
+
+    def release(self, candidates: list) -> None:
+        """Copies made ahead go, and the ledger forgets them, so the next run copies them again: incoming/
+        holds no more than what a run was judging when it stopped."""
+        for candidate in candidates:
+            path = self._context.incoming / candidate.name
+            row = self._ledger.execute(
+                "SELECT relpath FROM folder_source_ledger WHERE copied_as=?", (candidate.name,)
+            ).fetchone()
+            if row is not None:
+                self._ledger.execute("DELETE FROM folder_source_ledger WHERE copied_as=?", (candidate.name,))
+                path.unlink(missing_ok=True)
 
     def close(self) -> None:
         self._ledger.close()
@@ -158,13 +203,13 @@ class FolderSource:
             except OSError:
                 continue  # removed between listing and looking
             relpath = path.relative_to(self.folder).as_posix()
-            if self._ingested(relpath, stat):
+            if self._ingested(relpath, stat) or self._skip(relpath, stat):
                 continue
             if self.watch and self._last_seen.get(relpath) != (stat.st_size, stat.st_mtime_ns):
                 self._last_seen[relpath] = (stat.st_size, stat.st_mtime_ns)
                 continue  # not yet seen still: maybe being written
             copied = out_dir / _flat_name(relpath)
-            if copied.is_file() and _same_content(copied, path):
+            if copied.is_file() and same_content(copied, path):
                 self._record(relpath, stat, content_hash(read_bytes(copied)), copied.name)
                 continue
             fresh.append((path, stat))
@@ -172,38 +217,66 @@ class FolderSource:
                 break
         return fresh
 
-    def _copy(self, path: Path, stat: os.stat_result, out_dir: Path) -> Path | None:
+    def _skip(self, relpath: str, stat: os.stat_result) -> bool:
+        """Files that cannot be read are reported once and passed over; a watched folder tries one
+        again once it changed (its permissions fixed, a pipe replaced by a file)."""
+        if not S_ISREG(stat.st_mode):
+            return self._note_skipped(relpath, stat, "not a regular file (a pipe or a device?)")
+        previous = self._skipped.get(relpath)
+        return previous is not None and (not self.watch or previous == (stat.st_size, stat.st_mtime_ns))
+
+    def _note_skipped(self, relpath: str, stat: os.stat_result, why: str) -> bool:
+        if self._skipped.get(relpath) != (stat.st_size, stat.st_mtime_ns):
+            self._skipped[relpath] = (stat.st_size, stat.st_mtime_ns)
+            again = ", tried again when it changes" if self.watch else ""
+            self.notes.append(f"{self.folder / relpath}: {why}; skipped{again}")
+        return True
+
+    def _copy(self, path: Path, stat: os.stat_result, out_dir: Path, known) -> tuple[Path, str] | None:
+        """Copy one file into incoming/ (None: unreadable, gone, or content the workspace already has)."""
         relpath = path.relative_to(self.folder).as_posix()
-        target = _free_name(out_dir, _flat_name(relpath))
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None  # removed after the look: nothing to copy
+        except OSError as exc:
+            self._note_skipped(relpath, stat, f"cannot be read ({exc.strerror})")
+            return None
+        digest = content_hash(data)
+        seen = self._ledger.execute("SELECT 1 FROM folder_source_ledger WHERE content_hash=?", (digest,)).fetchone()
+        if known(digest) or seen:
+            self._record(relpath, stat, digest, "")  # a copy of an image already taken: nothing to judge
+            return None
+        target = free_name(out_dir, _flat_name(relpath))
         partial = out_dir / f".{target.name}.part"
         try:
-            shutil.copy2(path, partial)
-        except OSError:
+            # A failure here is the workspace's (a full or read-only disk): it ends the run with one line.
+            with open(partial, "wb") as copy:
+                copy.write(data)
+            shutil.copystat(path, partial)
+        except BaseException:
             partial.unlink(missing_ok=True)
-            return None  # vanished or unreadable in the source folder: a later look may find it
+            raise
         os.replace(partial, target)
-        try:
-            digest = content_hash(read_bytes(target))
-        except ImageError:
-            digest = ""
         self._record(relpath, stat, digest, target.name)
-        return target
+        return target, digest
 
     def _ingested(self, relpath: str, stat: os.stat_result) -> bool:
         row = self._ledger.execute(
             "SELECT 1 FROM folder_source_ledger WHERE folder=? AND relpath=? AND size=? AND mtime_ns=?",
-            (self.key, relpath, stat.st_size, stat.st_mtime_ns)).fetchone()
+            (self.key, relpath, stat.st_size, stat.st_mtime_ns),
+        ).fetchone()
         return row is not None
 
     def _record(self, relpath: str, stat: os.stat_result, digest: str, copied_as: str) -> None:
         self._ledger.execute(
             "INSERT OR REPLACE INTO folder_source_ledger VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (self.key, relpath, stat.st_size, stat.st_mtime_ns, digest, copied_as, time.time()))
+            (self.key, relpath, stat.st_size, stat.st_mtime_ns, digest, copied_as, time.time()),
+        )
 
 
 def _memory_ledger() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", isolation_level=None)
-    from amari.sqlite import migrate
     migrate(conn, _LEDGER_MIGRATIONS)
     return conn
 
@@ -213,18 +286,11 @@ def _flat_name(relpath: str) -> str:
     return relpath.replace("/", "__")
 
 
-def _free_name(folder: Path, name: str) -> Path:
-    candidate, stem, suffix, i = folder / name, Path(name).stem, Path(name).suffix, 1
-    while candidate.exists():
-        candidate, i = folder / f"{stem}-{i}{suffix}", i + 1
-    return candidate
-
-
-def _same_content(a: Path, b: Path) -> bool:
-    try:
-        return a.stat().st_size == b.stat().st_size and read_bytes(a) == read_bytes(b)
-    except (OSError, ImageError):
-        return False
+def leftover_files(incoming: Path) -> list[Path]:
+    """Complete image files waiting in incoming/, by name (hidden names are temporaries)."""
+    if not incoming.is_dir():
+        return []
+    return sorted(p for p in incoming.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_path(p))
 
 
 def _remove_partial_copies(out_dir: Path) -> None:

@@ -23,188 +23,37 @@ import re
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from amari import embeddings
 from amari.embeddings import content_hash
-from amari.errors import ImageError, WorkspaceError
+from amari.errors import WorkspaceError, describe_failure
+from amari.files import free_name, same_content
 from amari.images import is_image_path, read_bytes
-from amari.mine.policy import MinerState, Verdict
-from amari.sqlite import connect, from_blob, to_blob
+from amari.layout import (
+    ALMOST_SIM,
+    ARCHIVE_CSV,
+    INCOMING,
+    JUDGED_FOLDERS,
+    LOCK_FILE,
+    MINE_DATABASE,
+    WorkspaceLayout,
+)
+from amari.mine.lock import WorkspaceLock
+from amari.mine.policy import MinerState
+from amari.mine.records import MIGRATIONS, Commit, ImageRow, check_database_file, image_row, open_database
+from amari.sqlite import to_blob
 
-FOLDERS = tuple(v.value for v in Verdict)  # sim-group, almost-sim, unknown-person
-SIM_GROUP, ALMOST_SIM, UNKNOWN_PERSON = FOLDERS
+FOLDERS = JUDGED_FOLDERS  # sim-group, almost-sim, unknown-person
 DELETED = "deleted"  # folder of an image the user deleted: kept so that it is never mined again
-INCOMING = "incoming"
-DATABASE = "mine.sqlite"
-ARCHIVE = "archive.csv"
-LOCK = ".lock"
 ARCHIVE_COLUMNS = ("time", "group_size", "almost_size", "avg", "hi", "batch", "until_gsa", "n", "event")
 
+# Names of the hidden files sources write into incoming/ before they are complete.
+SOURCE_TEMPORARIES = (".*.part", ".sd-*.raw.png")
+
 _BOUND_TAG = re.compile(r"_hi\d\.\d{4}$")
-
-MIGRATIONS = [
-    ("0001_mine_state", """
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE images (
-            id INTEGER PRIMARY KEY,
-            content_hash TEXT NOT NULL UNIQUE,
-            folder TEXT NOT NULL,
-            name TEXT NOT NULL,
-            size INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL,
-            n_faces INTEGER,
-            descriptor BLOB,
-            error TEXT,
-            origin TEXT NOT NULL,
-            user_removed INTEGER NOT NULL DEFAULT 0,
-            first_batch INTEGER NOT NULL,
-            created_at REAL NOT NULL
-        );
-        CREATE UNIQUE INDEX images_place ON images (folder, name) WHERE folder != 'deleted';
-        CREATE TABLE decisions (
-            id INTEGER PRIMARY KEY,
-            batch INTEGER NOT NULL,
-            image_id INTEGER NOT NULL REFERENCES images (id),
-            verdict TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            score REAL,
-            bound REAL,
-            created_at REAL NOT NULL
-        );
-        CREATE INDEX decisions_image ON decisions (image_id);
-        CREATE TABLE batches (
-            number INTEGER PRIMARY KEY,
-            finished_at REAL NOT NULL,
-            requested INTEGER NOT NULL,
-            received INTEGER NOT NULL,
-            joined INTEGER NOT NULL,
-            group_size INTEGER NOT NULL,
-            almost_size INTEGER NOT NULL,
-            unknown_size INTEGER NOT NULL,
-            avg REAL NOT NULL,
-            hi REAL NOT NULL,
-            until_gsa INTEGER NOT NULL,
-            n INTEGER NOT NULL,
-            event TEXT NOT NULL,
-            state TEXT NOT NULL
-        );
-        CREATE TABLE pending_moves (
-            id INTEGER PRIMARY KEY,
-            op TEXT NOT NULL CHECK (op IN ('move', 'copy')),
-            src TEXT NOT NULL,
-            dst TEXT NOT NULL
-        )
-    """),
-]
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    id: int
-    content_hash: str
-    folder: str
-    name: str
-    size: int
-    mtime_ns: int
-    n_faces: int | None
-    descriptor: np.ndarray | None
-    error: str | None
-    origin: str
-    user_removed: bool
-
-    @property
-    def relpath(self) -> str:
-        return f"{self.folder}/{self.name}"
-
-
-@dataclass
-class NewImage:
-    """A file entering the workspace: from incoming/ (moved), a reference (copied), or found in place."""
-
-    path: Path
-    folder: str
-    content_hash: str
-    size: int
-    mtime_ns: int
-    n_faces: int | None  # None: the file cannot be read as an image
-    descriptor: np.ndarray | None  # the largest face's
-    error: str | None
-    origin: str  # source | reference | user
-    op: str = "move"  # move | copy | none (the file already is where it belongs)
-    bound: float | None = None  # almost-sim names carry the bound they failed
-
-
-@dataclass
-class Relocation:
-    image_id: int
-    folder: str
-    bound: float | None = None
-    user_removed: bool | None = None  # None: unchanged
-
-
-@dataclass
-class Decision:
-    content_hash: str
-    verdict: str  # a folder name, "duplicate" or "deleted"
-    reason: str
-    score: float | None = None
-    bound: float | None = None
-
-
-@dataclass
-class Commit:
-    """Everything one step changes, written in one transaction and then done on disk."""
-
-    batch: int
-    new_images: list[NewImage] = field(default_factory=list)
-    relocations: list[Relocation] = field(default_factory=list)
-    user_changes: list[tuple[int, dict]] = field(default_factory=list)  # (image id, columns) seen on disk
-    decisions: list[Decision] = field(default_factory=list)
-    state: MinerState | None = None
-    batch_row: dict | None = None  # set for a finished batch: a row of `batches` and of the archive
-    meta: dict[str, str] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.new_images or self.relocations or self.user_changes or self.decisions or self.state or self.batch_row or self.meta)
-
-
-class WorkspaceLock:
-    """An exclusive lock on WORKSPACE/.lock, held until close() or the process ends (even by SIGKILL)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._file = open(path, "a+")
-        try:
-            _lock_file(self._file)
-        except OSError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "unknown"
-            self._file.close()
-            raise WorkspaceError(f"workspace {path.parent} is in use by another miner (pid {holder}); "
-                                 "wait for it to finish or stop it first") from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(str(os.getpid()))
-        self._file.flush()
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-
-
-def _lock_file(handle) -> None:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        import msvcrt
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        return
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 class Workspace:
@@ -214,9 +63,10 @@ class Workspace:
         self.root, self.conn, self.lock = root, conn, lock
         # (folder, name, size, mtime_ns) of user copies of tracked images: reported once, then left alone
         self.ignored_copies: set[tuple[str, str, int, int]] = set()
+        self.ignored_incoming: set[Path] = set()  # the user's files in incoming/ that repeat a known image
 
     @classmethod
-    def open(cls, root: str | os.PathLike, settings: dict[str, str] | None = None) -> "Workspace":
+    def open(cls, root: str | os.PathLike, settings: dict[str, str] | None = None) -> Workspace:
         """Lock, create or migrate the database, finish what a killed run left, check the settings.
 
         settings: values that must not change during a workspace's life (face settings, almost band);
@@ -226,9 +76,10 @@ class Workspace:
         if root.exists() and not root.is_dir():
             raise WorkspaceError(f"workspace {root} exists and is not a folder")
         root.mkdir(parents=True, exist_ok=True)
-        lock = WorkspaceLock(root / LOCK)
+        lock = WorkspaceLock(root / LOCK_FILE)
         try:
-            conn = connect(root / DATABASE, MIGRATIONS + embeddings.MIGRATIONS)
+            check_database_file(root)
+            conn = open_database(root / MINE_DATABASE, MIGRATIONS + embeddings.MIGRATIONS)
             workspace = cls(root, conn, lock)
             workspace._check_settings(settings or {})
             workspace.recover()
@@ -241,11 +92,15 @@ class Workspace:
         self.conn.close()
         self.lock.close()
 
-    def __enter__(self) -> "Workspace":
+    def __enter__(self) -> Workspace:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def layout(self) -> WorkspaceLayout:
+        return WorkspaceLayout(self.root)
 
     @property
     def incoming(self) -> Path:
@@ -253,21 +108,26 @@ class Workspace:
 
     @property
     def database_path(self) -> Path:
-        return self.root / DATABASE
+        return self.root / MINE_DATABASE
 
     @property
     def archive_path(self) -> Path:
-        return self.root / ARCHIVE
+        return self.root / ARCHIVE_CSV
 
     # -- start-up -----------------------------------------------------------------------------
 
     def _check_settings(self, settings: dict[str, str]) -> None:
         stored = self.meta()
-        changed = [f"{key} was {stored[key]}, now {value}" for key, value in settings.items()
-                   if key in stored and stored[key] != value]
+        changed = [
+            f"{key} was {stored[key]}, now {value}"
+            for key, value in settings.items()
+            if key in stored and stored[key] != value
+        ]
         if changed:
-            raise WorkspaceError(f"workspace {self.root} was mined with other settings ({'; '.join(changed)}); "
-                                 "use the same settings or a new workspace")
+            raise WorkspaceError(
+                f"workspace {self.root} was mined with other settings ({'; '.join(changed)}); "
+                "use the same settings or a new workspace"
+            )
         missing = {k: v for k, v in settings.items() if k not in stored}
         if missing:
             self.conn.executemany("INSERT INTO meta VALUES (?, ?)", missing.items())
@@ -276,14 +136,18 @@ class Workspace:
         """Finish a journal a killed run left, drop half-written temporaries, rebuild the archive."""
         self.ensure_folders()
         self._apply_pending_moves()
-        for temporary in self.incoming.glob(".*"):
-            if temporary.is_file():
-                temporary.unlink(missing_ok=True)
+        for pattern in SOURCE_TEMPORARIES:  # a source's half-written files, never the user's
+            for temporary in self.incoming.glob(pattern):
+                if temporary.is_file():
+                    temporary.unlink(missing_ok=True)
         self._rewrite_archive_if_stale()
 
     def ensure_folders(self) -> None:
         for folder in FOLDERS + (INCOMING,):
-            (self.root / folder).mkdir(exist_ok=True)
+            path = self.root / folder
+            if path.exists() and not path.is_dir():
+                raise WorkspaceError(f"{path} is a file where the workspace's {folder}/ folder belongs: move it away")
+            path.mkdir(exist_ok=True)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -299,11 +163,11 @@ class Workspace:
         query = "SELECT * FROM images"
         if folders:
             query += f" WHERE folder IN ({','.join('?' * len(folders))})"
-        return [_image_row(r) for r in self.conn.execute(query + " ORDER BY id", folders)]
+        return [image_row(r) for r in self.conn.execute(query + " ORDER BY id", folders)]
 
     def image_by_hash(self, digest: str) -> ImageRow | None:
         row = self.conn.execute("SELECT * FROM images WHERE content_hash=?", (digest,)).fetchone()
-        return _image_row(row) if row else None
+        return image_row(row) if row else None
 
     def counts(self) -> dict[str, int]:
         found = dict(self.conn.execute("SELECT folder, COUNT(*) FROM images GROUP BY folder").fetchall())
@@ -311,13 +175,15 @@ class Workspace:
 
     def incoming_files(self) -> list[Path]:
         """Complete files waiting in incoming/, by name (hidden names are temporaries)."""
-        return sorted(p for p in self.incoming.iterdir()
-                      if p.is_file() and not p.name.startswith(".") and is_image_path(p))
+        return sorted(
+            p for p in self.incoming.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_path(p)
+        )
 
     def files_on_disk(self, folder: str) -> list[Path]:
         """Image files the user sees in one of the three folders, by name."""
-        return sorted(p for p in (self.root / folder).iterdir()
-                      if p.is_file() and not p.name.startswith(".") and is_image_path(p))
+        return sorted(
+            p for p in (self.root / folder).iterdir() if p.is_file() and not p.name.startswith(".") and is_image_path(p)
+        )
 
     def batch_rows(self) -> list[sqlite3.Row]:
         return self.conn.execute("SELECT * FROM batches ORDER BY number").fetchall()
@@ -336,17 +202,25 @@ class Workspace:
             self._write_new_images(change, names, now)
             self._write_relocations(change, names)
             self._write_decisions(change, now)
+            self.conn.executemany(
+                "INSERT INTO pending_moves (op, src, dst) VALUES ('delete', ?, '')",
+                [(self._relative(path),) for path in change.deletions],
+            )
             meta = dict(change.meta)
             if change.state is not None:
                 meta["state"] = change.state.to_json()
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
             if change.batch_row is not None:
                 row = dict(change.batch_row, finished_at=now)
-                self.conn.execute(f"INSERT INTO batches ({','.join(row)}) VALUES ({','.join('?' * len(row))})",
-                                  tuple(row.values()))
+                self.conn.execute(
+                    f"INSERT INTO batches ({','.join(row)}) VALUES ({','.join('?' * len(row))})", tuple(row.values())
+                )
             self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if self.conn.in_transaction:  # a failed COMMIT (a full disk) has already rolled back
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise WorkspaceError(f"{self.database_path}: {describe_failure(exc)}") from None
             raise
         self._apply_pending_moves()
         if change.batch_row is not None:
@@ -354,55 +228,86 @@ class Workspace:
 
     def _write_user_changes(self, change: Commit) -> None:
         # Every changed row leaves its place first, so that swapped or reused names never clash.
-        self.conn.executemany("UPDATE images SET folder=? WHERE id=?",
-                              [(DELETED, image_id) for image_id, _ in change.user_changes])
+        self.conn.executemany(
+            "UPDATE images SET folder=? WHERE id=?", [(DELETED, image_id) for image_id, _ in change.user_changes]
+        )
         for image_id, columns in change.user_changes:
             sets = ", ".join(f"{column}=?" for column in columns)
             self.conn.execute(f"UPDATE images SET {sets} WHERE id=?", (*columns.values(), image_id))
 
-    def _write_new_images(self, change: Commit, names: "_NamePlanner", now: float) -> None:
+    def _write_new_images(self, change: Commit, names: _NamePlanner, now: float) -> None:
         for image in change.new_images:
-            name = image.path.name if image.op == "none" else names.reserve(image.folder, image.path.name, image.bound)
+            wanted = image.name or image.path.name
+            name = image.path.name if image.op == "none" else names.reserve(image.folder, wanted, image.bound)
             self.conn.execute(
                 "INSERT INTO images (content_hash, folder, name, size, mtime_ns, n_faces, descriptor, error, "
                 "origin, first_batch, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (image.content_hash, image.folder, name, image.size, image.mtime_ns, image.n_faces,
-                 None if image.descriptor is None else to_blob(image.descriptor), image.error,
-                 image.origin, change.batch, now))
+                (
+                    image.content_hash,
+                    image.folder,
+                    name,
+                    image.size,
+                    image.mtime_ns,
+                    image.n_faces,
+                    None if image.descriptor is None else to_blob(image.descriptor),
+                    image.error,
+                    image.origin,
+                    change.batch,
+                    now,
+                ),
+            )
             if image.op != "none":
                 src = str(image.path) if image.op == "copy" else self._relative(image.path)
-                self.conn.execute("INSERT INTO pending_moves (op, src, dst) VALUES (?, ?, ?)",
-                                  (image.op, src, f"{image.folder}/{name}"))
+                self.conn.execute(
+                    "INSERT INTO pending_moves (op, src, dst) VALUES (?, ?, ?)",
+                    (image.op, src, f"{image.folder}/{name}"),
+                )
 
-    def _write_relocations(self, change: Commit, names: "_NamePlanner") -> None:
+    def _write_relocations(self, change: Commit, names: _NamePlanner) -> None:
         for move in change.relocations:
-            row = self.conn.execute("SELECT folder, name, user_removed FROM images WHERE id=?",
-                                    (move.image_id,)).fetchone()
+            row = self.conn.execute(
+                "SELECT folder, name, user_removed FROM images WHERE id=?", (move.image_id,)
+            ).fetchone()
             if row is None or row["folder"] == DELETED:
                 continue
             name = names.reserve(move.folder, row["name"], move.bound)
             removed = row["user_removed"] if move.user_removed is None else int(move.user_removed)
-            self.conn.execute("UPDATE images SET folder=?, name=?, user_removed=? WHERE id=?",
-                              (move.folder, name, removed, move.image_id))
-            self.conn.execute("INSERT INTO pending_moves (op, src, dst) VALUES ('move', ?, ?)",
-                              (f"{row['folder']}/{row['name']}", f"{move.folder}/{name}"))
+            self.conn.execute(
+                "UPDATE images SET folder=?, name=?, user_removed=? WHERE id=?",
+                (move.folder, name, removed, move.image_id),
+            )
+            self.conn.execute(
+                "INSERT INTO pending_moves (op, src, dst) VALUES ('move', ?, ?)",
+                (f"{row['folder']}/{row['name']}", f"{move.folder}/{name}"),
+            )
 
     def _write_decisions(self, change: Commit, now: float) -> None:
         for decision in change.decisions:
-            image_id = self.conn.execute("SELECT id FROM images WHERE content_hash=?",
-                                         (decision.content_hash,)).fetchone()[0]
+            image_id = self.conn.execute(
+                "SELECT id FROM images WHERE content_hash=?", (decision.content_hash,)
+            ).fetchone()[0]
             self.conn.execute(
                 "INSERT INTO decisions (batch, image_id, verdict, reason, score, bound, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (change.batch, image_id, decision.verdict, decision.reason,
-                 _finite_or_none(decision.score), _finite_or_none(decision.bound), now))
+                (
+                    change.batch,
+                    image_id,
+                    decision.verdict,
+                    decision.reason,
+                    _finite_or_none(decision.score),
+                    _finite_or_none(decision.bound),
+                    now,
+                ),
+            )
 
     def _apply_pending_moves(self) -> None:
         """Do the journal's file operations; each is idempotent, so a killed run's journal is safe to redo."""
         moves = self.conn.execute("SELECT id, op, src, dst FROM pending_moves ORDER BY id").fetchall()
-        for move_id, op, src, dst in moves:
+        for _move_id, op, src, dst in moves:
             if op == "copy":
                 _copy_once(Path(src), self.root / dst)
+            elif op == "delete":
+                (self.root / src).unlink(missing_ok=True)
             else:
                 self._move_once(self.root / src, dst)
         if moves:
@@ -415,15 +320,14 @@ class Workspace:
         if not dst.exists():
             os.replace(src, dst)
             return
-        if _same_file_content(src, dst):
+        if same_content(src, dst):
             src.unlink()
             return
         # Someone put another file under this name between the journal and now: keep both.
         folder = dst.parent
-        fresh = _free_path(folder, dst.name, set())
+        fresh = free_name(folder, dst.name)
         os.replace(src, fresh)
-        self.conn.execute("UPDATE images SET name=? WHERE folder=? AND name=?",
-                          (fresh.name, folder.name, dst.name))
+        self.conn.execute("UPDATE images SET name=? WHERE folder=? AND name=?", (fresh.name, folder.name, dst.name))
 
     def _relative(self, path: Path) -> str:
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
@@ -431,9 +335,17 @@ class Workspace:
     # -- archive ------------------------------------------------------------------------------
 
     def _archive_row(self, row) -> list[str]:
-        return [time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(row["finished_at"])),
-                str(row["group_size"]), str(row["almost_size"]), f"{row['avg']:.6f}", f"{row['hi']:.6f}",
-                str(row["number"]), str(row["until_gsa"]), str(row["n"]), row["event"]]
+        return [
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(row["finished_at"])),
+            str(row["group_size"]),
+            str(row["almost_size"]),
+            f"{row['avg']:.6f}",
+            f"{row['hi']:.6f}",
+            str(row["number"]),
+            str(row["until_gsa"]),
+            str(row["n"]),
+            row["event"],
+        ]
 
     def _append_archive(self, row: dict) -> None:
         new_file = not self.archive_path.exists()
@@ -455,7 +367,7 @@ class Workspace:
             return
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows(expected)
-        partial = self.archive_path.with_name(f".{ARCHIVE}.part")
+        partial = self.archive_path.with_name(f".{ARCHIVE_CSV}.part")
         partial.write_text(buffer.getvalue(), newline="")
         os.replace(partial, self.archive_path)
 
@@ -471,10 +383,9 @@ class _NamePlanner:
         taken = self.taken.get(folder)
         if taken is None:
             taken = {p.name for p in (self.workspace.root / folder).iterdir()}
-            taken |= {r[0] for r in self.workspace.conn.execute(
-                "SELECT name FROM images WHERE folder=?", (folder,))}
+            taken |= {r[0] for r in self.workspace.conn.execute("SELECT name FROM images WHERE folder=?", (folder,))}
             self.taken[folder] = taken
-        path = _free_path(self.workspace.root / folder, tagged_name(name, folder, bound), taken)
+        path = free_name(self.workspace.root / folder, tagged_name(name, folder, bound), taken)
         taken.add(path.name)
         return path.name
 
@@ -488,14 +399,6 @@ def tagged_name(name: str, folder: str, bound: float | None) -> str:
     return stem + suffix
 
 
-def _free_path(folder: Path, name: str, taken: set[str]) -> Path:
-    stem, suffix = os.path.splitext(name)
-    candidate, i = name, 1
-    while candidate in taken or (folder / candidate).exists():
-        candidate, i = f"{stem}-{i}{suffix}", i + 1
-    return folder / candidate
-
-
 def _copy_once(src: Path, dst: Path) -> None:
     if not src.exists():
         return  # the original went away before the copy: the next reconcile records the loss
@@ -506,22 +409,8 @@ def _copy_once(src: Path, dst: Path) -> None:
     os.replace(partial, dst)
 
 
-def _same_file_content(a: Path, b: Path) -> bool:
-    try:
-        return a.stat().st_size == b.stat().st_size and read_bytes(a) == read_bytes(b)
-    except (OSError, ImageError):
-        return False
-
-
 def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
-
-
-def _image_row(row: sqlite3.Row) -> ImageRow:
-    descriptor = row["descriptor"]
-    return ImageRow(row["id"], row["content_hash"], row["folder"], row["name"], row["size"], row["mtime_ns"],
-                    row["n_faces"], None if descriptor is None else from_blob(descriptor), row["error"],
-                    row["origin"], bool(row["user_removed"]))
 
 
 def file_identity(path: Path) -> tuple[str, int, int]:

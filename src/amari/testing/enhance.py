@@ -19,12 +19,17 @@ REAL_ESRGAN_X4PLUS = {"num_filters": 64, "num_blocks": 23}
 
 def _real_esrgan_key(old_key: str, num_blocks: int) -> str:
     """Spandrel's sequential key -> the key Real-ESRGAN's own RRDBNet writes (x4 layout)."""
-    fixed = {"model.0.": "conv_first.", f"model.1.sub.{num_blocks}.": "conv_body.",
-             "model.3.": "conv_up1.", "model.6.": "conv_up2.", "model.8.": "conv_hr.",
-             "model.10.": "conv_last."}
+    fixed = {
+        "model.0.": "conv_first.",
+        f"model.1.sub.{num_blocks}.": "conv_body.",
+        "model.3.": "conv_up1.",
+        "model.6.": "conv_up2.",
+        "model.8.": "conv_hr.",
+        "model.10.": "conv_last.",
+    }
     for prefix, new in fixed.items():
         if old_key.startswith(prefix):
-            return new + old_key[len(prefix):]
+            return new + old_key[len(prefix) :]
     match = re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)", old_key)
     if match is None:
         raise ValueError(f"unexpected ESRGAN key {old_key}")
@@ -32,8 +37,9 @@ def _real_esrgan_key(old_key: str, num_blocks: int) -> str:
     return f"body.{block}.rdb{rdb}.conv{conv}.{kind}"
 
 
-def random_esrgan_state_dict(num_filters: int = 16, num_blocks: int = 1, seed: int = 0,
-                             passthrough: bool = True) -> dict:
+def random_esrgan_state_dict(
+    num_filters: int = 16, num_blocks: int = 1, seed: int = 0, passthrough: bool = True
+) -> dict:
     """A random x4 RRDBNet state dict with Real-ESRGAN's key names.
 
     With `passthrough` the first three channels of every convolution outside the dense blocks carry
@@ -85,9 +91,18 @@ def build_random_gfpgan(path: str | Path, seed: int = 0) -> Path:
     from spandrel.architectures.GFPGAN import GFPGAN
 
     torch.manual_seed(seed)
-    model = GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None,
-                   fix_decoder=False, num_mlp=8, input_is_latent=True, different_w=True, narrow=1,
-                   sft_half=True)
+    model = GFPGAN(
+        out_size=512,
+        num_style_feat=512,
+        channel_multiplier=2,
+        decoder_load_path=None,
+        fix_decoder=False,
+        num_mlp=8,
+        input_is_latent=True,
+        different_w=True,
+        narrow=1,
+        sft_half=True,
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"params_ema": model.state_dict()}, path)

@@ -10,14 +10,35 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-WORDS = ("a", "woman", "man", "person", "photo", "photograph", "of", "face", "portrait", "side",
-         "profile", "image", "an", "extremely", "detailed", "walking", "outside", "the", "with", "smiling")
+WORDS = (
+    "a",
+    "woman",
+    "man",
+    "person",
+    "photo",
+    "photograph",
+    "of",
+    "face",
+    "portrait",
+    "side",
+    "profile",
+    "image",
+    "an",
+    "extremely",
+    "detailed",
+    "walking",
+    "outside",
+    "the",
+    "with",
+    "smiling",
+)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
     # CLIP's reversible byte -> printable character table.
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
-        + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = printable[:]
     extra = 0
     for b in range(256):
@@ -48,15 +69,32 @@ def write_clip_tokenizer(folder: str | Path, words=WORDS) -> Path:
     vocab_list += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {token: index for index, token in enumerate(vocab_list)}
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n",
-                                       encoding="utf-8")
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
-        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>"}))
-    (folder / "special_tokens_map.json").write_text(json.dumps({
-        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>"}))
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n", encoding="utf-8"
+    )
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "CLIPTokenizer",
+                "model_max_length": 77,
+                "do_lower_case": True,
+                "bos_token": "<|startoftext|>",
+                "eos_token": "<|endoftext|>",
+                "unk_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>",
+            }
+        )
+    )
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<|startoftext|>",
+                "eos_token": "<|endoftext|>",
+                "unk_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>",
+            }
+        )
+    )
     return folder
 
 
@@ -72,11 +110,24 @@ def _assemble(folder: Path, unet, vae, text_config, seed: int) -> Path:
     text_config.pad_token_id = tokenizer.pad_token_id
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(text_config)
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(folder, safe_serialization=True)
     for leftover in sorted((folder / "_tokenizer_src").iterdir()):
         leftover.unlink()
@@ -93,18 +144,38 @@ def build_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
     folder = Path(folder)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, norm_num_groups=32)
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=32,
+    )
     torch.manual_seed(seed)
     vae = AutoencoderKL(
-        block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), sample_size=64)
-    text_config = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32,
-                                 intermediate_size=37, layer_norm_eps=1e-05,
-                                 num_attention_heads=4, num_hidden_layers=5, vocab_size=1000,
-                                 projection_dim=32)
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        sample_size=64,
+    )
+    text_config = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        vocab_size=1000,
+        projection_dim=32,
+    )
     return _assemble(folder, unet, vae, text_config, seed)
 
 
@@ -116,12 +187,29 @@ def build_sd15_random(folder: str | Path, seed: int = 0) -> Path:
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
-                                block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        sample_size=512)
-    text_config = CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                                 num_hidden_layers=12, max_position_embeddings=77, vocab_size=49408,
-                                 hidden_act="quick_gelu", projection_dim=768)
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=512,
+    )
+    text_config = CLIPTextConfig(
+        hidden_size=768,
+        intermediate_size=3072,
+        num_attention_heads=12,
+        num_hidden_layers=12,
+        max_position_embeddings=77,
+        vocab_size=49408,
+        hidden_act="quick_gelu",
+        projection_dim=768,
+    )
     return _assemble(folder, unet, vae, text_config, seed)

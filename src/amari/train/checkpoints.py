@@ -14,20 +14,18 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from amari.errors import WorkspaceError
+from amari.files import atomic_open, write_atomic
+from amari.layout import BEST_JSON, CHECKPOINTS, VALIDATION_CSV
 
-CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.json"
 TRAINING_STATE_FILE = "training_state.pt"
-METRICS_FILE = "metrics.csv"
 METRIC_FIELDS = ("step", "epoch", "loss", "lr", "images_per_s")
-VALIDATION_FILE = "validation.csv"
 VALIDATION_FIELDS = ("step", "mean_sim_score", "faces_found", "images", "faces_found_rate", "score", "best")
-BEST_FILE = "best.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -80,9 +78,7 @@ def writing_checkpoint(out_dir: Path, step: int) -> Iterator[Path]:
 
 
 def write_json(path: Path, data: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path) -> dict:
@@ -150,8 +146,7 @@ class MetricsLog:
             self._handle = open(self.path, "a", newline="", encoding="utf-8")
             if new:
                 csv.writer(self._handle).writerow(METRIC_FIELDS)
-        csv.writer(self._handle).writerow(
-            (step, _number(epoch), _number(loss), _number(lr), f"{images_per_s:.3f}"))
+        csv.writer(self._handle).writerow((step, _number(epoch), _number(loss), _number(lr), f"{images_per_s:.3f}"))
         self._handle.flush()
 
     def close(self) -> None:
@@ -183,12 +178,10 @@ def _is_int(value) -> bool:
 
 
 def write_csv(path: Path, fields, rows: list[dict]) -> None:
-    partial = Path(path).with_name(Path(path).name + ".partial")
-    with open(partial, "w", newline="", encoding="utf-8") as handle:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(partial, path)
 
 
 def summarize_validation(out_dir: Path) -> dict | None:
@@ -203,17 +196,25 @@ def summarize_validation(out_dir: Path) -> dict | None:
         if validation and validation.get("score") is not None:
             entries.append((step, folder, validation))
     best = min(entries, key=lambda entry: (entry[2]["score"], entry[0])) if entries else None
-    rows = [{"step": step, "mean_sim_score": _blank(v.get("mean_sim_score")), "faces_found": v["faces_found"],
-             "images": v["images"], "faces_found_rate": _blank(v.get("faces_found_rate")),
-             "score": _blank(v["score"]), "best": int(best is not None and step == best[0])}
-            for step, _folder, v in entries]
+    rows = [
+        {
+            "step": step,
+            "mean_sim_score": _blank(v.get("mean_sim_score")),
+            "faces_found": v["faces_found"],
+            "images": v["images"],
+            "faces_found_rate": _blank(v.get("faces_found_rate")),
+            "score": _blank(v["score"]),
+            "best": int(best is not None and step == best[0]),
+        }
+        for step, _folder, v in entries
+    ]
     out_dir = Path(out_dir)
     if not entries:
         return None
-    write_csv(out_dir / VALIDATION_FILE, VALIDATION_FIELDS, rows)
+    write_csv(out_dir / VALIDATION_CSV, VALIDATION_FIELDS, rows)
     step, folder, validation = best
     summary = {"step": step, "checkpoint": str(folder.relative_to(out_dir)), **validation}
-    write_json(out_dir / BEST_FILE, summary)
+    write_json(out_dir / BEST_JSON, summary)
     return summary
 
 

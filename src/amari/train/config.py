@@ -11,70 +11,148 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from amari.config import Settings, setting
+from amari.defaults import DEFAULT_MODEL, STUDY_SEEDS
 from amari.errors import UsageError
 
-DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
-# The evaluation seeds of the study (sd1..sd5), reused so that checkpoint samples are comparable to it.
-STUDY_SEEDS = (335728730, 691007764, 1295044561, 2565311105, 1995053400)
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 # Characters every file system accepts in a file name; the A1111-style file is named after the embedding.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Settings that change what a checkpoint means; a run can only resume when they are unchanged.
-RESUME_KEYS = ("model", "token", "init_word", "num_vectors", "templates", "resolution", "center_crop",
-               "repeats", "flip_p", "batch_size", "grad_accum", "base_lr", "scale_lr", "lr_schedule",
-               "lr_warmup_steps", "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay", "seed",
-               "mixed_precision")
+RESUME_KEYS = (
+    "model",
+    "token",
+    "init_word",
+    "num_vectors",
+    "templates",
+    "resolution",
+    "center_crop",
+    "repeats",
+    "flip_p",
+    "batch_size",
+    "grad_accum",
+    "base_lr",
+    "scale_lr",
+    "lr_schedule",
+    "lr_warmup_steps",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "weight_decay",
+    "seed",
+    "mixed_precision",
+)
+
+
+def read_templates(path: str | Path) -> tuple[str, ...]:
+    """One template per non-empty line; lines starting with '#' are comments."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read templates file {path}: {exc}") from None
+    templates = tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    if not templates:
+        raise UsageError(f"templates file {path} holds no template")
+    check_templates(templates)
+    return templates
+
+
+_LEARNED, _DATA, _OPTIMISATION, _CHECKPOINTS = ("what is learned", "data", "optimisation", "checkpoints and validation")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """One Textual Inversion run. Paths are where the data is read and everything is written."""
+class TrainConfig(Settings):
+    """One Textual Inversion run, with the study's settings as defaults (where it reads and writes is its
+    `TrainLayout`)."""
 
-    data_dir: Path
-    out_dir: Path
-    model: str = DEFAULT_MODEL  # diffusers folder, Hugging Face id, or single .ckpt/.safetensors file
-    token: str = "*"  # the placeholder as written in prompts
-    init_word: str = "woman"  # the placeholder's vectors start as this word's embedding
-    num_vectors: int = 1
-    name: str | None = None  # file name (and prompt word) of the A1111-style file; default: see embedding_name
-    templates: tuple[str, ...] | None = None  # None: the ImageNet-style object templates; "{}" marks the token
-    resolution: int = 512
-    center_crop: bool = True  # square centre crop before the resize (no effect on square images)
-    repeats: int = 100  # each image appears this many times per epoch
-    flip_p: float = 0.5  # probability of a horizontal flip
-    batch_size: int = 1  # per process
-    grad_accum: int = 1
-    base_lr: float = 0.005
-    scale_lr: bool = True  # learning rate = base × processes × batch × accumulation
-    lr_schedule: str = "constant"
-    lr_warmup_steps: int = 0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    weight_decay: float = 0.01  # AdamW's default, as the original trainer used
-    max_steps: int = 15_500
-    checkpoint_every: int = 500
-    seed: int = 23  # the original trainer's default seed
-    mixed_precision: str = "auto"  # auto: bf16 (fp16 where bf16 is missing) on CUDA, none on CPU
-    gradient_checkpointing: bool | None = None  # None: on for CUDA, off for CPU
-    cpu: bool = False  # train on the CPU even when a GPU is present
-    # Sample images and identity validation at every checkpoint.
-    sample_prompts: tuple[str, ...] = ("a photo of {}",)
-    sample_seeds: tuple[int, ...] = STUDY_SEEDS
-    sample_steps: int = 50
-    guidance_scale: float = 7.5
-    reference_group: Path | None = None  # folder of the identity's images; enables sim-score validation
+    model: str = setting(DEFAULT_MODEL, "diffusers folder, Hugging Face id or .safetensors/.ckpt file", study=True)
+    model_config: str | None = setting(
+        None,
+        "a diffusers folder or Hugging Face id that gives a single-file model its component configs (needed offline)",
+        metavar="DIR_OR_ID",
+        study=True,
+    )
+    token: str = setting("*", "placeholder written in prompts", group=_LEARNED)
+    init_word: str = setting("woman", "word whose embedding starts the vectors", group=_LEARNED)
+    num_vectors: int = setting(1, "vectors per token", flag="--vectors", group=_LEARNED)
+    name: str | None = setting(
+        None,
+        "name of the A1111-style file and prompt word there (default: the token "
+        "if it is a valid file name, else 'amari')",
+        group=_LEARNED,
+    )
+    templates: tuple[str, ...] | None = setting(
+        None,
+        "prompt templates, one per line, '{}' marks the token (default: ImageNet object templates)",
+        metavar="FILE",
+        cli_type=read_templates,
+        group=_LEARNED,
+    )
+    resolution: int = setting(512, "training image side in pixels", group=_DATA)
+    center_crop: bool = setting(
+        True,
+        "squash non-square images to a square instead of centre-cropping them",
+        flag="--no-center-crop",
+        group=_DATA,
+    )
+    repeats: int = setting(100, "times each image appears per epoch", group=_DATA)
+    flip_p: float = setting(
+        0.5,
+        "no random horizontal flips (flip_p: the share flipped)",
+        flag="--no-flip",
+        action="const",
+        const=0.0,
+        show_default=False,
+        group=_DATA,
+    )
+    batch_size: int = setting(1, "images per step per process", group=_OPTIMISATION)
+    grad_accum: int = setting(1, "gradient accumulation steps", group=_OPTIMISATION)
+    base_lr: float = setting(0.005, "base learning rate", flag="--lr", group=_OPTIMISATION)
+    scale_lr: bool = setting(
+        True,
+        "use --lr as is instead of scaling it by processes x batch x accumulation",
+        flag="--no-scale-lr",
+        group=_OPTIMISATION,
+    )
+    lr_schedule: str = setting("constant", "learning-rate schedule", choices=LR_SCHEDULES, group=_OPTIMISATION)
+    lr_warmup_steps: int = setting(0, "steps of linear warm-up", group=_OPTIMISATION)
+    adam_beta1: float = setting(0.9, "AdamW beta1", cli=False)
+    adam_beta2: float = setting(0.999, "AdamW beta2", cli=False)
+    adam_epsilon: float = setting(1e-8, "AdamW epsilon", cli=False)
+    weight_decay: float = setting(0.01, "AdamW weight decay (its default, as the original trainer used)", cli=False)
+    max_steps: int = setting(15_500, "optimizer steps", flag="--steps", group=_OPTIMISATION)
+    seed: int = setting(23, "random seed of the run (the original trainer's)", group=_OPTIMISATION)
+    mixed_precision: str = setting(
+        "auto", "auto: bf16 (or fp16) on a GPU, none on the CPU", choices=MIXED_PRECISION, group=_OPTIMISATION
+    )
+    gradient_checkpointing: bool | None = setting(
+        None, "trade compute for memory (default: on for CUDA)", group=_OPTIMISATION
+    )
+    cpu: bool = setting(False, "train on the CPU even when a GPU is present", group=_OPTIMISATION)
+    checkpoint_every: int = setting(500, "steps between checkpoints", group=_CHECKPOINTS)
+    reference_group: Path | None = setting(
+        None,
+        "images of the identity: score the samples and mark the best checkpoint",
+        metavar="DIR",
+        study=True,
+        group=_CHECKPOINTS,
+    )
+    sample_prompts: tuple[str, ...] = setting(
+        ("a photo of {}",),
+        "sample prompt with '{}' for the token (repeatable)",
+        flag="--sample-prompt",
+        action="append",
+        metavar="TEXT",
+        group=_CHECKPOINTS,
+    )
+    sample_seeds: tuple[int, ...] = setting(
+        STUDY_SEEDS, "seeds of the samples (the study's five; '' for no samples)", metavar="N,N,...", group=_CHECKPOINTS
+    )
+    sample_steps: int = setting(50, "denoising steps of the samples", group=_CHECKPOINTS)
+    guidance_scale: float = setting(7.5, "CFG of the samples", group=_CHECKPOINTS)
 
-    def __post_init__(self):
-        object.__setattr__(self, "data_dir", Path(self.data_dir))
-        object.__setattr__(self, "out_dir", Path(self.out_dir))
-        if self.reference_group is not None:
-            object.__setattr__(self, "reference_group", Path(self.reference_group))
-        if self.templates is not None:
-            object.__setattr__(self, "templates", tuple(self.templates))
-        object.__setattr__(self, "sample_prompts", tuple(self.sample_prompts))
-        object.__setattr__(self, "sample_seeds", tuple(int(s) for s in self.sample_seeds))
+    def check(self) -> None:
         self._check()
 
     def _check(self) -> None:
@@ -84,9 +162,17 @@ class TrainConfig:
             raise UsageError("--init-word must not be empty")
         if self.name is not None and not _SAFE_NAME.match(self.name):
             raise UsageError(f"--name {self.name!r} must be letters, digits, '_', '-' or '.' (it is a file name)")
-        _at_least(1, num_vectors=self.num_vectors, resolution=self.resolution, repeats=self.repeats,
-                  batch_size=self.batch_size, grad_accum=self.grad_accum, max_steps=self.max_steps,
-                  checkpoint_every=self.checkpoint_every, sample_steps=self.sample_steps)
+        _at_least(
+            1,
+            num_vectors=self.num_vectors,
+            resolution=self.resolution,
+            repeats=self.repeats,
+            batch_size=self.batch_size,
+            grad_accum=self.grad_accum,
+            max_steps=self.max_steps,
+            checkpoint_every=self.checkpoint_every,
+            sample_steps=self.sample_steps,
+        )
         if self.resolution % 8:
             raise UsageError(f"--resolution must be a multiple of 8, not {self.resolution}")
         if not 0.0 <= self.flip_p <= 1.0:
@@ -98,8 +184,9 @@ class TrainConfig:
         if self.lr_warmup_steps < 0:
             raise UsageError("--lr-warmup-steps must not be negative")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise UsageError(f"unknown --mixed-precision {self.mixed_precision!r}: "
-                             f"use one of {', '.join(MIXED_PRECISION)}")
+            raise UsageError(
+                f"unknown --mixed-precision {self.mixed_precision!r}: use one of {', '.join(MIXED_PRECISION)}"
+            )
         if self.seed < 0:
             raise UsageError(f"--seed must not be negative, not {self.seed}")
         if self.templates is not None:

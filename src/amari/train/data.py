@@ -17,7 +17,6 @@ from PIL import Image
 
 from amari.errors import ImageError, UsageError
 from amari.images import image_files, load_rgb
-from amari.train.config import check_templates
 
 # The ImageNet-style object templates of the original Textual Inversion trainer ("{}" is the token).
 OBJECT_TEMPLATES = (
@@ -51,34 +50,22 @@ OBJECT_TEMPLATES = (
 )
 
 
-def read_templates(path: str | Path) -> tuple[str, ...]:
-    """One template per non-empty line; lines starting with '#' are comments."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read templates file {path}: {exc}") from None
-    templates = tuple(line.strip() for line in text.splitlines()
-                      if line.strip() and not line.lstrip().startswith("#"))
-    if not templates:
-        raise UsageError(f"templates file {path} holds no template")
-    check_templates(templates)
-    return templates
-
-
 def square_resize(rgb: np.ndarray, resolution: int, center_crop: bool = True) -> np.ndarray:
     """Centre-crop to a square (unless told not to), then resize to resolution² with bicubic filtering."""
     height, width = rgb.shape[:2]
     if center_crop and height != width:
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2
-        rgb = rgb[top:top + side, left:left + side]
+        rgb = rgb[top : top + side, left : left + side]
     image = Image.fromarray(np.ascontiguousarray(rgb))
     if image.size != (resolution, resolution):
         image = image.resize((resolution, resolution), Image.Resampling.BICUBIC)
     return np.asarray(image)
 
 
-def load_training_images(folder: str | Path, resolution: int, center_crop: bool = True) -> tuple[list[Path], list[np.ndarray]]:
+def load_training_images(
+    folder: str | Path, resolution: int, center_crop: bool = True
+) -> tuple[list[Path], list[np.ndarray]]:
     """The images directly in `folder` (sorted by name), each resolution × resolution uint8 RGB.
 
     A file that cannot be read stops the run before any training: a silently smaller set would change
@@ -160,8 +147,9 @@ def draw(seed: int, index: int, images: int, repeats: int, templates: int, flip_
     return Draw(index=index, image=image, template=template, flip=flip, generator_seed=sample_seed)
 
 
-def sample_index(step: int, micro_step: int, process: int, slot: int, processes: int, batch_size: int,
-                 grad_accum: int) -> int:
+def sample_index(
+    step: int, micro_step: int, process: int, slot: int, processes: int, batch_size: int, grad_accum: int
+) -> int:
     """Global index of the sample in `slot` of the batch that `process` uses in `micro_step` of `step`.
 
     The samples of one optimizer step are consecutive, so sample n is the same whatever the number of

@@ -14,15 +14,16 @@ loader (never running code from the file).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from amari.errors import ModelError
+from amari.files import atomic_path
+from amari.layout import DIFFUSERS_EMBEDDING
 
-DIFFUSERS_FILE = "learned_embeds.safetensors"
+DIFFUSERS_FILE = DIFFUSERS_EMBEDDING
 KOHYA_KEY = "emb_params"
 
 
@@ -36,8 +37,9 @@ class EmbeddingFile:
     metadata: dict
 
 
-def save_embedding(folder: str | Path, vectors: torch.Tensor, token: str, name: str,
-                   metadata: dict | None = None) -> dict[str, Path]:
+def save_embedding(
+    folder: str | Path, vectors: torch.Tensor, token: str, name: str, metadata: dict | None = None
+) -> dict[str, Path]:
     """Write both files into `folder`; returns {"diffusers": path, "a1111": path}."""
     from safetensors.torch import save_file
 
@@ -51,9 +53,8 @@ def save_embedding(folder: str | Path, vectors: torch.Tensor, token: str, name: 
     paths = {"diffusers": folder / DIFFUSERS_FILE, "a1111": folder / f"{name}.safetensors"}
     contents = {"diffusers": {token: tensor}, "a1111": {KOHYA_KEY: tensor.clone()}}
     for kind, path in paths.items():
-        partial = path.with_name(path.name + ".partial")
-        save_file(contents[kind], str(partial), metadata=meta)
-        os.replace(partial, path)
+        with atomic_path(path) as partial:
+            save_file(contents[kind], str(partial), metadata=meta)
     return paths
 
 
@@ -69,7 +70,7 @@ def load_embedding(path: str | Path) -> EmbeddingFile:
 
             with safe_open(str(path), framework="pt") as handle:
                 metadata = dict(handle.metadata() or {})
-                data = {key: handle.get_tensor(key) for key in handle.keys()}
+                data = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - a safetensors handle, not a dict
         else:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any reader failure means the same thing to the user
@@ -102,8 +103,7 @@ def _pick(data, path: Path) -> tuple[torch.Tensor, str | None, str]:
     if len(tensors) == 1:
         token, vectors = next(iter(tensors.items()))
         return vectors, token, "diffusers"
-    raise ModelError(f"{path}: found keys {sorted(data)[:5]}, expected one tensor, "
-                     f"'{KOHYA_KEY}' or 'string_to_param'")
+    raise ModelError(f"{path}: found keys {sorted(data)[:5]}, expected one tensor, '{KOHYA_KEY}' or 'string_to_param'")
 
 
 def _first_line(exc: BaseException) -> str:

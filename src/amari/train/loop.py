@@ -17,26 +17,38 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from amari.errors import AmariError, UsageError, WorkspaceError
+from amari.layout import TrainLayout
 from amari.train import checkpoints as ckpt
-from amari.train.config import (TrainConfig, checkpoint_steps, epoch_at, learning_rate, lr_factor,
-                                samples_per_step)
-from amari.train.data import (OBJECT_TEMPLATES, draw, load_training_images, placeholder_prompt, sample_index,
-                              seed_for, to_pixels)
-from amari.train.formats import save_embedding
+from amari.train.config import TrainConfig, checkpoint_steps, epoch_at, learning_rate, lr_factor, samples_per_step
+from amari.train.data import (
+    OBJECT_TEMPLATES,
+    draw,
+    load_training_images,
+    placeholder_prompt,
+    sample_index,
+    seed_for,
+    to_pixels,
+)
 from amari.train.model import Components, freeze, load_components
-from amari.train.tokens import (PlaceholderEmbedding, add_placeholder, init_vectors, splice, training_token,
-                                vector_tokens)
+from amari.train.saving import export_final, save_checkpoint
+from amari.train.tokens import (
+    PlaceholderEmbedding,
+    add_placeholder,
+    init_vectors,
+    splice,
+    training_token,
+    vector_tokens,
+)
 
-RUN_FILE = "run.json"
 _NOISE_STREAM = 2
 
 Log = Callable[[str], None]
@@ -47,6 +59,7 @@ class Run:
     """Everything a training step needs, built once by `prepare_run`."""
 
     config: TrainConfig
+    layout: TrainLayout
     accelerator: object
     components: Components
     placeholder: PlaceholderEmbedding  # the unwrapped module holding the trainable vectors
@@ -60,7 +73,7 @@ class Run:
     image_names: list[str]
     weight_dtype: torch.dtype
     lr: float
-    reference: object = None  # reference-group face descriptors, main process only
+    reference: object = None  # the reference group's faces (a FaceGroup), main process only
     face_encoder: object = None
     log: Log = field(default=lambda message: None)
 
@@ -88,9 +101,9 @@ class TrainResult:
     best: dict | None  # best.json's content, when a reference group was given
 
 
-def train(config: TrainConfig, log: Log | None = None) -> TrainResult:
+def train(config: TrainConfig, layout: TrainLayout, log: Log | None = None) -> TrainResult:
     """Run (or resume) the training described by `config`; see the module docstring for the steps."""
-    run = prepare_run(config, log)
+    run = prepare_run(config, layout, log)
     start = resume(run)
     stops = [s for s in checkpoint_steps(config.max_steps, config.checkpoint_every) if s > start]
     if start >= config.max_steps:
@@ -99,17 +112,23 @@ def train(config: TrainConfig, log: Log | None = None) -> TrainResult:
         _train_until(run, start, stops)
     files = export_final(run) if run.is_main else {}
     run.accelerator.wait_for_everyone()
-    best = ckpt.read_json(config.out_dir / ckpt.BEST_FILE) if (config.out_dir / ckpt.BEST_FILE).is_file() else None
-    return TrainResult(out_dir=config.out_dir, step=max(start, config.max_steps), resumed_from=start,
-                       token=run.token, embedding_files=files,
-                       checkpoints=[path for _step, path in ckpt.complete_checkpoints(config.out_dir)], best=best)
+    best = ckpt.read_json(layout.best) if layout.best.is_file() else None
+    return TrainResult(
+        out_dir=layout.out,
+        step=max(start, config.max_steps),
+        resumed_from=start,
+        token=run.token,
+        embedding_files=files,
+        checkpoints=[path for _step, path in ckpt.complete_checkpoints(layout.out)],
+        best=best,
+    )
 
 
 def _train_until(run: Run, start: int, stops: list[int]) -> None:
     from amari.progress import progress_bar
 
     config = run.config
-    metrics = ckpt.MetricsLog(config.out_dir / ckpt.METRICS_FILE) if run.is_main else None
+    metrics = ckpt.MetricsLog(run.layout.metrics) if run.is_main else None
     images = len(run.image_names)
     bar = progress_bar(config.max_steps - start, "training") if run.is_main else nullcontext(lambda n=1: None)
     try:
@@ -124,8 +143,10 @@ def _train_until(run: Run, start: int, stops: list[int]) -> None:
                     metrics.append(done, epoch, loss, lr, rate)
                 advance()
                 if not math.isfinite(loss):
-                    raise WorkspaceError(f"loss became {loss} at step {done}; lower --lr or use "
-                                         f"--mixed-precision no. Checkpoints so far are kept")
+                    raise WorkspaceError(
+                        f"loss became {loss} at step {done}; lower --lr or use "
+                        f"--mixed-precision no. Checkpoints so far are kept"
+                    )
                 if done in stops:
                     save_checkpoint(run, done, loss, lr, epoch)
     finally:
@@ -135,21 +156,22 @@ def _train_until(run: Run, start: int, stops: list[int]) -> None:
 
 # 1-3. ---------------------------------------------------------------------------------------------
 
-def prepare_run(config: TrainConfig, log: Log | None = None) -> Run:
+
+def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None) -> Run:
     """Check the inputs, load and freeze the model, splice in the placeholder, encode the images."""
     # 1. Inputs, checked before the model loads.
     accelerator = _accelerator(config)
     say = log if (log is not None and accelerator.is_main_process) else (lambda message: None)
-    names, images = load_training_images(config.data_dir, config.resolution, config.center_crop)
+    names, images = load_training_images(layout.data, config.resolution, config.center_crop)
     image_names = [path.name for path in names]
-    check_previous_run(config, image_names, accelerator.num_processes)
+    check_previous_run(config, layout, image_names, accelerator.num_processes)
     templates = config.templates or OBJECT_TEMPLATES
     reference, face_encoder = _reference_group(config, accelerator)
     torch.manual_seed(config.seed)  # nothing should draw from it; this keeps any stray draw repeatable
 
     # 2. The frozen model, with the placeholder's vectors spliced into the text encoder.
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    components = load_components(config.model, weight_dtype)
+    components = load_components(config.model, config.model_config, weight_dtype, log=say)
     freeze(components, accelerator.device)
     if _gradient_checkpointing(config, accelerator):
         components.unet.enable_gradient_checkpointing()
@@ -160,25 +182,48 @@ def prepare_run(config: TrainConfig, log: Log | None = None) -> Run:
     vectors = init_vectors(tokenizer, table, config.init_word, config.num_vectors)
     ids = add_placeholder(tokenizer, token, config.num_vectors)
     placeholder = splice(components.text_encoder, ids, vectors)
-    template_ids = _tokenize_templates(tokenizer, components.text_encoder, templates,
-                                      vector_tokens(token, config.num_vectors))
+    template_ids = _tokenize_templates(
+        tokenizer, components.text_encoder, templates, vector_tokens(token, config.num_vectors)
+    )
 
     # 3. The images' latent distributions, and the optimizer of the vectors.
     mean, std = encode_images(components.vae, images, accelerator.device, weight_dtype)
     lr = learning_rate(config, accelerator.num_processes)
-    optimizer = torch.optim.AdamW([placeholder.vectors], lr=lr, betas=(config.adam_beta1, config.adam_beta2),
-                                  eps=config.adam_epsilon, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [placeholder.vectors],
+        lr=lr,
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_epsilon,
+        weight_decay=config.weight_decay,
+    )
     trainable, optimizer = accelerator.prepare(placeholder, optimizer)
     components.text_encoder.set_input_embeddings(trainable)
-    say(f"{len(images)} images × {config.repeats} repeats, {len(templates)} templates, token {token!r} "
+    say(
+        f"{len(images)} images × {config.repeats} repeats, {len(templates)} templates, token {token!r} "
         f"({config.num_vectors} vector{'s' * (config.num_vectors > 1)}, from {config.init_word!r}); "
         f"lr {lr:g} on {accelerator.num_processes} process(es) [{accelerator.device}, "
-        f"{accelerator.mixed_precision} mixed precision]")
-    return Run(config=config, accelerator=accelerator, components=components, placeholder=placeholder,
-               trainable=trainable, optimizer=optimizer, token=token, placeholder_ids=ids,
-               template_ids=template_ids, latent_mean=mean, latent_std=std,
-               image_names=image_names, weight_dtype=weight_dtype, lr=lr,
-               reference=reference, face_encoder=face_encoder, log=say)
+        f"{accelerator.mixed_precision} mixed precision]"
+    )
+    return Run(
+        config=config,
+        layout=layout,
+        accelerator=accelerator,
+        components=components,
+        placeholder=placeholder,
+        trainable=trainable,
+        optimizer=optimizer,
+        token=token,
+        placeholder_ids=ids,
+        template_ids=template_ids,
+        latent_mean=mean,
+        latent_std=std,
+        image_names=image_names,
+        weight_dtype=weight_dtype,
+        lr=lr,
+        reference=reference,
+        face_encoder=face_encoder,
+        log=say,
+    )
 
 
 def _reference_group(config: TrainConfig, accelerator):
@@ -189,11 +234,11 @@ def _reference_group(config: TrainConfig, accelerator):
     encoder = reference = failure = None
     if accelerator.is_main_process:
         from amari.embeddings import EmbeddingCache, FaceEncoder
-        from amari.train.validation import reference_descriptors
+        from amari.train.validation import reference_group
 
         try:
             encoder = FaceEncoder(cache=EmbeddingCache())
-            reference = reference_descriptors(config.reference_group, encoder)
+            reference = reference_group(config.reference_group, encoder)
         except AmariError as exc:
             failure = exc
     if accelerator.num_processes > 1:
@@ -260,19 +305,20 @@ def encode_images(vae, images, device, dtype) -> tuple[torch.Tensor, torch.Tenso
 
 # 4. -----------------------------------------------------------------------------------------------
 
+
 def resume(run: Run) -> int:
     """Load the latest complete checkpoint into the run; returns its step (0 for a fresh run)."""
-    out = run.config.out_dir
+    out = run.layout.out
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
         ckpt.remove_partials(out)
-        if not (out / RUN_FILE).is_file():
-            ckpt.write_json(out / RUN_FILE, _run_record(run.config, run.image_names, run.processes))
+        if not run.layout.run_record.is_file():
+            ckpt.write_json(run.layout.run_record, _run_record(run.config, run.image_names, run.processes))
     run.accelerator.wait_for_everyone()
     latest = ckpt.latest_checkpoint(out)
     if latest is None:
         if run.is_main:
-            ckpt.MetricsLog(out / ckpt.METRICS_FILE).keep_until(0)
+            ckpt.MetricsLog(run.layout.metrics).keep_until(0)
         return 0
     step, folder = latest
     state = ckpt.load_training_state(folder)
@@ -285,34 +331,44 @@ def resume(run: Run) -> int:
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     if run.is_main:
-        ckpt.MetricsLog(out / ckpt.METRICS_FILE).keep_until(step)
+        ckpt.MetricsLog(run.layout.metrics).keep_until(step)
         run.log(f"resuming from {folder.relative_to(out)} (step {step})")
     run.accelerator.wait_for_everyone()
     return int(state["step"])
 
 
-def check_previous_run(config: TrainConfig, image_names: list[str], processes: int) -> None:
-    """Refuse to continue a run in `out_dir` that used other settings, images or process count."""
-    out = config.out_dir
+def check_previous_run(config: TrainConfig, layout: TrainLayout, image_names: list[str], processes: int) -> None:
+    """Refuse to continue a run in `layout.out` that used other settings, images or process count."""
+    out = layout.out
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
-    previous = out / RUN_FILE
+    previous = layout.run_record
     if not previous.is_file():
         if ckpt.latest_checkpoint(out) is not None:
-            raise WorkspaceError(f"{out} holds checkpoints but no {RUN_FILE}; use another --out")
+            raise WorkspaceError(f"{out} holds checkpoints but no {previous.name}; use another --out")
         return
     before, now = ckpt.read_json(previous), _run_record(config, image_names, processes)
     for key in ("settings", "images", "processes"):
         if before.get(key) != now[key]:
-            detail = _difference(before.get(key), now[key]) if key == "settings" else \
-                f"{key}: {_short(before.get(key))} there, {_short(now[key])} now"
-            raise UsageError(f"{out} holds a run with other settings ({detail}); resume it with the same "
-                             f"settings, or train into another --out")
+            detail = (
+                _difference(before.get(key), now[key])
+                if key == "settings"
+                else f"{key}: {_short(before.get(key))} there, {_short(now[key])} now"
+            )
+            raise UsageError(
+                f"{out} holds a run with other settings ({detail}); resume it with the same "
+                f"settings, or train into another --out"
+            )
 
 
 def _run_record(config: TrainConfig, image_names: list[str], processes: int) -> dict:
-    return {"settings": config.resume_settings(), "placeholder": config.token, "name": config.embedding_name,
-            "processes": processes, "images": image_names}
+    return {
+        "settings": config.resume_settings(),
+        "placeholder": config.token,
+        "name": config.embedding_name,
+        "processes": processes,
+        "images": image_names,
+    }
 
 
 def _difference(old, new) -> str:
@@ -330,6 +386,7 @@ def _short(value) -> str:
 
 # 5. -----------------------------------------------------------------------------------------------
 
+
 def train_step(run: Run, step: int) -> tuple[float, float]:
     """One optimizer step (all micro-batches of all processes); returns (mean loss, learning rate)."""
     config, accelerator = run.config, run.accelerator
@@ -339,7 +396,7 @@ def train_step(run: Run, step: int) -> tuple[float, float]:
     total = torch.zeros((), device=accelerator.device)
     for micro in range(config.grad_accum):
         last = micro == config.grad_accum - 1
-        with (nullcontext() if last else accelerator.no_sync(run.trainable)):
+        with nullcontext() if last else accelerator.no_sync(run.trainable):
             with accelerator.autocast():
                 loss = diffusion_loss(run, *make_batch(run, step, micro))
             accelerator.backward(loss / config.grad_accum)
@@ -357,10 +414,10 @@ def make_batch(run: Run, step: int, micro: int) -> tuple[torch.Tensor, torch.Ten
     shape = run.latent_mean.shape[2:]
     latents, noises, timesteps, prompts = [], [], [], []
     for slot in range(config.batch_size):
-        index = sample_index(step, micro, run.accelerator.process_index, slot, run.processes,
-                             config.batch_size, config.grad_accum)
-        sample = draw(config.seed, index, len(run.image_names), config.repeats, len(run.template_ids),
-                      config.flip_p)
+        index = sample_index(
+            step, micro, run.accelerator.process_index, slot, run.processes, config.batch_size, config.grad_accum
+        )
+        sample = draw(config.seed, index, len(run.image_names), config.repeats, len(run.template_ids), config.flip_p)
         generator = torch.Generator().manual_seed(seed_for(config.seed, _NOISE_STREAM, index))
         timesteps.append(torch.randint(timesteps_total, (1,), generator=generator))
         latent_noise = torch.randn(shape, generator=generator)
@@ -371,8 +428,12 @@ def make_batch(run: Run, step: int, micro: int) -> tuple[torch.Tensor, torch.Ten
         prompts.append(run.template_ids[sample.template])
     device = run.accelerator.device
     scale = run.components.vae.config.scaling_factor
-    return (torch.stack(latents).to(device) * scale, torch.stack(noises).to(device),
-            torch.cat(timesteps).to(device), torch.stack(prompts).to(device))
+    return (
+        torch.stack(latents).to(device) * scale,
+        torch.stack(noises).to(device),
+        torch.cat(timesteps).to(device),
+        torch.stack(prompts).to(device),
+    )
 
 
 def diffusion_loss(run: Run, latents, noise, timesteps, prompt_ids) -> torch.Tensor:
@@ -386,86 +447,3 @@ def diffusion_loss(run: Run, latents, noise, timesteps, prompt_ids) -> torch.Ten
     else:
         target = noise
     return F.mse_loss(prediction.float(), target.float(), reduction="mean")
-
-
-# 6. -----------------------------------------------------------------------------------------------
-
-def current_vectors(run: Run) -> torch.Tensor:
-    return run.placeholder.vectors.detach().float().cpu().clone()
-
-
-def _embedding_metadata(run: Run, step: int) -> dict:
-    config = run.config
-    return {"placeholder": config.token, "step": step, "init_word": config.init_word,
-            "sd_checkpoint_name": config.model, "trainer": "amari train", "synthetic_identity": "true"}
-
-
-def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -> Path | None:
-    """Write the checkpoint of `step` (main process) while the other processes wait."""
-    folder = None
-    if run.is_main:
-        config = run.config
-        with ckpt.writing_checkpoint(config.out_dir, step) as partial:
-            vectors = current_vectors(run)
-            files = save_embedding(partial, vectors, run.token, config.embedding_name,
-                                   _embedding_metadata(run, step))
-            scaler = getattr(run.accelerator, "scaler", None)
-            ckpt.save_training_state(partial, {"step": step, "token": run.token, "vectors": vectors,
-                                               "optimizer": run.optimizer.state_dict(),
-                                               "scaler": scaler.state_dict() if scaler is not None else None})
-            samples, validation = _samples_and_validation(run, partial / "samples", step)
-            ckpt.write_json(partial / ckpt.STATE_FILE, {
-                "step": step, "epoch": epoch, "loss": loss, "lr": lr, "token": run.token,
-                "placeholder": config.token, "name": config.embedding_name,
-                "files": {kind: path.name for kind, path in files.items()},
-                "samples": [f"samples/{sample.path.name}" for sample in samples], "validation": validation})
-        folder = ckpt.checkpoint_dir(config.out_dir, step)
-        best = ckpt.summarize_validation(config.out_dir)
-        run.log(_checkpoint_message(step, config.max_steps, epoch, loss, validation, best))
-    run.accelerator.wait_for_everyone()
-    return folder
-
-
-def _samples_and_validation(run: Run, folder: Path, step: int):
-    config = run.config
-    if not config.sample_seeds:
-        return [], None
-    from amari.train.validation import generate_samples, sample_pipeline, score_samples
-
-    text_encoder = run.components.text_encoder
-    # Sampling runs on this process alone, so it must not go through the distributed wrapper.
-    text_encoder.set_input_embeddings(run.placeholder)
-    try:
-        pipe = sample_pipeline(run.components, text_encoder)
-        with run.accelerator.autocast():  # the text encoder is float32, the UNet may be half precision
-            samples = generate_samples(pipe, folder, config.sample_prompts, config.sample_seeds, run.token,
-                                       config.sample_steps, config.guidance_scale, config.resolution,
-                                       config.model, {"step": step, "embedding": config.embedding_name})
-    finally:
-        text_encoder.set_input_embeddings(run.trainable)
-    if run.reference is None:
-        return samples, None
-    validation = score_samples(samples, run.face_encoder, run.reference)
-    return samples, validation.as_dict()
-
-
-def _checkpoint_message(step, max_steps, epoch, loss, validation, best) -> str:
-    text = f"step {step}/{max_steps}  epoch {epoch:.3f}  loss {loss:.4f}  checkpoint saved"
-    if validation:
-        mean = validation["mean_sim_score"]
-        text += (f"; faces {validation['faces_found']}/{validation['images']}, "
-                 f"sim-score {'n/a' if mean is None else f'{mean:.3f}'}")
-        if best and best["step"] == step:
-            text += " (best so far)"
-    return text
-
-
-def export_final(run: Run) -> dict[str, Path]:
-    """Copy the last checkpoint's embedding files to the output folder's top level."""
-    latest = ckpt.latest_checkpoint(run.config.out_dir)
-    if latest is None:
-        return {}
-    step, folder = latest
-    state = ckpt.load_training_state(folder)
-    return save_embedding(run.config.out_dir, state["vectors"], run.token, run.config.embedding_name,
-                          _embedding_metadata(run, step))

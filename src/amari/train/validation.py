@@ -8,14 +8,14 @@ overall `score` so that drawing no face never looks like progress.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from amari.errors import UsageError
-from amari.faces import largest, sim_score
+from amari.diffusion import ModelInfo
+from amari.facegroup import FaceGroup
+from amari.provenance import save_png
 
 NO_FACE_SCORE = 1.0
 SAMPLER = "ddim"
@@ -41,90 +41,92 @@ class Validation:
         return asdict(self)
 
 
-def reference_descriptors(folder: Path, encoder) -> np.ndarray:
+def reference_group(folder: Path, encoder) -> FaceGroup:
     """The largest face of every image of the reference group; refuses a group without faces."""
-    from amari.embeddings import group_descriptors
-    from amari.images import image_files
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UsageError(f"reference group {folder} is not a folder")
-    paths = image_files(folder)
-    if not paths:
-        raise UsageError(f"reference group {folder} holds no images")
-    _members, descriptors = group_descriptors(encoder, paths)
-    if len(descriptors) == 0:
-        raise UsageError(f"no face found in any image of the reference group {folder}")
-    return descriptors
+    return FaceGroup.from_folder(folder, encoder, what="reference group")
 
 
-def score_samples(samples: list[Sample], encoder, reference: np.ndarray) -> Validation:
-    """Sim-score of each sample's largest face against the reference descriptors."""
+def score_samples(samples: list[Sample], encoder, reference: FaceGroup) -> Validation:
+    """Sim-score of each sample's largest face against the reference group."""
     per_image, scores = [], []
     for sample in samples:
-        face = largest(encoder.faces(sample.path))
-        score = None if face is None else sim_score(face.descriptor, reference)
+        score = reference.score_file(sample.path, encoder).score
         if score is not None:
             scores.append(score)
-        per_image.append({"file": sample.path.name, "prompt": sample.prompt, "seed": sample.seed,
-                          "sim_score": score})
+        per_image.append({"file": sample.path.name, "prompt": sample.prompt, "seed": sample.seed, "sim_score": score})
     images = len(samples)
     found = len(scores)
     penalised = [NO_FACE_SCORE if item["sim_score"] is None else item["sim_score"] for item in per_image]
-    return Validation(images=images, faces_found=found, faces_found_rate=found / images if images else 0.0,
-                      mean_sim_score=float(np.mean(scores)) if scores else None,
-                      score=float(np.mean(penalised)) if penalised else NO_FACE_SCORE, per_image=per_image)
+    return Validation(
+        images=images,
+        faces_found=found,
+        faces_found_rate=found / images if images else 0.0,
+        mean_sim_score=float(np.mean(scores)) if scores else None,
+        score=float(np.mean(penalised)) if penalised else NO_FACE_SCORE,
+        per_image=per_image,
+    )
 
 
 def sample_pipeline(components, text_encoder):
     """A text-to-image pipeline over the run's own modules (nothing is copied or reloaded)."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline(vae=components.vae, text_encoder=text_encoder, tokenizer=components.tokenizer,
-                                   unet=components.unet, scheduler=components.sample_scheduler, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=components.vae,
+        text_encoder=text_encoder,
+        tokenizer=components.tokenizer,
+        unet=components.unet,
+        scheduler=components.sample_scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def generate_samples(pipe, folder: Path, prompts: tuple[str, ...], seeds: tuple[int, ...], token: str,
-                     steps: int, guidance_scale: float, resolution: int, model: str, info: dict) -> list[Sample]:
-    """One PNG per (prompt, seed); `{}` in a prompt becomes the placeholder token."""
+def generate_samples(
+    pipe, folder: Path, config, token: str, model: ModelInfo, embedding: dict, step: int
+) -> list[Sample]:
+    """One PNG per sample prompt and seed of `config`; `{}` in a prompt becomes the placeholder token.
+
+    `embedding` is the checkpoint's A1111 file ({"name", "hash"}): the infotext names it instead of the
+    token, so that pasting a sample's parameters into A1111 with that file installed triggers it.
+    """
     import torch
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     samples = []
-    for p, template in enumerate(prompts):
+    for p, template in enumerate(config.sample_prompts):
         prompt = template.replace("{}", token)
-        for seed in seeds:
+        for seed in config.sample_seeds:
             # A CPU generator gives the same starting noise on every device.
             generator = torch.Generator("cpu").manual_seed(seed)
             with torch.no_grad():
-                image = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance_scale,
-                             height=resolution, width=resolution, generator=generator).images[0]
+                image = pipe(
+                    prompt,
+                    num_inference_steps=config.sample_steps,
+                    guidance_scale=config.guidance_scale,
+                    height=config.resolution,
+                    width=config.resolution,
+                    generator=generator,
+                ).images[0]
             path = folder / f"p{p}-seed{seed}.png"
-            save_png(image, path, {"prompt": prompt, "seed": seed, "steps": steps, "sampler": SAMPLER,
-                                   "cfg_scale": guidance_scale, "width": resolution, "height": resolution,
-                                   "model": model, **info})
+            params = {
+                "prompt": template.replace("{}", embedding["name"]),
+                "prompt_sent": prompt,
+                "seed": seed,
+                "steps": config.sample_steps,
+                "sampler": SAMPLER,
+                "cfg_scale": config.guidance_scale,
+                "width": config.resolution,
+                "height": config.resolution,
+                "model": model.name,
+                "model_hash": model.model_hash,
+                "embeddings": [{"token": token, **embedding}],
+                "step": step,
+            }
+            save_png(image, path, params)
             samples.append(Sample(path=path, prompt=prompt, seed=seed))
     return samples
-
-
-def save_png(image, path: Path, params: dict) -> None:
-    """PNG with amari's provenance: invisible watermark, A1111's `parameters` text, JSON marked synthetic."""
-    try:
-        from amari.provenance import save_png as save_with_provenance
-    except ImportError:  # a build without the provenance module still writes the text chunks
-        save_with_provenance = None
-    if save_with_provenance is not None:
-        save_with_provenance(image, path, params)
-        return
-    from PIL.PngImagePlugin import PngInfo
-
-    chunks = PngInfo()
-    chunks.add_text("parameters", f"{params['prompt']}\nSteps: {params['steps']}, Sampler: DDIM, "
-                                  f"CFG scale: {params['cfg_scale']}, Seed: {params['seed']}, "
-                                  f"Size: {params['width']}x{params['height']}, Model: {params['model']}")
-    chunks.add_text("amari", json.dumps({"synthetic": True, "generator": "amari", **params}, default=str))
-    image.save(path, format="PNG", pnginfo=chunks)

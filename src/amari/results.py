@@ -1,9 +1,10 @@
-"""The evaluation's results folder: one CSV row per grid cell, and a manifest of the study around it.
+"""The evaluation's results folder, which `amari evaluate` writes and `amari report` reads: one CSV row per
+grid cell, and a manifest of the study around it.
 
 RESULTS_DIR/
   results.csv      one row per prompt × command × group cell (the columns below)
   manifest.json    the study's prompts, commands, groups and where its training metrics and mining
-                   archive are, so `amari report RESULTS_DIR` needs nothing else
+                   archive are (relative to the folder), so `amari report RESULTS_DIR` needs nothing else
   images/GROUP/    the generated PNGs (watermarked, with their generation parameters)
 
 Empty CSV fields mean "not measured" (no face, or that scorer not run), never zero.
@@ -15,16 +16,16 @@ import csv
 import json
 import math
 import os
-import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from amari.errors import UsageError
+from amari.files import atomic_open, write_atomic
+from amari.layout import RESULTS_MANIFEST
 
-RESULTS_CSV = "results.csv"
-MANIFEST = "manifest.json"
-IMAGES = "images"
+MANIFEST = RESULTS_MANIFEST
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,26 @@ class CellResult:
         return (self.prompt_index, self.command, self.group)
 
 
-CSV_FIELDS = ("prompt_index", "prompt", "command", "seed", "group", "image", "face_found", "faces",
-              "sim_score", "yaw", "cnn_faces", "cnn_sim_score", "cnn_yaw", "arcface_similarity",
-              "prompt_sent", "embedding", "fingerprint", "scorers")
+CSV_FIELDS = (
+    "prompt_index",
+    "prompt",
+    "command",
+    "seed",
+    "group",
+    "image",
+    "face_found",
+    "faces",
+    "sim_score",
+    "yaw",
+    "cnn_faces",
+    "cnn_sim_score",
+    "cnn_yaw",
+    "arcface_similarity",
+    "prompt_sent",
+    "embedding",
+    "fingerprint",
+    "scorers",
+)
 _INT_FIELDS = {"prompt_index", "seed", "faces", "cnn_faces"}
 _FLOAT_FIELDS = {"sim_score", "yaw", "cnn_sim_score", "cnn_yaw", "arcface_similarity"}
 
@@ -82,8 +100,7 @@ def cell_to_row(cell: CellResult) -> dict[str, str]:
 
 
 def row_to_cell(row: dict[str, str], where: str) -> CellResult:
-    missing = [name for name in ("prompt_index", "prompt", "command", "group", "image", "faces")
-               if name not in row]
+    missing = [name for name in ("prompt_index", "prompt", "command", "group", "image", "faces") if name not in row]
     if missing:
         raise UsageError(f"{where}: not an amari results file (no column {', '.join(missing)})")
     values: dict[str, Any] = {}
@@ -117,18 +134,11 @@ def write_results(path: str | os.PathLike, cells: Iterable[CellResult]) -> None:
     """Write the whole CSV aside and move it into place, so a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", newline="", encoding="utf-8", dir=path.parent,
-                                         prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-            writer.writeheader()
-            for cell in cells:
-                writer.writerow(cell_to_row(cell))
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for cell in cells:
+            writer.writerow(cell_to_row(cell))
 
 
 @dataclass(frozen=True)
@@ -161,10 +171,7 @@ def write_manifest(results_dir: str | os.PathLike, manifest: ResultsManifest) ->
     data = asdict(manifest)
     data["commands"] = [{"name": n, "seed": s} for n, s in manifest.commands]
     data["training_metrics"] = dict(manifest.training_metrics)
-    tmp = path.with_name(f".{MANIFEST}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_manifest(results_dir: str | os.PathLike) -> ResultsManifest | None:

@@ -20,50 +20,23 @@ import os
 import random
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
 from amari.errors import ImageError, UsageError
 from amari.images import image_files, open_image, shrink_to, to_rgb
+from amari.layout import FOLDER_MANIFEST, PrepareLayout
+from amari.prepare.config import PrepareConfig
 
-CROP_MODES = ("random", "face")
 NAME_LENGTH = 9
 # Lower case only, so that no two names differ by case alone (case-insensitive file systems).
 NAME_LETTERS = string.ascii_lowercase
-MANIFEST = "manifest.csv"
-MANIFEST_FIELDS = ("file", "source", "seed", "crop", "left", "top", "right", "bottom", "side",
-                   "face_found")
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
-    size: int = 512
-    seed: int | None = None  # None: a fresh random seed, recorded in the manifest
-    crop: str = "random"  # "random" (the study's) or "face" (keeps the whole face in frame)
-    check_faces: bool = False  # also look for a face in each output of a random crop
-    face_margin: float = 0.25  # share of the face box added on each side of it in face mode
-    detect_max_side: int = 1024  # faces are searched on a copy no larger than this (speed)
-    force: bool = False  # allow a non-empty destination; existing files are kept
-
-    def __post_init__(self):
-        if self.size < 8:
-            raise UsageError(f"--size must be at least 8 pixels, not {self.size}")
-        if self.crop not in CROP_MODES:
-            raise UsageError(f"unknown crop mode {self.crop!r}: use one of {', '.join(CROP_MODES)}")
-        if self.seed is not None and self.seed < 0:
-            raise UsageError(f"--seed must be a non-negative integer, not {self.seed}")
-        if not 0 <= self.face_margin <= 2:
-            raise UsageError(f"face margin must be between 0 and 2, not {self.face_margin}")
-        if self.detect_max_side < 64:
-            raise UsageError("detect_max_side must be at least 64 pixels")
-
-    @property
-    def finds_faces(self) -> bool:
-        return self.crop == "face" or self.check_faces
+MANIFEST = FOLDER_MANIFEST
+MANIFEST_FIELDS = ("file", "source", "seed", "crop", "left", "top", "right", "bottom", "side", "face_found")
 
 
 @dataclass(frozen=True)
@@ -115,6 +88,7 @@ class PrepareResult:
 
 # -- pure pieces ------------------------------------------------------------------------------------
 
+
 def crop_side_range(width: int, height: int, size: int) -> tuple[int, int]:
     """The allowed crop sides: [size, shortest side], or just the shortest side when it is ≤ size."""
     shortest = min(width, height)
@@ -130,17 +104,21 @@ def random_crop_box(width: int, height: int, size: int, rng: random.Random) -> C
     return CropBox(left=rng.randint(0, width - side), top=rng.randint(0, height - side), side=side)
 
 
-def face_keep_box(face_box: tuple[int, int, int, int], width: int, height: int,
-                  margin: float) -> tuple[int, int, int, int]:
+def face_keep_box(
+    face_box: tuple[int, int, int, int], width: int, height: int, margin: float
+) -> tuple[int, int, int, int]:
     """The face box grown by `margin` of its size on each side, clipped to the image: what must stay."""
     top, right, bottom, left = face_box
     grow_x, grow_y = margin * (right - left), margin * (bottom - top)
-    return (max(0, int(np.floor(top - grow_y))), min(width, int(np.ceil(right + grow_x))),
-            min(height, int(np.ceil(bottom + grow_y))), max(0, int(np.floor(left - grow_x))))
+    return (
+        max(0, int(np.floor(top - grow_y))),
+        min(width, int(np.ceil(right + grow_x))),
+        min(height, int(np.ceil(bottom + grow_y))),
+        max(0, int(np.floor(left - grow_x))),
+    )
 
 
-def face_crop_box(width: int, height: int, size: int, keep: tuple[int, int, int, int],
-                  rng: random.Random) -> CropBox:
+def face_crop_box(width: int, height: int, size: int, keep: tuple[int, int, int, int], rng: random.Random) -> CropBox:
     """A random crop like `random_crop_box` that also holds the whole `keep` box (top, right, bottom, left).
 
     The side is drawn from the allowed range cut to sides large enough for the box, and the place from
@@ -151,8 +129,7 @@ def face_crop_box(width: int, height: int, size: int, keep: tuple[int, int, int,
     low, high = crop_side_range(width, height, size)
     needed = max(right - left, bottom - top)
     side = rng.randint(max(low, needed), high) if needed <= high else high
-    return CropBox(left=_place(left, right, side, width, rng), top=_place(top, bottom, side, height, rng),
-                   side=side)
+    return CropBox(left=_place(left, right, side, width, rng), top=_place(top, bottom, side, height, rng), side=side)
 
 
 def _place(start: int, end: int, side: int, extent: int, rng: random.Random) -> int:
@@ -179,12 +156,12 @@ def image_rng(seed: int, source: str) -> random.Random:
 
 def crop_and_resize(image: np.ndarray, box: CropBox, size: int) -> np.ndarray:
     pil = Image.fromarray(image)
-    resized = pil.resize((size, size), Image.Resampling.LANCZOS,
-                         box=(box.left, box.top, box.right, box.bottom))
+    resized = pil.resize((size, size), Image.Resampling.LANCZOS, box=(box.left, box.top, box.right, box.bottom))
     return np.asarray(resized)
 
 
 # -- faces ------------------------------------------------------------------------------------------
+
 
 def find_largest_face(image: np.ndarray, max_side: int) -> tuple[int, int, int, int] | None:
     """The largest HOG face box (top, right, bottom, left) in full-image pixels, clipped to it, or None."""
@@ -198,8 +175,12 @@ def find_largest_face(image: np.ndarray, max_side: int) -> tuple[int, int, int, 
     top, right, bottom, left = max(boxes, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))
     height, width = image.shape[:2]
     # dlib's boxes may reach past the edges for a face cut by the frame.
-    return (max(0, round(top * scale)), min(width, round(right * scale)),
-            min(height, round(bottom * scale)), max(0, round(left * scale)))
+    return (
+        max(0, round(top * scale)),
+        min(width, round(right * scale)),
+        min(height, round(bottom * scale)),
+        max(0, round(left * scale)),
+    )
 
 
 def has_face(image: np.ndarray) -> bool:
@@ -210,6 +191,7 @@ def has_face(image: np.ndarray) -> bool:
 
 
 # -- files ------------------------------------------------------------------------------------------
+
 
 def source_images(src: str | os.PathLike) -> list[Path]:
     """The image files under `src`, recursively, sorted."""
@@ -311,8 +293,9 @@ class ManifestWriter:
     def add(self, item: PreparedImage, seed: int, crop: str) -> None:
         box = item.box
         face = "" if item.face_found is None else str(item.face_found).lower()
-        self.writer.writerow((item.file, item.source, seed, crop, box.left, box.top, box.right,
-                              box.bottom, box.side, face))
+        self.writer.writerow(
+            (item.file, item.source, seed, crop, box.left, box.top, box.right, box.bottom, box.side, face)
+        )
         self.handle.flush()
 
     def close(self) -> None:
@@ -326,6 +309,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:
 
 # -- the stage --------------------------------------------------------------------------------------
 
+
 def choose_box(image: np.ndarray, config: PrepareConfig, rng: random.Random) -> CropBox:
     height, width = image.shape[:2]
     if config.crop == "face":
@@ -336,25 +320,37 @@ def choose_box(image: np.ndarray, config: PrepareConfig, rng: random.Random) -> 
     return random_crop_box(width, height, config.size, rng)
 
 
-def prepare_one(image: np.ndarray, source: str, dst: Path, config: PrepareConfig, seed: int,
-                taken: set[str], source_params: dict | None = None) -> PreparedImage:
+def prepare_one(
+    image: np.ndarray,
+    source: str,
+    dst: Path,
+    config: PrepareConfig,
+    seed: int,
+    taken: set[str],
+    source_params: dict | None = None,
+) -> PreparedImage:
     rng = image_rng(seed, source)
     box = choose_box(image, config, rng)
     output = crop_and_resize(image, box, config.size)
     face_found = has_face(output) if config.finds_faces else None
     params = None
     if source_params is not None:
-        params = {**source_params, "width": config.size, "height": config.size,
-                  "prepared": {"source": source, "crop": [box.left, box.top, box.right, box.bottom],
-                               "size": config.size}}
+        params = {
+            **source_params,
+            "width": config.size,
+            "height": config.size,
+            "prepared": {"source": source, "crop": [box.left, box.top, box.right, box.bottom], "size": config.size},
+        }
     name = link_new_name(dst, write_staged(dst, output, params), rng, taken)
     return PreparedImage(file=name, source=source, box=box, face_found=face_found)
 
 
-def prepare(src: str | os.PathLike, dst: str | os.PathLike, config: PrepareConfig = PrepareConfig(),
-            on_progress: Callable[[Path], None] | None = None) -> PrepareResult:
-    """Transform every image under `src` into `dst`; broken images are skipped and listed."""
-    src, dst = Path(src), Path(dst)
+def run(
+    config: PrepareConfig, layout: PrepareLayout, on_progress: Callable[[Path], None] | None = None
+) -> PrepareResult:
+    """Transform every image under `layout.source` into `layout.destination`; broken images are skipped
+    and listed."""
+    src, dst = layout.source, layout.destination
     # 1. Check the folders before anything is written.
     check_folders(src, dst, config.force)
     sources = source_images(src)

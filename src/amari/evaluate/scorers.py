@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from amari import faces as face_lib
 from amari.embeddings import EmbeddingCache, FaceEncoder
 from amari.errors import ImageError, ModelError, UsageError
+from amari.facegroup import FaceGroup
 from amari.faces import Face, FaceSettings
+from amari.geometry import similarity_transform
 from amari.images import load_rgb
 
 
@@ -66,73 +69,46 @@ class DlibScorer:
 
     higher_is_better = False
 
-    def __init__(self, settings: FaceSettings = FaceSettings(), cache: EmbeddingCache | None = None,
-                 with_yaw: bool = True):
+    def __init__(
+        self, settings: FaceSettings = FaceSettings(), cache: EmbeddingCache | None = None, with_yaw: bool = True
+    ):
         self.settings = settings
         self.encoder = FaceEncoder(settings, cache)
         self.with_yaw = with_yaw
         self.name = "dlib" if settings.detector == "hog" else f"dlib-{settings.detector}"
-        self.group: np.ndarray | None = None
+        self.group: FaceGroup | None = None
 
     def fit(self, group: Sequence[Path]) -> int:
-        members, descriptors = group_faces(group, self.encoder.cache)
-        self.group = descriptors
-        return len(members)
+        # The group is always encoded as the study encoded it (HOG, face_recognition's defaults), also
+        # for the CNN second pass: only the scored images are looked at again.
+        self.group = FaceGroup.load(group, FaceEncoder(FaceSettings(), self.encoder.cache))
+        if not self.group:
+            raise UsageError("no face found in any sim-group image: nothing to score against")
+        return len(self.group)
 
     def score(self, path: Path) -> FaceScore:
         if self.group is None:
             raise UsageError("score before fit: the scorer has no group")
-        found = self.encoder.faces(path)
-        face = face_lib.largest(found)
-        if face is None:
+        found = self.group.score_file(path, self.encoder)
+        if found.face is None:
             return FaceScore(faces=0)
-        yaw = None
-        if self.with_yaw:
-            image = load_rgb(path)
-            yaw = _yaw(image, face)
-        return FaceScore(faces=len(found), score=face_lib.sim_score(face.descriptor, self.group), yaw=yaw)
-
-
-def group_faces(group: Sequence[Path], cache: EmbeddingCache | None = None) -> tuple[list[Path], np.ndarray]:
-    """The group's descriptors, always encoded as the study encoded it (HOG, face_recognition's defaults)."""
-    from amari.embeddings import group_descriptors
-
-    members, descriptors = group_descriptors(FaceEncoder(FaceSettings(), cache), group)
-    if not members:
-        raise UsageError("no face found in any sim-group image: nothing to score against")
-    return members, descriptors
+        yaw = _yaw(load_rgb(path), found.face) if self.with_yaw else None
+        return FaceScore(faces=found.faces, score=found.score, yaw=yaw)
 
 
 # -- ArcFace ----------------------------------------------------------------------------------------
 
 # Where ArcFace models expect the eye centres, nose tip and mouth corners in a 112×112 crop
 # (image-left first), the alignment every public ArcFace model was trained with.
-ARCFACE_TEMPLATE_112 = np.array([
-    (38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041)])
+ARCFACE_TEMPLATE_112 = np.array(
+    [(38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041)]
+)
 
 
 def five_points(landmarks68: np.ndarray) -> np.ndarray:
     """Eye centres, nose tip and mouth corners (image-left first) from dlib's 68 landmarks."""
     points = np.asarray(landmarks68, dtype=np.float64)
-    return np.array([points[36:42].mean(axis=0), points[42:48].mean(axis=0), points[30], points[48],
-                     points[54]])
-
-
-def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """The 2×3 rotation + uniform scale + shift that best maps `source` points onto `target` (Umeyama)."""
-    source, target = np.asarray(source, float), np.asarray(target, float)
-    mu_s, mu_t = source.mean(axis=0), target.mean(axis=0)
-    s, t = source - mu_s, target - mu_t
-    covariance = t.T @ s / len(source)
-    u, singular, vt = np.linalg.svd(covariance)
-    sign = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[1, 1] = -1
-    rotation = u @ sign @ vt
-    variance = (s ** 2).sum() / len(source)
-    scale = (singular * np.diag(sign)).sum() / variance if variance > 0 else 1.0
-    shift = mu_t - scale * rotation @ mu_s
-    return np.hstack([scale * rotation, shift[:, None]])
+    return np.array([points[36:42].mean(axis=0), points[42:48].mean(axis=0), points[30], points[48], points[54]])
 
 
 def align_face(image: np.ndarray, points5: np.ndarray, side: int) -> np.ndarray:
@@ -141,8 +117,9 @@ def align_face(image: np.ndarray, points5: np.ndarray, side: int) -> np.ndarray:
 
     matrix = similarity_transform(points5, ARCFACE_TEMPLATE_112 * (side / 112.0))
     inverse = np.linalg.inv(np.vstack([matrix, (0.0, 0.0, 1.0)]))[:2]  # PIL maps output -> input
-    warped = Image.fromarray(image).transform((side, side), Image.Transform.AFFINE,
-                                              data=tuple(inverse.ravel()), resample=Image.Resampling.BILINEAR)
+    warped = Image.fromarray(image).transform(
+        (side, side), Image.Transform.AFFINE, data=tuple(inverse.ravel()), resample=Image.Resampling.BILINEAR
+    )
     return np.asarray(warped)
 
 
@@ -164,8 +141,9 @@ class ArcFaceScorer:
     name = "arcface"
     higher_is_better = True
 
-    def __init__(self, model: str | os.PathLike, detector: FaceSettings = FaceSettings(),
-                 cache: EmbeddingCache | None = None):
+    def __init__(
+        self, model: str | os.PathLike, detector: FaceSettings = FaceSettings(), cache: EmbeddingCache | None = None
+    ):
         model = Path(model)
         if not model.is_file():
             raise UsageError(f"ArcFace model not found: {model}")
@@ -180,8 +158,9 @@ class ArcFaceScorer:
             inputs, outputs = session.get_inputs(), session.get_outputs()
             shape = list(inputs[0].shape)
             if len(inputs) != 1 or len(shape) != 4:
-                raise ModelError(f"{self.model}: expected one image input of rank 4, got "
-                                 f"{[(i.name, i.shape) for i in inputs]}")
+                raise ModelError(
+                    f"{self.model}: expected one image input of rank 4, got {[(i.name, i.shape) for i in inputs]}"
+                )
             channels_last = shape[3] == 3 and shape[1] != 3
             side = shape[1] if channels_last else shape[2]
             side = side if isinstance(side, int) and side > 0 else 112

@@ -9,36 +9,21 @@ Broken files are reported on stderr and skipped instead of ending the run.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
+from amari.compare.config import CompareConfig
 from amari.embeddings import EmbeddingCache, FaceEncoder
 from amari.errors import ImageError, UsageError
-from amari.faces import FaceSettings, face_distance
+from amari.facegroup import NO_FACE, FaceGroup, first
+from amari.faces import face_distance
 from amari.images import image_files
 from amari.progress import warn
 
 UNKNOWN_MAX_SIDE = 1600
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    tolerance: float = 0.6
-    show_distance: bool = False
-    detector: str = "hog"
-    upsample: int = 1
-    jitters: int = 1
-    cpus: int = 1
-    use_cache: bool = True
-
-    def __post_init__(self):
-        if not 0 < self.tolerance <= 2:
-            raise UsageError(f"tolerance must be in (0, 2], not {self.tolerance}")
-        if self.cpus == 0 or self.cpus < -1:
-            raise UsageError("cpus must be a positive number or -1 (all cores)")
 
 
 @dataclass(frozen=True)
@@ -49,31 +34,36 @@ class KnownPeople:
 
 def _encoders(config: CompareConfig) -> tuple[FaceEncoder, FaceEncoder]:
     cache = EmbeddingCache() if config.use_cache else None
-    base = dict(detector=config.detector, upsample=config.upsample, jitters=config.jitters)
-    return (FaceEncoder(FaceSettings(**base), cache),
-            FaceEncoder(FaceSettings(**base, max_side=UNKNOWN_MAX_SIDE), cache))
+    return (FaceEncoder(config.faces, cache), FaceEncoder(config.faces.replace(max_side=UNKNOWN_MAX_SIDE), cache))
 
 
-def scan_known(folder: Path, encoder: FaceEncoder, cpus: int = 1,
-               warn: Callable[[str], None] = warn) -> KnownPeople:
-    paths = image_files(folder)
-    names, descriptors = [], []
-    for path, found in encoder.faces_many(paths, cpus=cpus).items():
-        if isinstance(found, ImageError):
-            warn(f"cannot read {found.path}: {found.reason}. Ignoring file.")
-            continue
-        if len(found) > 1:
-            warn(f"More than one face found in {path}. Only considering the first face.")
-        if not found:
-            warn(f"No faces found in {path}. Ignoring file.")
-            continue
-        names.append(path.stem)
-        descriptors.append(found[0].descriptor)
-    return KnownPeople(names, np.array(descriptors).reshape(-1, 128))
+def scan_known(folder: Path, encoder: FaceEncoder, cpus: int = 1, warn: Callable[[str], None] = warn) -> KnownPeople:
+    """One person per image, named by its file stem: the image's first face, as face_recognition does."""
+    group = FaceGroup.load(image_files(folder), encoder, cpus=cpus, pick=first)
+    for path, why in group.skipped:
+        warn(
+            f"No faces found in {path}. Ignoring file."
+            if why == NO_FACE
+            else f"cannot read {path}: {why}. Ignoring file."
+        )
+    for member in group.members:
+        if member.faces > 1:
+            warn(f"More than one face found in {member.path}. Only considering the first face.")
+    return KnownPeople([m.path.stem for m in group.members], group.descriptors)
+
+
+def csv_field(value) -> str:
+    """A value as CSV writes it: quoted only when it holds a comma, a quote or a line break, so lines for
+    ordinary file names are byte for byte what face_recognition prints."""
+    text = str(value)
+    if any(char in text for char in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def _line(path, name, distance, show_distance: bool) -> str:
-    return f"{path},{name},{distance}" if show_distance else f"{path},{name}"
+    fields = [csv_field(path), csv_field(name)] + ([str(distance)] if show_distance else [])
+    return ",".join(fields)
 
 
 def result_lines(path: Path, faces, known: KnownPeople, config: CompareConfig) -> Iterator[str]:
@@ -89,8 +79,13 @@ def result_lines(path: Path, faces, known: KnownPeople, config: CompareConfig) -
         yield _line(path, "no_persons_found", None, config.show_distance)
 
 
-def run(known_dir: str | Path, unknown: str | Path, config: CompareConfig = CompareConfig(),
-        emit: Callable[[str], None] = print, warn: Callable[[str], None] = warn) -> int:
+def run(
+    config: CompareConfig,
+    known_dir: str | Path,
+    unknown: str | Path,
+    emit: Callable[[str], None] = print,
+    warn: Callable[[str], None] = warn,
+) -> int:
     """Compare every face in `unknown` (a file or folder) with the people in `known_dir`.
 
     Returns the number of unknown files that could not be read.

@@ -15,77 +15,26 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
 from amari import faces as face_lib
 from amari.embeddings import EmbeddingCache, FaceEncoder
-from amari.errors import ImageError, UsageError, WorkspaceError
+from amari.errors import UsageError, WorkspaceError
+from amari.facegroup import FaceGroup
 from amari.faces import Face, FaceSettings
 from amari.images import image_files, load_rgb, shrink_to
+from amari.layout import FOLDER_MANIFEST, JUDGED_FOLDERS, SelectLayout
+from amari.select.config import GroupSpec, SelectConfig
 
-SIM_GROUP = "sim-group"
-WORKSPACE_FOLDERS = ("sim-group", "almost-sim", "unknown-person")
-SELECT_MODES = ("score", "diverse")
-MANIFEST = "manifest.csv"
-_GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MANIFEST = FOLDER_MANIFEST
+
 _THUMBNAIL_SIDE = 12  # coarse enough to see layout and colour, blind to the face's details
-
-
-@dataclass(frozen=True)
-class GroupSpec:
-    name: str
-    count: int | None  # None: every member
-
-
-def parse_groups(text: str) -> tuple[GroupSpec, ...]:
-    """`a_312=all,b_11=11,c_4=4` → group specs; names become folder names, so they are checked."""
-    specs, seen = [], set()
-    for part in (p.strip() for p in text.split(",")):
-        name, sep, count_text = part.partition("=")
-        name, count_text = name.strip(), count_text.strip().lower()
-        if not sep or not name or not count_text:
-            raise UsageError(f"group {part!r} is not NAME=COUNT or NAME=all (e.g. a_312=all,b_11=11)")
-        if not _GROUP_NAME.match(name):
-            raise UsageError(f"group name {name!r} must be letters, digits, '_', '-' or '.' (a folder name)")
-        if name.lower() in seen:
-            raise UsageError(f"group {name!r} is named twice")
-        seen.add(name.lower())
-        if count_text == "all":
-            count = None
-        elif count_text.isdigit() and int(count_text) > 0:
-            count = int(count_text)
-        else:
-            raise UsageError(f"group {name!r}: count must be a positive whole number or 'all', not {count_text!r}")
-        specs.append(GroupSpec(name, count))
-    return tuple(specs)
-
-
-@dataclass(frozen=True)
-class SelectConfig:
-    groups: tuple[GroupSpec, ...]
-    by: str = "score"
-    tolerance: float = 0.40  # diverse picks only take members whose score is at most this
-    pose_weight: float = 0.5  # share of head pose (vs image content) in the diversity distance
-    cpus: int = 1
-    force: bool = False  # replace group folders that already exist
-    face_settings: FaceSettings = FaceSettings()
-
-    def __post_init__(self):
-        if not self.groups:
-            raise UsageError("no groups to select: give --groups NAME=COUNT,...")
-        if self.by not in SELECT_MODES:
-            raise UsageError(f"unknown selection {self.by!r}: use one of {', '.join(SELECT_MODES)}")
-        if not 0 < self.tolerance <= 2:
-            raise UsageError(f"tolerance must be in (0, 2], not {self.tolerance}")
-        if not 0 <= self.pose_weight <= 1:
-            raise UsageError(f"pose weight must be in [0, 1], not {self.pose_weight}")
 
 
 @dataclass(frozen=True)
@@ -110,27 +59,21 @@ class SelectResult:
 
 # -- scores -----------------------------------------------------------------------------------------
 
+
 def group_scores(descriptors: np.ndarray) -> np.ndarray:
     """Each member's mean distance to every member, itself included (distance 0)."""
     return face_lib.distance_matrix(descriptors).mean(axis=1)
 
 
-def score_members(paths: list[Path], encoder: FaceEncoder, cpus: int = 1,
-                  on_progress: Callable[[Path], None] | None = None) -> tuple[list[Member], list[tuple[Path, str]]]:
+def score_members(
+    paths: list[Path], encoder: FaceEncoder, cpus: int = 1, on_progress: Callable[[Path], None] | None = None
+) -> tuple[list[Member], list[tuple[Path, str]]]:
     """Members (largest face, score) of the images that have a face; the rest as (path, why)."""
-    found = encoder.faces_many(paths, cpus=cpus, on_progress=on_progress)
-    with_faces, skipped = [], []
-    for path, outcome in found.items():
-        if isinstance(outcome, ImageError):
-            skipped.append((path, outcome.reason))
-        elif not outcome:
-            skipped.append((path, "no face found"))
-        else:
-            with_faces.append((path, face_lib.largest(outcome)))
-    if not with_faces:
-        return [], skipped
-    scores = group_scores(np.array([face.descriptor for _, face in with_faces]))
-    return [Member(path, face, float(s)) for (path, face), s in zip(with_faces, scores)], skipped
+    group = FaceGroup.load(paths, encoder, cpus=cpus, on_progress=on_progress)
+    if not group:
+        return [], group.skipped
+    scores = group.self_scores()
+    return [Member(m.path, m.face, float(s)) for m, s in zip(group.members, scores)], group.skipped
 
 
 def by_score(members: list[Member]) -> list[Member]:
@@ -140,11 +83,12 @@ def by_score(members: list[Member]) -> list[Member]:
 
 # -- diversity --------------------------------------------------------------------------------------
 
+
 def normalise_block(features: np.ndarray) -> np.ndarray:
     """Scale a feature block so its typical distance between two rows is about 1."""
     features = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     centred = features - features.mean(axis=0)
-    spread = np.sqrt((centred ** 2).sum(axis=1).mean())
+    spread = np.sqrt((centred**2).sum(axis=1).mean())
     return centred / spread if spread > 1e-12 else centred
 
 
@@ -187,11 +131,13 @@ def member_view(member: Member, settings: FaceSettings) -> tuple[float, float, n
 
 def diversity_features(poses: np.ndarray, thumbnails: np.ndarray, pose_weight: float) -> np.ndarray:
     """Pose and content blocks, each normalised, weighted so `pose_weight` is pose's share."""
-    return np.hstack([np.sqrt(pose_weight) * normalise_block(poses),
-                      np.sqrt(1.0 - pose_weight) * normalise_block(thumbnails)])
+    return np.hstack(
+        [np.sqrt(pose_weight) * normalise_block(poses), np.sqrt(1.0 - pose_weight) * normalise_block(thumbnails)]
+    )
 
 
 # -- writing ----------------------------------------------------------------------------------------
+
 
 def output_names(picks: list[Pick]) -> list[str]:
     """The members' own file names; a name met twice (from sub-folders) gets its folder as prefix."""
@@ -252,13 +198,15 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:
 
 # -- the stage --------------------------------------------------------------------------------------
 
-def check_paths(workspace: Path, out: Path, config: SelectConfig) -> Path:
+
+def check_paths(layout: SelectLayout, config: SelectConfig) -> Path:
     """The sim-group folder, once the workspace and output are known to be usable."""
-    sim_group = workspace / SIM_GROUP
+    workspace, out = layout.workspace.root, layout.out
+    sim_group = layout.workspace.sim_group
     if not sim_group.is_dir():
-        raise WorkspaceError(f"{workspace} has no {SIM_GROUP}/ folder: is it a miner workspace?")
+        raise WorkspaceError(f"{workspace} has no {sim_group.name}/ folder: is it a miner workspace?")
     out_real = out.resolve()
-    for folder in WORKSPACE_FOLDERS:
+    for folder in JUDGED_FOLDERS:
         inner = (workspace / folder).resolve()
         if out_real == inner or inner in out_real.parents:
             raise UsageError(f"--out {out} is inside the workspace's {folder}/ folder; choose another folder")
@@ -277,8 +225,9 @@ def check_counts(groups: tuple[GroupSpec, ...], available: int, label: str) -> N
             raise UsageError(f"group {spec.name} asks for {spec.count} images but only {available} {label}")
 
 
-def pick_groups(members: list[Member], config: SelectConfig,
-                views: dict[Path, tuple[float, float, np.ndarray]] | None) -> dict[str, list[Pick]]:
+def pick_groups(
+    members: list[Member], config: SelectConfig, views: dict[Path, tuple[float, float, np.ndarray]] | None
+) -> dict[str, list[Pick]]:
     """Group name → picks. `all` is every member, best score first, in either mode.
 
     Both walks are greedy, so a smaller group is always the start of a larger one.
@@ -288,33 +237,36 @@ def pick_groups(members: list[Member], config: SelectConfig,
     walk = ranked
     if views is not None and longest:
         pool = [m for m in ranked if m.score <= config.tolerance]
-        features = diversity_features(np.array([views[m.path][:2] for m in pool]),
-                                      np.array([views[m.path][2] for m in pool]), config.pose_weight)
+        features = diversity_features(
+            np.array([views[m.path][:2] for m in pool]), np.array([views[m.path][2] for m in pool]), config.pose_weight
+        )
         walk = [pool[i] for i in farthest_point_order(features, np.array([m.score for m in pool]), longest)]
     groups = {}
     for spec in config.groups:
         if spec.count is None:
             chosen = ranked
         else:
-            chosen = walk[:spec.count]
+            chosen = walk[: spec.count]
         groups[spec.name] = [Pick(m, views[m.path][0] if views is not None else None) for m in chosen]
     return groups
 
 
-def select(workspace: str | os.PathLike, out: str | os.PathLike, config: SelectConfig,
-           encoder: FaceEncoder | None = None,
-           on_progress: Callable[[str, Path], None] | None = None) -> SelectResult:
-    """Score the sim-group, pick every group, and write them under `out`."""
-    workspace, out = Path(workspace), Path(out)
+def run(
+    config: SelectConfig,
+    layout: SelectLayout,
+    encoder: FaceEncoder | None = None,
+    on_progress: Callable[[str, Path], None] | None = None,
+) -> SelectResult:
+    """Score the sim-group, pick every group, and write them under `layout.out`."""
     progress = on_progress or (lambda _step, _path: None)
     # 1. Check everything that needs no face before any slow work or any writing.
-    sim_group = check_paths(workspace, out, config)
+    sim_group = check_paths(layout, config)
     paths = image_files(sim_group)
     if not paths:
         raise WorkspaceError(f"{sim_group} holds no images")
     check_counts(config.groups, len(paths), f"images are in {sim_group}")
     # 2. Score the members as the miner's group analysis does.
-    encoder = encoder or FaceEncoder(config.face_settings, EmbeddingCache())
+    encoder = encoder or FaceEncoder(config.faces, EmbeddingCache())
     members, skipped = score_members(paths, encoder, config.cpus, lambda p: progress("faces", p))
     result = SelectResult(members=members, skipped=skipped)
     if not members:
@@ -324,16 +276,15 @@ def select(workspace: str | os.PathLike, out: str | os.PathLike, config: SelectC
     views = None
     if config.by == "diverse":
         pool = [m for m in members if m.score <= config.tolerance]
-        check_counts(config.groups, len(pool),
-                     f"members have a sim-score within the tolerance {config.tolerance:.2f}")
+        check_counts(config.groups, len(pool), f"members have a sim-score within the tolerance {config.tolerance:.2f}")
         needs_view = members if any(g.count is None for g in config.groups) else pool
         views = {}
         for member in needs_view:
-            views[member.path] = member_view(member, config.face_settings)
+            views[member.path] = member_view(member, config.faces)
             progress("pose", member.path)
     # 4. Pick, then write each group folder whole.
     result.groups = pick_groups(members, config, views)
-    out.mkdir(parents=True, exist_ok=True)
+    layout.out.mkdir(parents=True, exist_ok=True)
     for name, picks in result.groups.items():
-        write_group(out, name, picks, workspace, config.force)
+        write_group(layout.out, name, picks, layout.workspace.root, config.force)
     return result

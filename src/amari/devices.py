@@ -1,0 +1,43 @@
+"""Which torch device a stage runs on: "auto" is CUDA, then Apple's MPS, then the CPU."""
+
+from __future__ import annotations
+
+import re
+
+from amari.errors import UsageError
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(name: str) -> None:
+    """A device name amari understands (checked without importing torch)."""
+    if not _DEVICE.fullmatch(name):
+        raise UsageError(f"device must be one of {', '.join(DEVICES)} or cuda:N, not {name!r}")
+
+
+def resolve_device(name: str = "auto") -> str:
+    """The device to use for `name`; an explicit one must be present on this machine."""
+    import torch
+
+    check_device(name)
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = bool(mps and mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if mps_ok else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {name} asked for, but torch sees no CUDA GPU")
+    if name == "mps" and not mps_ok:
+        raise UsageError("device mps asked for, but this torch build or machine has no MPS")
+    return name
+
+
+def resolve_dtype(name: str, device: str):
+    """ "auto" is float16 on a GPU and float32 on the CPU."""
+    import torch
+
+    if name == "auto":
+        name = "float32" if device == "cpu" else "float16"
+    return getattr(torch, name)

@@ -1,0 +1,142 @@
+"""The evaluation grid's settings: prompts × commands × groups, how images are made and scored."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amari.config import Settings, check_positive, convert, from_table, setting
+from amari.defaults import DEFAULT_MODEL
+from amari.devices import check_device
+from amari.errors import UsageError
+
+CONTROL = "ctrl"  # the group without an embedding: the subject word replaced by the init word
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Command(Settings):
+    """One generation command of the grid (the study's sd1..sd5): a name and its seed."""
+
+    name: str = setting(help="the command's name, e.g. sd1")
+    seed: int = setting(help="the seed every image of the command starts from")
+
+    def check(self):
+        if not _NAME.match(self.name):
+            raise UsageError(f"command name {self.name!r} must be letters, digits, '_', '-' or '.'")
+        if not 0 <= self.seed < 2**64:
+            raise UsageError(f"command {self.name}: seed must be in [0, 2^64), not {self.seed}")
+
+
+def commands_table(value: Any, where: str, base: Path) -> tuple[Command, ...]:
+    if not isinstance(value, list):
+        raise UsageError(f"{where} must be a list of tables ([[evaluate.commands]] with name and seed)")
+    commands = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise UsageError(f"{where}[{i}] must be a table with name and seed")
+        commands.append(from_table(Command, item, f"{where}[{i}]", base))
+    return tuple(commands)
+
+
+def embeddings_table(value: Any, where: str, base: Path) -> tuple[tuple[str, Path], ...]:
+    if not isinstance(value, dict):
+        raise UsageError(f'{where} must be a table of group = "path"')
+    return tuple((group, convert(path, Path, f"{where}.{group}", base)) for group, path in value.items())
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(Settings):
+    prompts: tuple[str, ...] = setting((), "the grid's prompts; each holds the study's subject word", cli=False)
+    commands: tuple[Command, ...] = setting(
+        (), "[[evaluate.commands]]: a name and a seed each", cli=False, toml_type=commands_table
+    )
+    sampler: str = setting("k_lms", "sampler of the grid's images", cli=False)
+    steps: int = setting(250, "denoising steps", cli=False)
+    guidance: float = setting(7.5, "classifier-free guidance", cli=False)
+    width: int = setting(512, "image width", cli=False)
+    height: int = setting(512, "image height", cli=False)
+    batch_size: int = setting(1, "images per forward pass; each keeps its own seeded generator", cli=False)
+    groups: tuple[str, ...] | None = setting(None, "training groups in the grid (default: every one)", cli=False)
+    control: bool = setting(
+        True, "add the ctrl group: the subject word replaced by the init word, no embedding", cli=False
+    )
+    embeddings: tuple[tuple[str, Path], ...] = setting(
+        (), "group = embedding file, instead of the trained one", cli=False, toml_type=embeddings_table
+    )
+    sim_group: Path | None = setting(None, "faces to score against (default: the miner's sim-group)", metavar="DIR")
+    results: Path | None = setting(None, "results folder (default: the study's OUT/results)", metavar="DIR")
+    tolerance: float = setting(0.40, "sim-score that counts as the same person", cli=False)
+    cnn_second_pass: bool = setting(
+        True, "skip the second look with dlib's CNN detector where HOG found no face", flag="--no-cnn"
+    )
+    arcface_model: Path | None = setting(
+        None, "an ArcFace ONNX model: a second identity score", flag="--arcface", metavar="MODEL.onnx"
+    )
+    # Filled in by the study from its other tables.
+    study_name: str = setting("study", "the study's name, recorded with every image", cli=False, study=True)
+    model: str = setting(DEFAULT_MODEL, "Stable Diffusion model", cli=False, study=True)
+    model_config: str | None = setting(None, "component configs of a single-file model", cli=False, study=True)
+    device: str = setting("auto", "where generation runs", cli=False, study=True)
+    subject: str = setting("amari", "the word in the prompts that stands for the identity", cli=False, study=True)
+    init_word: str = setting("woman", "what the control group says instead of the subject", cli=False, study=True)
+    training_groups: tuple[str, ...] = setting((), "the study's training groups", cli=False, study=True)
+    demo: bool = setting(False, "the offline demo: the manifest says so, for the report", cli=False, study=True)
+
+    def check(self):
+        from amari.generate import SAMPLERS
+
+        if not self.prompts:
+            raise UsageError("no prompts")
+        word = re.compile(rf"\b{re.escape(self.subject)}\b")
+        for prompt in self.prompts:
+            if not word.search(prompt):
+                raise UsageError(f"prompt {prompt!r} does not contain the subject word {self.subject!r}")
+        if len(set(self.prompts)) != len(self.prompts):
+            raise UsageError("a prompt is listed twice")
+        if not self.commands:
+            raise UsageError("no commands: add [[evaluate.commands]] tables with a name and a seed")
+        names = [c.name for c in self.commands]
+        if len(set(names)) != len(names):
+            raise UsageError("two commands have the same name")
+        check_positive(
+            steps=self.steps,
+            guidance=self.guidance,
+            width=self.width,
+            height=self.height,
+            batch_size=self.batch_size,
+            tolerance=self.tolerance,
+        )
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.width % 8 or self.height % 8:
+            raise UsageError(f"width and height must be multiples of 8, not {self.width}×{self.height}")
+        check_device(self.device)
+        if self.training_groups:
+            self._check_groups()
+
+    def _check_groups(self):
+        if CONTROL in self.training_groups:
+            raise UsageError(f"{CONTROL!r} is the control group's name; name the training group otherwise")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", self.init_word):
+            raise UsageError(f"init_word {self.init_word!r} must be one word (the control group's prompts use it)")
+        if self.groups is not None:
+            unknown = [g for g in self.groups if g not in self.training_groups]
+            if unknown:
+                raise UsageError(f"groups {unknown} are not training groups ({', '.join(self.training_groups)})")
+        for group, _path in self.embeddings:
+            if group not in self.training_groups:
+                raise UsageError(f"embedding given for {group!r}, which is not a training group")
+        if self.groups == () and not self.control:
+            raise UsageError("nothing to evaluate: no groups and no control")
+
+    @property
+    def evaluated_groups(self) -> tuple[str, ...]:
+        """Training groups in the grid, in order, then the control group when enabled."""
+        trained = self.groups if self.groups is not None else self.training_groups
+        return tuple(trained) + ((CONTROL,) if self.control else ())
+
+    def embedding_for(self, group: str) -> Path | None:
+        return dict(self.embeddings).get(group)

@@ -1,0 +1,230 @@
+"""The grid's cells: which image each is, how it is generated, and how it is scored.
+
+For every cell the trained group's embedding is loaded under its own token and the subject word of the
+prompt is replaced by that token; the control group replaces it by the init word and loads nothing.
+Every image is generated from its own seeded generator, so any cell can be remade alone, and is then
+scored by each scorer: the dlib sim-score (HOG, as the study measured), a second look with dlib's CNN
+detector where HOG found no face, and ArcFace when a model is given.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from amari.config import fingerprint
+from amari.evaluate.config import CONTROL, Command, EvaluateConfig
+from amari.evaluate.scorers import FaceScore, Scorer
+from amari.layout import IMAGES
+from amari.results import CellResult
+
+
+@dataclass(frozen=True)
+class Cell:
+    prompt_index: int
+    prompt: str
+    command: Command
+    group: str
+
+    @property
+    def key(self) -> tuple[int, str, str]:
+        return (self.prompt_index, self.command.name, self.group)
+
+    @property
+    def image(self) -> str:
+        """Where the image goes, relative to the results folder."""
+        return f"{IMAGES}/{self.group}/p{self.prompt_index + 1}-{slug(self.prompt)}-{self.command.name}.png"
+
+
+def slug(text: str, limit: int = 48) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "prompt"
+
+
+def plan_cells(config: EvaluateConfig) -> list[Cell]:
+    """Every cell in the grid's order: prompt, then command, then group."""
+    return [
+        Cell(i, prompt, command, group)
+        for i, prompt in enumerate(config.prompts)
+        for command in config.commands
+        for group in config.evaluated_groups
+    ]
+
+
+def group_token(subject: str, group: str) -> str:
+    """The token a group's embedding is loaded under; CLIP lower-cases prompts, so the token is too."""
+    return f"<{subject}-{group}>".lower()
+
+
+def prompt_for(prompt: str, subject: str, replacement: str) -> str:
+    """The prompt with each whole-word occurrence of the subject replaced."""
+    return re.sub(rf"\b{re.escape(subject)}\b", replacement, prompt)
+
+
+def cell_fingerprint(config: EvaluateConfig, prompt_sent: str, seed: int, embedding_sha: str) -> str:
+    return fingerprint(
+        config.model,
+        prompt_sent,
+        config.sampler,
+        config.steps,
+        config.guidance,
+        config.width,
+        config.height,
+        seed,
+        embedding_sha,
+    )
+
+
+# -- generation -------------------------------------------------------------------------------------
+
+STUDY_KEY = "study"  # where a grid image's own record sits inside amari's JSON metadata
+
+
+def generation_config(config: EvaluateConfig, group: str, embedding: Path | None):
+    """How the grid's images of one group are made: the group's embedding under its own token, or none."""
+    from amari.generate import Embedding, GenerateConfig
+
+    embeddings = () if embedding is None else (Embedding(str(embedding), group_token(config.subject, group)),)
+    return GenerateConfig(
+        model=config.model,
+        model_config=config.model_config,
+        scheduler=config.sampler,
+        steps=config.steps,
+        guidance_scale=config.guidance,
+        width=config.width,
+        height=config.height,
+        batch_size=config.batch_size,
+        device=config.device,
+        embeddings=embeddings,
+    )
+
+
+def read_fingerprint(path: Path) -> str | None:
+    """The fingerprint a grid image carries in its metadata (None: none, or unreadable)."""
+    from PIL import Image
+
+    from amari.provenance import AMARI_KEY
+
+    try:
+        with Image.open(path) as image:
+            record = json.loads(image.info.get(AMARI_KEY) or "{}").get(STUDY_KEY) or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    return record.get("fingerprint") if isinstance(record, dict) else None
+
+
+def generate_cells(
+    config: EvaluateConfig,
+    embeddings: dict[str, Path],
+    work: list[tuple[Cell, CellResult]],
+    results_dir: Path,
+    on_start: Callable[[Cell], None],
+    on_image: Callable[[Cell, CellResult], None],
+) -> None:
+    """Generate the cells' images group by group (each image's metadata names only its own embedding),
+    pass by pass, saving each with its provenance as soon as it exists. The model loads once."""
+    from amari.generate import generate
+    from amari.provenance import save_png
+
+    size = config.batch_size
+    for group in dict.fromkeys(cell.group for cell, _ in work):
+        generation = generation_config(config, group, embeddings.get(group))
+        cells = [item for item in work if item[0].group == group]
+        for start in range(0, len(cells), size):
+            chunk = cells[start : start + size]
+            for cell, _ in chunk:
+                on_start(cell)
+            made = generate(
+                [fresh.prompt_sent for _, fresh in chunk],
+                seeds=[cell.command.seed for cell, _ in chunk],
+                config=generation,
+                progress=False,
+            )
+            for (cell, fresh), image in zip(chunk, made.images):
+                record = {
+                    "name": config.study_name,
+                    "group": cell.group,
+                    "command": cell.command.name,
+                    "prompt": cell.prompt,
+                    "fingerprint": fresh.fingerprint,
+                }
+                save_png(image.image, results_dir / cell.image, {**image.params, STUDY_KEY: record})
+                on_image(cell, fresh)
+
+
+# -- scoring ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scorers:
+    """The scorers of a study, fitted on its sim-group when first needed."""
+
+    primary: Scorer
+    second_pass: Scorer | None = None  # only for images where the primary found no face
+    extra: dict[str, Scorer] = field(default_factory=dict)  # column name -> scorer
+    group_faces: int = 0
+
+    @property
+    def names(self) -> str:
+        parts = (
+            [self.primary.name]
+            + ([self.second_pass.name] if self.second_pass else [])
+            + [s.name for s in self.extra.values()]
+        )
+        return "+".join(parts)
+
+    def fit(self, group: list[Path]) -> None:
+        self.group_faces = self.primary.fit(group)
+        for scorer in ([self.second_pass] if self.second_pass else []) + list(self.extra.values()):
+            scorer.fit(group)
+
+    def apply(self, cell: CellResult, path: Path) -> CellResult:
+        main = self.primary.score(path)
+        values = dict(
+            faces=main.faces, sim_score=main.score, yaw=main.yaw, cnn_faces=None, cnn_sim_score=None, cnn_yaw=None
+        )
+        if self.second_pass is not None and main.faces == 0:
+            second: FaceScore = self.second_pass.score(path)
+            values.update(cnn_faces=second.faces, cnn_sim_score=second.score, cnn_yaw=second.yaw)
+        for column, scorer in self.extra.items():
+            values[column] = scorer.score(path).score
+        return replace(cell, **values, scorers=self.names)
+
+
+def default_scorers(config: EvaluateConfig) -> Scorers:
+    from amari.embeddings import EmbeddingCache
+    from amari.evaluate.scorers import ArcFaceScorer, DlibScorer
+    from amari.faces import FaceSettings
+
+    cache = EmbeddingCache()
+    second = DlibScorer(FaceSettings(detector="cnn"), cache) if config.cnn_second_pass else None
+    extra = {}
+    if config.arcface_model is not None:
+        extra["arcface_similarity"] = ArcFaceScorer(config.arcface_model, cache=cache)
+    return Scorers(primary=DlibScorer(FaceSettings(), cache), second_pass=second, extra=extra)
+
+
+def fresh_result(
+    config: EvaluateConfig, cell: Cell, embeddings: dict[str, Path], embedding_sha: dict[str, str]
+) -> CellResult:
+    """A cell's row before scoring: what will be sent to the pipeline, and its fingerprint."""
+    subject = config.subject
+    if cell.group == CONTROL:
+        sent, sha, embedding = prompt_for(cell.prompt, subject, config.init_word), "", ""
+    else:
+        sent = prompt_for(cell.prompt, subject, group_token(subject, cell.group))
+        sha, embedding = embedding_sha[cell.group], embeddings[cell.group].name
+    return CellResult(
+        prompt_index=cell.prompt_index,
+        prompt=cell.prompt,
+        command=cell.command.name,
+        seed=cell.command.seed,
+        group=cell.group,
+        image=cell.image,
+        faces=0,
+        prompt_sent=sent,
+        embedding=embedding,
+        fingerprint=cell_fingerprint(config, sent, cell.command.seed, sha),
+    )

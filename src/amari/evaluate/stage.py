@@ -1,0 +1,214 @@
+"""`amari evaluate`: the study's grid of prompt × command × group images, each scored against the sim-group.
+
+The run is resumable: `results.csv` is rewritten after every cell, and a cell whose image exists with
+the same generation fingerprint is not generated again; only scorers it has not seen yet are run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from amari.errors import ImageError, UsageError, WorkspaceError
+from amari.evaluate.config import CONTROL, EvaluateConfig
+from amari.evaluate.grid import (
+    Cell,
+    Scorers,
+    default_scorers,
+    fresh_result,
+    generate_cells,
+    plan_cells,
+    read_fingerprint,
+)
+from amari.files import claim_folder, file_sha256
+from amari.images import image_files
+from amari.layout import StudyLayout
+from amari.results import CellResult, ResultsManifest, read_manifest, read_results, write_manifest, write_results
+
+
+@dataclass
+class EvaluateResult:
+    results_dir: Path
+    cells: list[CellResult]
+    generated: int = 0
+    scored: int = 0
+    kept: int = 0
+
+    @property
+    def csv(self) -> Path:
+        from amari.layout import ResultsLayout
+
+        return ResultsLayout(self.results_dir).csv
+
+
+def sim_group_folder(config: EvaluateConfig, layout: StudyLayout) -> Path:
+    return config.sim_group or layout.workspace.sim_group
+
+
+def embedding_path(config: EvaluateConfig, layout: StudyLayout, group: str) -> Path:
+    """The group's embedding: the config's, else the final one its training wrote."""
+    return config.embedding_for(group) or layout.train(group).embedding
+
+
+def check_inputs(config: EvaluateConfig, layout: StudyLayout) -> tuple[list[Path], dict[str, Path]]:
+    """The sim-group's images and each trained group's embedding file, or a clear error."""
+    folder = sim_group_folder(config, layout)
+    if not folder.is_dir():
+        raise WorkspaceError(f"sim-group folder not found: {folder} (mine first, or set evaluate.sim_group)")
+    group_images = image_files(folder)
+    if not group_images:
+        raise WorkspaceError(f"{folder} holds no images to score against")
+    embeddings = {}
+    for group in config.evaluated_groups:
+        if group == CONTROL:
+            continue
+        path = embedding_path(config, layout, group)
+        if not path.is_file():
+            raise UsageError(
+                f"no embedding for group {group}: {path} not found (train it first, "
+                f'or set [evaluate.embeddings] {group} = "PATH")'
+            )
+        embeddings[group] = path
+    return group_images, embeddings
+
+
+def _previous(csv: Path) -> dict[tuple[int, str, str], CellResult]:
+    if not csv.is_file():
+        return {}
+    try:
+        return {cell.key: cell for cell in read_results(csv)}
+    except UsageError:
+        # A damaged results file loses only its scores: images are kept and scored again.
+        os.replace(csv, csv.with_suffix(".damaged.csv"))
+        return {}
+
+
+def _earlier_results(folder: Path) -> bool:
+    """A results folder written before amari marked its folders: its CSV and manifest read as amari's."""
+    from amari.layout import ResultsLayout
+
+    layout = ResultsLayout(folder)
+    try:
+        read_results(layout.csv)
+        read_manifest(folder)
+    except UsageError:
+        return False
+    return True
+
+
+def _relative(path: Path, start: Path) -> str:
+    """Paths in the manifest are relative to the results folder: outputs name no local folder."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(start).resolve())).as_posix()
+
+
+def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers, group_faces: int) -> ResultsManifest:
+    from amari.diffusion import describe
+
+    root = layout.results.root
+    metrics = []
+    for group in config.evaluated_groups:
+        if group != CONTROL and config.embedding_for(group) is None:
+            metrics.append((group, _relative(layout.train(group).metrics, root)))
+    return ResultsManifest(
+        study=config.study_name,
+        subject=config.subject,
+        prompts=config.prompts,
+        commands=tuple((c.name, c.seed) for c in config.commands),
+        groups=config.evaluated_groups,
+        control=CONTROL if config.control else None,
+        tolerance=config.tolerance,
+        model=describe(config.model).name,
+        sampler=config.sampler,
+        steps=config.steps,
+        guidance=config.guidance,
+        width=config.width,
+        height=config.height,
+        sim_group=_relative(sim_group_folder(config, layout), root),
+        sim_group_faces=group_faces,
+        scorers=tuple(scorers.names.split("+")),
+        training_metrics=tuple(metrics),
+        mining_archive=_relative(layout.workspace.archive, root),
+        extra={"demo": True} if config.demo else {},
+    )
+
+
+def run(
+    config: EvaluateConfig,
+    layout: StudyLayout,
+    *,
+    scorers: Scorers | None = None,
+    on_progress: Callable[[str, Cell], None] | None = None,
+) -> EvaluateResult:
+    """Generate and score every missing cell of the grid; returns every cell's result.
+
+    `on_progress(event, cell)` hears "keep" for a finished cell, "generate" before a cell's image is
+    made and "score" once its row is written.
+    """
+    progress = on_progress or (lambda _what, _cell: None)
+    results = layout.results
+    # 1. Check the inputs before any model loads.
+    group_images, embeddings = check_inputs(config, layout)
+    embedding_sha = {group: file_sha256(path) for group, path in embeddings.items()}
+    scorers = scorers or default_scorers(config)
+    claim_folder(results.root, "evaluation results", ours=_earlier_results)
+    previous = _previous(results.csv)
+    # 2. Decide per cell: keep, score again, or generate.
+    cells = plan_cells(config)
+    done: dict[tuple[int, str, str], CellResult] = {}
+    to_score: list[tuple[Cell, CellResult]] = []
+    to_generate: list[tuple[Cell, CellResult]] = []
+    for cell in cells:
+        fresh = fresh_result(config, cell, embeddings, embedding_sha)
+        old = previous.get(cell.key)
+        image = results.root / cell.image
+        image_ok = image.is_file()
+        if old is not None and image_ok and old.fingerprint == fresh.fingerprint and old.scorers == scorers.names:
+            done[cell.key] = replace(old, image=cell.image)
+            progress("keep", cell)
+        elif image_ok and (old.fingerprint if old is not None else read_fingerprint(image)) == fresh.fingerprint:
+            to_score.append((cell, fresh))  # made already; its row is missing or lacks a scorer
+        else:
+            to_generate.append((cell, fresh))
+    result = EvaluateResult(results_dir=results.root, cells=[], kept=len(done))
+
+    def finish(cell: Cell, fresh: CellResult) -> None:
+        done[cell.key] = scorers.apply(fresh, results.root / cell.image)
+        result.scored += 1
+        write_results(results.csv, [done[c.key] for c in cells if c.key in done])
+        progress("score", cell)
+
+    def generated(cell: Cell, fresh: CellResult) -> None:
+        result.generated += 1
+        try:
+            finish(cell, fresh)
+        except ImageError as exc:
+            raise WorkspaceError(f"cannot read the grid image just written, {exc.path}: {exc.reason}") from None
+
+    # 3. Fit the scorers, score what exists, then generate the rest, saving the CSV after each cell.
+    if to_score or to_generate:
+        scorers.fit(group_images)
+    for cell, fresh in to_score:
+        try:
+            finish(cell, fresh)
+        except ImageError:
+            to_generate.append((cell, fresh))  # damaged (a copy cut short?): make it again
+    if to_generate:
+        generate_cells(
+            config, embeddings, to_generate, results.root, lambda cell: progress("generate", cell), generated
+        )
+    # 4. The complete CSV and the manifest the report reads.
+    result.cells = [done[c.key] for c in cells]
+    write_results(results.csv, result.cells)
+    group_faces = scorers.group_faces or _previous_group_faces(results.root)
+    write_manifest(results.root, build_manifest(config, layout, scorers, group_faces))
+    return result
+
+
+def _previous_group_faces(results_dir: Path) -> int:
+    try:
+        manifest = read_manifest(results_dir)
+    except UsageError:
+        return 0
+    return manifest.sim_group_faces if manifest else 0

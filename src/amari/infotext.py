@@ -1,0 +1,179 @@
+"""What other tools read from an image amari writes: A1111's `parameters` text and InvokeAI's metadata.
+
+Written to what the consumers' own readers accept (their rules, not their code):
+
+- AUTOMATIC1111 (`parse_generation_parameters`) splits the text into the prompt, a line starting
+  `Negative prompt:`, and a last line of at least three `Key: value` pairs whose keys are word
+  characters, spaces, `-` and `/` (so `TI hashes`, never `TI <*>`); a value holding `,`, `:` or a
+  line break is JSON-quoted. `Model` is the checkpoint's file name without suffix, `Model hash` the
+  first 10 hex digits of its SHA-256, `TI hashes` `"name: <first 12 hex digits of the file's SHA-256>"`.
+- ComfyUI imports a `parameters` chunk only when it holds a `Negative prompt:` line before the line that
+  starts with `Steps:`, so both are always written (an empty negative prompt too), and it decodes every
+  text chunk as UTF-8, so text that is not ASCII goes into an uncompressed iTXt chunk.
+- InvokeAI reads `invokeai_metadata` (JSON) for "recall parameters": positive_prompt, negative_prompt,
+  seed (0..2^32-1), steps, cfg_scale, scheduler (its own names), width, height, model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+
+PARAMETERS_KEY = "parameters"
+INVOKEAI_KEY = "invokeai_metadata"
+
+# amari scheduler names as A1111 writes them in its `Sampler:` field.
+A1111_SAMPLER_NAMES = {
+    "ddim": "DDIM",
+    "pndm": "PLMS",
+    "k_lms": "LMS",
+    "euler": "Euler",
+    "euler_a": "Euler a",
+    "dpmpp_2m": "DPM++ 2M Karras",
+    "unipc": "UniPC",
+}
+# ... and as InvokeAI names them (`_k`: Karras sigmas).
+INVOKEAI_SCHEDULERS = {
+    "ddim": "ddim",
+    "pndm": "pndm",
+    "k_lms": "lms",
+    "euler": "euler",
+    "euler_a": "euler_a",
+    "dpmpp_2m": "dpmpp_2m_k",
+    "unipc": "unipc",
+}
+INVOKEAI_MAX_SEED = 2**32 - 1
+
+
+def _quote(value) -> str:
+    # A1111 writes a value as JSON only when a plain one would break its `key: value, ` list.
+    text = str(value)
+    if any(char in text for char in ',:\n"'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def model_label(spec) -> str | None:
+    """A model named by a known name keeps it (GFPGANv1.4); a file is named without its suffix."""
+    if spec is None:
+        return None
+    from amari.models import MODEL_SUFFIXES, known_model
+
+    text = str(spec).replace("\\", "/").rsplit("/", 1)[-1]
+    known = known_model(text)
+    if known is not None:
+        return known.name
+    stem, dot, suffix = text.rpartition(".")
+    return stem if dot and f".{suffix.lower()}" in MODEL_SUFFIXES else text
+
+
+def a1111_parameters(params: dict) -> str:
+    """The `parameters` text A1111 writes: prompt, `Negative prompt:` line, then `Key: value, ...`."""
+    fields: dict[str, object] = {}
+    if params.get("steps") is not None:
+        fields["Steps"] = params["steps"]
+    if params.get("sampler"):
+        fields["Sampler"] = A1111_SAMPLER_NAMES.get(params["sampler"], params["sampler"])
+    if params.get("cfg_scale") is not None:
+        fields["CFG scale"] = params["cfg_scale"]
+    if params.get("seed") is not None:
+        fields["Seed"] = params["seed"]
+    if params.get("width") and params.get("height"):
+        fields["Size"] = f"{params['width']}x{params['height']}"
+    if params.get("model_hash"):
+        fields["Model hash"] = params["model_hash"]
+    if params.get("model"):
+        fields["Model"] = params["model"]
+    if params.get("eta"):
+        fields["Eta"] = params["eta"]
+    hashes = [f"{e['name']}: {e['hash']}" for e in params.get("embeddings") or () if e.get("name") and e.get("hash")]
+    if hashes:
+        fields["TI hashes"] = ", ".join(hashes)
+    enhance = params.get("enhance") or {}
+    if enhance.get("scale") and enhance.get("upscaler"):
+        fields["Postprocess upscale by"] = enhance["scale"]
+        fields["Postprocess upscaler"] = model_label(enhance["upscaler"])
+    if enhance.get("face_restorer"):
+        fields["Postprocess face restoration"] = model_label(enhance["face_restorer"])
+    lines = [str(params.get("prompt", "")), f"Negative prompt: {params.get('negative_prompt') or ''}"]
+    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields.items()))
+    return "\n".join(lines)
+
+
+_FIELD = re.compile(r'\s*([\w][\w \-/+()]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+
+
+def _parse_fields(line: str) -> dict[str, str]:
+    fields = {}
+    for key, value in _FIELD.findall(line):
+        value = value.strip()
+        if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(value)
+        fields[key.strip()] = value
+    return fields
+
+
+def parse_a1111_parameters(text: str) -> dict:
+    """Prompt, negative prompt and the `Key: value` fields of an A1111 `parameters` text.
+
+    Field values are strings as written (`"Seed": "123"`); `Size` also gives `width` and `height`.
+    """
+    lines = text.strip("\n").split("\n")
+    fields: dict[str, object] = {}
+    if lines and len(_FIELD.findall(lines[-1])) >= 3:
+        fields = _parse_fields(lines.pop())
+    prompt_lines, negative_lines = [], []
+    target = prompt_lines
+    for line in lines:
+        if line.startswith("Negative prompt:"):
+            target = negative_lines
+            line = line[len("Negative prompt:") :].lstrip()
+        target.append(line)
+    result: dict[str, object] = {
+        "prompt": "\n".join(prompt_lines),
+        "negative_prompt": "\n".join(negative_lines),
+        **fields,
+    }
+    size = re.fullmatch(r"(\d+)x(\d+)", str(fields.get("Size", "")))
+    if size:
+        result["width"], result["height"] = int(size.group(1)), int(size.group(2))
+    return result
+
+
+def invokeai_metadata(params: dict) -> dict:
+    """InvokeAI's image metadata for "recall parameters", from amari's generation parameters."""
+    meta: dict[str, object] = {
+        "generation_mode": "txt2img",
+        "positive_prompt": str(params.get("prompt", "")),
+        "negative_prompt": str(params.get("negative_prompt") or ""),
+    }
+    for key, name in (("steps", "steps"), ("cfg_scale", "cfg_scale"), ("width", "width"), ("height", "height")):
+        if params.get(key) is not None:
+            meta[name] = params[key]
+    seed = params.get("seed")
+    if isinstance(seed, int) and 0 <= seed <= INVOKEAI_MAX_SEED:
+        meta["seed"] = seed
+    scheduler = INVOKEAI_SCHEDULERS.get(params.get("sampler"))
+    if scheduler:
+        meta["scheduler"] = scheduler
+    if params.get("model"):
+        base = params.get("model_base") or "sd-1"
+        # Without InvokeAI's own key and hash, recall matches the model by name and base.
+        meta["model"] = {
+            "name": params["model"],
+            "base": base,
+            "type": "main",
+            "model_name": params["model"],
+            "base_model": base,
+        }
+    return meta
+
+
+def add_text_chunk(info, key: str, text: str) -> None:
+    """A PNG text chunk readers decode right: tEXt for ASCII, uncompressed iTXt (UTF-8) for the rest."""
+    if text.isascii():
+        info.add_text(key, text)
+    else:
+        info.add_itxt(key, text, zip=False)

@@ -1,0 +1,167 @@
+"""Where every stage reads and writes: the folder and file names, defined once.
+
+STUDY/                      StudyLayout
+  mine/                     WorkspaceLayout: the miner's workspace
+    sim-group/ almost-sim/ unknown-person/ incoming/
+    mine.sqlite  archive.csv  .lock
+  groups/NAME/              training groups picked from the sim-group (manifest.csv)
+  prepared/NAME/            their training images (manifest.csv)
+  train/NAME/               TrainLayout: checkpoints/, metrics.csv, validation.csv, best.json, run.json
+  results/                  ResultsLayout: results.csv, manifest.json, images/, report/
+  .steps/                   the study's completion markers
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# The miner's workspace.
+SIM_GROUP = "sim-group"
+ALMOST_SIM = "almost-sim"
+UNKNOWN_PERSON = "unknown-person"
+JUDGED_FOLDERS = (SIM_GROUP, ALMOST_SIM, UNKNOWN_PERSON)
+INCOMING = "incoming"
+MINE_DATABASE = "mine.sqlite"
+ARCHIVE_CSV = "archive.csv"
+LOCK_FILE = ".lock"
+
+# A folder of chosen or prepared images, and the CSV that says where each came from.
+FOLDER_MANIFEST = "manifest.csv"
+
+# A training run.
+CHECKPOINTS = "checkpoints"
+METRICS_CSV = "metrics.csv"
+VALIDATION_CSV = "validation.csv"
+BEST_JSON = "best.json"
+RUN_JSON = "run.json"
+DIFFUSERS_EMBEDDING = "learned_embeds.safetensors"
+
+# The evaluation and its report.
+RESULTS_CSV = "results.csv"
+RESULTS_MANIFEST = "manifest.json"
+IMAGES = "images"
+REPORT = "report"
+REPORT_HTML = "index.html"
+REPORT_SUMMARY = "summary.json"
+
+
+class Inside:
+    """A layout's file or folder: `<its folder attribute> / name`, read like an attribute."""
+
+    def __init__(self, name: str, folder: str = "root"):
+        self.name, self.folder = name, folder
+
+    def __get__(self, layout, owner=None) -> Path:
+        if layout is None:
+            return self
+        return getattr(layout, self.folder) / self.name
+
+
+def _paths(layout, *names: str) -> None:
+    for name in names:
+        value = getattr(layout, name)
+        if not isinstance(value, Path):
+            object.__setattr__(layout, name, Path(value))
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """A layout of files and folders inside one root folder."""
+
+    root: Path
+
+    def __post_init__(self):
+        _paths(self, "root")
+
+
+@dataclass(frozen=True)
+class WorkspaceLayout(FolderLayout):
+    sim_group = Inside(SIM_GROUP)
+    incoming = Inside(INCOMING)
+    database = Inside(MINE_DATABASE)
+    archive = Inside(ARCHIVE_CSV)
+    lock = Inside(LOCK_FILE)
+
+    def folder(self, name: str) -> Path:
+        return self.root / name
+
+
+@dataclass(frozen=True)
+class SelectLayout:
+    workspace: WorkspaceLayout
+    out: Path  # one folder per training group is written here
+
+    def __post_init__(self):
+        if not isinstance(self.workspace, WorkspaceLayout):
+            object.__setattr__(self, "workspace", WorkspaceLayout(self.workspace))
+        _paths(self, "out")
+
+
+@dataclass(frozen=True)
+class PrepareLayout:
+    source: Path  # only read
+    destination: Path
+
+    def __post_init__(self):
+        _paths(self, "source", "destination")
+
+
+@dataclass(frozen=True)
+class TrainLayout:
+    data: Path  # the training images
+    out: Path
+
+    checkpoints = Inside(CHECKPOINTS, "out")
+    metrics = Inside(METRICS_CSV, "out")
+    validation = Inside(VALIDATION_CSV, "out")
+    best = Inside(BEST_JSON, "out")
+    run_record = Inside(RUN_JSON, "out")
+    embedding = Inside(DIFFUSERS_EMBEDDING, "out")  # the final embedding in diffusers' layout, which evaluation loads
+
+    def __post_init__(self):
+        _paths(self, "data", "out")
+
+
+@dataclass(frozen=True)
+class ResultsLayout(FolderLayout):
+    csv = Inside(RESULTS_CSV)
+    manifest = Inside(RESULTS_MANIFEST)
+    images = Inside(IMAGES)
+    report = Inside(REPORT)
+
+
+@dataclass(frozen=True)
+class StudyLayout:
+    root: Path
+    results_override: Path | None = None
+
+    groups = Inside("groups")
+    markers = Inside(".steps")
+
+    @property
+    def workspace(self) -> WorkspaceLayout:
+        return WorkspaceLayout(self.root / "mine")
+
+    def group(self, name: str) -> Path:
+        return self.groups / name
+
+    def prepared(self, group: str) -> Path:
+        return self.root / "prepared" / group
+
+    def train(self, group: str) -> TrainLayout:
+        return TrainLayout(self.prepared(group), self.root / "train" / group)
+
+    @property
+    def results(self) -> ResultsLayout:
+        return ResultsLayout(self.results_override or self.root / "results")
+
+
+def cache_root() -> Path:
+    """Where amari keeps what it can make again: $AMARI_CACHE_DIR, else $XDG_CACHE_HOME/amari, else
+    ~/.cache/amari (the descriptor cache, downloaded models)."""
+    base = os.environ.get("AMARI_CACHE_DIR")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "amari"

@@ -1,0 +1,288 @@
+"""The miner's settings: one frozen dataclass for `amari mine` and a study's [mine] table alike.
+
+Generation settings left unset (None) come from the preset (`fast` on the command line, `study` in a
+study); `--option KEY=VALUE` reaches any other generation or enhancement setting by name
+(`dtype`, `compile`, `tile`, `half`, ...), typed by the field it names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amari.config import Settings, check_cpus, check_positive, convert, parse_text, resolve_path, setting, type_hints
+from amari.defaults import DEFAULT_MODEL
+from amari.errors import UsageError
+from amari.facesettings import FaceSettings
+
+DIFFUSERS = "diffusers"
+FOLDER_PREFIX = "folder:"
+# --option names that stand for another setting's name.
+OPTION_ALIASES = {
+    "guidance": "guidance",
+    "cfg": "guidance",
+    "scheduler": "sampler",
+    "batch_size": "images_per_call",
+    "enhance_device": "enhance.device",
+}
+# The miner's own fields an --option may set (the others are not generation or enhancement settings).
+_OPTION_FIELDS = (
+    "sampler",
+    "steps",
+    "guidance",
+    "width",
+    "height",
+    "images_per_call",
+    "device",
+    "model_config",
+    "enhance",
+    "upscaler",
+    "face_restorer",
+    "scale",
+    "early_reject",
+    "reject_margin",
+)
+
+
+def key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"expected KEY=VALUE, not {text!r}")
+    return key.strip(), value.strip()
+
+
+def _options_table(value: Any, where: str, base: Path) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise UsageError(f"{where} must be a table of KEY = value")
+    return tuple((key, str(item).lower() if isinstance(item, bool) else str(item)) for key, item in value.items())
+
+
+def _source(value: Any, where: str, base: Path) -> str:
+    text = convert(value, str, where, base)
+    if text.startswith(FOLDER_PREFIX) and len(text) > len(FOLDER_PREFIX):
+        return FOLDER_PREFIX + str(resolve_path(text[len(FOLDER_PREFIX) :], base))
+    return text
+
+
+@dataclass(frozen=True)
+class MineConfig(Settings):
+    """Where candidates come from, how they are made, and how the sim-group judges them."""
+
+    prompt: str = setting("", "the text prompt (needed by the diffusers source)", metavar="TEXT")
+    negative_prompt: str = setting("", "what generated images avoid", metavar="TEXT")
+    source: str = setting(
+        DIFFUSERS,
+        "where candidates come from: diffusers, or folder:PATH to copy images another "
+        "tool (A1111, ComfyUI, InvokeAI) writes into PATH",
+        metavar="diffusers|folder:PATH",
+        toml_type=_source,
+    )
+    reference: tuple[Path, ...] = setting(
+        (), "images that seed the group (default: the tightest pair of faces seen)", nargs="+", metavar="IMG"
+    )
+    # The model; a study sets these once in its [study] table.
+    model: str = setting(
+        DEFAULT_MODEL,
+        "Stable Diffusion model: Hugging Face id, diffusers folder or .ckpt/.safetensors file",
+        metavar="ID_OR_PATH",
+        study=True,
+    )
+    model_config: str | None = setting(
+        None,
+        "a diffusers folder or Hugging Face id that gives a single-file model its component configs (needed offline)",
+        metavar="DIR_OR_ID",
+        study=True,
+    )
+    device: str = setting("auto", "where generation and enhancement run: auto, cuda[:N], mps or cpu", study=True)
+    # Generation: None takes the preset's value.
+    preset: str = setting(
+        "fast",
+        "named generation settings: fast, or study (the original's DDIM 250 steps)",
+        metavar="NAME",
+        group="generation",
+    )
+    seed: int | None = setting(None, "first seed (default: random seeds)", metavar="N", group="generation")
+    sampler: str | None = setting(None, "sampler (default: the preset's)", group="generation")
+    steps: int | None = setting(None, "denoising steps (default: the preset's)", group="generation")
+    guidance: float | None = setting(None, "classifier-free guidance (default: the preset's)", group="generation")
+    width: int | None = setting(None, "image width (default: the preset's, else the model's)", group="generation")
+    height: int | None = setting(None, "image height (default: the preset's, else the model's)", group="generation")
+    images_per_call: int | None = setting(
+        None,
+        "images the generator makes per batch (default: the preset's)",
+        flag=("--gen-batch", "--images-per-call"),
+        metavar="N",
+        group="generation",
+    )
+    enhance: bool = setting(
+        True, "upscale and restore faces before judging, as the study did", flag="--no-enhance", group="generation"
+    )
+    upscaler: str | None = setting(
+        "RealESRGAN_x4plus", "known upscaler name or a .pth/.safetensors path; none: resize only", group="generation"
+    )
+    face_restorer: str | None = setting(
+        "GFPGANv1.4", "known GFPGAN name or a model path; none: no restoration", group="generation"
+    )
+    scale: float | None = setting(
+        None, "final size of enhanced images relative to generated ones (default: the preset's, 2)", group="generation"
+    )
+    early_reject: bool = setting(
+        True,
+        "write a raw image without enhancing it when its face is far from the group",
+        flag="--no-early-reject",
+        group="generation",
+    )
+    reject_margin: float = setting(
+        0.10, "how far beyond the almost band a raw face must be to skip enhancement", group="generation"
+    )
+    options: tuple[tuple[str, str], ...] = setting(
+        (),
+        "any other generation or enhancement setting by name, e.g. dtype=float16, tile=256 (repeatable)",
+        flag="--option",
+        action="append",
+        cli_type=key_value,
+        toml_type=_options_table,
+        metavar="KEY=VALUE",
+        group="generation",
+    )
+    # Judging.
+    target: int = setting(100, "group size to reach (the original's 'more than 99'; e.g. 312)", metavar="N")
+    tolerance: float = setting(
+        0.40,
+        "done when the group's average sim-score is at most this",
+        flag=("--stop-average", "--tolerance"),
+        metavar="D",
+    )
+    almost_band: float = setting(0.10, "width of the almost-sim band above the upper bound", metavar="D")
+    max_batches: int | None = setting(None, "stop after batch N of the workspace (earlier runs count)", metavar="N")
+    faces: FaceSettings = setting(FaceSettings(), "how faces are found", include=("detector", "upsample", "max_side"))
+    engine: str = setting(
+        "streaming",
+        "streaming: generation runs ahead while worker processes finish "
+        "images; serial: one step after the other, for comparison",
+        choices=("streaming", "serial"),
+    )
+    cpus: int | None = setting(
+        None, "worker processes of the streaming engine; -1 means all cores (default: all cores but one)"
+    )
+    watch: bool = setting(False, "folder source: keep waiting for new files", toml=False)
+    poll: float = setting(2.0, "seconds between looks at a watched folder", metavar="SECONDS", toml=False)
+
+    def check(self) -> None:
+        if self.source == FOLDER_PREFIX:
+            raise UsageError("--source folder:PATH needs a folder, e.g. folder:/outputs/txt2img-images")
+        if self.source != DIFFUSERS and not self.source.startswith(FOLDER_PREFIX):
+            raise UsageError(f"unknown source {self.source!r}: source must be 'diffusers' or 'folder:PATH'")
+        if self.source == DIFFUSERS and not self.prompt.strip():
+            raise UsageError("the diffusers source needs --prompt TEXT (prompt in a study's [mine])")
+        extra = self._resolve_options()
+        object.__setattr__(self, "_extra", extra)
+        check_positive(
+            max_batches=self.max_batches,
+            steps=self.steps,
+            guidance=self.guidance,
+            width=self.width,
+            height=self.height,
+            images_per_call=self.images_per_call,
+            scale=self.scale,
+            poll=self.poll,
+        )
+        if self.reject_margin < 0:
+            raise UsageError(f"reject_margin must be >= 0, not {self.reject_margin}")
+        if self.cpus is not None:
+            check_cpus(self.cpus)
+        if self.engine not in ("streaming", "serial"):
+            raise UsageError(f"unknown engine {self.engine!r}: use streaming or serial")
+        self.policy()
+        if self.source == DIFFUSERS:
+            self.generate_config()
+            self.enhance_config()
+
+    @property
+    def worker_processes(self) -> int:
+        """How many worker processes the streaming engine starts."""
+        import os
+
+        cores = os.cpu_count() or 1
+        if self.cpus is None:
+            return max(1, cores - 1)
+        return cores if self.cpus == -1 else self.cpus
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder of a folder source."""
+        if not self.source.startswith(FOLDER_PREFIX):
+            return None
+        rest = self.source[len(FOLDER_PREFIX) :]
+        return Path(rest).expanduser() if rest else None
+
+    def policy(self):
+        """The policy's settings (`amari.mine.policy.PolicyConfig`)."""
+        from amari.mine.policy import PolicyConfig
+
+        try:
+            return PolicyConfig(almost_band=self.almost_band, target=self.target, stop_average=self.tolerance)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    # -- --option KEY=VALUE ---------------------------------------------------------------------------
+
+    def _resolve_options(self) -> dict[str, dict[str, Any]]:
+        """Typed values of --option: the miner's own fields are set, the rest kept for generate/enhance."""
+        from amari.enhance import EnhanceConfig
+        from amari.generate import GenerateConfig
+
+        extra: dict[str, dict[str, Any]] = {"generate": {}, "enhance": {}}
+        generate_fields = {f.name for f in dataclasses.fields(GenerateConfig)} - {"embeddings", "model"}
+        enhance_fields = {f.name for f in dataclasses.fields(EnhanceConfig)}
+        for key, text in self.options:
+            name = OPTION_ALIASES.get(key, key)
+            if name in _OPTION_FIELDS:
+                value = parse_text(text, type_hints(MineConfig)[name], f"option {key}")
+                object.__setattr__(self, name, value)
+            elif name in generate_fields:
+                extra["generate"][name] = parse_text(text, type_hints(GenerateConfig)[name], f"option {key}")
+            elif name.removeprefix("enhance.") in enhance_fields:
+                field = name.removeprefix("enhance.")
+                extra["enhance"][field] = parse_text(text, type_hints(EnhanceConfig)[field], f"option {key}")
+            else:
+                known = sorted({*_OPTION_FIELDS, *OPTION_ALIASES, *generate_fields, *enhance_fields} - {"device"})
+                raise UsageError(f"unknown source option {key!r}; known: {', '.join(known)}")
+        return extra
+
+    def unused_options(self) -> list[str]:
+        """Generation and enhancement options a folder source ignores (worth a warning)."""
+        return [key for key, _ in self.options] if self.source != DIFFUSERS else []
+
+    # -- what the diffusers source is given ----------------------------------------------------------
+
+    def generate_config(self):
+        from amari.generate import preset_config
+
+        overrides = dict(
+            scheduler=self.sampler,
+            steps=self.steps,
+            guidance_scale=self.guidance,
+            width=self.width,
+            height=self.height,
+            batch_size=self.images_per_call,
+            device=self.device,
+            model_config=self.model_config,
+            negative_prompt=self.negative_prompt or None,
+        )
+        overrides.update(self._extra["generate"])
+        return preset_config(self.preset, model=self.model, **overrides)
+
+    def enhance_config(self):
+        """None when enhancement is off."""
+        from amari.enhance import EnhanceConfig
+        from amari.generate import check_preset
+
+        if not self.enhance:
+            return None
+        scale = self.scale if self.scale is not None else check_preset(self.preset).upscale
+        values = dict(upscaler=self.upscaler, face_restorer=self.face_restorer, scale=scale, device=self.device)
+        values.update(self._extra["enhance"])
+        return EnhanceConfig(**values)

@@ -1,0 +1,285 @@
+"""The batch loop of `amari mine`: candidates → judge → move files, resumable after any crash.
+
+Each batch: (1) reconcile the folders with the database (the user may have curated them), (2) ask the
+policy whether this batch takes candidates and how many, (3) take them from the engine in order (what
+a killed run left in incoming/ first), each with its faces already found, choosing between a
+candidate's raw and enhanced image by the early-rejection rule, (4) let the policy judge, bootstrap,
+analyse or relax, (5) commit every change in one transaction and move the files. A killed run redoes
+an uncommitted batch from the same inputs, so its result is the same as if it had never stopped.
+
+The loop is the single writer; the engine (`amari.mine.engine`) makes candidates ready ahead of it
+(streaming) or just in time (serial), and both give the same candidates in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from amari import faces as face_lib
+from amari.embeddings import EmbeddingCache, FaceEncoder
+from amari.errors import UsageError
+from amari.layout import ALMOST_SIM, INCOMING, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout
+from amari.mine import policy
+from amari.mine.config import MineConfig
+from amari.mine.curation import reconcile, seed_references
+from amari.mine.engine import FINAL, RAW, Candidate, Engine, FeedContext
+from amari.mine.judging import Examined, build_commit
+from amari.mine.policy import BatchOutcome, Faces, MinerState
+from amari.mine.progress import MiningProgress
+from amari.mine.records import Commit
+from amari.mine.source import Source
+from amari.mine.workspace import Workspace, settings_meta
+
+STALL_LIMIT = 50  # batches in a row that neither take candidates nor change a folder: the policy is stuck
+
+
+@dataclass(frozen=True)
+class MineResult:
+    stopped: str  # done | max-batches | source exhausted | stalled
+    batches: int
+    group_size: int
+    almost_size: int
+    unknown_size: int
+    avg: float
+    hi: float
+
+    def summary(self) -> str:
+        return (
+            f"{self.stopped} after batch {self.batches}: sim-group {self.group_size} "
+            f"(average {self.avg:.4f}, upper bound {self.hi:.4f}), almost-sim {self.almost_size}, "
+            f"unknown-person {self.unknown_size}"
+        )
+
+
+def run(
+    config: MineConfig, layout: WorkspaceLayout, source: Source, progress: MiningProgress | None = None
+) -> MineResult:
+    """Mine into the workspace until the policy is done, the source runs dry or max_batches is reached.
+
+    The caller builds the source (`amari.mine.FolderSource`, `amari.generate.DiffusersSource`) and this
+    function closes it.
+    """
+    progress = progress or MiningProgress(enabled=False)
+    engine = None
+    try:
+        for path in config.reference:  # before the workspace exists, so a typo leaves nothing behind
+            if not Path(path).is_file():
+                raise UsageError(f"reference image {path} does not exist")
+        # Descriptors of other face settings are not comparable with the ones already in the workspace.
+        with Workspace.open(layout.root, settings_meta(face_settings=config.faces.key)) as workspace:
+            cache = EmbeddingCache(connection=workspace.conn)
+            encoder = FaceEncoder(config.faces, cache)
+            source.open(workspace.database_path)
+            seed_references(workspace, encoder, config.reference)
+            # Two generator batches ahead of the policy: one being made while the workers finish the other.
+            ahead = 2 * getattr(source, "batch_size", 8)
+            engine = Engine(streaming=config.engine == "streaming", cpus=config.worker_processes, ahead=ahead)
+            engine.start(
+                source,
+                FeedContext(
+                    workspace.incoming,
+                    config.faces,
+                    cache,
+                    known=lambda digest: workspace.image_by_hash(digest) is not None,
+                ),
+            )
+            progress.update(source=source.description)
+            return _loop(workspace, encoder, engine, source, config, progress)
+    finally:
+        if engine is not None:
+            engine.close()
+        else:
+            source.close()
+
+
+def _loop(
+    workspace: Workspace,
+    encoder: FaceEncoder,
+    engine: Engine,
+    source: Source,
+    config: MineConfig,
+    progress: MiningProgress,
+) -> MineResult:
+    stalled = 0
+    while True:
+        for message in reconcile(workspace, encoder):
+            progress.note(message)
+        state = workspace.state()
+        group = members(workspace)
+        stop = _stop_reason(state, len(group), config)
+        if stop:
+            return _result(workspace, stop)
+        planned = policy.begin_batch(state, len(group), config.policy())
+        candidates: list[Candidate] = []
+        notes: list[str] = []
+        if policy.generates(planned):
+            progress.update(batch=planned.batch, batch_size=planned.n, event=f"waiting for {source.description}")
+            if config.max_batches is not None and state.batch + 1 >= config.max_batches:
+                engine.ahead = 0  # the last batch: nothing is made that no batch would judge
+            candidates = gather(workspace, engine, source, planned, group, config, notes)
+            if not candidates:
+                return _result(workspace, "source exhausted")
+            progress.update(event=f"judging {len(candidates)} images")
+        change, outcome, judged_notes = run_batch(workspace, planned, group, candidates, config)
+        workspace.commit(change)
+        for message in notes + judged_notes:
+            progress.note(message)
+        stalled = 0 if candidates or outcome.joined or change.relocations else stalled + 1
+        _report(workspace, engine, progress, planned, candidates, outcome)
+        if stalled >= STALL_LIMIT:
+            return _result(workspace, "stalled")
+
+
+def _report(
+    workspace: Workspace,
+    engine: Engine,
+    progress: MiningProgress,
+    planned: MinerState,
+    candidates: list[Candidate],
+    outcome: BatchOutcome,
+) -> None:
+    counts = workspace.counts()
+    generated, judged = engine.stats.rates()
+    depths = engine.depths()
+    pipeline = (
+        f"{generated:.2f} generated/s, {judged:.2f} judged/s; queued {depths['queued']} "
+        f"(ready {depths['ready']}), steps under way {depths['working']}; "
+        f"generator waited {engine.generator_wait_share():.0%}"
+    )
+    progress.batch_done(
+        batch=planned.batch,
+        batch_size=len(candidates),
+        group_size=counts[SIM_GROUP],
+        almost_size=counts[ALMOST_SIM],
+        unknown_size=counts[UNKNOWN_PERSON],
+        avg=outcome.state.avg,
+        hi=outcome.state.hi,
+        judged=progress.snapshot.judged + len(outcome.judgements),
+        joined=progress.snapshot.joined + len(outcome.joined),
+        event=outcome.event,
+        pipeline=pipeline,
+    )
+
+
+def _stop_reason(state: MinerState, group_size: int, config: MineConfig) -> str | None:
+    if policy.finished(state, group_size, config.policy()):
+        return "done"
+    if config.max_batches is not None and state.batch >= config.max_batches:
+        return "max-batches"
+    return None
+
+
+def _result(workspace: Workspace, stopped: str) -> MineResult:
+    state, counts = workspace.state(), workspace.counts()
+    return MineResult(
+        stopped, state.batch, counts[SIM_GROUP], counts[ALMOST_SIM], counts[UNKNOWN_PERSON], state.avg, state.hi
+    )
+
+
+# 1. What the policy sees -------------------------------------------------------------------------
+
+
+def members(workspace: Workspace) -> Faces:
+    """The sim-group's faces, keyed by content hash, oldest member first."""
+    rows = [r for r in workspace.images(SIM_GROUP) if r.descriptor is not None]
+    return Faces(tuple(r.content_hash for r in rows), np.array([r.descriptor for r in rows]))
+
+
+def bootstrap_pool(workspace: Workspace) -> Faces:
+    """Faces that may start an empty group: outside it, and never one the user took out of it."""
+    rows = [r for r in workspace.images(ALMOST_SIM, UNKNOWN_PERSON) if r.descriptor is not None and not r.user_removed]
+    return Faces(tuple(r.content_hash for r in rows), np.array([r.descriptor for r in rows]))
+
+
+# 2. Candidates ----------------------------------------------------------------------------------
+
+
+def raw_distance(found, group: np.ndarray) -> float | None:
+    """Mean distance of the largest face to the group; None without a face or a group."""
+    face = face_lib.largest(found or [])
+    if face is None or group is None or len(group) == 0:
+        return None
+    return float(face_lib.sim_score(face.descriptor, group))
+
+
+def gather(
+    workspace: Workspace,
+    engine: Engine,
+    source: Source,
+    planned: MinerState,
+    group: Faces,
+    config: MineConfig,
+    notes: list[str],
+) -> list[Candidate]:
+    """Up to n candidates with content new to the workspace, in order.
+
+    Each candidate with a raw and an enhanced image is judged on the enhanced one, unless its raw face
+    is so far from the group (at this batch's bound) that enhancing could not have mattered: then on
+    the raw one, as the original miner skipped enhancing such images. A candidate the source made
+    whose content the workspace already holds is deleted at once and does not count, so a batch is the
+    same whether or not an earlier run died after writing a file but before noting it. A file the user
+    put in incoming/ with such content is left alone.
+    """
+
+    def choose(candidate: Candidate) -> str:
+        if not config.early_reject or len(group) == 0:
+            return FINAL
+        distance = raw_distance(candidate.raw.faces, group.vectors)
+        return RAW if policy.rejects_early(distance, planned.hi, config.almost_band, config.reject_margin) else FINAL
+
+    chosen: dict[str, Candidate] = {}
+    while len(chosen) < planned.n:
+        wanted = planned.n - len(chosen)
+        taken = engine.take(wanted, choose)
+        notes.extend(source.notes)
+        source.notes.clear()
+        if not taken:
+            break
+        for candidate in taken:
+            file = candidate.chosen
+            if file.content_hash in chosen or workspace.image_by_hash(file.content_hash):
+                if source.made(file.path.name, file.content_hash):
+                    notes.append(f"{file.path.name}: same content as an image the workspace already has; dropped")
+                    for variant in (candidate.raw, candidate.final):
+                        if variant is not None:
+                            variant.path.unlink(missing_ok=True)
+                elif file.path not in workspace.ignored_incoming:  # the user's own file: never deleted
+                    workspace.ignored_incoming.add(file.path)
+                    notes.append(f"{INCOMING}/{file.path.name} holds an image the workspace already has; left there")
+            else:
+                chosen[file.content_hash] = candidate
+        if len(taken) < wanted:
+            break  # the feed has nothing more right now (a watched folder between files)
+    return list(chosen.values())
+
+
+# 3. One batch -----------------------------------------------------------------------------------
+
+
+def examine(candidate: Candidate) -> Examined:
+    file = candidate.chosen
+    if file.faces is None:
+        return Examined(candidate, None, None, file.error or "unreadable")
+    face = face_lib.largest(file.faces)
+    return Examined(candidate, face.descriptor if face else None, len(file.faces), None)
+
+
+def run_batch(
+    workspace: Workspace, planned: MinerState, group: Faces, candidates: list[Candidate], config: MineConfig
+) -> tuple[Commit, BatchOutcome, list[str]]:
+    """Judge one batch; returns the change to commit, the policy's outcome and lines to report."""
+    examined = [examine(candidate) for candidate in candidates]
+    almost_before = workspace.counts()[ALMOST_SIM]
+    outcome = policy.finish_batch(
+        planned,
+        config.policy(),
+        group,
+        [(e.content_hash, e.descriptor) for e in examined],
+        pool=bootstrap_pool(workspace) if len(group) == 0 else Faces(),
+        almost_size=almost_before,
+    )
+    notes = [f"{e.candidate.name}: unreadable ({e.error}), moved to {UNKNOWN_PERSON}/" for e in examined if e.error]
+    return build_commit(workspace, planned, outcome, examined), outcome, notes

@@ -1,0 +1,94 @@
+"""`amari report RESULTS_DIR`: the study's charts (PNG), summary.json and one self-contained HTML page.
+
+Every number shown is computed from `results.csv` alone (plus the training metrics and mining archive
+the manifest points to, for their two charts), so the report can be checked against the CSV.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from amari.errors import UsageError
+from amari.files import claim_folder, write_atomic
+from amari.layout import REPORT_HTML, REPORT_SUMMARY, ResultsLayout
+from amari.report.charts import (
+    ARCFACE_CHART,
+    CHARTS,
+    chart_arcface,
+    chart_epochs,
+    chart_faces_not_found,
+    chart_group_scores,
+    chart_mining,
+    chart_sim_per_prompt,
+)
+from amari.report.config import ReportConfig
+from amari.report.html import render_html
+from amari.report.stats import Summary, read_mining_archive, read_training_metrics, summarise
+from amari.results import read_manifest, read_results
+
+
+def _earlier_report(folder: Path) -> bool:
+    """A report folder written before amari marked its folders."""
+    page = folder / REPORT_HTML
+    return page.is_file() and "amari study report" in page.read_text(encoding="utf-8", errors="replace")[:4000]
+
+
+@dataclass
+class ReportResult:
+    html: Path
+    charts: dict[str, Path]
+    summary: Summary
+    summary_json: Path
+
+
+def _existing(path: str | Path | None, base: Path) -> Path | None:
+    if not path:
+        return None
+    path = Path(path)
+    path = path if path.is_absolute() else base / path
+    return path if path.is_file() else None
+
+
+def run(config: ReportConfig, layout: ResultsLayout) -> ReportResult:
+    """Charts, summary.json and index.html for a results folder."""
+    results_dir = layout.root
+    options = config
+    # 1. Read the results and what the manifest says about the study around them.
+    if not results_dir.is_dir():
+        raise UsageError(f"results folder not found: {results_dir}")
+    cells = read_results(layout.csv)
+    if not cells:
+        raise UsageError(f"{layout.csv} has no rows yet: nothing to report")
+    manifest = read_manifest(results_dir)
+    control = manifest.control if manifest is not None else "ctrl"
+    report_dir = Path(options.out) if options.out else layout.report
+    claim_folder(report_dir, "a report", ours=_earlier_report)
+    # 2. The numbers.
+    summary = summarise(cells, manifest)
+    summary_json = write_atomic(
+        report_dir / REPORT_SUMMARY, json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n"
+    )
+    # 3. Training metrics and the mining archive, where they can be found.
+    metric_paths = dict(options.training_metrics) or dict(manifest.training_metrics if manifest else ())
+    metrics = {}
+    for group, path in metric_paths.items():
+        found = _existing(path, results_dir)
+        if found is not None:
+            metrics[group] = read_training_metrics(found)
+    archive_path = options.mining_archive or _existing(manifest.mining_archive if manifest else None, results_dir)
+    archive = read_mining_archive(archive_path) if archive_path and Path(archive_path).is_file() else None
+    # 4. Charts, then the page that embeds them.
+    charts = {
+        "faces_not_found": chart_faces_not_found(summary, report_dir / CHARTS["faces_not_found"], control),
+        "sim_score_per_prompt": chart_sim_per_prompt(summary, report_dir / CHARTS["sim_score_per_prompt"], control),
+        "group_sim_scores": chart_group_scores(summary, cells, report_dir / CHARTS["group_sim_scores"], control),
+        "epochs_at_step": chart_epochs(metrics, summary.groups, report_dir / CHARTS["epochs_at_step"], control),
+        "mining_curve": chart_mining(archive, report_dir / CHARTS["mining_curve"]),
+    }
+    if summary.has_arcface:
+        charts["arcface"] = chart_arcface(summary, report_dir / ARCFACE_CHART, control)
+    page = render_html(summary, cells, manifest, charts, results_dir, report_dir, options.thumbnail)
+    html_path = write_atomic(report_dir / REPORT_HTML, page)
+    return ReportResult(html=html_path, charts=charts, summary=summary, summary_json=summary_json)

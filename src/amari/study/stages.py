@@ -1,0 +1,127 @@
+"""How each stage runs inside a study: its config from the study's, its layout, and its fingerprint.
+
+The study runner (`amari.study.run`) is a loop over `STAGES`. A stage's fingerprint is its own config's
+plus every earlier stage's, so a change anywhere makes that stage and the ones after it run again.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from amari.config import fingerprint
+from amari.errors import UsageError
+from amari.study.config import StudyConfig
+
+Log = Callable[[str], None]
+
+
+def mining_source(config):
+    """The source a MineConfig names: a folder another tool writes into, or Stable Diffusion."""
+    if config.folder is not None:
+        from amari.mine import FolderSource
+
+        return FolderSource(config.folder, watch=config.watch, poll_interval=config.poll)
+    from amari.generate import DiffusersSource
+
+    return DiffusersSource(
+        config.prompt, config.generate_config(), config.enhance_config(), seed=config.seed, preset=config.preset
+    )
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    per_group: bool  # one unit of work (and one marker) per training group
+    run: Callable  # (study config, group or None, log) -> summary line
+
+
+def _mine(config: StudyConfig, _group, log: Log) -> str:
+    from amari import mine
+
+    layout = config.layout.workspace
+    with mine.MiningProgress(enabled=True) as progress:  # shows only on an interactive stderr
+        result = mine.run(config.mine, layout, mining_source(config.mine), progress)
+    log(f"mine: {result.summary()}")
+    return result.summary()
+
+
+def _select(config: StudyConfig, _group, log: Log) -> str:
+    from amari import select
+    from amari.layout import SelectLayout
+
+    result = select.run(config.select, SelectLayout(config.layout.workspace, config.layout.groups))
+    summary = ", ".join(f"{name} {len(picks)}" for name, picks in result.groups.items())
+    log(f"select: {summary}")
+    return summary
+
+
+def _prepare(config: StudyConfig, group: str, log: Log) -> str:
+    from amari import prepare
+    from amari.layout import PrepareLayout
+
+    destination = config.layout.prepared(group)
+    if destination.exists():
+        shutil.rmtree(destination)  # an interrupted run's partial output; the seed makes it again exactly
+    result = prepare.run(config.prepare, PrepareLayout(config.layout.group(group), destination))
+    if not result.prepared:
+        raise UsageError(f"prepare: no readable image in group {group}")
+    log(f"prepare: {group}: {len(result.prepared)} images")
+    return f"{len(result.prepared)} images"
+
+
+def _train(config: StudyConfig, group: str, log: Log) -> str:
+    from amari import train
+
+    result = train.run(config.train, config.layout.train(group), log=lambda message: log(f"train {group}: {message}"))
+    return f"step {result.step}"
+
+
+def _evaluate(config: StudyConfig, _group, log: Log) -> str:
+    from amari import evaluate
+    from amari.progress import progress_bar
+
+    with progress_bar(len(evaluate.plan_cells(config.evaluate)), "evaluating") as advance:
+        result = evaluate.run(
+            config.evaluate, config.layout, on_progress=lambda what, _cell: advance() if what != "generate" else None
+        )
+    summary = f"{len(result.cells)} cells: {result.generated} generated, {result.scored} scored, {result.kept} kept"
+    log(f"evaluate: {summary}")
+    return summary
+
+
+def _report(config: StudyConfig, _group, log: Log) -> str:
+    from amari import report
+
+    result = report.run(config.report, config.layout.results)
+    log(f"report: {result.html}")
+    return str(result.html)
+
+
+STAGES = (
+    Stage("mine", False, _mine),
+    Stage("select", False, _select),
+    Stage("prepare", True, _prepare),
+    Stage("train", True, _train),
+    Stage("evaluate", False, _evaluate),
+    Stage("report", False, _report),
+)
+STEPS = tuple(stage.name for stage in STAGES)
+
+
+def stage_fingerprints(config: StudyConfig) -> dict[str, str]:
+    """Each stage's fingerprint: its own config's, chained to every earlier stage's. The miner's also
+    holds where it mines, since a workspace belongs to one place."""
+    fingerprints, previous = {}, str(config.layout.root)
+    for stage in STAGES:
+        previous = fingerprint(previous, getattr(config, stage.name))
+        fingerprints[stage.name] = previous
+    return fingerprints
+
+
+def report_path(config: StudyConfig) -> Path:
+    from amari.layout import REPORT_HTML
+
+    return config.layout.results.report / REPORT_HTML

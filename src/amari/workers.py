@@ -1,0 +1,39 @@
+"""Worker processes that never outlive amari, however amari ends.
+
+A process pool's workers are started by multiprocessing's fork server, not by amari itself, so a
+parent-death signal does not reach them and a killed miner used to leave its workers (and the fork
+server) running. Each worker here holds the read end of a pipe whose only write end amari keeps; when
+amari ends, even by SIGKILL, the pipe closes, and a thread in every worker ends the worker at once.
+The fork server then has no worker left and exits by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+
+
+def all_cores(cpus: int) -> int:
+    """-1 means every core; anything else is taken as it is (at least 1)."""
+    return (os.cpu_count() or 1) if cpus == -1 else max(1, cpus)
+
+
+def _watch_parent(lifeline) -> None:
+    def wait() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            lifeline.recv()  # nothing is ever sent: this returns when amari's end of the pipe closes
+        os._exit(1)
+
+    threading.Thread(target=wait, name="amari-lifeline", daemon=True).start()
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool (fork server start method) whose workers exit when this process dies."""
+    context = multiprocessing.get_context("forkserver")
+    reader, writer = context.Pipe(duplex=False)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_watch_parent, initargs=(reader,))
+    pool._amari_lifeline = (reader, writer)  # the write end lives exactly as long as this process
+    return pool

@@ -1,0 +1,164 @@
+"""The stage contract: one config per stage is the source of its CLI defaults, and imports run one way."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from amari.cli import COMMANDS, build_parser
+from amari.compare import CompareConfig
+from amari.mine import MineConfig
+from amari.options import cli_fields, defaults_of, from_args
+from amari.prepare import PrepareConfig
+from amari.report import ReportConfig
+from amari.score import ScoreConfig
+from amari.select import SelectConfig
+from amari.train import TrainConfig
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "amari"
+STAGES = ("generate", "enhance", "mine", "select", "prepare", "train", "evaluate", "report", "score", "compare")
+
+# Each command with a config of its own, and the fewest arguments it runs with.
+COMMAND_CONFIGS = {
+    "mine": (MineConfig, ["--workspace", "ws"]),
+    "compare": (CompareConfig, ["known", "unknown"]),
+    "score": (ScoreConfig, ["a.png", "--group", "g"]),
+    "prepare": (PrepareConfig, ["src", "dst"]),
+    "select": (SelectConfig, ["--workspace", "ws", "--out", "out"]),
+    "train": (TrainConfig, ["data", "--out", "out"]),
+    "report": (ReportConfig, ["results"]),
+}
+
+
+def _subparser(parser, name):
+    action = next(a for a in parser._actions if a.dest == "command")
+    return action.choices[name]
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_CONFIGS))
+def test_help_defaults_are_the_config_defaults(command):
+    cls, required = COMMAND_CONFIGS[command]
+    parser = build_parser(only=command)
+    args = parser.parse_args([command, *required])
+    defaults = defaults_of(cls)
+    assert defaults, command
+    for dest, default in defaults.items():
+        value = getattr(args, dest)
+        # A repeatable option starts empty (None) and then means the config's default.
+        assert value == default or value is None, (command, dest, value, default)
+    # The help text names each default, and it is the dataclass's.
+    text = " ".join(_subparser(parser, command).format_help().split())
+    for dest, item, _hint, default in cli_fields(cls):
+        if dest not in defaults:
+            continue  # a required option
+        shown = default not in (None, False, (), "") and item.metadata.get("show_default", True)
+        if shown and not str(item.metadata.get("flag") or "").startswith("--no-"):
+            described = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+            assert f"(default {described})" in text, (command, dest)
+    # And the config built from those arguments holds the same values.
+    fixed = {"prompt": "x"} if cls is MineConfig else {}  # the diffusers source needs a prompt
+    config = from_args(cls, args, **fixed)
+    for dest, default in defaults.items():
+        if dest in fixed:
+            continue
+        owner, _, name = dest.rpartition(".")
+        value = getattr(getattr(config, owner) if owner else config, name)
+        assert value == default, (command, dest)
+
+
+def test_every_command_is_listed_and_help_builds():
+    parser = build_parser()
+    assert set(COMMANDS) <= set(_subparser(parser, "mine").prog.split()[:1] + list(COMMANDS))
+    for name in COMMANDS:
+        assert _subparser(parser, name).format_help()
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    if module in ("amari.cli", "amari.__main__") or parts[:2] == ["amari", "commands"]:
+        return "commands"
+    if parts[:2] in (["amari", "study"], ["amari", "testing"], ["amari", "doctor"]) or module == "amari.demo":
+        return "study"  # amari.testing builds what tests and benchmarks run stages on; amari.doctor times them
+    if len(parts) > 1 and parts[1] in STAGES:
+        return "stage"
+    return "core"
+
+
+def _module_name(path: Path) -> str:
+    relative = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(relative.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path):
+    """(imported module, names) of every import in a file, those inside functions included."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module, [alias.name for alias in node.names]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, []
+
+
+RANK = {"core": 0, "stage": 1, "study": 2, "commands": 3}
+
+
+def test_imports_run_one_way_and_stages_use_each_others_public_names_only():
+    problems = []
+    for path in sorted(SRC.rglob("*.py")):
+        module = _module_name(path)
+        layer = _layer(module)
+        for imported, names in _imports(path):
+            if not imported.startswith("amari"):
+                continue
+            target = _layer(imported)
+            if RANK[target] > RANK[layer]:
+                problems.append(f"{module} ({layer}) imports {imported} ({target})")
+            if any(name.startswith("_") and not name.startswith("__") for name in names):
+                problems.append(f"{module} imports private names {names} from {imported}")
+            own_stage = module.split(".")[1] if layer == "stage" else None
+            other_stage = target == "stage" and imported.split(".")[1] != own_stage
+            if layer == "stage" and other_stage and imported.count(".") > 1:
+                problems.append(f"{module} reaches into {imported}; import from the stage's package")
+    assert problems == []
+
+
+def test_no_module_is_longer_than_450_lines():
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 450}
+    assert long == {}
+
+
+def test_folder_and_file_names_are_defined_once():
+    """The layout's names appear as string literals in amari.layout alone."""
+    names = (
+        "sim-group",
+        "almost-sim",
+        "unknown-person",
+        "archive.csv",
+        "metrics.csv",
+        "mine.sqlite",
+        "results.csv",
+        "learned_embeds.safetensors",
+        "best.json",
+        "run.json",
+        "validation.csv",
+    )
+    found = []
+    for path in SRC.rglob("*.py"):
+        if path.name == "layout.py":
+            continue
+        code = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                found.append(f"{path.relative_to(SRC)}: {node.value}")
+    assert found == []
+
+
+def test_the_version_is_written_once():
+    from amari.config import read_toml
+
+    project = read_toml(SRC.parents[1] / "pyproject.toml")["project"]
+    assert "version" not in project and project["dynamic"] == ["version"]
