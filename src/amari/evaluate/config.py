@@ -86,6 +86,7 @@ class EvaluateConfig(Settings):
     subject: str = setting("amari", "the word in the prompts that stands for the identity", cli=False, study=True)
     init_word: str = setting("woman", "what the control group says instead of the subject", cli=False, study=True)
     training_groups: tuple[str, ...] = setting((), "the study's training groups", cli=False, study=True)
+    demo: bool = setting(False, "the offline demo: the manifest says so, for the report", cli=False, study=True)
 
     def check(self):
         from amari.generate import SAMPLERS

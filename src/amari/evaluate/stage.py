@@ -131,6 +131,7 @@ def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers
         scorers=tuple(scorers.names.split("+")),
         training_metrics=tuple(metrics),
         mining_archive=_relative(layout.workspace.archive, root),
+        extra={"demo": True} if config.demo else {},
     )
 
 
