@@ -32,7 +32,7 @@ def tiny_esrgan(tmp_path_factory):
 
 def mine_config(tiny_sd, esrgan=None, **extra) -> MineConfig:
     enhance = {"upscaler": str(esrgan), "face_restorer": "none"} if esrgan else {"enhance": False}
-    own = ("seed", "preset", "reference", "max_batches", "engine", "cpus", "tolerance", "target")
+    own = ("seed", "preset", "reference", "max_batches", "engine", "cpus", "tolerance", "target", "ray")
     fields = {key: extra.pop(key) for key in own if key in extra}  # the rest go through --option
     options = tuple((key, str(value)) for key, value in {"steps": 2, **enhance, **extra}.items())
     return MineConfig(prompt=PROMPT, model=str(tiny_sd), options=options, **fields)
@@ -335,3 +335,35 @@ def test_serial_and_streaming_end_the_same_on_real_faces(tiny_sd, tiny_esrgan, t
     assert states[0] == states[1]
     verdicts = {row[3] for row in states[0]["decisions"]}
     assert {"accepted", "too far"} <= verdicts, verdicts
+
+
+# Killed at exact moments (crash hooks), resumed: the end state of a run that never stopped -------------
+
+DIFFUSERS_CRASH_POINTS = [
+    ("amari.generate.source:DiffusersSource._generated", 1, "before"),  # generated, nothing written
+    ("amari.mine.engine:FeedContext.accept", 2, "after"),  # raw images written, not enhanced
+    ("amari.mine.engine:FeedContext.accept", 3, "before"),  # an enhancement lost with the run
+]
+
+
+@pytest.mark.slow
+def test_sigkill_while_generating_and_enhancing_then_resume(tiny_sd, tiny_esrgan, data_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from crashhooks import crash_command
+
+    def args(workspace):
+        extra = ["--reference", str(data_dir / "astronaut.png"), "--seed", "11", "--max-batches", "2"]
+        extra += ["--gen-batch", "3", "--option", f"upscaler={tiny_esrgan}", "--option", "face_restorer=none"]
+        return mine_args(workspace, tiny_sd, *extra)
+
+    assert main(args(tmp_path / "uninterrupted")) == 0
+    workspace = tmp_path / "ws"
+    for target, calls, when in DIFFUSERS_CRASH_POINTS:
+        crashed = subprocess.run(crash_command(target, calls, when, *args(workspace)), capture_output=True, text=True)
+        assert crashed.returncode == -signal.SIGKILL, (target, crashed.stderr[-2000:])
+    finished = subprocess.run([sys.executable, "-m", "amari", *args(workspace)], capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert _end_state(workspace) == _end_state(tmp_path / "uninterrupted")

@@ -29,6 +29,8 @@ COMMANDS = (
     "verify",
     "mark",
     "keygen",
+    "models",
+    "doctor",
 )
 
 

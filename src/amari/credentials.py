@@ -135,10 +135,17 @@ def sign_png(png: bytes, key: SigningKey, params: dict, title: str | None, agent
     """The PNG `png` with a signed manifest embedded (a `caBX` chunk); pixels and text chunks unchanged."""
     import c2pa
 
+    try:
+        signer = _signer(key.key, key.cert, *_mtimes(key), os.getpid())  # built once per process and key
+    except OSError as exc:  # a worker on another machine of a Ray cluster looks for the key at the same path
+        raise UsageError(
+            f"C2PA key or certificate {exc.filename} cannot be read here ({exc.strerror}); "
+            "with --ray, every node needs them at the same path"
+        ) from None
     builder = c2pa.Builder(manifest(params, title, agent), context=_context(None, os.getpid()))
     signed = io.BytesIO()
     try:
-        builder.sign(_signer(key.key, key.cert, *_mtimes(key), os.getpid()), "image/png", io.BytesIO(png), signed)
+        builder.sign(signer, "image/png", io.BytesIO(png), signed)
     except c2pa.C2paError as exc:
         raise UsageError(f"C2PA signing with {key.key} failed: {exc}") from None
     return signed.getvalue()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from amari.errors import UsageError
 from amari.generate.config import GenerateConfig
+from amari.generate.run import generate_images
 
 _STATE_MIGRATIONS = [
     (
@@ -87,12 +88,11 @@ class DiffusersSource:
         self.generate_step = generate_step or generate_images
         self.notes: list[str] = []
         self.counts: Counter = Counter()
-        self._enhancer = None
         self._state = None
         self._salt = 0
         self._batch = 0  # the next batch of `batch_size` candidates to generate
         self._made: set[int] = set()  # candidates an earlier run made (judged since, or queued by `start`)
-        self._generating = False
+        self._generating = 0  # batches being generated
 
     @property
     def batch_size(self) -> int:
@@ -105,7 +105,7 @@ class DiffusersSource:
     @property
     def _restore_score(self) -> float:
         """Faces scoring at least this are restored; none when there is no restorer."""
-        return self.enhance_config.min_face_score if self.enhancer.restores else math.inf
+        return self.enhance_config.min_face_score if self.enhance_config.restores else math.inf
 
     @property
     def description(self) -> str:
@@ -117,14 +117,6 @@ class DiffusersSource:
         if self.counts["generated"]:
             text += f": {self.counts['generated']} generated, {self.counts['enhanced']} enhanced"
         return text
-
-    @property
-    def enhancer(self):
-        if self._enhancer is None and self.enhances:
-            from amari.enhance import Enhancer
-
-            self._enhancer = Enhancer(self.enhance_config)
-        return self._enhancer
 
     # -- records --------------------------------------------------------------------------------
 
@@ -172,8 +164,9 @@ class DiffusersSource:
         from amari.mine import leftover_files
 
         self._engine, self._context = engine, context
-        if self.enhancer is not None:  # a missing model file fails the run before anything is generated
-            _ = self.enhancer.upscaler, self.enhancer.restorer
+        # Models load where model steps run, before any work: a missing model file fails the run here.
+        default_step = self.generate_step is generate_images
+        engine.warm_up(load_models, self.generate_config if default_step else None, self.enhance_config)
         rows = self._state.execute(
             "SELECT idx, seed, name, raw_digest, final_digest FROM generated_candidates ORDER BY idx"
         ).fetchall()
@@ -208,8 +201,6 @@ class DiffusersSource:
             self._inspect_file(candidate, incoming / raw_name(name), "raw", then=self._enhance if lost else None)
 
     def _inspect_file(self, candidate, path: Path, variant: str, then=None) -> None:
-        from amari.mine import inspect_file
-
         restore = self._restore_score if then is not None else None
 
         def inspected(result) -> None:
@@ -217,11 +208,11 @@ class DiffusersSource:
             if then is not None:
                 then([(candidate, result)])
 
-        self._engine.run_cpu(inspected, inspect_file, path, self._context.settings, restore_score=restore)
+        self._context.inspect(self._engine, path, inspected, restore)
 
     def more(self, engine) -> bool:
         """Start generating the next batch, unless one is being generated still."""
-        if self._generating:
+        if self._generating >= engine.model_capacity:
             return False
         while True:
             start = self._batch * self.batch_size
@@ -236,7 +227,7 @@ class DiffusersSource:
                 name = f"sd-{index:08d}-{seed}.png"
                 self._record(index, seed, name)
                 slots[index] = engine.add_candidate(name, seed=seed, two_variants=self.enhances, index=index)
-        self._generating = True
+        self._generating += 1
         engine.run_model(
             lambda images: self._generated(indices, slots, images),
             self.generate_step,
@@ -255,7 +246,7 @@ class DiffusersSource:
         """A batch came off the generator: each image to a worker, the batch's enhancement once all are back."""
         from amari.mine import inspect_generated
 
-        self._generating = False
+        self._generating -= 1
         self._engine.top_up()  # the generator goes on with the next batch while workers finish this one
         restore = self._restore_score if self.enhances else None
         inspected_so_far: dict[int, tuple] = {}
@@ -289,6 +280,7 @@ class DiffusersSource:
 
     def _enhance(self, items: list[tuple]) -> None:
         """Enhance raw images together on the generator, then finish each on a worker."""
+        from amari.enhance import enhance_batch
         from amari.mine import inspect_enhanced
 
         config = self.enhance_config
@@ -317,14 +309,21 @@ class DiffusersSource:
                 )
 
         self._engine.run_model(
-            enhanced, self.enhancer.enhance_batch, [r.marked for _, r in items], [r.plans for _, r in items]
+            enhanced, enhance_batch, self.enhance_config, [r.marked for _, r in items], [r.plans for _, r in items]
         )
 
 
-def generate_images(prompt: str, seeds: list[int], config: GenerateConfig) -> list:
-    from amari.generate.run import generate
+def load_models(generate: GenerateConfig | None, enhance) -> None:
+    """Load the pipeline and the enhancement models in this process (a model step: the generator's
+    thread, or each model actor on Ray)."""
+    if generate is not None:
+        from amari.generate.pipeline import load_model
 
-    return generate(prompt, seeds=seeds, config=config, progress=False).images
+        load_model(generate)
+    if enhance is not None:
+        from amari.enhance import load_enhancer
+
+        load_enhancer(enhance)
 
 
 def enhance_params(config) -> dict:

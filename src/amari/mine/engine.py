@@ -23,6 +23,7 @@ from functools import cached_property
 from pathlib import Path
 
 from amari.faces import Face
+from amari.workers import InlineExecutor
 
 RAW, FINAL = "raw", "final"
 
@@ -105,30 +106,31 @@ class FeedContext:
         if "registries" in self.__dict__:
             self.registries.close()
 
+    def inspect(self, engine: Engine, path: Path, then: Callable, restore_score: float | None = None) -> None:
+        """A file in incoming/: read here, its bytes inspected by a worker (`then` gets the result)."""
+        from amari.errors import ImageError
+        from amari.images import read_bytes
+        from amari.mine.work import inspect_file, unreadable
 
-class InlineExecutor:
-    """Runs a step at once in this process: the serial engine's executor."""
-
-    busy = 0.0
-
-    def submit(self, fn, *args, **kwargs) -> Future:
-        future: Future = Future()
         try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - the writer decides what a failure means
-            future.set_exception(exc)
-        return future
-
-    def shutdown(self, cancel_futures: bool = False) -> None:
-        pass
+            data = read_bytes(path)
+        except ImageError as exc:
+            then(unreadable(exc))
+            return
+        engine.run_cpu(then, inspect_file, path, data, self.settings, restore_score)
 
 
 class TimedThread(ThreadPoolExecutor):
     """The generator's one thread; remembers how long it worked, so the progress can say how long it waited."""
 
+    workers = capacity = 1
+
     def __init__(self):
         super().__init__(max_workers=1, thread_name_prefix="amari-generator")
         self.busy = 0.0
+
+    def warm_up(self, fn, *args) -> None:
+        self.submit(fn, *args).result()
 
     def submit(self, fn, *args, **kwargs) -> Future:
         def timed():
@@ -155,14 +157,19 @@ class Stats:
 class Engine:
     """Runs a feed's steps and hands settled candidates to the policy, in order."""
 
-    def __init__(self, streaming: bool, cpus: int, ahead: int = 16):
+    def __init__(self, streaming: bool, cpus: int, ahead: int = 16, executors: tuple | None = None):
+        """executors: (CPU, model) executors to use instead of local ones (`amari.cluster`'s on Ray)."""
         from amari.workers import all_cores, worker_pool
 
-        self.streaming = streaming
-        self.ahead = ahead if streaming else 0
-        workers = all_cores(cpus) if streaming else 1
-        self.cpu = worker_pool(workers) if streaming and workers > 1 else InlineExecutor()
-        self.gpu = TimedThread() if streaming else InlineExecutor()
+        self.streaming = streaming or executors is not None
+        self.ahead = ahead if self.streaming else 0
+        if executors is not None:
+            self.cpu, self.gpu = executors
+        else:
+            workers = all_cores(cpus) if streaming else 1
+            self.cpu = worker_pool(workers) if streaming and workers > 1 else InlineExecutor()
+            self.gpu = TimedThread() if streaming else InlineExecutor()
+        self.model_capacity = self.gpu.capacity  # model steps a feed may have under way at once
         self.queue: deque[Candidate] = deque()  # in the policy's order
         self.pending: dict[Future, Callable] = {}
         self.stats = Stats()
@@ -188,6 +195,10 @@ class Engine:
 
     def run_model(self, then: Callable, fn, *args) -> None:
         self._track(self.gpu.submit(fn, *args), then)
+
+    def warm_up(self, fn, *args) -> None:
+        """Run `fn` where model steps run (each model actor, on Ray) and wait: models load before work."""
+        self.gpu.warm_up(fn, *args)
 
     def _track(self, future: Future, then: Callable) -> None:
         if future.done():
@@ -248,7 +259,7 @@ class Engine:
 
     def generator_wait_share(self) -> float:
         elapsed = time.perf_counter() - self.stats.started
-        return max(0.0, 1.0 - self.gpu.busy / elapsed) if elapsed > 0 else 0.0
+        return max(0.0, 1.0 - self.gpu.busy / (elapsed * self.gpu.workers)) if elapsed > 0 else 0.0
 
     def close(self) -> None:
         """Stop: steps not started are dropped; what was made ahead and not judged is the feed's to keep or

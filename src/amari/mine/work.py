@@ -21,7 +21,7 @@ from amari.errors import ImageError
 from amari.faces import Face
 from amari.facesettings import FaceSettings
 from amari.fingerprint import Fingerprint
-from amari.images import DEFAULT_MAX_PIXELS, read_bytes, shrink_to
+from amari.images import DEFAULT_MAX_PIXELS, shrink_to
 
 
 @dataclass
@@ -94,15 +94,20 @@ def inspect_enhanced(
     return inspect_generated(canvas, params, settings, name=name, key=key)
 
 
+def unreadable(exc: ImageError) -> Inspected:
+    return Inspected(None, "", None, (0, 0), error=exc.reason)
+
+
 def inspect_file(
-    path: str | Path, settings: FaceSettings, max_pixels: int = DEFAULT_MAX_PIXELS, restore_score: float | None = None
+    path: str | Path,
+    data: bytes,
+    settings: FaceSettings,
+    restore_score: float | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Inspected:
-    """A file already on disk (a folder source's copy, a user's drop, a raw image a killed run left):
-    its faces, or why it is unreadable; with `restore_score`, also its pixels and enhancement plans."""
-    try:
-        data = read_bytes(path)
-    except ImageError as exc:
-        return Inspected(None, "", None, (0, 0), error=exc.reason)
+    """A file's bytes (a folder source's copy, a user's drop, a raw image a killed run left; the miner
+    reads them, so a worker on another machine needs no shared disk): its faces, or why it is unreadable;
+    with `restore_score`, also its pixels and enhancement plans."""
     digest = content_hash(data)
     try:
         found, size = encode_bytes(data, settings, path, max_pixels)
