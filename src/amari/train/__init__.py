@@ -1,4 +1,6 @@
-"""Textual Inversion training: `amari train DATA_DIR --out DIR`.
+"""Training on a group's images: `amari train DATA_DIR --out DIR [--method ti|lora|pivotal]`.
+
+Textual Inversion (a token's vectors), a LoRA on the UNet's attention, or pivotal tuning (both at once).
 
 `TrainConfig` holds the settings (the study's by default) and `TrainLayout` where the run reads and
 writes; `run(config, layout)` runs or resumes a run and returns a `TrainResult`. The heavy parts (torch,
