@@ -363,6 +363,39 @@ def test_another_method_in_the_same_folder_is_refused(pivotal_run, capsys):
     assert "method: 'pivotal' there, 'lora' now" in capsys.readouterr().err
 
 
+def test_generation_loads_the_lora_files_and_unloads_them(lora_run, tiny_sd):
+    from amari.generate import GenerateConfig, Lora, generate
+    from amari.infotext import a1111_parameters
+
+    _config_, layout, _result, _ = lora_run
+    base = dict(model=str(tiny_sd), scheduler="ddim", steps=2, width=64, height=64, device="cpu")
+
+    def image(*loras):
+        made = generate("a photo of amari woman", seeds=[3], config=GenerateConfig(**base, loras=loras), progress=False)
+        return np.asarray(made.images[0].image, dtype=np.int16), made.images[0].params
+
+    plain, _ = image()
+    diffusers_file, params = image(Lora(str(layout.lora)))
+    kohya_file, kohya_params = image(Lora(str(layout.out / "amari-lora.safetensors")))
+    half, _ = image(Lora(str(layout.lora), 0.5))
+    again, _ = image()
+    assert np.abs(diffusers_file - plain).max() > 0 and np.array_equal(kohya_file, diffusers_file)
+    assert np.abs(half - diffusers_file).max() > 0 and np.array_equal(again, plain)  # the control sees no LoRA
+    kohya = kohya_params["loras"][0]
+    assert kohya == {
+        "path": "amari-lora.safetensors",
+        "name": "amari-lora",
+        "hash": addnet_hash(layout.out / "amari-lora.safetensors")[:12],
+        "weight": 1.0,
+    }
+    text = a1111_parameters(kohya_params)
+    assert (
+        text.startswith("a photo of amari woman <lora:amari-lora:1>\n")
+        and f'Lora hashes: "amari-lora: {kohya["hash"]}"' in text
+    )
+    assert params["loras"][0]["name"] == "pytorch_lora_weights"
+
+
 # Resuming and several processes ---------------------------------------------------------------------
 
 

@@ -101,7 +101,12 @@ def a1111_parameters(params: dict) -> str:
         fields["Postprocess upscaler"] = model_label(enhance["upscaler"])
     if enhance.get("face_restorer"):
         fields["Postprocess face restoration"] = model_label(enhance["face_restorer"])
-    lines = [str(params.get("prompt", "")), f"Negative prompt: {params.get('negative_prompt') or ''}"]
+    prompt = str(params.get("prompt", ""))
+    for lora in params.get("loras") or ():  # A1111 calls a LoRA from the prompt
+        tag = f"<lora:{lora.get('name')}:"
+        if lora.get("name") and tag not in prompt:
+            prompt += f" {tag}{float(lora.get('weight', 1.0)):g}>"
+    lines = [prompt, f"Negative prompt: {params.get('negative_prompt') or ''}"]
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields.items()))
     return "\n".join(lines)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from amari.errors import ModelError
-from amari.files import write_atomic
+from amari.files import safetensors_data_sha256, write_atomic
 from amari.layout import LORA_RECORD, LORA_WEIGHTS
 from amari.train.lora import TEXT_ENCODER, UNET, LoraSpec
 
@@ -70,8 +70,7 @@ def _header_and_data(payload: bytes) -> tuple[bytes, bytes]:
 
 def addnet_hash(path: str | Path) -> str:
     """A1111's and kohya's LoRA hash: SHA-256 of a safetensors file's tensor data (after its header)."""
-    _header, data = _header_and_data(Path(path).read_bytes())
-    return hashlib.sha256(data).hexdigest()
+    return safetensors_data_sha256(path)
 
 
 def _save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], hashed: bool = False) -> Path:
