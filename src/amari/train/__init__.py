@@ -10,7 +10,7 @@ diffusers) load only when `run` is called.
 from __future__ import annotations
 
 from amari.layout import TrainLayout
-from amari.train.config import TrainConfig, epoch_at, learning_rate
+from amari.train.config import METHODS, TrainConfig, epoch_at, learning_rate
 
 
 def run(config: TrainConfig, layout: TrainLayout, log=None):
@@ -20,4 +20,11 @@ def run(config: TrainConfig, layout: TrainLayout, log=None):
     return train(config, layout, log)
 
 
-__all__ = ["TrainConfig", "TrainLayout", "epoch_at", "learning_rate", "run"]
+def read_lora_record(path):
+    """A LoRA run's `lora.json`: its trigger words, the token of a pivotal run's embedding, its files."""
+    from amari.train.exports import read_record
+
+    return read_record(path)
+
+
+__all__ = ["METHODS", "TrainConfig", "TrainLayout", "epoch_at", "learning_rate", "read_lora_record", "run"]
