@@ -220,10 +220,12 @@ def lora_run(tmp_path_factory, tiny_sd, images, one_thread):
 
 @pytest.fixture(scope="module")
 def pivotal_run(tmp_path_factory, tiny_sd, images, one_thread):
-    config = _config(tiny_sd, "pivotal", lora_alpha=8.0)
+    config = _config(tiny_sd, "pivotal", lora_alpha=8.0, reference_group=images)  # samples scored, as TI's
     layout = TrainLayout(images, tmp_path_factory.mktemp("pivotal") / "out")
     messages = []
-    return config, layout, run(config, layout, log=messages.append), messages
+    with pytest.MonkeyPatch.context() as patch:  # a descriptor cache of its own (module-scoped: no autouse)
+        patch.setenv("AMARI_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        return config, layout, run(config, layout, log=messages.append), messages
 
 
 def _pipeline(tiny_sd):
@@ -354,6 +356,10 @@ def test_the_pivotal_pair_loads_together(pivotal_run, tiny_sd):
     assert not torch.equal(load_embedding(layout.out / "amari.safetensors").vectors[0], woman)
     sample = Image.open(result.checkpoints[-1] / "samples" / "p0-seed11.png").text["parameters"]
     assert sample.startswith("a photo of amari-4 <lora:amari-4-lora:1>\n") and 'TI hashes: "amari-4: ' in sample
+    # Identity-scored validation at every checkpoint, and the best one named (random weights draw no face).
+    state = json.loads((result.checkpoints[-1] / "state.json").read_text())
+    assert state["validation"]["images"] == 1 and state["validation"]["score"] == 1.0
+    assert result.best["checkpoint"] == "checkpoints/step-000002"
 
 
 def test_another_method_in_the_same_folder_is_refused(pivotal_run, capsys):
@@ -394,6 +400,21 @@ def test_generation_loads_the_lora_files_and_unloads_them(lora_run, tiny_sd):
         and f'Lora hashes: "amari-lora: {kohya["hash"]}"' in text
     )
     assert params["loras"][0]["name"] == "pytorch_lora_weights"
+
+
+@pytest.mark.parametrize("method", ["lora", "pivotal"])
+def test_bf16_and_gradient_checkpointing_train_every_adapter(method, tmp_path, tiny_sd, images, one_thread):
+    # A GPU's defaults: half-precision autocast, the frozen UNet in bf16, its blocks recomputed in backward.
+    from amari.train.loop import prepare_run, train_step
+
+    config = _config(tiny_sd, method, mixed_precision="bf16", gradient_checkpointing=True, sample_seeds=())
+    run_ = prepare_run(config, TrainLayout(images, tmp_path / "out"))
+    adapters = {k: p for k, p in run_.components.unet.named_parameters() if ".lora_B." in k}
+    before = {k: p.detach().clone() for k, p in adapters.items()}
+    loss, _lr = train_step(run_, 0)
+    assert np.isfinite(loss) and run_.components.unet.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in adapters.values())  # the adapters learn in float32
+    assert all(not torch.equal(before[k], p) for k, p in adapters.items())  # every one got a gradient
 
 
 # Resuming and several processes ---------------------------------------------------------------------
