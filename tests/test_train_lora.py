@@ -223,9 +223,7 @@ def pivotal_run(tmp_path_factory, tiny_sd, images, one_thread):
     config = _config(tiny_sd, "pivotal", lora_alpha=8.0, reference_group=images)  # samples scored, as TI's
     layout = TrainLayout(images, tmp_path_factory.mktemp("pivotal") / "out")
     messages = []
-    with pytest.MonkeyPatch.context() as patch:  # a descriptor cache of its own (module-scoped: no autouse)
-        patch.setenv("AMARI_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        return config, layout, run(config, layout, log=messages.append), messages
+    return config, layout, run(config, layout, log=messages.append), messages
 
 
 def _pipeline(tiny_sd):
