@@ -7,15 +7,10 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageOps
 
+from amari.demo import SAMPLE_FACES
+
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
-T1_BOXES = [
-    (283, 1226, 390, 1118),
-    (283, 175, 390, 67),
-    (367, 832, 474, 724),
-    (295, 557, 402, 450),
-    (67, 999, 196, 870),
-    (176, 364, 265, 275),
-]
+T1_BOXES = SAMPLE_FACES  # dlib's face boxes (top, right, bottom, left) in t1.jpg, the sample photo
 
 
 def base_faces() -> list[Image.Image]:

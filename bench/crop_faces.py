@@ -23,20 +23,14 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from amari.demo import SAMPLE_FACES  # noqa: E402
 from amari.images import load_rgb  # noqa: E402
 from amari.layout import PrepareLayout  # noqa: E402
 from amari.prepare import PrepareConfig, run  # noqa: E402
 from amari.prepare.stage import find_largest_face  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
-T1_FACES = [
-    (283, 1226, 390, 1118),
-    (283, 175, 390, 67),
-    (367, 832, 474, 724),
-    (295, 557, 402, 450),
-    (67, 999, 196, 870),
-    (176, 364, 265, 275),
-]  # (top, right, bottom, left)
+T1_FACES = SAMPLE_FACES  # dlib's face boxes (top, right, bottom, left) in t1.jpg, the sample photo
 
 
 def framed_face(

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from amari import faces as face_lib
+from amari.demo import SAMPLE_FACES
 from amari.embeddings import FaceEncoder, content_hash
 from amari.faces import FaceSettings
 from amari.layout import SIM_GROUP
@@ -34,17 +35,7 @@ from amari.mine.records import Commit, NewImage
 from amari.mine.workspace import Workspace
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
-FACES = [("astronaut.png", (76, 265, 166, 175))] + [
-    ("t1.jpg", box)
-    for box in [
-        (283, 1226, 390, 1118),
-        (283, 175, 390, 67),
-        (367, 832, 474, 724),
-        (295, 557, 402, 450),
-        (67, 999, 196, 870),
-        (176, 364, 265, 275),
-    ]
-]
+FACES = [("astronaut.png", (76, 265, 166, 175))] + [("t1.jpg", box) for box in SAMPLE_FACES]
 
 
 def make_images(folder: Path, count: int, rng: np.random.Generator) -> list[Path]:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from amari.demo import SAMPLE_FACES
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -45,14 +47,7 @@ def data_dir() -> Path:
     return DATA
 
 
-T1_BOXES = [
-    (283, 1226, 390, 1118),
-    (283, 175, 390, 67),
-    (367, 832, 474, 724),
-    (295, 557, 402, 450),
-    (67, 999, 196, 870),
-    (176, 364, 265, 275),
-]
+T1_BOXES = SAMPLE_FACES  # dlib's face boxes (top, right, bottom, left) in t1.jpg, the sample photo
 
 
 @pytest.fixture(scope="session")

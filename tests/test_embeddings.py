@@ -81,5 +81,5 @@ def test_cache_lives_in_its_own_sqlite_file_and_migrates_once(tmp_path, monkeypa
     EmbeddingCache().close()
     EmbeddingCache().close()
     conn = sqlite3.connect(default_cache_path())
-    assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == ["0001_face_cache"]
+    assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == ["0001_face_cache", "0002_face_scores"]
     assert content_hash(b"abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

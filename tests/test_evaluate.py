@@ -85,6 +85,11 @@ def digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def pixels(path) -> bytes:
+    with Image.open(path) as image:
+        return image.convert("RGB").tobytes()
+
+
 def test_prompts_put_the_token_or_the_init_word_in_place_of_the_subject():
     assert (
         prompt_for("a photo of amari, amari's friend", "amari", "<amari-a>")
@@ -269,7 +274,7 @@ def _tiny_lora(tiny_sd, folder: Path, method: str, token: str | None, seed: int)
 
 
 @pytest.fixture(scope="module")
-def three_methods(tmp_path_factory, tiny_sd, sim_group, embedding):
+def three_methods(tmp_path_factory, tiny_sd, sim_group, embedding, one_thread):
     tmp_path = tmp_path_factory.mktemp("methods")
     config = make_config(tmp_path, tiny_sd, sim_group, embedding)
     config = replace(config, "evaluate", methods=("ti", "lora", "pivotal"))
@@ -283,7 +288,7 @@ def three_methods(tmp_path_factory, tiny_sd, sim_group, embedding):
     return config, evaluate(config)
 
 
-def test_each_method_of_a_group_is_a_column_of_the_grid(three_methods):
+def test_each_method_of_a_group_is_a_column_of_the_grid(three_methods, evaluated):
     config, result = three_methods
     rows = list(csv.DictReader(open(result.csv, newline="")))
     assert len(rows) == len(PROMPTS) * len(SEEDS) * 4 == result.generated
@@ -306,6 +311,8 @@ def test_each_method_of_a_group_is_a_column_of_the_grid(three_methods):
     ti = by_unit[("ti", "a_3", PROMPTS[0], "sd1")]
     ctrl = by_unit[("", "ctrl", PROMPTS[0], "sd1")]
     assert len({digest(result.results_dir / r["image"]) for r in (ti, lora, pivotal, ctrl)}) == 4
+    _, plain, _ = evaluated  # the grid without LoRAs: its control group's image is the same
+    assert pixels(result.results_dir / ctrl["image"]) == pixels(plain.results_dir / ctrl["image"])
     manifest = read_manifest(result.results_dir)
     assert manifest.methods == ("ti", "lora", "pivotal") and dict(manifest.group_sizes) == {"a_3": 3}
     assert set(dict(manifest.training_metrics)) == {"lora/a_3", "pivotal/a_3"}  # ti's embedding was given

@@ -259,8 +259,8 @@ def test_a_killed_miner_leaves_no_process_behind(photos, tmp_path, sig):
     # Killed while its worker pool is busy, in a session of its own so that every process it started
     # can be found afterwards.
     command = crash_command(
-        "amari.embeddings:FaceEncoder._collect",
-        1,
+        "amari.mine.engine:Engine._pump",
+        2,
         "before",
         *mine_args(tmp_path / "ws", folder, reference, "--cpus", "2"),
         sig=sig,

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from amari.errors import ModelError, UsageError
+from amari.files import file_sha256
 from amari.generate import SAMPLERS, Embedding, GenerateConfig, generate, load_model, preset_config, with_overrides
 from amari.generate.pipeline import model_source
 
@@ -182,7 +183,9 @@ def test_textual_inversion_embeddings_load_switch_and_unload(config, tmp_path):
     assert not np.array_equal(pixels(plain), pixels(with_first))
     assert not np.array_equal(pixels(with_first), pixels(with_second))
     assert np.array_equal(pixels(plain), pixels(plain_again))
-    assert with_first.params["embeddings"] == [{"token": "<amari>", "path": "a.safetensors"}]
+    (record,) = with_first.params["embeddings"]
+    assert record["token"] == "<amari>" and record["path"] == "a.safetensors" and record["name"] == "a"
+    assert record["hash"] == file_sha256(first)[:12]  # A1111's "TI hashes" form
 
 
 def test_a1111_pickled_embedding_loads_safely(config, tmp_path):

@@ -1,22 +1,25 @@
-"""The miner's `diffusers` source: end to end offline with a tiny model, early rejection, seeds, options."""
+"""The miner's `diffusers` source: end to end offline with a tiny model, early rejection on real faces
+(photographs stand in for generated images), seeds across runs, options."""
 
 from __future__ import annotations
+
+import sqlite3
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from amari import mine
 from amari.cli import main
-from amari.embeddings import EmbeddingCache, FaceEncoder
 from amari.errors import UsageError
-from amari.faces import FaceSettings, largest
-from amari.generate import DiffusersSource, GeneratedImage, preset_config
-from amari.generate.source import rejects_early
+from amari.generate import DiffusersSource, preset_config
 from amari.images import image_files, load_rgb
-from amari.mine import BatchContext, MineConfig
+from amari.layout import WorkspaceLayout
+from amari.mine import MineConfig
+from amari.mine.policy import rejects_early
 from amari.provenance import read_provenance
-from amari.study.stages import mining_source
 from amari.testing.enhance import build_random_esrgan
+from amari.testing.photos import PhotoGenerator, face_photos
 
 PROMPT = "a photo of a woman"
 
@@ -28,51 +31,56 @@ def tiny_esrgan(tmp_path_factory):
 
 def mine_config(tiny_sd, esrgan=None, **extra) -> MineConfig:
     enhance = {"upscaler": str(esrgan), "face_restorer": "none"} if esrgan else {"enhance": False}
-    fields = {key: extra.pop(key) for key in ("seed", "preset") if key in extra}
+    own = ("seed", "preset", "reference", "max_batches", "engine", "cpus", "tolerance", "target", "ray")
+    fields = {key: extra.pop(key) for key in own if key in extra}  # the rest go through --option
     options = tuple((key, str(value)) for key, value in {"steps": 2, **enhance, **extra}.items())
     return MineConfig(prompt=PROMPT, model=str(tiny_sd), options=options, **fields)
 
 
-def options(tiny_sd, esrgan=None, state_path=None, **extra) -> DiffusersSource:
-    source = mining_source(mine_config(tiny_sd, esrgan, **extra))
-    if state_path is not None:
-        source.open(state_path)
-    return source
+def mine_args(workspace, tiny_sd, *extra):
+    return [
+        "mine",
+        "--workspace",
+        str(workspace),
+        "--source",
+        "diffusers",
+        "--model",
+        str(tiny_sd),
+        "--prompt",
+        PROMPT,
+        "--option",
+        "steps=2",
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_mine_runs_end_to_end_offline(tiny_sd, tiny_esrgan, data_dir, tmp_path, capsys):
     workspace = tmp_path / "ws"
     code = main(
-        [
-            "mine",
-            "--workspace",
-            str(workspace),
-            "--source",
-            "diffusers",
-            "--model",
-            str(tiny_sd),
-            "--prompt",
-            PROMPT,
+        mine_args(
+            workspace,
+            tiny_sd,
             "--reference",
             str(data_dir / "astronaut.png"),
             "--max-batches",
             "2",
             "--seed",
             "1000",
-            "--option",
-            "steps=2",
+            "--gen-batch",
+            "4",
             "--option",
             f"upscaler={tiny_esrgan}",
             "--option",
             "face_restorer=none",
-            "--quiet",
-        ]
+        )
     )
     assert code == 0, capsys.readouterr().err
     generated = image_files(workspace / "unknown-person")
     assert len(generated) >= 4  # tiny random models draw no faces
     assert image_files(workspace / "sim-group")  # the reference
-    assert not [p for p in (workspace / "incoming").iterdir()]  # nothing half-written left behind
+    # Nothing half-written is left behind; what was made ahead waits, whole, for the next run.
+    assert not [p for p in (workspace / "incoming").iterdir() if p.name.startswith(".")]
     seeds = set()
     for path in generated:
         found = read_provenance(path)
@@ -85,97 +93,121 @@ def test_mine_runs_end_to_end_offline(tiny_sd, tiny_esrgan, data_dir, tmp_path, 
     assert seeds == set(range(1000, 1000 + len(generated)))
 
 
-def test_base_seed_carries_on_across_runs(tiny_sd, tmp_path):
-    import sqlite3
+def _judged(workspace):
+    return {p.name for f in ("sim-group", "almost-sim", "unknown-person") for p in (workspace / f).iterdir()}
 
-    state = tmp_path / "state.sqlite"
-    context = BatchContext(
-        group=np.empty((0, 128)), upper_bound=0.5, almost_band=0.1, encoder=FaceEncoder(FaceSettings()), batch_number=1
+
+@pytest.mark.parametrize("engine", ["serial", "streaming"])
+def test_base_seed_carries_on_across_runs(tiny_sd, tmp_path, engine):
+    workspace = tmp_path / "ws"
+    for batches in ("1", "2"):
+        assert (
+            main(
+                mine_args(
+                    workspace,
+                    tiny_sd,
+                    "--seed",
+                    "50",
+                    "--max-batches",
+                    batches,
+                    "--gen-batch",
+                    "2",
+                    "--no-enhance",
+                    "--engine",
+                    engine,
+                )
+            )
+            == 0
+        )
+    seeds = sorted(read_provenance(workspace / "unknown-person" / name).amari["seed"] for name in _judged(workspace))
+    assert seeds == list(range(50, 58))  # two batches of four, the second run going on from the first
+    rows = (
+        sqlite3.connect(workspace / "mine.sqlite")
+        .execute("SELECT idx, seed, name, final_digest FROM generated_candidates ORDER BY idx")
+        .fetchall()
     )
-    first = options(tiny_sd, seed=50, state_path=state)
-    written = first.next_batch(2, tmp_path / "out", context)
-    first.close()
-    second = options(tiny_sd, seed=50, state_path=state)
-    written += second.next_batch(1, tmp_path / "out", context)
-    second.close()
-    assert [read_provenance(p).amari["seed"] for p in written] == [50, 51, 52]
-    rows = sqlite3.connect(state).execute("SELECT file, seed, enhanced FROM diffusers_source_images").fetchall()
-    assert sorted(rows) == sorted((p.name, s, 0) for p, s in zip(written, [50, 51, 52]))
-    assert len({p.name for p in written}) == 3
-    assert all(read_provenance(p).amari.get("enhance") is None for p in written)  # enhance=false
-
-
-def test_random_seeds_are_recorded(tiny_sd, tmp_path):
-    context = BatchContext(
-        group=np.empty((0, 128)), upper_bound=0.5, almost_band=0.1, encoder=FaceEncoder(FaceSettings()), batch_number=3
+    assert [(i, s) for i, s, _, _ in rows[:8]] == [(i, 50 + i) for i in range(8)]
+    assert all(name == f"sd-{i:08d}-{50 + i}.png" and digest for i, _, name, digest in rows[:8])
+    assert all(
+        read_provenance(workspace / "unknown-person" / n).amari.get("enhance") is None for n in _judged(workspace)
     )
-    source = options(tiny_sd)
-    paths = source.next_batch(2, tmp_path, context)
-    seeds = [read_provenance(p).amari["seed"] for p in paths]
-    assert len(set(seeds)) == 2 and all(f"-{seed}" in p.stem for p, seed in zip(paths, seeds))
-    assert source.counts["generated"] == 2 and "2 generated" in source.description
 
 
-# Early rejection with real faces (photos stand in for generated images) -----------------------------
+def test_random_seeds_are_recorded_and_named(tiny_sd, tmp_path):
+    workspace = tmp_path / "ws"
+    assert main(mine_args(workspace, tiny_sd, "--max-batches", "1", "--no-enhance", "--engine", "serial")) == 0
+    names = sorted(_judged(workspace))
+    seeds = [read_provenance(workspace / "unknown-person" / n).amari["seed"] for n in names]
+    assert len(set(seeds)) == 4 and all(n.endswith(f"-{seed}.png") for n, seed in zip(names, seeds))
+
+
+# Early rejection with real faces (photographs stand in for generated images) --------------------
 
 
 @pytest.fixture(scope="module")
-def faces_of_t1(data_dir, tmp_path_factory):
-    """Crops around two different people of t1.jpg, and the first one's descriptor as a group."""
+def people(data_dir, tmp_path_factory):
+    """Two different people of t1.jpg, and the first one as the reference of the group."""
     photo = load_rgb(data_dir / "t1.jpg")
     person_a = np.ascontiguousarray(photo[200:480, 0:280])
     person_b = np.ascontiguousarray(photo[200:490, 360:650])
-    folder = tmp_path_factory.mktemp("faces")
-    encoder = FaceEncoder(FaceSettings(), EmbeddingCache(folder / "cache.sqlite"))
-    Image.fromarray(person_a).save(folder / "a.png")
-    group = np.array([largest(encoder.faces(folder / "a.png")).descriptor])
-    return person_a, person_b, group, encoder
+    reference = tmp_path_factory.mktemp("people") / "a.png"
+    Image.fromarray(person_a).save(reference)
+    return person_a, person_b, reference
 
 
-def generated_from(rgb, seed):
-    params = {
-        "prompt": PROMPT,
-        "seed": seed,
-        "steps": 2,
-        "sampler": "dpmpp_2m",
-        "cfg_scale": 7.5,
-        "width": rgb.shape[1],
-        "height": rgb.shape[0],
-        "model": "photo",
+def mine_photos(tiny_sd, esrgan, photos, workspace, engine="streaming", **fields):
+    config = mine_config(tiny_sd, esrgan, seed=0, max_batches=1, engine=engine, **fields)
+    source = DiffusersSource(
+        PROMPT, config.generate_config(), config.enhance_config(), seed=0, generate_step=PhotoGenerator(photos)
+    )
+    return mine.run(config, WorkspaceLayout(workspace), source)
+
+
+def test_far_faces_are_judged_raw_and_near_ones_enhanced(tiny_sd, tiny_esrgan, people, tmp_path):
+    person_a, person_b, reference = people
+    near = np.ascontiguousarray(person_a[:, ::-1])
+    workspace = tmp_path / "ws"
+    mine_photos(
+        tiny_sd,
+        tiny_esrgan,
+        [person_b, near, person_b, near],
+        workspace,
+        reference=(reference,),
+        reject_margin=0.1,
+        tolerance=0.3,
+    )
+    files = {
+        name: read_provenance(path)
+        for f in ("sim-group", "almost-sim", "unknown-person")
+        for path in (workspace / f).iterdir()
+        if (name := path.name) != "a.png"
     }
-    return GeneratedImage(image=Image.fromarray(rgb), seed=seed, prompt=PROMPT, params=params)
+    far = [p for p in files.values() if p.amari["seed"] in (0, 2)]
+    close = [p for p in files.values() if p.amari["seed"] in (1, 3)]
+    assert len(far) == len(close) == 2
+    for found in far:  # judged as generated: enhancing could not have changed the verdict
+        assert (found.width, found.height) == (person_b.shape[1], person_b.shape[0])
+        assert found.watermarked and "enhance" not in found.amari
+    for found in close:
+        assert (found.width, found.height) == (2 * near.shape[1], 2 * near.shape[0])
+        assert found.amari["enhance"]["scale"] == 2.0
+    # The variant not judged is gone from incoming/ (the miner made it); what the generator's last call
+    # made beyond the batch waits there, whole, for the next run.
+    assert not [p for p in (workspace / "incoming").iterdir() if p.name[:11] in {f"sd-0000000{i}" for i in range(4)}]
 
 
-def test_far_faces_skip_enhancement_and_near_ones_get_it(tiny_sd, tiny_esrgan, faces_of_t1, tmp_path):
-    person_a, person_b, group, encoder = faces_of_t1
-    source = options(tiny_sd, tiny_esrgan, reject_margin=0.1)
-    context = BatchContext(group=group, upper_bound=0.3, almost_band=0.1, encoder=encoder, batch_number=7)
-
-    far = source.finish(generated_from(person_b, 1), tmp_path, context)
-    near = source.finish(generated_from(np.ascontiguousarray(person_a[:, ::-1]), 2), tmp_path, context)
-
-    far_found, near_found = read_provenance(far), read_provenance(near)
-    assert (far_found.width, far_found.height) == (person_b.shape[1], person_b.shape[0])  # not enhanced
-    assert far_found.watermarked and "enhance" not in far_found.amari
-    assert (near_found.width, near_found.height) == (2 * person_a.shape[1], 2 * person_a.shape[0])
-    assert near_found.amari["enhance"]["scale"] == 2.0
-    assert source.counts == {"generated": 2, "rejected_early": 1, "enhanced": 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([far.name, near.name])
-    # The rejected file is the one that was scored: the miner finds its faces in the cache.
-    hits = encoder.cache_hits
-    encoder.faces(far)
-    assert encoder.cache_hits == hits + 1
-
-
-def test_nothing_is_rejected_early_without_a_group_or_when_switched_off(tiny_sd, tiny_esrgan, faces_of_t1, tmp_path):
-    person_a, person_b, group, encoder = faces_of_t1
-    empty = BatchContext(group=np.empty((0, 128)), upper_bound=0.3, almost_band=0.1, encoder=encoder, batch_number=1)
-    source = options(tiny_sd, tiny_esrgan)
-    assert read_provenance(source.finish(generated_from(person_b, 1), tmp_path, empty)).width == 2 * person_b.shape[1]
-    off = options(tiny_sd, tiny_esrgan, early_reject=False)
-    full = BatchContext(group=group, upper_bound=0.3, almost_band=0.1, encoder=encoder, batch_number=1)
-    assert read_provenance(off.finish(generated_from(person_b, 2), tmp_path, full)).width == 2 * person_b.shape[1]
-    assert source.counts["rejected_early"] == off.counts["rejected_early"] == 0
+def test_nothing_is_rejected_early_without_a_group_or_when_switched_off(tiny_sd, tiny_esrgan, people, tmp_path):
+    _person_a, person_b, reference = people
+    for fields in ({}, {"reference": (reference,), "early_reject": False}):
+        workspace = tmp_path / str(len(fields))
+        mine_photos(tiny_sd, tiny_esrgan, [person_b] * 4, workspace, **fields)
+        judged = [
+            workspace / f / n
+            for f in ("almost-sim", "unknown-person", "sim-group")
+            for n in ((workspace / f).iterdir() and [p.name for p in (workspace / f).iterdir()])
+        ]
+        enhanced = [p for p in judged if p.name != "a.png" and read_provenance(p).width == 2 * person_b.shape[1]]
+        assert len(enhanced) == 4
 
 
 def test_rejection_rule():
@@ -216,3 +248,82 @@ def test_prompt_is_required(tiny_sd):
         DiffusersSource("", preset_config(model=str(tiny_sd)))
     with pytest.raises(UsageError, match="prompt"):
         MineConfig(prompt="", model=str(tiny_sd))
+
+
+# Both engines decide the same ------------------------------------------------------------------
+
+
+def _end_state(workspace):
+    """What the engines must agree on: the judged files and the database's verdicts (made-ahead images
+    waiting in incoming/ are the streaming engine's own)."""
+    from test_mine_run import snapshot
+
+    state = snapshot(workspace)
+    state["files"] = {name: digest for name, digest in state["files"].items() if not name.startswith("incoming/")}
+    return state
+
+
+def test_serial_and_streaming_end_the_same_on_the_tiny_model(tiny_sd, tiny_esrgan, data_dir, tmp_path):
+    states = []
+    for engine in ("serial", "streaming"):
+        workspace = tmp_path / engine
+        args = mine_args(workspace, tiny_sd, "--reference", str(data_dir / "astronaut.png"), "--seed", "7")
+        args += ["--max-batches", "3", "--gen-batch", "3", "--engine", engine, "--cpus", "2"]
+        args += ["--option", f"upscaler={tiny_esrgan}", "--option", "face_restorer=none"]
+        assert main(args) == 0
+        states.append(_end_state(workspace))
+    assert states[0] == states[1]
+    assert len(states[0]["decisions"]) >= 8
+
+
+def test_serial_and_streaming_end_the_same_on_real_faces(tiny_sd, tiny_esrgan, tmp_path):
+    """Photographs stand in for generated images: early rejections, enhancements and joins all happen."""
+    photos = face_photos(14, side=192)
+    reference = tmp_path / "reference.png"
+    Image.fromarray(face_photos(1, side=192, seed=5)[0]).save(reference)
+    states = []
+    for engine in ("serial", "streaming"):
+        workspace = tmp_path / engine
+        config = mine_config(
+            tiny_sd, tiny_esrgan, seed=0, max_batches=4, engine=engine, cpus=2, reference=(reference,), tolerance=0.3
+        )
+        source = DiffusersSource(
+            PROMPT, config.generate_config(), config.enhance_config(), seed=0, generate_step=PhotoGenerator(photos)
+        )
+        mine.run(config, WorkspaceLayout(workspace), source)
+        states.append(_end_state(workspace))
+    assert states[0] == states[1]
+    verdicts = {row[3] for row in states[0]["decisions"]}
+    assert {"accepted", "too far"} <= verdicts, verdicts
+
+
+# Killed at exact moments (crash hooks), resumed: the end state of a run that never stopped -------------
+
+DIFFUSERS_CRASH_POINTS = [
+    ("amari.generate.source:DiffusersSource._generated", 1, "before"),  # generated, nothing written
+    ("amari.mine.engine:FeedContext.accept", 2, "after"),  # raw images written, not enhanced
+    ("amari.mine.engine:FeedContext.accept", 3, "before"),  # an enhancement lost with the run
+]
+
+
+@pytest.mark.slow
+def test_sigkill_while_generating_and_enhancing_then_resume(tiny_sd, tiny_esrgan, data_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from crashhooks import crash_command
+
+    def args(workspace):
+        extra = ["--reference", str(data_dir / "astronaut.png"), "--seed", "11", "--max-batches", "2"]
+        extra += ["--gen-batch", "3", "--option", f"upscaler={tiny_esrgan}", "--option", "face_restorer=none"]
+        return mine_args(workspace, tiny_sd, *extra)
+
+    assert main(args(tmp_path / "uninterrupted")) == 0
+    workspace = tmp_path / "ws"
+    for target, calls, when in DIFFUSERS_CRASH_POINTS:
+        crashed = subprocess.run(crash_command(target, calls, when, *args(workspace)), capture_output=True, text=True)
+        assert crashed.returncode == -signal.SIGKILL, (target, crashed.stderr[-2000:])
+    finished = subprocess.run([sys.executable, "-m", "amari", *args(workspace)], capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert _end_state(workspace) == _end_state(tmp_path / "uninterrupted")

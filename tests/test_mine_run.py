@@ -210,6 +210,14 @@ def test_a_rerun_of_a_finished_workspace_changes_nothing(mined, photos, capsys):
     assert "source exhausted" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("engine", [("--engine", "serial"), ("--engine", "streaming", "--cpus", "2")])
+def test_both_engines_end_as_the_default_run(mined, photos, tmp_path, engine):
+    """Serial, and streaming on a pool of worker processes, leave what the default run left."""
+    folder, reference, _ = photos
+    assert main(mine_args(tmp_path / "ws", folder, reference, *engine)) == 0
+    assert snapshot(tmp_path / "ws") == snapshot(mined)
+
+
 def test_mining_without_a_reference_bootstraps_from_the_tightest_pair(photos, tmp_path):
     folder, _, kinds = photos
     assert main(mine_args(tmp_path / "ws", folder, None)) == 0
@@ -388,14 +396,14 @@ def test_watch_mode_waits_for_files_and_a_second_miner_is_refused(photos, tmp_pa
 
 # Crash points met one after another on one workspace, each run resuming the last one's kill: at
 # start-up after the journal was replayed, while reconciling, inside a batch after one more batch was
-# committed, with the source's copies in incoming/ not yet judged, with faces found but not judged,
-# and with a batch judged but not committed.
+# committed, with copies made ahead in incoming/ not yet judged, with faces found but not judged, and
+# with a batch judged but not committed.
 CRASH_POINTS = [
     ("amari.mine.workspace:Workspace.recover", 1, "after"),
     ("amari.mine.workspace:Workspace.commit", 3, "after"),
     ("amari.mine.loop:reconcile", 2, "before"),
-    ("amari.mine.source:FolderSource.next_batch", 2, "after"),
-    ("amari.embeddings:FaceEncoder.faces_many", 2, "after"),
+    ("amari.mine.source:FolderSource.more", 5, "after"),
+    ("amari.mine.engine:FeedContext.accept", 6, "after"),
     ("amari.mine.workspace:Workspace.commit", 2, "before"),
     ("amari.mine.workspace:Workspace.commit", 4, "after"),
 ]

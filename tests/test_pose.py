@@ -7,17 +7,11 @@ import pytest
 from PIL import Image
 
 from amari import faces
+from amari.demo import SAMPLE_FACES
 from amari.images import load_rgb
 from amari.pose import FITTED_POINTS, GENERIC_FACE_3D, HeadPose, estimate_pose, estimate_yaw, rotation_from_angles
 
-T1_BOXES = [
-    (283, 1226, 390, 1118),
-    (283, 175, 390, 67),
-    (367, 832, 474, 724),
-    (295, 557, 402, 450),
-    (67, 999, 196, 870),
-    (176, 364, 265, 275),
-]
+T1_BOXES = SAMPLE_FACES  # dlib's face boxes (top, right, bottom, left) in t1.jpg, the sample photo
 
 
 def projected_landmarks(yaw, pitch, roll, scale=0.4, offset=(240.0, 260.0), noise=0.0, seed=0):

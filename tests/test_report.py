@@ -30,7 +30,7 @@ from amari.report import run
 from amari.report.charts import CHARTS
 from amari.report.html import caption
 from amari.report.stats import read_training_metrics
-from amari.results import CellResult, ResultsManifest, write_manifest, write_results
+from amari.results import CellResult, ResultsManifest, read_manifest, write_manifest, write_results
 
 
 def build_report(folder, options=ReportOptions()):
@@ -364,6 +364,18 @@ def test_a_grid_with_no_face_at_all_still_reports(tmp_path, t1_people):
     for path in built.charts.values():
         with Image.open(path) as image:
             assert image.format == "PNG"
+
+
+def test_only_the_demo_says_its_images_are_noise_by_design(synthetic_results, report, tmp_path):
+    assert 'id="demo-notice"' not in report.html.read_text()
+    demo = tmp_path / "demo-results"
+    shutil.copytree(synthetic_results.folder, demo)
+    manifest = read_manifest(demo)
+    write_manifest(demo, _replace(manifest, extra={"demo": True}))
+    page = build_report(demo, ReportOptions(thumbnail=32)).html.read_text()
+    header = page[: page.index("<h2>")]
+    assert 'id="demo-notice"' in header and "random weights" in header and "noise by design" in header
+    assert "amari study configs/amari-2022.toml" in header
 
 
 def test_cli_reports_and_rejects_a_folder_without_results(synthetic_results, tmp_path, capsys):

@@ -12,6 +12,7 @@ from PIL import Image, ImageOps
 
 from amari import faces
 from amari.cli import main
+from amari.demo import SAMPLE_FACES
 from amari.embeddings import EmbeddingCache, FaceEncoder
 from amari.errors import UsageError, WorkspaceError
 from amari.images import load_rgb
@@ -24,14 +25,7 @@ def select(workspace, out, config, encoder=None):
     return run(config, SelectLayout(workspace, out), encoder=encoder)
 
 
-T1_BOXES = [
-    (283, 1226, 390, 1118),
-    (283, 175, 390, 67),
-    (367, 832, 474, 724),
-    (295, 557, 402, 450),
-    (67, 999, 196, 870),
-    (176, 364, 265, 275),
-]
+T1_BOXES = SAMPLE_FACES  # dlib's face boxes (top, right, bottom, left) in t1.jpg, the sample photo
 
 
 @pytest.fixture(scope="module")

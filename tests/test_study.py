@@ -83,6 +83,7 @@ def test_the_tiny_study_runs_from_one_command_and_resumes(tiny_study, tmp_path, 
     loaded, dom, screenshot = render_report(report / "index.html", tmp_path)
     assert loaded == f"{len(CHARTS) + 12}/{len(CHARTS) + 12}"
     assert "g-all : no face found" in dom and "ctrl : no face found" in dom
+    assert "random weights" in dom and "amari study configs/amari-2022.toml" in dom  # the demo says why: noise
     assert_not_blank(screenshot)
     screenshot.save(tmp_path / "tiny-study-report.png")
 

@@ -143,6 +143,8 @@ def test_relative_paths_are_taken_from_the_base_folder(tmp_path):
         (minimal(train={"lr_schedule": "sometimes"}), "[train] unknown --lr-schedule 'sometimes'"),
         (minimal(train={"init_word": "two words"}), "init_word 'two words' must be one word"),
         (minimal(study={"subject": "a b"}), "must be one word"),
+        (minimal(study={"demo": "yes"}), "study.demo must be true or false"),
+        (minimal(evaluate={"demo": True}), "[evaluate] demo: set by the study from [study]"),
         ({"study": []}, "study must be a table"),
     ],
 )
@@ -150,6 +152,12 @@ def test_bad_configs_fail_with_the_table_and_key_named(tmp_path, data, message):
     with pytest.raises(UsageError) as caught:
         study_from_dict(data, base=tmp_path)
     assert message in str(caught.value)
+
+
+def test_the_demo_flag_is_the_studys_and_reaches_the_evaluation(tmp_path):
+    assert not study_from_dict(minimal(), base=tmp_path).evaluate.demo
+    config = study_from_dict(minimal(study={"demo": True}), base=tmp_path)
+    assert config.study.demo and config.evaluate.demo  # the evaluation's manifest tells the report
 
 
 def test_unreadable_files_are_usage_errors(tmp_path, capsys):

@@ -5,7 +5,6 @@ resume after SIGKILL, and two processes."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -29,20 +28,7 @@ from amari.train.exports import addnet_hash, kohya_module, kohya_state, read_rec
 from amari.train.formats import load_embedding
 from amari.train.lora import LoraSpec
 from crashhooks import crash_command
-
-T1_FACES = [(283, 1226, 390, 1118), (283, 175, 390, 67), (367, 832, 474, 724)]
-COMPARED = ("step", "epoch", "loss", "lr")
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory, data_dir) -> Path:
-    folder = tmp_path_factory.mktemp("images")
-    photo = Image.open(data_dir / "t1.jpg").convert("RGB")
-    for index, (top, right, bottom, left) in enumerate(T1_FACES):
-        cx, cy = (left + right) // 2, (top + bottom) // 2
-        photo.crop((cx - 100, cy - 100, cx + 100, cy + 100)).save(folder / f"{index}.png")
-    return folder
-
+from test_train_resume import _env, _rows, images, train_on_two_processes  # noqa: F401 - a fixture
 
 # Settings -----------------------------------------------------------------------------------------
 
@@ -210,7 +196,7 @@ def _config(tiny_sd, method: str, **changes) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, tiny_sd, images, one_thread):
+def lora_run(tmp_path_factory, tiny_sd, images, one_thread):  # noqa: F811
     # alpha ≠ rank and a text-encoder LoRA: the files must carry both for the image to come out the same.
     config = _config(tiny_sd, "lora", lora_rank=4, lora_alpha=2.0, text_encoder_lora=True)
     layout = TrainLayout(images, tmp_path_factory.mktemp("lora") / "out")
@@ -219,7 +205,7 @@ def lora_run(tmp_path_factory, tiny_sd, images, one_thread):
 
 
 @pytest.fixture(scope="module")
-def pivotal_run(tmp_path_factory, tiny_sd, images, one_thread):
+def pivotal_run(tmp_path_factory, tiny_sd, images, one_thread):  # noqa: F811
     config = _config(tiny_sd, "pivotal", lora_alpha=8.0, reference_group=images)  # samples scored, as TI's
     layout = TrainLayout(images, tmp_path_factory.mktemp("pivotal") / "out")
     messages = []
@@ -401,7 +387,7 @@ def test_generation_loads_the_lora_files_and_unloads_them(lora_run, tiny_sd):
 
 
 @pytest.mark.parametrize("method", ["lora", "pivotal"])
-def test_bf16_and_gradient_checkpointing_train_every_adapter(method, tmp_path, tiny_sd, images, one_thread):
+def test_bf16_and_gradient_checkpointing_train_every_adapter(method, tmp_path, tiny_sd, images, one_thread):  # noqa: F811
     # A GPU's defaults: half-precision autocast, the frozen UNet in bf16, its blocks recomputed in backward.
     from amari.train.loop import prepare_run, train_step
 
@@ -418,19 +404,16 @@ def test_bf16_and_gradient_checkpointing_train_every_adapter(method, tmp_path, t
 # Resuming and several processes ---------------------------------------------------------------------
 
 
-def _env() -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _rows(out: Path) -> list[tuple]:
-    return [tuple(row[k] for k in COMPARED) for row in MetricsLog(out / "metrics.csv").rows()]
-
-
 def _lora_tensors(path: Path) -> dict:
     with safe_open(str(path), "pt") as handle:
         return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+
+
+def _cli_args(tiny_sd, steps: int, every: int) -> list[str]:
+    """`amari train` options of a short LoRA run on the tiny model, without samples."""
+    options = {"model": tiny_sd, "token": "amari", "resolution": 64, "steps": steps, "checkpoint-every": every}
+    options.update({"lr": 0.05, "unet-lr": 0.02, "sample-seeds": ""})
+    return [part for name, value in options.items() for part in (f"--{name}", str(value))]
 
 
 METHOD_ARGS = {"lora": ["--method", "lora"], "pivotal": ["--method", "pivotal", "--text-encoder-lora"]}
@@ -438,26 +421,8 @@ METHOD_ARGS = {"lora": ["--method", "lora"], "pivotal": ["--method", "pivotal", 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(METHOD_ARGS))
-def test_killed_lora_run_resumes_to_the_same_end(method, tmp_path, tiny_sd, images, one_thread):
-    args = [
-        *METHOD_ARGS[method],
-        "--model",
-        str(tiny_sd),
-        "--token",
-        "amari",
-        "--resolution",
-        "64",
-        "--steps",
-        "7",
-        "--checkpoint-every",
-        "3",
-        "--lr",
-        "0.05",
-        "--unet-lr",
-        "0.02",
-        "--sample-seeds",
-        "",
-    ]
+def test_killed_lora_run_resumes_to_the_same_end(method, tmp_path, tiny_sd, images, one_thread):  # noqa: F811
+    args = [*METHOD_ARGS[method], *_cli_args(tiny_sd, steps=7, every=3)]
     parsed = build_parser().parse_args(["train", str(images), "--out", "x", *args])
     run(from_args(TrainConfig, parsed), TrainLayout(images, tmp_path / "reference"))
 
@@ -491,49 +456,11 @@ def test_killed_lora_run_resumes_to_the_same_end(method, tmp_path, tiny_sd, imag
         )
 
 
-def _free_port() -> str:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
-
-
 @pytest.mark.slow
-def test_two_processes_train_pivotal_like_one_accumulating_two_batches(tmp_path, tiny_sd, images, one_thread):
-    args = [
-        "--method",
-        "pivotal",
-        "--model",
-        str(tiny_sd),
-        "--token",
-        "amari",
-        "--resolution",
-        "64",
-        "--steps",
-        "2",
-        "--checkpoint-every",
-        "2",
-        "--lr",
-        "0.05",
-        "--unet-lr",
-        "0.02",
-        "--sample-seeds",
-        "",
-    ]
+def test_two_processes_train_pivotal_like_one_accumulating_two_batches(tmp_path, tiny_sd, images, one_thread):  # noqa: F811
+    args = ["--method", "pivotal", *_cli_args(tiny_sd, steps=2, every=2)]
     out = tmp_path / "two"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port()]
-    command += ["-m", "amari", "train", str(images), "--out", str(out), *args]
-    launcher = subprocess.Popen(
-        command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        _out, err = launcher.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(launcher.pid, signal.SIGKILL)
-        launcher.communicate()
-        raise
-    assert launcher.returncode == 0, err[-3000:]
+    err = train_on_two_processes(["train", str(images), "--out", str(out), *args], timeout=300)
     assert "lr 0.1 and 0.04 on 2 process(es)" in err  # both rates scaled by 2 processes × batch 1
 
     parsed = build_parser().parse_args(["train", str(images), "--out", "x", *args, "--grad-accum", "2"])

@@ -57,7 +57,8 @@ def test_json_output_and_folders(data_dir, tmp_path, capsys):
     assert records["marked.png"]["synthetic"] and records["marked.png"]["amari"]["seed"] == PARAMS["seed"]
     assert records["marked.jpg"]["watermark"]["found"] and records["marked.jpg"]["amari"] is None
     assert not records["plain.png"]["synthetic"]
-    assert records["marked.png"]["parameters"].startswith("a photo of a woman\nSteps: 250, Sampler: LMS")
+    parameters = records["marked.png"]["parameters"]
+    assert parameters.startswith("a photo of a woman\nNegative prompt: \nSteps: 250, Sampler: LMS")
 
 
 def test_unreadable_files_are_reported_and_others_still_checked(data_dir, tmp_path, capsys):

@@ -27,6 +27,8 @@ COMMANDS = (
     "report",
     "study",
     "verify",
+    "models",
+    "doctor",
 )
 
 

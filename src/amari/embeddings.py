@@ -48,6 +48,8 @@ MIGRATIONS = [
         )
     """,
     ),
+    # The detector's score of each face (enhancement restores only faces that score well enough).
+    ("0002_face_scores", "ALTER TABLE face_rows ADD COLUMN score REAL"),
 ]
 
 
@@ -105,12 +107,14 @@ class EmbeddingCache:
         if row is None:
             return None
         rows = self.conn.execute(
-            "SELECT top, right, bottom, left, landmarks, descriptor FROM face_rows "
+            "SELECT top, right, bottom, left, landmarks, descriptor, score FROM face_rows "
             "WHERE content_hash=? AND settings=? ORDER BY face_index",
             (digest, settings_key),
         ).fetchall()
         return [
-            Face(box=(r[0], r[1], r[2], r[3]), landmarks=from_blob(r[4], (-1, 2)), descriptor=from_blob(r[5]))
+            Face(
+                box=(r[0], r[1], r[2], r[3]), landmarks=from_blob(r[4], (-1, 2)), descriptor=from_blob(r[5]), score=r[6]
+            )
             for r in rows
         ]
 
@@ -131,9 +135,9 @@ class EmbeddingCache:
                 (digest, settings_key, len(faces), size[0], size[1], time.time()),
             )
             self.conn.executemany(
-                "INSERT INTO face_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO face_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (digest, settings_key, i, *map(int, f.box), to_blob(f.landmarks), to_blob(f.descriptor))
+                    (digest, settings_key, i, *map(int, f.box), to_blob(f.landmarks), to_blob(f.descriptor), f.score)
                     for i, f in enumerate(faces)
                 ],
             )

@@ -36,6 +36,7 @@ class Face:
     box: tuple[int, int, int, int]
     landmarks: np.ndarray
     descriptor: np.ndarray
+    score: float | None = None  # the detector's score (HOG: real faces about 0.3 and up; None: not known)
 
     @property
     def area(self) -> int:
@@ -95,10 +96,12 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _raw_detections(image: np.ndarray, detector: str, upsample: int):
+def _raw_detections(image: np.ndarray, detector: str, upsample: int) -> list[tuple[object, float]]:
+    """(dlib rectangle, detection score) of each face, in the detector's order."""
     if detector == "cnn":
-        return [d.rect for d in _cnn_detector()(image, upsample)]
-    return list(_hog_detector()(image, upsample))
+        return [(d.rect, float(d.confidence)) for d in _cnn_detector()(image, upsample)]
+    rects, scores, _ = _hog_detector().run(image, upsample, 0.0)  # the same boxes as calling the detector
+    return [(rect, float(score)) for rect, score in zip(rects, scores)]
 
 
 def _rect_to_box(rect) -> tuple[int, int, int, int]:
@@ -113,7 +116,7 @@ def _box_to_rect(box):
 def detect(image: np.ndarray, detector: str = "hog", upsample: int = 1) -> list[tuple[int, int, int, int]]:
     """Face boxes as (top, right, bottom, left), untrimmed, in the detector's order."""
     image = _check_image(image)
-    return [_rect_to_box(r) for r in _raw_detections(image, detector, upsample)]
+    return [_rect_to_box(r) for r, _score in _raw_detections(image, detector, upsample)]
 
 
 def detect_scored(image: np.ndarray, upsample: int = 1) -> list[tuple[tuple[int, int, int, int], float]]:
@@ -122,8 +125,7 @@ def detect_scored(image: np.ndarray, upsample: int = 1) -> list[tuple[tuple[int,
     Real faces in photos score about 0.3 and up; HOG's false faces (a badge, a pattern) score near 0.
     """
     image = _check_image(image)
-    rects, scores, _ = _hog_detector().run(image, upsample, 0.0)
-    return [(_rect_to_box(r), float(score)) for r, score in zip(rects, scores)]
+    return [(_rect_to_box(r), score) for r, score in _raw_detections(image, "hog", upsample)]
 
 
 def landmarks(image: np.ndarray, boxes, points: int = 68) -> list[np.ndarray]:
@@ -146,11 +148,11 @@ def encode(image: np.ndarray, settings: FaceSettings = FaceSettings()) -> list[F
     predictor = _shape_predictor(settings.landmarks)
     model = _descriptor_model()
     faces = []
-    for rect in _raw_detections(image, settings.detector, settings.upsample):
+    for rect, score in _raw_detections(image, settings.detector, settings.upsample):
         shape = predictor(image, rect)
         descriptor = np.array(model.compute_face_descriptor(image, shape, settings.jitters), dtype=np.float64)
         points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-        faces.append(Face(box=_rect_to_box(rect), landmarks=points, descriptor=descriptor))
+        faces.append(Face(box=_rect_to_box(rect), landmarks=points, descriptor=descriptor, score=score))
     return faces
 
 

@@ -27,11 +27,10 @@ from typing import Any
 
 from amari.errors import UsageError
 from amari.files import atomic_open, write_atomic
-from amari.layout import RESULTS_MANIFEST
+from amari.layout import DEFAULT_METHOD, RESULTS_MANIFEST
 
 MANIFEST = RESULTS_MANIFEST
 CONTROL = "ctrl"  # the group without training: the subject word replaced by the init word
-DEFAULT_METHOD = "ti"  # the method of a results file without a method column
 
 
 def unit_name(method: str, group: str) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from amari import faces
-from amari.enhance import restore
+from amari import faces as faces_lib
 from amari.enhance.config import EnhanceConfig
 from amari.enhance.loading import load_image_model, pick_device
-from amari.enhance.upscale import output_size, resize_to, upscale
+from amari.enhance.paste import crop_face, face_plans, paste_faces
+from amari.enhance.restore import restore_crops
+from amari.enhance.upscale import output_size, resize_to, upscale_batch
 from amari.errors import ModelError, UsageError
 
 
@@ -57,32 +60,46 @@ class Enhancer:
 
     # 2. The stage ---------------------------------------------------------------------------------
 
-    def enhance(self, image: np.ndarray) -> np.ndarray:
-        """RGB uint8 H×W×3 in; RGB uint8 out, `config.scale` times the size, faces restored."""
+    def enhance(self, image: np.ndarray, faces=None) -> np.ndarray:
+        """RGB uint8 H×W×3 in; RGB uint8 out, `config.scale` times the size, faces restored.
+
+        faces: the image's dlib faces when already found (the miner's raw pass); else they are found here.
+        """
         image = _check_image(image)
-        canvas = self.background(image)
-        if self.config.face_restorer is not None and self.config.restore_weight > 0:
-            self.restore_faces(image, canvas)
-        return canvas
+        if faces is None and self.restores:
+            boxes = faces_lib.detect_scored(image, 1)
+            points = faces_lib.landmarks(image, [box for box, _ in boxes], points=5)
+            faces = [(p, score) for p, (_box, score) in zip(points, boxes)]
+        plans = face_plans(faces or [], self.config.min_face_score) if self.restores else []
+        ((canvas, restored),) = self.enhance_batch([image], [plans])
+        return paste_faces(canvas, restored, plans, image.shape[:2], self.config.restore_weight)
 
-    def background(self, image: np.ndarray) -> np.ndarray:
-        """The whole image at its final size: upscaled by the model, then resized to `scale`."""
-        height, width = output_size(*image.shape[:2], self.config.scale)
+    @property
+    def restores(self) -> bool:
+        return self.config.restores
+
+    def enhance_batch(self, images: list[np.ndarray], plans: list[list[np.ndarray]]):
+        """The model work of enhancing a batch: each image upscaled to its final size, and the restored
+        crops of the faces its `plans` align (pasting them back is `amari.enhance.paste_faces`, CPU work).
+
+        One pass over the batch on a GPU, face crops of every image restored together.
+        """
+        canvases = self.backgrounds(images)
+        crops = [crop_face(image, matrix) for image, matrices in zip(images, plans) for matrix in matrices]
+        restored = restore_crops(self.restorer, crops) if crops else []
+        parts, start = [], 0
+        for canvas, matrices in zip(canvases, plans):
+            parts.append((canvas, restored[start : start + len(matrices)]))
+            start += len(matrices)
+        return parts
+
+    def backgrounds(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """The whole images at their final size: upscaled by the model, then resized to `scale`."""
+        sizes = [output_size(*image.shape[:2], self.config.scale) for image in images]
         if self.upscaler is None:
-            return resize_to(image, height, width)
-        upscaled = upscale(self.upscaler, image, tile=self.config.tile)
-        return resize_to(upscaled, height, width)
-
-    def restore_faces(self, image: np.ndarray, canvas: np.ndarray) -> int:
-        """Restore every face found in `image` (HOG score >= `min_face_score`) and paste it onto `canvas`, in
-        place (`canvas` is `image` resized); returns how many faces were restored."""
-        model = self.restorer
-        boxes = [box for box, score in faces.detect_scored(image, 1) if score >= self.config.min_face_score]
-        for points in faces.landmarks(image, boxes, points=5):
-            matrix = restore.alignment_matrix(points)
-            restored = restore.restore_crop(model, restore.crop_face(image, matrix))
-            restore.paste_face(canvas, restored, matrix, image.shape[:2], self.config.restore_weight)
-        return len(boxes)
+            return [resize_to(image, h, w) for image, (h, w) in zip(images, sizes)]
+        upscaled = upscale_batch(self.upscaler, images, tile=self.config.tile)
+        return [resize_to(image, h, w) for image, (h, w) in zip(upscaled, sizes)]
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -93,3 +110,20 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     if min(image.shape[:2]) < 2:
         raise UsageError(f"image of {image.shape[1]}×{image.shape[0]} pixels is too small to enhance")
     return np.ascontiguousarray(image)
+
+
+@functools.lru_cache(maxsize=4)
+def enhancer_for(config: EnhanceConfig) -> Enhancer:
+    """The process's Enhancer for `config`: its models load once per process (a model actor's too)."""
+    return Enhancer(config)
+
+
+def load_enhancer(config: EnhanceConfig) -> None:
+    """Load the models now, so a missing or wrong model file fails before any work."""
+    enhancer = enhancer_for(config)
+    _ = enhancer.upscaler, enhancer.restorer
+
+
+def enhance_batch(config: EnhanceConfig, images: list[np.ndarray], plans: list[list[np.ndarray]]):
+    """`Enhancer.enhance_batch` with the process's models: a model step that can run anywhere."""
+    return enhancer_for(config).enhance_batch(images, plans)

@@ -59,6 +59,20 @@ def upscale(model, image: np.ndarray, tile: int = 0, overlap: int = TILE_OVERLAP
     return result
 
 
+@torch.inference_mode()
+def upscale_batch(model, images: list[np.ndarray], tile: int = 0) -> list[np.ndarray]:
+    """Many images through the SR model: one forward pass for a whole batch on a GPU when they share a
+    size and fit one tile; one image at a time otherwise, and always on the CPU (where an image's
+    result must not depend on which others share its pass)."""
+    same = len({image.shape for image in images}) == 1
+    fits = tile <= 0 or all(max(image.shape[:2]) <= tile for image in images)
+    if model.device.type == "cpu" or len(images) < 2 or not (same and fits):
+        return [upscale(model, image, tile=tile) for image in images]
+    batch = torch.cat([to_tensor(image) for image in images]).to(model.device, model.dtype)
+    output = model(batch)
+    return [to_uint8(output[i : i + 1]) for i in range(len(images))]
+
+
 def output_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amari.cluster import actors_setting, address_setting
 from amari.config import Settings, check_positive, convert, from_table, setting
 from amari.defaults import DEFAULT_MODEL
 from amari.devices import check_device
@@ -82,6 +83,8 @@ class EvaluateConfig(Settings):
     arcface_model: Path | None = setting(
         None, "an ArcFace ONNX model: a second identity score", flag="--arcface", metavar="MODEL.onnx"
     )
+    ray: str | None = address_setting("the grid's generation")
+    ray_actors: int | None = actors_setting()
     # Filled in by the study from its other tables.
     study_name: str = setting("study", "the study's name, recorded with every image", cli=False, study=True)
     model: str = setting(DEFAULT_MODEL, "Stable Diffusion model", cli=False, study=True)
@@ -90,6 +93,7 @@ class EvaluateConfig(Settings):
     subject: str = setting("amari", "the word in the prompts that stands for the identity", cli=False, study=True)
     init_word: str = setting("woman", "what the control group says instead of the subject", cli=False, study=True)
     training_groups: tuple[str, ...] = setting((), "the study's training groups", cli=False, study=True)
+    demo: bool = setting(False, "the offline demo: the manifest says so, for the report", cli=False, study=True)
 
     def check(self):
         from amari.generate import SAMPLERS
@@ -114,7 +118,12 @@ class EvaluateConfig(Settings):
             height=self.height,
             batch_size=self.batch_size,
             tolerance=self.tolerance,
+            ray_actors=self.ray_actors,
         )
+        if self.ray is not None:
+            from amari.cluster import require_ray
+
+            require_ray(self.ray)
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.width % 8 or self.height % 8:

@@ -154,27 +154,41 @@ def generate_cells(
     results_dir: Path,
     on_start: Callable[[Cell], None],
     on_image: Callable[[Cell, CellResult], None],
+    executor=None,
 ) -> None:
     """Generate the cells' images unit by unit (each image's metadata names only its own embedding and LoRA),
-    pass by pass, saving each with its provenance as soon as it exists. The model loads once."""
-    from amari.generate import generate
-    from amari.provenance import save_png
+    pass by pass, saving each with its provenance as soon as its pass is back.
 
+    A pass is a model step: run here (the model loads once), or on a cluster's model actors (`executor`,
+    `amari.cluster.ModelPool`), several at once and back in any order; every image has its own seeded
+    generator, so where it was made does not change it.
+    """
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from amari.generate import generate_images
+    from amari.provenance import save_png
+    from amari.workers import InlineExecutor
+
+    executor = executor or InlineExecutor()
     size = config.batch_size
+    passes: deque = deque()
     for unit in dict.fromkeys(cell.unit for cell, _ in work):
         generation = generation_config(config, unit, files.get(unit))
         cells = [item for item in work if item[0].unit == unit]
-        for start in range(0, len(cells), size):
-            chunk = cells[start : start + size]
+        passes.extend((cells[start : start + size], generation) for start in range(0, len(cells), size))
+    pending: dict = {}
+    while passes or pending:
+        while passes and len(pending) < executor.capacity:
+            chunk, generation = passes.popleft()
             for cell, _ in chunk:
                 on_start(cell)
-            made = generate(
-                [fresh.prompt_sent for _, fresh in chunk],
-                seeds=[cell.command.seed for cell, _ in chunk],
-                config=generation,
-                progress=False,
-            )
-            for (cell, fresh), image in zip(chunk, made.images):
+            prompts, seeds = [fresh.prompt_sent for _, fresh in chunk], [cell.command.seed for cell, _ in chunk]
+            pending[executor.submit(generate_images, prompts, seeds, generation)] = chunk
+        done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+        for future in done:
+            chunk = pending.pop(future)
+            for (cell, fresh), image in zip(chunk, future.result()):
                 record = {
                     "name": config.study_name,
                     **({"method": cell.method} if cell.method not in ("", DEFAULT_METHOD) else {}),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -176,6 +177,7 @@ def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers
         scorers=tuple(scorers.names.split("+")),
         training_metrics=tuple(metrics),
         mining_archive=_relative(layout.workspace.archive, root),
+        extra={"demo": True} if config.demo else {},
     )
 
 
@@ -240,13 +242,31 @@ def run(
         except ImageError:
             to_generate.append((cell, fresh))  # damaged (a copy cut short?): make it again
     if to_generate:
-        generate_cells(config, files, to_generate, results.root, lambda cell: progress("generate", cell), generated)
+        with ExitStack() as stack:
+            generate_cells(
+                config,
+                files,
+                to_generate,
+                results.root,
+                lambda cell: progress("generate", cell),
+                generated,
+                executor=_model_actors(config, stack) if config.ray is not None else None,
+            )
     # 4. The complete CSV and the manifest the report reads.
     result.cells = [done[c.key] for c in cells]
     write_results(results.csv, result.cells)
     group_faces = scorers.group_faces or _previous_group_faces(results.root)
     write_manifest(results.root, build_manifest(config, layout, scorers, group_faces))
     return result
+
+
+def _model_actors(config: EvaluateConfig, stack: ExitStack):
+    """The grid's passes on a Ray cluster's model actors (`--ray`), gone again when the grid is done."""
+    from amari.cluster import Cluster, ModelPool
+
+    pool = ModelPool(stack.enter_context(Cluster(config.ray)), config.ray_actors)
+    stack.callback(pool.shutdown)
+    return pool
 
 
 def _previous_group_faces(results_dir: Path) -> int:

@@ -19,7 +19,7 @@ from amari.generate.config import (
     with_overrides,
 )
 from amari.generate.pipeline import LoadedModel, load_model, unload_all
-from amari.generate.run import GeneratedImage, GenerationResult, generate, random_seeds
+from amari.generate.run import GeneratedImage, GenerationResult, generate, generate_images, random_seeds
 from amari.generate.schedulers import SAMPLERS, make_scheduler
 from amari.lazy import lazy_exports
 
@@ -39,6 +39,7 @@ __all__ = [
     "Preset",
     "check_preset",
     "generate",
+    "generate_images",
     "load_model",
     "make_scheduler",
     "model_source",

@@ -95,11 +95,13 @@ def generate(
     config: GenerateConfig = GenerateConfig(),
     progress: bool = True,
     on_batch: Callable[[list[GeneratedImage]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> GenerationResult:
     """Images for `prompt` (one text, or one per seed), one per seed; random seeds when none given.
 
     The model loads on first use and stays loaded; passes hold `config.batch_size` images each.
-    `on_batch` receives each pass's images as soon as they exist (to save them while the next runs).
+    `on_batch` receives each pass's images as soon as they exist (to save them while the next runs);
+    `on_step(step)` hears the end of every denoising step (`amari doctor` times steps with it).
     """
     import torch
 
@@ -134,6 +136,8 @@ def generate(
 
             def step_done(pipe, step, timestep, tensors, size=len(batch_seeds)):
                 advance(size)
+                if on_step is not None:
+                    on_step(step)
                 return tensors
 
             output = model.pipe(
@@ -161,6 +165,11 @@ def generate(
             if on_batch is not None:
                 on_batch(batch)
     return GenerationResult(images=images, seconds=time.perf_counter() - started)
+
+
+def generate_images(prompt: str | Sequence[str], seeds: Sequence[int], config: GenerateConfig) -> list[GeneratedImage]:
+    """`generate`'s images, quietly: a model step that can run anywhere (a thread, a model actor)."""
+    return generate(prompt, seeds=seeds, config=config, progress=False).images
 
 
 class _silent:

@@ -1,66 +1,68 @@
-"""The miner's `diffusers` source: generate → (early rejection) → enhance → save with provenance.
+"""The miner's `diffusers` feed: generate → inspect → enhance → inspect, as steps the engine runs.
 
-The Stable Diffusion pipeline and the enhancement models stay in memory across batches. Enhancement
-is the expensive part and most candidates end up rejected, so each raw image is scored first: when
-its largest face is farther from the group than the almost band plus a margin, enhancing it could
-not change the verdict and it is written as it came out of the sampler (still with provenance).
+Candidate i gets seed i of one allocator (the base seed plus i, or a workspace-wide random sequence)
+and the name `sd-<i>-<seed>.png`; the generator makes them in fixed batches of `generate.batch_size`
+(`--gen-batch`). Per image, a CPU worker watermarks it, encodes its PNG and finds its faces once; the
+generator then enhances the whole batch (Real-ESRGAN over the batch, GFPGAN over all its faces) and a
+worker pastes the faces back, watermarks, encodes and finds faces again. Both files wait in incoming/:
+the policy judges the enhanced one, or the raw one when its face is too far from the group for
+enhancing to matter (early rejection), and the miner deletes the other.
 
-The caller gives it typed settings: the prompt, a `GenerateConfig`, an `EnhanceConfig` (or None to
-write raw images), the first seed and the early-rejection rule (`amari.mine.MineConfig` makes them).
+Each candidate is recorded in the workspace database before its files are written, and each file's
+content once it is written, so a killed run resumes with what it made: files waiting in incoming/ are
+judged first and not made again (a raw image whose enhancement was lost is enhanced again); a batch
+the run was in the middle of is generated again whole, which gives the same pixels since every image
+has its own seeded generator, and only its missing images are kept.
 """
 
 from __future__ import annotations
 
+import math
+import secrets
 import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from amari.errors import UsageError
-from amari.files import free_name
 from amari.generate.config import GenerateConfig
+from amari.generate.run import generate_images
 
 _STATE_MIGRATIONS = [
     (
-        "0001_diffusers_source_images",
+        "0001_generated_candidates",
         """
-        CREATE TABLE diffusers_source_images (
-            file TEXT NOT NULL,
+        CREATE TABLE generated_candidates (
+            idx INTEGER PRIMARY KEY,
             seed INTEGER NOT NULL,
-            base_seed INTEGER,
+            name TEXT NOT NULL,
+            raw_digest TEXT,
+            final_digest TEXT,
             prompt TEXT NOT NULL,
             model TEXT NOT NULL,
-            enhanced INTEGER NOT NULL,
-            rejected_early INTEGER NOT NULL,
-            raw_distance REAL,
             created_at REAL NOT NULL
         );
-        CREATE INDEX diffusers_source_images_base ON diffusers_source_images (base_seed)
+        CREATE TABLE generated_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)
     """,
     ),
 ]
 
-
-# 1. Early rejection -------------------------------------------------------------------------------
-
-
-def raw_distance(faces, group: np.ndarray) -> float | None:
-    """Mean distance of the largest face to the group; None without a face or a group."""
-    from amari import faces as face_lib
-
-    face = face_lib.largest(faces)
-    if face is None or group is None or len(group) == 0:
-        return None
-    return float(face_lib.sim_score(face.descriptor, group))
+MAX_SEED = 2**32
+_MASK = 2**64 - 1
 
 
-def rejects_early(distance: float | None, upper_bound: float, almost_band: float, margin: float) -> bool:
-    """True when a raw image's face is so far from the group that enhancing it cannot matter."""
-    return distance is not None and distance > upper_bound + almost_band + margin
+def seed_at(index: int, base: int | None, salt: int) -> int:
+    """Seed of candidate `index`: the base seed plus the index, or splitmix64 of the workspace's salt."""
+    if base is not None:
+        return (base + index) % MAX_SEED
+    mixed = (salt + (index + 1) * 0x9E3779B97F4A7C15) & _MASK
+    mixed = ((mixed ^ (mixed >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    mixed = ((mixed ^ (mixed >> 27)) * 0x94D049BB133111EB) & _MASK
+    return (mixed ^ (mixed >> 31)) % MAX_SEED
 
 
-# 2. The source ------------------------------------------------------------------------------------
+def raw_name(name: str) -> str:
+    """The file a candidate's raw image waits under in incoming/ while its enhanced one is made."""
+    return name.removesuffix(".png") + ".raw.png"
 
 
 class DiffusersSource:
@@ -72,29 +74,36 @@ class DiffusersSource:
         generate: GenerateConfig,
         enhance=None,
         seed: int | None = None,
-        early_reject: bool = True,
-        reject_margin: float = 0.10,
         preset: str = "fast",
+        generate_step=None,
     ):
         if not prompt or not prompt.strip():
             raise UsageError("the diffusers source needs a prompt (--prompt TEXT)")
-        if reject_margin < 0:
-            raise UsageError(f"reject_margin must be >= 0, not {reject_margin}")
         self.prompt, self.generate_config, self.enhance_config = prompt, generate, enhance
-        self.base_seed, self.early_reject, self.reject_margin, self.preset = seed, early_reject, reject_margin, preset
-        self.exhausted = False
+        self.base_seed, self.preset = seed, preset
+        # (prompt, seeds, config) -> GeneratedImage per seed, on the generator's thread; tests and the
+        # benchmark's simulated accelerator put photographs here instead of Stable Diffusion.
+        self.generate_step = generate_step or generate_images
         self.notes: list[str] = []
         self.counts: Counter = Counter()
-        self._enhancer = None
         self._state = None
-        self._seeds_used = 0
+        self._salt = 0
+        self._batch = 0  # the next batch of `batch_size` candidates to generate
+        self._made: set[int] = set()  # candidates an earlier run made (judged since, or queued by `start`)
+        self._generating = 0  # batches being generated
 
-    def open(self, state_path: Path) -> None:
-        """Record every image in the workspace database, so a base seed carries on across runs."""
-        from amari.sqlite import connect
+    @property
+    def batch_size(self) -> int:
+        return self.generate_config.batch_size
 
-        self._state = connect(state_path, _STATE_MIGRATIONS)
-        self._seeds_used = self._seeds_from_base()
+    @property
+    def enhances(self) -> bool:
+        return self.enhance_config is not None
+
+    @property
+    def _restore_score(self) -> float:
+        """Faces scoring at least this are restored; none when there is no restorer."""
+        return self.enhance_config.min_face_score if self.enhance_config.restores else math.inf
 
     @property
     def description(self) -> str:
@@ -104,136 +113,215 @@ class DiffusersSource:
             f"({self.preset}: {g.scheduler}, {g.steps} steps, CFG {g.guidance_scale:g})"
         )
         if self.counts["generated"]:
-            text += (
-                f": {self.counts['generated']} generated, {self.counts['enhanced']} enhanced, "
-                f"{self.counts['rejected_early']} rejected before enhancing"
-            )
+            text += f": {self.counts['generated']} generated, {self.counts['enhanced']} enhanced"
         return text
 
-    @property
-    def enhancer(self):
-        if self._enhancer is None and self.enhance_config is not None:
-            from amari.enhance import Enhancer
+    # -- records --------------------------------------------------------------------------------
 
-            self._enhancer = Enhancer(self.enhance_config)
-        return self._enhancer
+    def open(self, state_path: Path) -> None:
+        from amari.sqlite import connect
 
-    def next_batch(self, n: int, out_dir: Path, context) -> list[Path]:
-        from amari.generate.run import generate, random_seeds
+        self._state = connect(state_path, _STATE_MIGRATIONS)
+        row = self._state.execute("SELECT value FROM generated_meta WHERE key='salt'").fetchone()
+        if row is None:
+            self._salt = secrets.randbits(63)
+            self._state.execute("INSERT INTO generated_meta VALUES ('salt', ?)", (str(self._salt),))
+        else:
+            self._salt = int(row[0])
 
-        if n < 1:
-            raise ValueError(f"a batch needs at least one image, not {n}")
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self._load_enhancement_models()
-        seeds = self._next_seeds(n, random_seeds)
-        written: list[Path] = []
+    def _record(self, index: int, seed: int, name: str) -> None:
+        model = self.generate_config.model
+        self._state.execute(
+            "INSERT OR IGNORE INTO generated_candidates VALUES (?, ?, ?, NULL, NULL, ?, ?, ?)",
+            (index, seed, name, self.prompt, Path(model).name if Path(model).exists() else model, time.time()),
+        )
 
-        def save_batch(images):
-            for generated in images:
-                written.append(self.finish(generated, out_dir, context))
+    def _written(self, index: int, column: str, digest: str) -> None:
+        self._state.execute(f"UPDATE generated_candidates SET {column}=? WHERE idx=?", (digest, index))
 
-        generate(self.prompt, seeds=seeds, config=self.generate_config, progress=False, on_batch=save_batch)
-        return written
-
-    def _load_enhancement_models(self) -> None:
-        # Before the first images are generated, so a missing model file fails the run at once.
-        if self.enhancer is not None:
-            _ = self.enhancer.upscaler, self.enhancer.restorer
+    def release(self, candidates: list) -> None:
+        pass  # what was generated waits in incoming/ for the next run: no GPU work is thrown away
 
     def made(self, name: str, digest: str) -> bool:
         if self._state is None:
             return False
-        return self._state.execute("SELECT 1 FROM diffusers_source_images WHERE file=?", (name,)).fetchone() is not None
+        row = self._state.execute(
+            "SELECT 1 FROM generated_candidates WHERE raw_digest=? OR final_digest=?", (digest, digest)
+        ).fetchone()
+        return row is not None
 
     def close(self) -> None:
         if self._state is not None:
             self._state.close()
             self._state = None
 
-    def finish(self, generated, out_dir: Path, context) -> Path:
-        """Write one GeneratedImage into `out_dir`, enhanced unless rejected early; return its path.
+    # -- as the miner's feed --------------------------------------------------------------------
 
-        When early rejection applies, the raw image is first saved under a hidden name and scored
-        through the miner's encoder; a rejected one is then only renamed, so the miner finds its
-        faces in the cache instead of detecting them again. Visible names appear complete.
-        """
-        from amari.provenance import save_png
+    def start(self, engine, context) -> None:
+        """Queue what earlier runs made and the policy has not judged; then go on after it."""
+        from amari.mine import leftover_files
 
-        self.counts["generated"] += 1
-        target = free_name(out_dir, f"sd-{context.batch_number:05d}-{generated.seed}.png")
-        if self.enhancer is None:
-            save_png(generated.image, target, generated.params)
-            self._record(target, generated, enhanced=False, rejected=False, distance=None)
-            return target
-        distance = None
-        if self.early_reject and len(context.group):
-            raw_path = out_dir / f".{target.stem}.raw.png"
-            save_png(generated.image, raw_path, generated.params)
-            distance = raw_distance(self._faces(context, raw_path), context.group)
-            if rejects_early(distance, context.upper_bound, context.almost_band, self.reject_margin):
-                raw_path.replace(target)
-                self.counts["rejected_early"] += 1
-                self._record(target, generated, enhanced=False, rejected=True, distance=distance)
-                return target
-            raw_path.unlink(missing_ok=True)
-        enhanced = self.enhancer.enhance(np.array(generated.image))
-        save_png(enhanced, target, {**generated.params, "enhance": self._enhance_params()})
-        self.counts["enhanced"] += 1
-        self._record(target, generated, enhanced=True, rejected=False, distance=distance)
-        return target
+        self._engine, self._context = engine, context
+        # Models load where model steps run, before any work: a missing model file fails the run here.
+        default_step = self.generate_step is generate_images
+        engine.warm_up(load_models, self.generate_config if default_step else None, self.enhance_config)
+        rows = self._state.execute(
+            "SELECT idx, seed, name, raw_digest, final_digest FROM generated_candidates ORDER BY idx"
+        ).fetchall()
+        ours = {name for row in rows for name in (row[2], raw_name(row[2]))}
+        for path in leftover_files(context.incoming):
+            if path.name not in ours:  # the user's own drop: judged like any other
+                self._inspect_file(self._engine.add_candidate(path.name), path, "final")
+        for index, seed, name, raw_digest, final_digest in rows:
+            raw, final = context.incoming / raw_name(name), context.incoming / name
+            if (
+                final_digest
+                and (final.is_file() or context.known(final_digest))
+                or raw_digest
+                and (raw.is_file() or context.known(raw_digest))
+            ):
+                self._made.add(index)
+                if final.is_file() or raw.is_file():
+                    self._resume(index, seed, name)
+            else:  # made only in part: its files go, and it is made again
+                raw.unlink(missing_ok=True)
+                final.unlink(missing_ok=True)
+        first_missing = next(i for i in range(len(self._made) + 1) if i not in self._made)
+        self._batch = first_missing // self.batch_size
 
-    def _faces(self, context, path: Path):
-        from amari.errors import ImageError
+    def _resume(self, index: int, seed: int, name: str) -> None:
+        incoming = self._context.incoming
+        candidate = self._engine.add_candidate(name, seed=seed, two_variants=self.enhances, index=index)
+        if (incoming / name).is_file():
+            self._inspect_file(candidate, incoming / name, "final")
+        if self.enhances:
+            lost = not (incoming / name).is_file()  # its enhancement was lost with the killed run
+            self._inspect_file(candidate, incoming / raw_name(name), "raw", then=self._enhance if lost else None)
 
-        try:
-            return context.encoder.faces(path)
-        except ImageError:
-            return []
+    def _inspect_file(self, candidate, path: Path, variant: str, then=None) -> None:
+        restore = self._restore_score if then is not None else None
 
-    def _enhance_params(self) -> dict:
-        config = self.enhance_config
-        # Names only: metadata travels with shared images, the user's folders should not.
-        return {
-            "upscaler": _file_name(config.upscaler),
-            "face_restorer": _file_name(config.face_restorer),
-            "scale": config.scale,
-        }
+        def inspected(result) -> None:
+            setattr(candidate, variant, self._context.accept(path, result))
+            if then is not None:
+                then([(candidate, result)])
 
-    # Seeds: random ones are recorded; a base seed continues where earlier runs stopped.
-    def _seeds_from_base(self) -> int:
-        if self.base_seed is None or self._state is None:
-            return 0
-        row = self._state.execute(
-            "SELECT COUNT(*) FROM diffusers_source_images WHERE base_seed = ?", (self.base_seed,)
-        ).fetchone()
-        return int(row[0])
+        self._context.inspect(self._engine, path, inspected, restore)
 
-    def _next_seeds(self, n: int, random_seeds) -> list[int]:
-        base = self.base_seed
-        if base is None:
-            return random_seeds(n)
-        seeds = [(base + self._seeds_used + i) % 2**32 for i in range(n)]
-        self._seeds_used += n
-        return seeds
-
-    def _record(self, target: Path, generated, enhanced: bool, rejected: bool, distance: float | None) -> None:
-        if self._state is None:
-            return
-        self._state.execute(
-            "INSERT INTO diffusers_source_images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                target.name,
-                generated.seed,
-                self.base_seed,
-                generated.prompt,
-                generated.params.get("model", ""),
-                int(enhanced),
-                int(rejected),
-                distance,
-                time.time(),
-            ),
+    def more(self, engine) -> bool:
+        """Start generating the next batch, unless one is being generated still."""
+        if self._generating >= engine.model_capacity:
+            return False
+        while True:
+            start = self._batch * self.batch_size
+            indices = list(range(start, start + self.batch_size))
+            self._batch += 1
+            if any(i not in self._made for i in indices):
+                break
+        seeds = [seed_at(i, self.base_seed, self._salt) for i in indices]
+        slots = {}
+        for index, seed in zip(indices, seeds):
+            if index not in self._made:
+                name = f"sd-{index:08d}-{seed}.png"
+                self._record(index, seed, name)
+                slots[index] = engine.add_candidate(name, seed=seed, two_variants=self.enhances, index=index)
+        self._generating += 1
+        engine.run_model(
+            lambda images: self._generated(indices, slots, images),
+            self.generate_step,
+            self.prompt,
+            seeds,
+            self.generate_config,
         )
+        return True
+
+    def wait_for_more(self) -> bool:
+        return True  # a generator never runs dry
+
+    # -- the steps ------------------------------------------------------------------------------
+
+    def _generated(self, indices: list[int], slots: dict, images: list) -> None:
+        """A batch came off the generator: each image to a worker, the batch's enhancement once all are back."""
+        from amari.mine import inspect_generated
+
+        self._generating -= 1
+        self._engine.top_up()  # the generator goes on with the next batch while workers finish this one
+        restore = self._restore_score if self.enhances else None
+        inspected_so_far: dict[int, tuple] = {}
+        for index, generated in zip(indices, images):
+            candidate = slots.get(index)
+            if candidate is None:
+                continue  # an earlier run made this one
+            self.counts["generated"] += 1
+            self._engine.stats.generated += 1
+
+            def inspected(result, index=index, candidate=candidate) -> None:
+                variant = "raw" if self.enhances else "final"
+                name = raw_name(candidate.name) if self.enhances else candidate.name
+                setattr(candidate, variant, self._context.accept(self._context.incoming / name, result))
+                self._written(index, f"{variant}_digest", result.digest)
+                if self.enhances:
+                    inspected_so_far[index] = (candidate, result)
+                    if len(inspected_so_far) == len(slots):  # the whole batch: enhanced together
+                        self._enhance([inspected_so_far[i] for i in sorted(inspected_so_far)])
+
+            self._engine.run_cpu(
+                inspected, inspect_generated, generated.image, generated.params, self._context.settings, restore
+            )
+
+    def _enhance(self, items: list[tuple]) -> None:
+        """Enhance raw images together on the generator, then finish each on a worker."""
+        from amari.enhance import enhance_batch
+        from amari.mine import inspect_enhanced
+
+        config = self.enhance_config
+
+        def enhanced(parts) -> None:
+            for (candidate, result), (canvas, restored) in zip(items, parts):
+                self.counts["enhanced"] += 1
+                params = {**result.params, "enhance": enhance_params(config)}
+
+                def finished(final, candidate=candidate) -> None:
+                    candidate.final = self._context.accept(self._context.incoming / candidate.name, final)
+                    self._written(candidate.info["index"], "final_digest", final.digest)
+
+                self._engine.run_cpu(
+                    finished,
+                    inspect_enhanced,
+                    canvas,
+                    restored,
+                    result.plans,
+                    result.marked.shape[:2],
+                    config.restore_weight,
+                    params,
+                    self._context.settings,
+                )
+
+        self._engine.run_model(
+            enhanced, enhance_batch, self.enhance_config, [r.marked for _, r in items], [r.plans for _, r in items]
+        )
+
+
+def load_models(generate: GenerateConfig | None, enhance) -> None:
+    """Load the pipeline and the enhancement models in this process (a model step: the generator's
+    thread, or each model actor on Ray)."""
+    if generate is not None:
+        from amari.generate.pipeline import load_model
+
+        load_model(generate)
+    if enhance is not None:
+        from amari.enhance import load_enhancer
+
+        load_enhancer(enhance)
+
+
+def enhance_params(config) -> dict:
+    # Names only: metadata travels with shared images, the user's folders should not.
+    return {
+        "upscaler": _file_name(config.upscaler),
+        "face_restorer": _file_name(config.face_restorer),
+        "scale": config.scale,
+    }
 
 
 def _file_name(value) -> str | None:

@@ -1,15 +1,19 @@
-"""The batch loop of `amari mine`: source → judge → move files, resumable after any crash.
+"""The batch loop of `amari mine`: candidates → judge → move files, resumable after any crash.
 
 Each batch: (1) reconcile the folders with the database (the user may have curated them), (2) ask the
-policy whether this batch generates, (3) take the images waiting in incoming/ plus new ones from the
-source, (4) find their faces (cached by content), (5) let the policy judge, bootstrap, analyse or
-relax, (6) commit every change in one transaction and move the files. A killed run redoes an
-uncommitted batch from the same inputs, so its result is the same as if it had never stopped.
+policy whether this batch takes candidates and how many, (3) take them from the engine in order (what
+a killed run left in incoming/ first), each with its faces already found, choosing between a
+candidate's raw and enhanced image by the early-rejection rule, (4) let the policy judge, bootstrap,
+analyse or relax, (5) commit every change in one transaction and move the files. A killed run redoes
+an uncommitted batch from the same inputs, so its result is the same as if it had never stopped.
+
+The loop is the single writer; the engine (`amari.mine.engine`) makes candidates ready ahead of it
+(streaming) or just in time (serial), and both give the same candidates in the same order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,18 +21,20 @@ import numpy as np
 
 from amari import faces as face_lib
 from amari.embeddings import EmbeddingCache, FaceEncoder
-from amari.errors import ImageError, UsageError
+from amari.errors import UsageError
 from amari.layout import ALMOST_SIM, INCOMING, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout
 from amari.mine import policy
 from amari.mine.config import MineConfig
 from amari.mine.curation import reconcile, seed_references
+from amari.mine.engine import FINAL, RAW, Candidate, Engine, FeedContext
+from amari.mine.judging import Examined, build_commit
 from amari.mine.policy import BatchOutcome, Faces, MinerState
 from amari.mine.progress import MiningProgress
-from amari.mine.records import Commit, Decision, NewImage, Relocation
-from amari.mine.source import BatchContext, Source
-from amari.mine.workspace import Workspace, file_identity, settings_meta
+from amari.mine.records import Commit
+from amari.mine.source import Source
+from amari.mine.workspace import Workspace, settings_meta
 
-STALL_LIMIT = 50  # batches in a row that neither generate nor change a folder: the policy is stuck
+STALL_LIMIT = 50  # batches in a row that neither take candidates nor change a folder: the policy is stuck
 
 
 @dataclass(frozen=True)
@@ -58,23 +64,60 @@ def run(
     function closes it.
     """
     progress = progress or MiningProgress(enabled=False)
+    engine = None
     try:
         for path in config.reference:  # before the workspace exists, so a typo leaves nothing behind
             if not Path(path).is_file():
                 raise UsageError(f"reference image {path} does not exist")
         # Descriptors of other face settings are not comparable with the ones already in the workspace.
-        with Workspace.open(layout.root, settings_meta(face_settings=config.faces.key)) as workspace:
-            encoder = FaceEncoder(config.faces, EmbeddingCache(connection=workspace.conn))
+        with (
+            Workspace.open(layout.root, settings_meta(face_settings=config.faces.key)) as workspace,
+            ExitStack() as stack,
+        ):
+            cache = EmbeddingCache(connection=workspace.conn)
+            encoder = FaceEncoder(config.faces, cache)
             source.open(workspace.database_path)
             seed_references(workspace, encoder, config.reference)
+            executors = _cluster_executors(config, stack, progress) if config.ray is not None else None
+            capacity = executors[1].capacity if executors else 1
+            # Generator batches ahead of the policy: one being made (per model actor) while workers finish another.
+            ahead = 2 * capacity * getattr(source, "batch_size", 8)
+            engine = Engine(
+                streaming=config.engine == "streaming", cpus=config.worker_processes, ahead=ahead, executors=executors
+            )
+            stack.callback(engine.close)  # before the cluster goes
+            engine.start(
+                source,
+                FeedContext(
+                    workspace.incoming,
+                    config.faces,
+                    cache,
+                    known=lambda digest: workspace.image_by_hash(digest) is not None,
+                ),
+            )
             progress.update(source=source.description)
-            return _loop(workspace, encoder, source, config, progress)
+            return _loop(workspace, encoder, engine, source, config, progress)
     finally:
-        source.close()
+        if engine is None:
+            source.close()
+
+
+def _cluster_executors(config: MineConfig, stack: ExitStack, progress: MiningProgress) -> tuple:
+    """CPU tasks and model actors on Ray (`--ray`); the cluster is left (or stopped) when the run ends."""
+    from amari.cluster import Cluster, ModelPool, TaskPool
+
+    cluster = stack.enter_context(Cluster(config.ray, cpus=config.worker_processes))
+    progress.note(cluster.describe())
+    return TaskPool(cluster), ModelPool(cluster, config.ray_actors)
 
 
 def _loop(
-    workspace: Workspace, encoder: FaceEncoder, source: Source, config: MineConfig, progress: MiningProgress
+    workspace: Workspace,
+    encoder: FaceEncoder,
+    engine: Engine,
+    source: Source,
+    config: MineConfig,
+    progress: MiningProgress,
 ) -> MineResult:
     stalled = 0
     while True:
@@ -90,30 +133,51 @@ def _loop(
         notes: list[str] = []
         if policy.generates(planned):
             progress.update(batch=planned.batch, batch_size=planned.n, event=f"waiting for {source.description}")
-            candidates = gather(workspace, source, planned, group, encoder, config.almost_band, notes)
+            if config.max_batches is not None and state.batch + 1 >= config.max_batches:
+                engine.ahead = 0  # the last batch: nothing is made that no batch would judge
+            candidates = gather(workspace, engine, source, planned, group, config, notes)
             if not candidates:
                 return _result(workspace, "source exhausted")
             progress.update(event=f"judging {len(candidates)} images")
-        change, outcome, judged_notes = run_batch(workspace, encoder, planned, group, candidates, config)
+        change, outcome, judged_notes = run_batch(workspace, planned, group, candidates, config)
         workspace.commit(change)
         for message in notes + judged_notes:
             progress.note(message)
         stalled = 0 if candidates or outcome.joined or change.relocations else stalled + 1
-        counts = workspace.counts()
-        progress.batch_done(
-            batch=planned.batch,
-            batch_size=len(candidates),
-            group_size=counts[SIM_GROUP],
-            almost_size=counts[ALMOST_SIM],
-            unknown_size=counts[UNKNOWN_PERSON],
-            avg=outcome.state.avg,
-            hi=outcome.state.hi,
-            judged=progress.snapshot.judged + len(outcome.judgements),
-            joined=progress.snapshot.joined + len(outcome.joined),
-            event=outcome.event,
-        )
+        _report(workspace, engine, progress, planned, candidates, outcome)
         if stalled >= STALL_LIMIT:
             return _result(workspace, "stalled")
+
+
+def _report(
+    workspace: Workspace,
+    engine: Engine,
+    progress: MiningProgress,
+    planned: MinerState,
+    candidates: list[Candidate],
+    outcome: BatchOutcome,
+) -> None:
+    counts = workspace.counts()
+    generated, judged = engine.stats.rates()
+    depths = engine.depths()
+    pipeline = (
+        f"{generated:.2f} generated/s, {judged:.2f} judged/s; queued {depths['queued']} "
+        f"(ready {depths['ready']}), steps under way {depths['working']}; "
+        f"generator waited {engine.generator_wait_share():.0%}"
+    )
+    progress.batch_done(
+        batch=planned.batch,
+        batch_size=len(candidates),
+        group_size=counts[SIM_GROUP],
+        almost_size=counts[ALMOST_SIM],
+        unknown_size=counts[UNKNOWN_PERSON],
+        avg=outcome.state.avg,
+        hi=outcome.state.hi,
+        judged=progress.snapshot.judged + len(outcome.judgements),
+        joined=progress.snapshot.joined + len(outcome.joined),
+        event=outcome.event,
+        pipeline=pipeline,
+    )
 
 
 def _stop_reason(state: MinerState, group_size: int, config: MineConfig) -> str | None:
@@ -149,112 +213,81 @@ def bootstrap_pool(workspace: Workspace) -> Faces:
 # 2. Candidates ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Candidate:
-    path: Path
-    content_hash: str
-    size: int
-    mtime_ns: int
+def raw_distance(found, group: np.ndarray) -> float | None:
+    """Mean distance of the largest face to the group; None without a face or a group."""
+    face = face_lib.largest(found or [])
+    if face is None or group is None or len(group) == 0:
+        return None
+    return float(face_lib.sim_score(face.descriptor, group))
 
 
 def gather(
     workspace: Workspace,
+    engine: Engine,
     source: Source,
     planned: MinerState,
     group: Faces,
-    encoder: FaceEncoder,
-    almost_band: float,
+    config: MineConfig,
     notes: list[str],
 ) -> list[Candidate]:
-    """Up to n images with content new to the workspace: those a killed run left in incoming/, then the source's.
+    """Up to n candidates with content new to the workspace, in order.
 
-    A file the source wrote whose content the workspace already holds is deleted at once and does not
-    count, so a batch is the same whether or not an earlier run died after the source wrote a file but
-    before it noted so. A file the user put there with such content is left alone.
+    Each candidate with a raw and an enhanced image is judged on the enhanced one, unless its raw face
+    is so far from the group (at this batch's bound) that enhancing could not have mattered: then on
+    the raw one, as the original miner skipped enhancing such images. A candidate the source made
+    whose content the workspace already holds is deleted at once and does not count, so a batch is the
+    same whether or not an earlier run died after writing a file but before noting it. A file the user
+    put in incoming/ with such content is left alone.
     """
-    context = BatchContext(
-        group=group.vectors,
-        upper_bound=planned.hi,
-        almost_band=almost_band,
-        encoder=encoder,
-        batch_number=planned.batch,
-        known=lambda digest: workspace.image_by_hash(digest) is not None,
-    )
+
+    def choose(candidate: Candidate) -> str:
+        if not config.early_reject or len(group) == 0:
+            return FINAL
+        distance = raw_distance(candidate.raw.faces, group.vectors)
+        return RAW if policy.rejects_early(distance, planned.hi, config.almost_band, config.reject_margin) else FINAL
+
     chosen: dict[str, Candidate] = {}
-    looked: set[Path] = set()
-    asked = False
-    while True:
-        dropped = 0
-        for path in workspace.incoming_files():
-            if path in looked:
-                continue
-            looked.add(path)
-            try:
-                candidate = Candidate(path, *file_identity(path))
-            except ImageError:
-                continue  # vanished meanwhile
-            if candidate.content_hash in chosen or workspace.image_by_hash(candidate.content_hash):
-                if source.made(path.name, candidate.content_hash):
-                    notes.append(f"{path.name}: same content as an image the workspace already has; dropped")
-                    path.unlink(missing_ok=True)
-                    dropped += 1
-                elif path not in workspace.ignored_incoming:  # the user's own file: never deleted
-                    workspace.ignored_incoming.add(path)
-                    notes.append(f"{INCOMING}/{path.name} holds an image the workspace already has; left there")
-            else:
-                chosen[candidate.content_hash] = candidate
+    while len(chosen) < planned.n:
         wanted = planned.n - len(chosen)
-        # Ask again only to refill places that dropped files took; a source with fewer images than
-        # wanted (a watched folder between files) gives a smaller batch instead of a wait.
-        if wanted <= 0 or source.exhausted or (asked and not dropped):
-            return sorted(chosen.values(), key=lambda c: c.path.name)
-        asked = True
-        written = source.next_batch(wanted, workspace.incoming, context)
+        taken = engine.take(wanted, choose)
         notes.extend(source.notes)
         source.notes.clear()
-        if not written:
-            return sorted(chosen.values(), key=lambda c: c.path.name)
-
-
-@dataclass
-class _Examined:
-    candidate: Candidate
-    descriptor: np.ndarray | None
-    n_faces: int | None
-    error: str | None
-
-    @property
-    def content_hash(self) -> str:
-        return self.candidate.content_hash
-
-
-def examine(encoder: FaceEncoder, candidates: list[Candidate], cpus: int) -> list[_Examined]:
-    """The largest face of each candidate (or why there is none)."""
-    found = encoder.faces_many([c.path for c in candidates], cpus=cpus)
-    examined = []
-    for candidate in candidates:
-        result = found[candidate.path]
-        if isinstance(result, ImageError):
-            examined.append(_Examined(candidate, None, None, result.reason))
-        else:
-            face = face_lib.largest(result)
-            examined.append(_Examined(candidate, face.descriptor if face else None, len(result), None))
-    return examined
+        if not taken:
+            break
+        for candidate in taken:
+            file = candidate.chosen
+            if file.content_hash in chosen or workspace.image_by_hash(file.content_hash):
+                if source.made(file.path.name, file.content_hash):
+                    notes.append(f"{file.path.name}: same content as an image the workspace already has; dropped")
+                    for variant in (candidate.raw, candidate.final):
+                        if variant is not None:
+                            variant.path.unlink(missing_ok=True)
+                elif file.path not in workspace.ignored_incoming:  # the user's own file: never deleted
+                    workspace.ignored_incoming.add(file.path)
+                    notes.append(f"{INCOMING}/{file.path.name} holds an image the workspace already has; left there")
+            else:
+                chosen[file.content_hash] = candidate
+        if len(taken) < wanted:
+            break  # the feed has nothing more right now (a watched folder between files)
+    return list(chosen.values())
 
 
 # 3. One batch -----------------------------------------------------------------------------------
 
 
+def examine(candidate: Candidate) -> Examined:
+    file = candidate.chosen
+    if file.faces is None:
+        return Examined(candidate, None, None, file.error or "unreadable")
+    face = face_lib.largest(file.faces)
+    return Examined(candidate, face.descriptor if face else None, len(file.faces), None)
+
+
 def run_batch(
-    workspace: Workspace,
-    encoder: FaceEncoder,
-    planned: MinerState,
-    group: Faces,
-    candidates: list[Candidate],
-    config: MineConfig,
+    workspace: Workspace, planned: MinerState, group: Faces, candidates: list[Candidate], config: MineConfig
 ) -> tuple[Commit, BatchOutcome, list[str]]:
     """Judge one batch; returns the change to commit, the policy's outcome and lines to report."""
-    examined = examine(encoder, candidates, config.cpus)
+    examined = [examine(candidate) for candidate in candidates]
     almost_before = workspace.counts()[ALMOST_SIM]
     outcome = policy.finish_batch(
         planned,
@@ -264,97 +297,5 @@ def run_batch(
         pool=bootstrap_pool(workspace) if len(group) == 0 else Faces(),
         almost_size=almost_before,
     )
-    notes = [
-        f"{e.candidate.path.name}: unreadable ({e.error}), moved to {UNKNOWN_PERSON}/" for e in examined if e.error
-    ]
+    notes = [f"{e.candidate.name}: unreadable ({e.error}), moved to {UNKNOWN_PERSON}/" for e in examined if e.error]
     return build_commit(workspace, planned, outcome, examined), outcome, notes
-
-
-def build_commit(workspace: Workspace, planned: MinerState, outcome: BatchOutcome, examined: list[_Examined]) -> Commit:
-    """Translate the policy's verdicts into rows and file moves."""
-    change = Commit(batch=planned.batch, state=outcome.state)
-    new = {e.content_hash: e for e in examined}
-    folder, bound = _destinations(workspace, outcome, examined, change)
-
-    counts = workspace.counts()
-    for key, target in folder.items():
-        if key in new:
-            item, file = new[key], new[key].candidate
-            change.new_images.append(
-                NewImage(
-                    file.path,
-                    target,
-                    file.content_hash,
-                    file.size,
-                    file.mtime_ns,
-                    item.n_faces,
-                    item.descriptor,
-                    item.error,
-                    "source",
-                    bound=bound.get(key),
-                )
-            )
-            counts[target] += 1
-        else:
-            row = workspace.image_by_hash(key)
-            if row.folder != target:
-                change.relocations.append(Relocation(row.id, target, bound.get(key)))
-                counts[row.folder] -= 1
-                counts[target] += 1
-
-    state = outcome.state
-    change.batch_row = dict(
-        number=planned.batch,
-        requested=planned.n if policy.generates(planned) else 0,
-        received=len(examined),
-        joined=len(outcome.joined),
-        group_size=counts[SIM_GROUP],
-        almost_size=counts[ALMOST_SIM],
-        unknown_size=counts[UNKNOWN_PERSON],
-        avg=state.avg,
-        hi=state.hi,
-        until_gsa=state.until_gsa,
-        n=state.n,
-        event=outcome.event,
-        state=state.to_json(),
-    )
-    return change
-
-
-def _destinations(
-    workspace: Workspace, outcome: BatchOutcome, examined: list[_Examined], change: Commit
-) -> tuple[dict[Hashable, str], dict[Hashable, float]]:
-    """Where each image this batch touched ends up, and the bound an almost-sim name records.
-
-    Later steps override earlier ones, in the policy's order: judged, bootstrap, analysis, reset.
-    The decisions that explain each step are appended to `change`.
-    """
-    new = {e.content_hash for e in examined}
-    folder: dict[Hashable, str] = {}
-    bound: dict[Hashable, float] = {}
-    for judgement, item in zip(outcome.judgements, examined):
-        folder[item.content_hash] = judgement.verdict.value
-        bound[item.content_hash] = outcome.bound
-        reason = f"unreadable: {item.error}" if item.error else judgement.reason
-        change.decisions.append(
-            Decision(item.content_hash, judgement.verdict.value, reason, judgement.score, outcome.bound)
-        )
-    for key in outcome.seeds:
-        folder[key] = SIM_GROUP
-        change.decisions.append(Decision(key, SIM_GROUP, "bootstrap: tightest pair", None, outcome.bound))
-    if outcome.analysis is not None:
-        analysis = outcome.analysis
-        reason = f"reset round {analysis.reset_round}" if analysis.reset_round else "analysis"
-        scores = dict(zip(analysis.keys, analysis.scores))
-        for key in analysis.leaving:
-            folder[key], bound[key] = ALMOST_SIM, analysis.hi
-            change.decisions.append(Decision(key, ALMOST_SIM, reason, float(scores[key]), analysis.hi))
-    if outcome.reset:  # every almost-sim image, this batch's near misses included, is re-tested
-        almost = [
-            r.content_hash for r in workspace.images(ALMOST_SIM) if not r.user_removed and r.descriptor is not None
-        ]
-        almost += [key for key, target in folder.items() if key in new and target == ALMOST_SIM]
-        for key in almost:
-            folder[key] = SIM_GROUP
-            change.decisions.append(Decision(key, SIM_GROUP, "reset: re-tested", None, outcome.state.hi))
-    return folder, bound

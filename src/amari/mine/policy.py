@@ -155,6 +155,12 @@ def candidate_scores(cross_distances: np.ndarray) -> np.ndarray:
     return cross_distances.mean(axis=1)
 
 
+def rejects_early(distance: float | None, upper_bound: float, almost_band: float, margin: float) -> bool:
+    """True when a raw image's face is so far from the group that enhancing it could not change its
+    verdict (beyond the almost band by more than the margin): it is judged as it came."""
+    return distance is not None and distance > upper_bound + almost_band + margin
+
+
 def classify(score: float, hi: float, almost_band: float) -> Verdict:
     """score <= hi: sim-group; hi < score < hi + band: almost-sim; anything else (nan too): unknown."""
     if score <= hi:

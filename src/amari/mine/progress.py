@@ -22,6 +22,7 @@ class Snapshot:
     joined: int = 0  # of which joined the group
     event: str = "starting"
     source: str = ""
+    pipeline: str = ""  # the engine's rates, queue depths and how long the generator waited
 
 
 class MiningProgress:
@@ -39,20 +40,20 @@ class MiningProgress:
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(self._render(), console=Console(file=self.stream), refresh_per_second=4, transient=False)
+            self._live = Live(self.panel(), console=Console(file=self.stream), refresh_per_second=4, transient=False)
             self._live.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.update(self.panel())
             self._live.__exit__(*exc)
             self._live = None
 
     def update(self, **fields) -> None:
         self.snapshot = replace(self.snapshot, **fields)
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.update(self.panel())
 
     def batch_done(self, **fields) -> None:
         """The end of a batch: on a terminal the panel changes, elsewhere one line is written."""
@@ -83,9 +84,11 @@ class MiningProgress:
             f"batch {s.batch} (n={s.batch_size}): group {s.group_size} avg {s.avg:.4f} hi {s.hi:.4f}, "
             f"almost {s.almost_size}, unknown {s.unknown_size}; accepted {self.acceptance_rate:.0%} "
             f"of {s.judged}, {self.images_per_minute:.1f} images/min; {s.event}"
+            + (f" | {s.pipeline}" if s.pipeline else "")
         )
 
-    def _render(self):
+    def panel(self):
+        """The rich table the terminal shows: source, batch, sim-group, almost / unknown, acceptance, last event."""
         from rich.table import Table
 
         s = self.snapshot
@@ -100,4 +103,6 @@ class MiningProgress:
             "accepted", f"{self.acceptance_rate:.1%} of {s.judged}  ({self.images_per_minute:.1f} images/min)"
         )
         table.add_row("last event", s.event)
+        if s.pipeline:
+            table.add_row("pipeline", s.pipeline)
         return table

@@ -73,6 +73,21 @@ MIGRATIONS = [
         )
     """,
     ),
+    (
+        # A journal entry may also delete a file the miner made (the image a candidate was not judged on).
+        "0002_pending_ops",
+        """
+        CREATE TABLE pending_ops (
+            id INTEGER PRIMARY KEY,
+            op TEXT NOT NULL CHECK (op IN ('move', 'copy', 'delete')),
+            src TEXT NOT NULL,
+            dst TEXT NOT NULL
+        );
+        INSERT INTO pending_ops SELECT id, op, src, dst FROM pending_moves;
+        DROP TABLE pending_moves;
+        ALTER TABLE pending_ops RENAME TO pending_moves
+    """,
+    ),
 ]
 
 
@@ -110,6 +125,7 @@ class NewImage:
     origin: str  # source | reference | user
     op: str = "move"  # move | copy | none (the file already is where it belongs)
     bound: float | None = None  # almost-sim names carry the bound they failed
+    name: str | None = None  # the name it takes in its folder (default: its own)
 
 
 @dataclass
@@ -141,6 +157,7 @@ class Commit:
     state: MinerState | None = None
     batch_row: dict | None = None  # set for a finished batch: a row of `batches` and of the archive
     meta: dict[str, str] = field(default_factory=dict)
+    deletions: list[Path] = field(default_factory=list)  # files the miner made and no longer needs
 
     def __bool__(self) -> bool:
         return bool(
@@ -151,6 +168,7 @@ class Commit:
             or self.state
             or self.batch_row
             or self.meta
+            or self.deletions
         )
 
 

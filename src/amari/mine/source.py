@@ -1,18 +1,17 @@
-"""Where the miner's candidate images come from, behind one small interface.
+"""Where the miner's candidate images come from: feeds, behind one small interface.
 
-A source writes new image files into the workspace's `incoming/` folder and returns their paths; the
-miner judges them and moves each into sim-group/, almost-sim/ or unknown-person/. Two sources exist:
+A feed puts candidates into the engine (`amari.mine.engine`) in the order the policy takes them, and
+writes their files into the workspace's `incoming/` folder; the miner judges each and moves it into
+sim-group/, almost-sim/ or unknown-person/. Two feeds exist:
 
-- `folder:PATH` copies images that another tool (A1111, ComfyUI, InvokeAI, a camera) writes into
-  PATH, in sorted order, never touching PATH; with `watch` it keeps waiting for new files.
-- `diffusers` generates them with Stable Diffusion (`amari.generate.DiffusersSource`).
+- `folder:PATH` (`FolderSource`) copies images that another tool (A1111, ComfyUI, InvokeAI, a camera)
+  writes into PATH, in sorted order, never touching PATH; with `watch` it keeps waiting for new files.
+- `diffusers` (`amari.generate.DiffusersSource`) generates them with Stable Diffusion.
 
-The caller builds the source and hands it to `amari.mine.run`.
-
-Rules every source keeps, so that a killed miner resumes without losing or repeating an image:
-write each file under a temporary name that starts with "." and rename it when complete (the miner
-ignores and, on resume, deletes hidden files in incoming/); never return a file twice; remember what
-was produced in the workspace database (`state_path`) when it is given, so that a rerun carries on.
+The caller builds the feed and hands it to `amari.mine.run`. Rules every feed keeps, so that a killed
+miner resumes without losing or repeating an image: write each file under a hidden temporary name and
+rename it when complete; remember what was produced in the workspace database (`open(state_path)`);
+offer what a killed run left in incoming/ first (`start`); never delete a file it did not create.
 """
 
 from __future__ import annotations
@@ -21,47 +20,44 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
 from typing import Protocol
 
-import numpy as np
-
-from amari.embeddings import FaceEncoder, content_hash
+from amari.embeddings import content_hash
 from amari.errors import UsageError
 from amari.files import free_name, same_content
-from amari.images import image_files, read_bytes
+from amari.images import image_files, is_image_path, read_bytes
 from amari.sqlite import connect, migrate
-
-
-@dataclass
-class BatchContext:
-    group: np.ndarray  # (N,128) descriptors of the current sim-group
-    upper_bound: float  # hi in force
-    almost_band: float  # 0.10 by default
-    encoder: FaceEncoder  # the miner's cached encoder (workspace DB); sources may pre-encode files with it
-    batch_number: int
-    known: Callable[[str], bool] = lambda digest: False  # content hash -> whether the workspace has it
 
 
 class Source(Protocol):
     description: str
-    exhausted: bool  # True: no more images will ever come (folder without --watch, all ingested)
     notes: list[str]  # what the user should hear (files skipped and why); the miner reports and clears them
 
-    def made(self, name: str, digest: str) -> bool:
-        """Whether this source wrote the file `name` with this content into incoming/ (only such files
-        may be deleted there: the miner never deletes a file it did not create)."""
-        ...
-
     def open(self, state_path: Path) -> None:
-        """Called once the workspace is open: where the source may remember what it produced."""
+        """Called once the workspace is open: where the feed remembers what it produced."""
         ...
 
-    def next_batch(self, n: int, out_dir: Path, context: BatchContext) -> list[Path]:
-        """Write up to n NEW image files into out_dir (the workspace's incoming/ folder) and return them."""
+    def start(self, engine, context) -> None:
+        """Queue what a killed run left in incoming/ (`context` is an `amari.mine.engine.FeedContext`)."""
+        ...
+
+    def more(self, engine) -> bool:
+        """Queue more candidates without waiting; False when there is nothing more now."""
+        ...
+
+    def wait_for_more(self) -> bool:
+        """Nothing is queued or under way: wait for more (a watched folder), or say there is none."""
+        ...
+
+    def release(self, candidates: list) -> None:
+        """The run ends with these candidates made ahead and not judged."""
+        ...
+
+    def made(self, name: str, digest: str) -> bool:
+        """Whether this feed wrote the file `name` with this content into incoming/ (only such files
+        may be deleted there: the miner never deletes a file it did not create)."""
         ...
 
     def close(self) -> None: ...
@@ -117,20 +113,62 @@ class FolderSource:
         self._ledger.close()
         self._ledger = connect(state_path, _LEDGER_MIGRATIONS)
 
-    def next_batch(self, n: int, out_dir: Path, context: BatchContext | None = None) -> list[Path]:
+    # -- as the miner's feed ----------------------------------------------------------------------
+
+    def start(self, engine, context) -> None:
+        """What a killed run copied but did not judge, and what the user dropped there, comes first."""
+        self._engine, self._context = engine, context
+        for path in leftover_files(context.incoming):
+            self._queue(path, None)
+
+    def more(self, engine) -> bool:
+        copied = self._copy_new(1, self._context.incoming, self._context.known)
+        for path, digest in copied:
+            self._queue(path, digest)
+        return bool(copied)
+
+    def wait_for_more(self) -> bool:
+        if not self.watch:
+            return False
+        time.sleep(self.poll_interval)
+        return True
+
+    def _queue(self, path: Path, digest: str | None) -> None:
+        """A file in incoming/ becomes a candidate once its faces are known (from the cache, else a worker)."""
+        from amari.mine.work import Inspected
+
+        candidate = self._engine.add_candidate(path.name)
+        context = self._context
+        faces = context.cache.get(digest, context.settings.key) if digest else None
+        if faces is not None:
+            candidate.final = context.accept(path, Inspected(None, digest, faces, (0, 0)), cache=False)
+            return
+
+        def inspected(result) -> None:
+            candidate.final = context.accept(path, result)
+
+        context.inspect(self._engine, path, inspected)
+
+    def next_batch(self, n: int, out_dir: Path, context=None) -> list[Path]:
+        """Copy up to n new files into `out_dir` and return them; a watched folder waits for one."""
         if n < 1:
             raise ValueError(f"a batch needs at least one image, not {n}")
+        known = context.known if context is not None else (lambda digest: False)
+        while True:
+            copied = self._copy_new(n, out_dir, known)
+            if copied or not self.watch:
+                return [path for path, _digest in copied]
+            time.sleep(self.poll_interval)
+
+    def _copy_new(self, n: int, out_dir: Path, known) -> list[tuple[Path, str]]:
+        """(path, content hash) of up to n files copied now; sets `exhausted` once nothing is left."""
         out_dir.mkdir(parents=True, exist_ok=True)
         _remove_partial_copies(out_dir)
-        known = context.known if context is not None else (lambda digest: False)
-        written: list[Path] = []
+        written: list[tuple[Path, str]] = []
         while len(written) < n:
             wanted = n - len(written)
             fresh = self._new_files(out_dir, wanted)
-            if not fresh and self.watch and not written:
-                time.sleep(self.poll_interval)
-                continue
-            written += [p for p in (self._copy(path, stat, out_dir, known) for path, stat in fresh) if p]
+            written += [copy for copy in (self._copy(path, stat, out_dir, known) for path, stat in fresh) if copy]
             if len(fresh) < wanted:
                 # Fewer than asked after a look at the whole folder: nothing else is left that can be copied.
                 self.exhausted = not self.watch
@@ -139,6 +177,18 @@ class FolderSource:
 
     def made(self, name: str, digest: str) -> bool:
         return False  # it never copies content the workspace (or its own ledger) already has
+
+    def release(self, candidates: list) -> None:
+        """Copies made ahead go, and the ledger forgets them, so the next run copies them again: incoming/
+        holds no more than what a run was judging when it stopped."""
+        for candidate in candidates:
+            path = self._context.incoming / candidate.name
+            row = self._ledger.execute(
+                "SELECT relpath FROM folder_source_ledger WHERE copied_as=?", (candidate.name,)
+            ).fetchone()
+            if row is not None:
+                self._ledger.execute("DELETE FROM folder_source_ledger WHERE copied_as=?", (candidate.name,))
+                path.unlink(missing_ok=True)
 
     def close(self) -> None:
         self._ledger.close()
@@ -182,7 +232,7 @@ class FolderSource:
             self.notes.append(f"{self.folder / relpath}: {why}; skipped{again}")
         return True
 
-    def _copy(self, path: Path, stat: os.stat_result, out_dir: Path, known) -> Path | None:
+    def _copy(self, path: Path, stat: os.stat_result, out_dir: Path, known) -> tuple[Path, str] | None:
         """Copy one file into incoming/ (None: unreadable, gone, or content the workspace already has)."""
         relpath = path.relative_to(self.folder).as_posix()
         try:
@@ -209,7 +259,7 @@ class FolderSource:
             raise
         os.replace(partial, target)
         self._record(relpath, stat, digest, target.name)
-        return target
+        return target, digest
 
     def _ingested(self, relpath: str, stat: os.stat_result) -> bool:
         row = self._ledger.execute(
@@ -234,6 +284,13 @@ def _memory_ledger() -> sqlite3.Connection:
 def _flat_name(relpath: str) -> str:
     """Sub-folders become part of the name: 2024-05-01/00012.png → 2024-05-01__00012.png."""
     return relpath.replace("/", "__")
+
+
+def leftover_files(incoming: Path) -> list[Path]:
+    """Complete image files waiting in incoming/, by name (hidden names are temporaries)."""
+    if not incoming.is_dir():
+        return []
+    return sorted(p for p in incoming.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_path(p))
 
 
 def _remove_partial_copies(out_dir: Path) -> None:

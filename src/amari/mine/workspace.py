@@ -202,6 +202,10 @@ class Workspace:
             self._write_new_images(change, names, now)
             self._write_relocations(change, names)
             self._write_decisions(change, now)
+            self.conn.executemany(
+                "INSERT INTO pending_moves (op, src, dst) VALUES ('delete', ?, '')",
+                [(self._relative(path),) for path in change.deletions],
+            )
             meta = dict(change.meta)
             if change.state is not None:
                 meta["state"] = change.state.to_json()
@@ -233,7 +237,8 @@ class Workspace:
 
     def _write_new_images(self, change: Commit, names: _NamePlanner, now: float) -> None:
         for image in change.new_images:
-            name = image.path.name if image.op == "none" else names.reserve(image.folder, image.path.name, image.bound)
+            wanted = image.name or image.path.name
+            name = image.path.name if image.op == "none" else names.reserve(image.folder, wanted, image.bound)
             self.conn.execute(
                 "INSERT INTO images (content_hash, folder, name, size, mtime_ns, n_faces, descriptor, error, "
                 "origin, first_batch, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -301,6 +306,8 @@ class Workspace:
         for _move_id, op, src, dst in moves:
             if op == "copy":
                 _copy_once(Path(src), self.root / dst)
+            elif op == "delete":
+                (self.root / src).unlink(missing_ok=True)
             else:
                 self._move_once(self.root / src, dst)
         if moves:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from amari.report.stats import Summary
 from amari.results import CellResult
+from amari.train import METHOD_NAMES
 
 CHARTS = {
     "faces_not_found": "faces_not_found_per_prompt.png",
@@ -19,7 +20,6 @@ CHARTS = {
 # The charts drawn once per method (a method other than TI prefixes their files with its name).
 METHOD_CHARTS = ("faces_not_found", "sim_score_per_prompt", "group_sim_scores", "epochs_at_step")
 ARCFACE_CHART = "arcface_similarity_per_prompt.png"
-METHOD_NAMES = {"ti": "Textual Inversion", "lora": "LoRA", "pivotal": "pivotal tuning (token + LoRA)"}
 
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 _CONTROL_COLOUR = "#7f7f7f"

@@ -28,13 +28,7 @@ def mining_source(config):
     from amari.generate import DiffusersSource
 
     return DiffusersSource(
-        config.prompt,
-        config.generate_config(),
-        config.enhance_config(),
-        seed=config.seed,
-        early_reject=config.early_reject,
-        reject_margin=config.reject_margin,
-        preset=config.preset,
+        config.prompt, config.generate_config(), config.enhance_config(), seed=config.seed, preset=config.preset
     )
 
 

@@ -10,7 +10,7 @@ diffusers) load only when `run` is called.
 from __future__ import annotations
 
 from amari.layout import TrainLayout
-from amari.train.config import METHODS, TrainConfig, epoch_at, learning_rate
+from amari.train.config import METHOD_NAMES, METHODS, TrainConfig, epoch_at, learning_rate
 
 
 def run(config: TrainConfig, layout: TrainLayout, log=None):
@@ -27,4 +27,13 @@ def read_lora_record(path):
     return read_record(path)
 
 
-__all__ = ["METHODS", "TrainConfig", "TrainLayout", "epoch_at", "learning_rate", "read_lora_record", "run"]
+__all__ = [
+    "METHOD_NAMES",
+    "METHODS",
+    "TrainConfig",
+    "TrainLayout",
+    "epoch_at",
+    "learning_rate",
+    "read_lora_record",
+    "run",
+]

@@ -19,6 +19,7 @@ from amari.errors import UsageError
 # ti: the token's vectors alone; lora: a LoRA on the UNet's attention (the token is plain text);
 # pivotal: the token's vectors and the LoRA together, each with its own learning rate.
 METHODS = ("ti", "lora", "pivotal")
+METHOD_NAMES = {"ti": "Textual Inversion", "lora": "LoRA", "pivotal": "pivotal tuning (token + LoRA)"}
 UNET_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_ENCODER_ATTENTION = ("q_proj", "k_proj", "v_proj", "out_proj")
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")

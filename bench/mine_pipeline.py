@@ -1,0 +1,129 @@
+"""Serial against streaming mining over the same candidates, in one run.
+
+  (a) the tiny random-weight model on this machine's CPU: generation and the CPU work share the cores,
+      so this shows the engine's overhead more than its gain;
+  (b) a simulated accelerator: a generator that hands out real face photographs (tests/data, cropped,
+      moved and mirrored) after waiting G seconds per batch without using a CPU, G being the measured
+      CPU cost C of a batch (watermark, PNG, dlib) — a GPU that takes as long as the CPU work around it.
+
+Both engines must leave the same folders; the script checks that too. Machines are noisy: read the
+ratios, which are measured in the same run. The last line is (b)'s ratio, with the ideal
+(G+C)/max(G,C) beside it.
+
+    python bench/mine_pipeline.py [--batches 6] [--gen-batch 8] [--side 512] [--cpus N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _models import OUT  # noqa: E402
+from amari import mine  # noqa: E402
+from amari.faces import FaceSettings  # noqa: E402
+from amari.generate import DiffusersSource  # noqa: E402
+from amari.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout  # noqa: E402
+from amari.mine import (
+    MineConfig,  # noqa: E402
+    inspect_generated,  # noqa: E402
+)
+from amari.testing.photos import PhotoGenerator, face_photos  # noqa: E402
+
+PROMPT = "a photo of a woman"
+
+
+def config(args, engine: str, model: str, **fields) -> MineConfig:
+    options = (("steps", "2"),) if model != "photographs" else ()
+    return MineConfig(
+        prompt=PROMPT,
+        model=model,
+        seed=0,
+        engine=engine,
+        cpus=args.cpus,
+        enhance=False,
+        images_per_call=args.gen_batch,
+        max_batches=args.batches,
+        target=10_000,
+        options=options,
+        **fields,
+    )
+
+
+def mine_once(args, engine: str, model: str, workspace: Path, generate_step=None) -> tuple[float, dict]:
+    settings = config(args, engine, model)
+    source = DiffusersSource(
+        PROMPT, settings.generate_config(), settings.enhance_config(), seed=0, generate_step=generate_step
+    )
+    began = time.perf_counter()
+    mine.run(settings, WorkspaceLayout(workspace), source)
+    elapsed = time.perf_counter() - began
+    folders = {f: sorted(p.name for p in (workspace / f).iterdir()) for f in (SIM_GROUP, ALMOST_SIM, UNKNOWN_PERSON)}
+    return elapsed, folders
+
+
+def cpu_cost(photos, gen_batch: int) -> float:
+    """Seconds of CPU work per generated batch, measured the way the serial engine does it."""
+    settings = FaceSettings()
+    params = {"prompt": PROMPT, "seed": 0, "steps": 25, "model": "photographs"}
+    from PIL import Image
+
+    images = [Image.fromarray(photos[i % len(photos)]) for i in range(gen_batch)]
+    inspect_generated(images[0], params, settings)  # models loaded once, outside the timing
+    began = time.perf_counter()
+    for image in images:
+        inspect_generated(image, params, settings)
+    return time.perf_counter() - began
+
+
+def compare(label: str, run) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        serial, serial_folders = run("serial", Path(tmp) / "serial")
+        streaming, streaming_folders = run("streaming", Path(tmp) / "streaming")
+    same = "same folders" if serial_folders == streaming_folders else "FOLDERS DIFFER"
+    judged = sum(len(v) for v in serial_folders.values())
+    ratio = serial / streaming
+    print(f"{label}: serial {serial:.1f} s, streaming {streaming:.1f} s over {judged} judged images; {same}")
+    return ratio
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=6, help="policy batches per engine")
+    parser.add_argument("--gen-batch", type=int, default=8, help="images the generator makes per batch")
+    parser.add_argument("--side", type=int, default=512, help="side of the simulated generator's images")
+    parser.add_argument("--cpus", type=int, default=None, help="streaming workers (default: all cores but one)")
+    parser.add_argument("--skip-tiny", action="store_true", help="only the simulated accelerator")
+    args = parser.parse_args()
+
+    if not args.skip_tiny:
+        from amari.testing.sd import build_tiny_sd
+
+        tiny = OUT / "tiny-sd"
+        if not (tiny / "model_index.json").is_file():
+            build_tiny_sd(tiny)
+        ratio = compare("(a) tiny model on CPU", lambda engine, ws: mine_once(args, engine, str(tiny), ws))
+        print(f"(a) streaming vs serial: {ratio:.2f}×")
+
+    photos = face_photos(4 * args.gen_batch, side=args.side)
+    cost = cpu_cost(photos, args.gen_batch)
+    wait = cost
+    print(
+        f"(b) CPU cost of a batch of {args.gen_batch} at {args.side}²: C = {cost:.2f} s; "
+        f"generator waits G = {wait:.2f} s"
+    )
+
+    def simulated(engine, ws):
+        return mine_once(args, engine, "photographs", ws, PhotoGenerator(photos, wait=wait))
+
+    ratio = compare("(b) simulated accelerator", simulated)
+    ideal = (wait + cost) / max(wait, cost)
+    print(f"streaming vs serial: {ratio:.2f}× (ideal (G+C)/max(G,C) = {ideal:.2f}×)")
+
+
+if __name__ == "__main__":
+    main()
