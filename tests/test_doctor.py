@@ -144,3 +144,34 @@ def test_generation_time_is_extrapolated_from_a_few_timed_steps(tiny_sd):
     assert seconds > 0 and how.startswith("3 of 12 steps timed") and "extrapolated" in how
     measured, how = time_generation(config, "a photo of a woman", 1, timing_steps=None)
     assert how == "12 steps" and measured > 0
+
+
+def test_a_study_of_several_methods_is_estimated_per_method():
+    plan = dataclasses.replace(plan_from_study(load_study(STUDY_2022.with_name("amari-2026.toml"))), workers=0)
+    assert plan.methods == ("ti", "lora", "pivotal") and plan.groups == 6
+    assert plan.eval_images == 4 * 5 * (6 * 3 + 1)  # prompts × commands × (groups × methods + control)
+    steps = {"train step": 0.5, "train step (lora)": 0.75, "train step (pivotal)": 1.0}
+    timings = Timings(
+        tuple(StageTime(stage, value, "x", "") for stage, value in {**steps, "evaluate image": 5.0}.items()),
+        device="cuda",
+        candidate_bytes=1,
+    )
+    training = estimate(plan, timings).rows[1]
+    samples = 31 * 5 * 5.0 * 50 / 250  # 31 checkpoints × 5 sample seeds × an image of 50 of 250 steps
+    assert training.seconds == pytest.approx(6 * (15500 * (0.5 + 0.75 + 1.0) + 3 * samples))
+    assert training.what == "train 6 groups × 3 methods"
+    assert (
+        "15500 steps × (0.50 s ti + 0.75 s lora + 1.0 s pivotal)" in training.how
+        and "3 × 155 sample images" in training.how
+    )
+
+
+def test_each_method_of_the_study_has_its_training_step_timed(demo, tmp_path, one_thread):
+    from amari.doctor.timing import time_training_steps
+    from amari.study.config import replace
+
+    plan = plan_from_study(replace(load_study(demo), "train", methods=("ti", "lora", "pivotal")))
+    rows = time_training_steps(plan, tmp_path, log=lambda message: None)
+    assert [row.stage for row in rows] == ["train step", "train step (lora)", "train step (pivotal)"]
+    assert all(row.seconds > 0 and row.unit == "step" for row in rows)
+    assert rows[0].note.startswith("Textual Inversion, batch") and rows[1].note.startswith("LoRA rank 4, batch")

@@ -157,6 +157,7 @@ def people(data_dir, tmp_path_factory):
 
 
 def mine_photos(tiny_sd, esrgan, photos, workspace, engine="streaming", **fields):
+    fields.setdefault("batch_size", 4)  # the generator's batch: one policy batch, nothing made beyond it
     config = mine_config(tiny_sd, esrgan, seed=0, max_batches=1, engine=engine, **fields)
     source = DiffusersSource(
         PROMPT, config.generate_config(), config.enhance_config(), seed=0, generate_step=PhotoGenerator(photos)
@@ -325,7 +326,15 @@ def test_serial_and_streaming_end_the_same_on_real_faces(tiny_sd, tiny_esrgan, t
     for engine in ("serial", "streaming"):
         workspace = tmp_path / engine
         config = mine_config(
-            tiny_sd, tiny_esrgan, seed=0, max_batches=4, engine=engine, cpus=2, reference=(reference,), tolerance=0.3
+            tiny_sd,
+            tiny_esrgan,
+            seed=0,
+            max_batches=4,
+            engine=engine,
+            cpus=2,
+            reference=(reference,),
+            tolerance=0.3,
+            batch_size=4,
         )
         source = DiffusersSource(
             PROMPT, config.generate_config(), config.enhance_config(), seed=0, generate_step=PhotoGenerator(photos)

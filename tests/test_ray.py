@@ -24,8 +24,9 @@ from amari import mine  # noqa: E402
 from amari.cli import main  # noqa: E402
 from amari.generate import DiffusersSource  # noqa: E402
 from amari.layout import WorkspaceLayout  # noqa: E402
+from amari.study.config import replace  # noqa: E402
 from amari.testing.photos import PhotoGenerator, face_photos  # noqa: E402
-from test_evaluate import embedding, evaluate, make_config, sim_group  # noqa: E402, F401 - fixtures
+from test_evaluate import digest, embedding, evaluate, make_config, sim_group, three_methods  # noqa: E402, F401 - fixtures
 from test_mine_diffusers import PROMPT, _end_state, mine_args, mine_config, tiny_esrgan  # noqa: E402, F401
 from test_mine_run import mine_args as folder_args  # noqa: E402
 from test_mine_run import mined, photos, snapshot  # noqa: E402, F401 - fixtures
@@ -117,6 +118,17 @@ def test_evaluate_on_ray_writes_the_local_results(tmp_path, tiny_sd, sim_group, 
     spread = evaluate(make_config(tmp_path / "ray", tiny_sd, sim_group, embedding, ray="local", ray_actors=2))
     assert local.generated == spread.generated == 8
     assert local.csv.read_text() == spread.csv.read_text()
+
+
+def test_evaluate_on_ray_loads_and_unloads_each_units_lora(three_methods, tmp_path):  # noqa: F811
+    """One actor makes the passes of ti, lora, pivotal and the control group in turn: each LoRA is swapped in
+    and out of the actor's one pipeline as the local run's are, so every image and score is the same."""
+    config, local = three_methods
+    spread = evaluate(replace(config, "evaluate", results=tmp_path / "ray", ray="local", ray_actors=1))
+    assert spread.generated == local.generated == 16
+    assert spread.csv.read_text() == local.csv.read_text()
+    for cell in local.cells:  # the tiny model draws no face to score: the images themselves are compared
+        assert digest(spread.results_dir / cell.image) == digest(local.results_dir / cell.image), cell.image
 
 
 def test_ray_missing_is_one_line(tmp_path):

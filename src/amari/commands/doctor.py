@@ -10,10 +10,11 @@ Checks, in order, and prints a table for each:
                 free disk space for the workspace and the model caches
   models        every model the study needs, where amari expects it, present and verified
   stage times   when every model is here: one candidate through each mining stage (generate, enhance,
-                detect, descriptor, write), one training step and one evaluation image, each after an
-                untimed warm-up run
-  estimate      from those times and the config: time to the target group size, to train every group,
-                to evaluate the grid, and to run the whole study, with the assumptions it makes
+                detect, descriptor, write), one training step per method ([train] methods) and one
+                evaluation image, each after an untimed warm-up run
+  estimate      from those times and the config: time to the target group size, to train every group
+                with every method, to evaluate the grid, and to run the whole study, with the
+                assumptions it makes
 
 Without STUDY.toml it checks configs/amari-2022.toml when it can find it, else the default settings
 (no estimate). --timing-steps N times generation at 1 and N steps and extrapolates to the config's

@@ -3,7 +3,8 @@
 - `probes`: Python, torch, the GPU (memory, bf16/fp16), SDPA, dlib, disk space;
 - `plan`: the study to check (`find_study`) and what the timings and the estimate read from it
   (`plan_from_study`, the one place that reads a study config here);
-- `timing`: one candidate timed through every mining stage, one training step, one evaluation image;
+- `timing`: one candidate timed through every mining stage, one training step per method, one evaluation
+  image;
 - `estimate`: from those times and the plan, the time to the target group size and to the whole study;
 - `render`: the tables, for a terminal or as Markdown.
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from amari.doctor.plan import StudyPlan
 from amari.doctor.render import duration
-from amari.doctor.timing import Timings
+from amari.doctor.timing import Timings, train_stage
 from amari.inventory import human_size
 from amari.train.config import checkpoint_steps
 
@@ -47,7 +47,7 @@ class Estimate:
 
 
 def estimate(plan: StudyPlan, timings: Timings, acceptance: float = ACCEPTANCE_2022) -> Estimate:
-    """Time to the target group size, to train every group, to evaluate the grid, and in all."""
+    """Time to the target group size, to train every group with every method, to evaluate the grid, and in all."""
     if not 0 < acceptance <= 1:
         raise ValueError(f"the acceptance rate must be in (0, 1], not {acceptance}")
     # 1. Mining: every candidate passes through every stage; the target needs target / acceptance of them.
@@ -56,9 +56,9 @@ def estimate(plan: StudyPlan, timings: Timings, acceptance: float = ACCEPTANCE_2
     per_candidate = max(model_work, cpu_work / plan.workers) if plan.workers else model_work + cpu_work
     candidates = math.ceil(plan.target / acceptance)
     mining = candidates * per_candidate
-    # 2. Training: max_steps steps per group, plus the sample images drawn at every checkpoint.
+    # 2. Training: max_steps steps per group and method, plus the sample images drawn at every checkpoint.
     train = plan.train
-    step = timings.seconds("train step") or 0.0
+    steps = {method: timings.seconds(train_stage(method)) or 0.0 for method in plan.methods}
     evaluate_image = timings.seconds("evaluate image") or 0.0
     samples = (
         len(checkpoint_steps(train.max_steps, train.checkpoint_every))
@@ -66,17 +66,21 @@ def estimate(plan: StudyPlan, timings: Timings, acceptance: float = ACCEPTANCE_2
         * len(train.sample_seeds)
     )
     sample_image = evaluate_image * train.sample_steps / max(1, plan.evaluate.steps)
-    per_group = train.max_steps * step + samples * sample_image
+    per_group = train.max_steps * sum(steps.values()) + len(steps) * samples * sample_image
     training = plan.groups * per_group
     # 3. Evaluation: one image per cell, generated and scored.
     evaluation = plan.eval_images * evaluate_image
     total = mining + training + evaluation
     plural = "s" * (samples != 1)
+    several = len(steps) > 1
+    each = " + ".join(f"{duration(step)} {method}" for method, step in steps.items())
+    step_time = f"({each})" if several else duration(sum(steps.values()))
+    runs, methods = (f"{len(steps)} × ", f" × {len(steps)} methods") if several else ("", "")
     rows = (
         EstimateRow(f"mine to {plan.target} images", f"{candidates} candidates × {duration(per_candidate)}", mining),
         EstimateRow(
-            f"train {plan.groups} group{'s' * (plan.groups != 1)}",
-            f"{plan.groups} × ({train.max_steps} steps × {duration(step)} + {samples} sample image{plural} "
+            f"train {plan.groups} group{'s' * (plan.groups != 1)}{methods}",
+            f"{plan.groups} × ({train.max_steps} steps × {step_time} + {runs}{samples} sample image{plural} "
             f"× {duration(sample_image)})",
             training,
         ),

@@ -2,7 +2,8 @@
 
 The generation and enhancement settings are the miner's own (`MineConfig.generate_config()` and
 `enhance_config()`), a grid image's are the evaluation's (`amari.evaluate.grid.generation_config`), and
-a training step is the study's `TrainConfig`: the doctor times exactly what the study would run.
+a training step is the study's `TrainConfig` with each of its methods: the doctor times exactly what the
+study would run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ANY_GRID = {"evaluate": {"prompts": ["a photo of amari"], "commands": [{"name": 
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """What a study will run: one candidate through the miner, a training step, a grid image."""
+    """What a study will run: one candidate through the miner, a training step per method, a grid image."""
 
     name: str
     out: Path  # the study's output folder (the workspace)
@@ -35,10 +36,10 @@ class StudyPlan:
     faces: FaceSettings
     target: int
     workers: int  # the streaming engine's CPU worker processes beside the generator; 0: the serial engine
-    # Training: every group trains `train.max_steps` steps, with sample images at each checkpoint.
+    # Training: every group trains `train.max_steps` steps with each method, with sample images at each checkpoint.
     groups: int
     train: TrainConfig
-    # Evaluation: one image per prompt × command × group cell.
+    # Evaluation: one image per prompt × command × (method × group) cell.
     evaluate: GenerateConfig
     eval_images: int
 
@@ -50,6 +51,11 @@ class StudyPlan:
     @property
     def enhances(self) -> bool:
         return self.enhance is not None
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The training methods; every group trains once with each."""
+        return self.train.study_methods()
 
 
 def plan_from_study(config) -> StudyPlan:
@@ -72,7 +78,7 @@ def plan_from_study(config) -> StudyPlan:
         workers=mine.worker_processes if mine.engine == "streaming" else 0,
         groups=len(config.select.groups),
         train=config.train,
-        evaluate=generation_config(config.evaluate, CONTROL, None),
+        evaluate=generation_config(config.evaluate, ("", CONTROL), None),  # the plain model, as the control group
         eval_images=len(plan_cells(config.evaluate)),
     )
 

@@ -1,4 +1,4 @@
-"""One candidate timed through every mining stage, one training step, one evaluation image.
+"""One candidate timed through every mining stage, one training step per method, one evaluation image.
 
 Each stage runs once untimed first, so model loading and one-off kernel set-up (cuDNN autotuning,
 lazy initialisation) are not counted; what is left is the cost the study pays again and again.
@@ -25,6 +25,7 @@ import numpy as np
 
 from amari.doctor.plan import StudyPlan
 from amari.inventory import human_size
+from amari.layout import DEFAULT_METHOD
 
 Log = Callable[[str], None]
 
@@ -233,29 +234,43 @@ def time_mining(plan: StudyPlan, timing_steps: int | None, folder: Path, log: Lo
 # 3. Training and evaluation -----------------------------------------------------------------------
 
 
-def time_training_step(plan: StudyPlan, folder: Path, log: Log) -> StageTime:
-    """One Textual Inversion step of the study's training settings (after one untimed step)."""
-    from PIL import Image
+def train_stage(method: str) -> str:
+    """The stage-time row of one training step of `method` (Textual Inversion's keeps the plain name)."""
+    return "train step" if method == DEFAULT_METHOD else f"train step ({method})"
 
-    from amari.layout import TrainLayout
-    from amari.train.loop import prepare_run, train_step
+
+def time_training_steps(plan: StudyPlan, folder: Path, log: Log) -> list[StageTime]:
+    """One step of each method the study trains, at its training settings (each after one untimed step)."""
+    from PIL import Image
 
     resolution = plan.train.resolution
     data = folder / "train-data"
     data.mkdir()
     Image.fromarray(sample_face(resolution, resolution)).save(data / "face.png")
+    return [_time_training_step(plan, method, data, folder / f"train-{method}", log) for method in plan.methods]
+
+
+def _time_training_step(plan: StudyPlan, method: str, data: Path, out: Path, log: Log) -> StageTime:
+    from amari.layout import TrainLayout
+    from amari.train import METHOD_NAMES
+    from amari.train.loop import train_step
+    from amari.train.setup import prepare_run
+
     # Two steps, no checkpoint samples and no reference group: only the step itself is timed.
-    config = plan.train.replace(max_steps=2, checkpoint_every=2, sample_seeds=(), reference_group=None)
-    log(f"timing one training step ({resolution} px, batch {config.batch_size}) ...")
-    run = prepare_run(config, TrainLayout(data, folder / "train-out"))
+    config = plan.train.replace(
+        method=method, methods=None, max_steps=2, checkpoint_every=2, sample_seeds=(), reference_group=None
+    )
+    log(f"timing one {method} training step ({config.resolution} px, batch {config.batch_size}) ...")
+    run = prepare_run(config, TrainLayout(data, out))
     train_step(run, 0)
     seconds = timed(lambda: train_step(run, 1))
+    lora = f" rank {config.lora_rank}" if config.trains_lora else ""
     return StageTime(
-        "train step",
+        train_stage(method),
         seconds,
         "step",
-        f"Textual Inversion, batch {config.batch_size} × "
-        f"{config.grad_accum} accumulation at {resolution} px, "
+        f"{METHOD_NAMES[method]}{lora}, batch {config.batch_size} × "
+        f"{config.grad_accum} accumulation at {config.resolution} px, "
         f"{run.accelerator.mixed_precision} mixed precision",
     )
 
@@ -287,6 +302,6 @@ def time_study(plan: StudyPlan, timing_steps: int | None = None, log: Log | None
     with tempfile.TemporaryDirectory(prefix="amari-doctor-") as name:
         folder = Path(name)
         mining, written = time_mining(plan, timing_steps, folder, log)
-        training = time_training_step(plan, folder, log)
+        training = time_training_steps(plan, folder, log)
         evaluation = time_evaluation_image(plan, timing_steps, log)
-    return Timings(stages=(*mining, training, evaluation), device=device, candidate_bytes=written)
+    return Timings(stages=(*mining, *training, evaluation), device=device, candidate_bytes=written)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amari.errors import UsageError
-from amari.files import sha256_once
+from amari.files import safetensors_data_sha256, sha256_once
 from amari.generate.config import GenerateConfig
 
 MAX_SEED = 2**32  # A1111's seed range; the study's seeds fit it
@@ -74,6 +74,17 @@ def _image_params(prompt: str, seed: int, config: GenerateConfig, model, width: 
             {"token": e.token, "path": Path(e.path).name, "name": Path(e.path).stem, "hash": sha256_once(e.path)[:12]}
             for e in config.embeddings
         ]
+    if config.loras:
+        # A1111 names a LoRA by its file's stem and hashes its tensor data (`Lora hashes`).
+        params["loras"] = [
+            {
+                "path": Path(lora.path).name,
+                "name": Path(lora.path).stem,
+                "hash": safetensors_data_sha256(lora.path)[:12],
+                "weight": lora.weight,
+            }
+            for lora in config.loras
+        ]
     return params
 
 
@@ -105,7 +116,7 @@ def generate(
     seeds = list(seeds)
     prompts = _check_request(prompt, seeds)
 
-    # 2. The model, with this request's sampler and embeddings.
+    # 2. The model, with this request's sampler, embeddings and LoRAs.
     model = load_model(config)
     model.use(config)
     width = config.width or model.native_size
