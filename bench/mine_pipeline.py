@@ -4,7 +4,8 @@
       so this shows the engine's overhead more than its gain;
   (b) a simulated accelerator: a generator that hands out real face photographs (tests/data, cropped,
       moved and mirrored) after waiting G seconds per batch without using a CPU, G being the measured
-      CPU cost C of a batch (watermark, PNG, dlib) — a GPU that takes as long as the CPU work around it.
+      CPU cost C of a batch (watermark, PNG, fingerprint, dlib) — a GPU that takes as long as the CPU
+      work around it. The cache folder is a temporary one: no C2PA key, no user registry.
 
 Both engines must leave the same folders; the script checks that too. Machines are noisy: read the
 ratios, which are measured in the same run. The last line is (b)'s ratio, with the ideal
@@ -16,6 +17,7 @@ ratios, which are measured in the same run. The last line is (b)'s ratio, with t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -99,7 +101,12 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=None, help="streaming workers (default: all cores but one)")
     parser.add_argument("--skip-tiny", action="store_true", help="only the simulated accelerator")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["AMARI_CACHE_DIR"] = cache  # the runs' fingerprints never go into the user's registry
+        run(args)
 
+
+def run(args) -> None:
     if not args.skip_tiny:
         from amari.testing.sd import build_tiny_sd
 

@@ -1,10 +1,15 @@
-"""Textual Inversion steps per second and peak memory: amari's loop against the common recipe, one run.
+"""Training steps per second and peak memory per method (ti, lora, pivotal), and amari's TI loop against the
+common recipe, all in one run, with ratios against amari's TI measured in the same run.
 
 The common recipe (diffusers' example script and most trainers built on it) makes the text encoder's
 whole token table trainable, so AdamW keeps two moments for all 49,408 × 768 rows and the backward
 pass writes a gradient for the full table; after each step it copies the original rows back. It also
 runs the VAE encoder on the training image at every step. amari trains a separate [vectors × width]
 tensor spliced into the table and encodes each image (and its mirror image) once.
+
+LoRA (rank 4 on the UNet's attention projections, amari's default) needs the backward pass through the
+UNet's weights' inputs as TI does, plus the adapters' own products and AdamW over their weights; pivotal
+tuning adds the token's vectors, so its backward pass also runs through the text encoder.
 
 Each side runs in its own process on the same model, images, settings and seeds, so the peak memory
 of one does not hide in the other's; the steps are timed after a warm-up.
@@ -13,7 +18,7 @@ of one does not hide in the other's; the steps are timed after a warm-up.
     python bench/train.py --full         # SD 1.5's full architecture, random weights, 512 px (GPU)
     python bench/train.py --model PATH   # any Stable Diffusion model amari can load
 
-On a GPU both sides use the run's defaults there (bf16 or fp16 autocast, gradient checkpointing).
+On a GPU every side uses the run's defaults there (bf16 or fp16 autocast, gradient checkpointing).
 """
 
 from __future__ import annotations
@@ -45,13 +50,15 @@ def write_images(folder: Path) -> Path:
     return folder
 
 
-def config_for(args, images: Path, out: Path):
+SIDES = ("ti", "lora", "pivotal", "recipe")  # amari's three methods, then the common TI recipe
+
+
+def config_for(args, method: str):
     from amari.train import TrainConfig
 
     return TrainConfig(
-        data_dir=images,
-        out_dir=out,
         model=args.model_path,
+        method=method,
         resolution=args.resolution,
         max_steps=args.warmup + args.steps,
         sample_seeds=(),
@@ -85,7 +92,7 @@ class CommonRecipe:
         self.optimizer = run.accelerator.prepare(
             torch.optim.AdamW([self.table], lr=run.lr, weight_decay=run.config.weight_decay)
         )
-        _names, self.images = load_training_images(run.config.data_dir, run.config.resolution)
+        _names, self.images = load_training_images(run.layout.data, run.config.resolution)
         self.templates = OBJECT_TEMPLATES
 
     @staticmethod
@@ -135,12 +142,13 @@ class CommonRecipe:
 def worker(args) -> None:
     import torch
 
+    from amari.layout import TrainLayout
     from amari.train.loop import prepare_run, train_step
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = config_for(args, Path(args.images), Path(tmp) / "out")
-        run = prepare_run(config)
-        step_fn = (lambda s: train_step(run, s)[0]) if args.worker == "amari" else CommonRecipe(run).step
+        method = "ti" if args.worker == "recipe" else args.worker
+        run = prepare_run(config_for(args, method), TrainLayout(Path(args.images), Path(tmp) / "out"))
+        step_fn = CommonRecipe(run).step if args.worker == "recipe" else (lambda s: train_step(run, s)[0])
         for s in range(args.warmup):
             step_fn(s)
         cuda = run.accelerator.device.type == "cuda"
@@ -206,8 +214,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--resolution", type=int, default=None, help="default 64 tiny, 512 otherwise")
     parser.add_argument("--repeats", type=int, default=2, help="runs per side, alternating; the fastest counts")
+    parser.add_argument("--sides", default=",".join(SIDES), help=f"which to time, of {','.join(SIDES)}")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
-    parser.add_argument("--worker", choices=("amari", "recipe"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
     parser.add_argument("--images", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -219,24 +228,28 @@ def main() -> None:
         return
 
     args.model_path = model_folder(args)
-    runs: dict[str, list[dict]] = {"recipe": [], "amari": []}
+    sides = [side for side in SIDES if side in args.sides.split(",")]
+    if "ti" not in sides:
+        sides.insert(0, "ti")  # the baseline of every ratio
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
         images = write_images(Path(tmp) / "images")
-        for _ in range(args.repeats):  # alternating, so a busy spell of the machine hits both sides
+        for _ in range(args.repeats):  # alternating, so a busy spell of the machine hits every side
             for side in runs:
                 runs[side].append(measure(side, args, images))
-    recipe, amari = (max(rows, key=lambda row: row["steps_per_s"]) for rows in runs.values())
+    best = {side: max(rows, key=lambda row: row["steps_per_s"]) for side, rows in runs.items()}
+    ti = best["ti"]
     print(
         f"model {args.model_path}, {args.resolution} px, {args.steps} timed steps after {args.warmup} warm-up, "
-        f"best of {args.repeats} runs per side, {amari['device']}, {amari['precision']} mixed precision"
+        f"best of {args.repeats} runs per side, {ti['device']}, {ti['precision']} mixed precision"
     )
-    print(f"{'':<16}{'steps/s':>10}{'peak MiB':>12}  ({amari['memory']})")
-    for name, row in (("common recipe", recipe), ("amari", amari)):
-        print(f"{name:<16}{row['steps_per_s']:>10.2f}{row['peak_bytes'] / 2**20:>12.0f}")
-    print(
-        f"amari / recipe: {amari['steps_per_s'] / recipe['steps_per_s']:.2f}x steps per second, "
-        f"{amari['peak_bytes'] / recipe['peak_bytes']:.2f}x peak memory"
-    )
+    print(f"{'':<22}{'steps/s':>10}{'peak MiB':>12}{'steps/s ÷ TI':>15}{'memory ÷ TI':>14}  ({ti['memory']})")
+    names = {"ti": "amari ti", "lora": "amari lora", "pivotal": "amari pivotal", "recipe": "common TI recipe"}
+    for side, row in best.items():
+        print(
+            f"{names[side]:<22}{row['steps_per_s']:>10.2f}{row['peak_bytes'] / 2**20:>12.0f}"
+            f"{row['steps_per_s'] / ti['steps_per_s']:>14.2f}x{row['peak_bytes'] / ti['peak_bytes']:>13.2f}x"
+        )
 
 
 if __name__ == "__main__":

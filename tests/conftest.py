@@ -23,6 +23,15 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session_state(tmp_path_factory):
+    """Module- and session-scoped fixtures (a training run, an evaluated grid) get a cache of the session's
+    own too: they are set up before any test's `isolated_state`, and must never touch the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AMARI_CACHE_DIR", str(tmp_path_factory.mktemp("amari-session") / "cache"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path_factory, monkeypatch):
     """Every test gets its own embedding cache and Hugging Face cache folder."""

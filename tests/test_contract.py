@@ -79,8 +79,8 @@ def _layer(module: str) -> str:
     parts = module.split(".")
     if module in ("amari.cli", "amari.__main__") or parts[:2] == ["amari", "commands"]:
         return "commands"
-    if parts[:2] in (["amari", "study"], ["amari", "testing"]) or module == "amari.demo":
-        return "study"  # amari.testing builds what tests and benchmarks run stages on
+    if parts[:2] in (["amari", "study"], ["amari", "testing"], ["amari", "doctor"]) or module == "amari.demo":
+        return "study"  # amari.testing builds what tests and benchmarks run stages on; amari.doctor times them
     if len(parts) > 1 and parts[1] in STAGES:
         return "stage"
     return "core"

@@ -85,6 +85,11 @@ def digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def pixels(path) -> bytes:
+    with Image.open(path) as image:
+        return image.convert("RGB").tobytes()
+
+
 def test_prompts_put_the_token_or_the_init_word_in_place_of_the_subject():
     assert (
         prompt_for("a photo of amari, amari's friend", "amari", "<amari-a>")
@@ -98,9 +103,10 @@ def test_one_row_per_cell_with_images_that_carry_their_provenance(evaluated):
     config, result, seen = evaluated
     rows = list(csv.DictReader(open(result.csv, newline="")))
     assert len(rows) == len(PROMPTS) * len(SEEDS) * 2 == result.generated == result.scored
-    assert [(int(r["prompt_index"]), r["command"], r["group"]) for r in rows] == [
+    assert [(int(r["prompt_index"]), r["command"], r["method"], r["group"]) for r in rows] == [
         c.key for c in plan_cells(config.evaluate)
     ]
+    assert {(r["method"], r["group"]) for r in rows} == {("ti", "a_3"), ("", "ctrl")}
     assert sorted(what for what, _ in seen) == ["generate"] * 8 + ["score"] * 8
     for row in rows:
         assert row["face_found"] == "false" and row["faces"] == "0" and row["sim_score"] == ""
@@ -236,3 +242,107 @@ def test_cli_evaluates_with_overrides(tmp_path, tiny_sd, sim_group, embedding, c
     assert cell.group == "a_3" and cell.cnn_faces is None
     recorded = json.loads((results / "manifest.json").read_text())["sim_group"]
     assert not Path(recorded).is_absolute() and (results / recorded).resolve() == sim_group.resolve()
+
+
+# Methods: LoRA and pivotal groups beside Textual Inversion's ----------------------------------------
+
+
+def _tiny_lora(tiny_sd, folder: Path, method: str, token: str | None, seed: int) -> None:
+    """A trained-looking LoRA run's final files (random weights): both LoRA files and lora.json (and for
+    pivotal the embedding), as `amari train --method` leaves them."""
+    from diffusers import UNet2DConditionModel
+
+    from amari.train.exports import lora_record, save_lora, write_record
+    from amari.train.formats import save_embedding
+    from amari.train.lora import LoraSpec
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd / "unet")
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, module in unet.named_modules():
+        if name.endswith((".to_q", ".to_v")):
+            state[f"unet.{name}.lora_A.weight"] = torch.randn(2, module.in_features, generator=generator)
+            state[f"unet.{name}.lora_B.weight"] = torch.randn(module.out_features, 2, generator=generator) * 0.3
+    spec = LoraSpec(rank=2, alpha=1.0, unet_targets=("to_q", "to_v"))
+    files = {}
+    if token is not None:
+        files = save_embedding(folder, torch.randn(1, 32, generator=generator), token, "amari")
+    files.update(save_lora(folder, state, spec, "amari"))
+    trigger = token or "amari woman"
+    write_record(folder, lora_record(method, "amari", 4, trigger, token, files, spec))
+    (folder / "metrics.csv").write_text("step,epoch,loss,lr,images_per_s\n1,0.01,0.1,0.0001,3.0\n")
+
+
+@pytest.fixture(scope="module")
+def three_methods(tmp_path_factory, tiny_sd, sim_group, embedding, one_thread):
+    tmp_path = tmp_path_factory.mktemp("methods")
+    config = make_config(tmp_path, tiny_sd, sim_group, embedding)
+    config = replace(config, "evaluate", methods=("ti", "lora", "pivotal"))
+    layout = config.layout
+    _tiny_lora(tiny_sd, layout.train("a_3", "lora").out, "lora", None, seed=1)
+    _tiny_lora(tiny_sd, layout.train("a_3", "pivotal").out, "pivotal", "amari", seed=2)
+    prepared = layout.prepared("a_3")
+    prepared.mkdir(parents=True)
+    for index in range(3):
+        Image.new("RGB", (8, 8)).save(prepared / f"{index}.png")
+    return config, evaluate(config)
+
+
+def test_each_method_of_a_group_is_a_column_of_the_grid(three_methods, evaluated):
+    config, result = three_methods
+    rows = list(csv.DictReader(open(result.csv, newline="")))
+    assert len(rows) == len(PROMPTS) * len(SEEDS) * 4 == result.generated
+    units = [(r["method"], r["group"]) for r in rows[:4]]
+    assert units == [("ti", "a_3"), ("lora", "a_3"), ("pivotal", "a_3"), ("", "ctrl")]
+    by_unit = {(r["method"], r["group"], r["prompt"], r["command"]): r for r in rows}
+    lora = by_unit[("lora", "a_3", PROMPTS[0], "sd1")]
+    pivotal = by_unit[("pivotal", "a_3", PROMPTS[0], "sd1")]
+    assert lora["prompt_sent"] == "a photo of amari woman"  # the trigger words the LoRA was trained with
+    assert lora["embedding"] == "pytorch_lora_weights.safetensors"
+    assert lora["image"].startswith("images/lora/a_3/")
+    assert pivotal["prompt_sent"] == "a photo of <amari-pivotal-a_3>"
+    assert pivotal["embedding"] == "learned_embeds.safetensors+pytorch_lora_weights.safetensors"
+    provenance = read_provenance(result.results_dir / pivotal["image"])
+    assert [e["token"] for e in provenance.amari["embeddings"]] == ["<amari-pivotal-a_3>"]
+    assert [e["name"] for e in provenance.amari["loras"]] == ["pytorch_lora_weights"]
+    assert provenance.amari["study"]["method"] == "pivotal"
+    assert "<lora:pytorch_lora_weights:1>" in provenance.fields["prompt"]
+    # The LoRA changes the picture; the control group, generated after it, sees the plain model.
+    ti = by_unit[("ti", "a_3", PROMPTS[0], "sd1")]
+    ctrl = by_unit[("", "ctrl", PROMPTS[0], "sd1")]
+    assert len({digest(result.results_dir / r["image"]) for r in (ti, lora, pivotal, ctrl)}) == 4
+    _, plain, _ = evaluated  # the grid without LoRAs: its control group's image is the same
+    assert pixels(result.results_dir / ctrl["image"]) == pixels(plain.results_dir / ctrl["image"])
+    manifest = read_manifest(result.results_dir)
+    assert manifest.methods == ("ti", "lora", "pivotal") and dict(manifest.group_sizes) == {"a_3": 3}
+    assert set(dict(manifest.training_metrics)) == {"lora/a_3", "pivotal/a_3"}  # ti's embedding was given
+
+
+def test_results_without_a_method_column_read_as_textual_inversion(three_methods, tmp_path):
+    config, first = three_methods
+    results = tmp_path / "results"
+    shutil.copytree(first.results_dir, results)
+    rows = list(csv.DictReader(open(results / "results.csv", newline="")))
+    old = [{k: v for k, v in row.items() if k != "method"} for row in rows if row["method"] in ("ti", "")]
+    with open(results / "results.csv", "w", newline="") as handle:  # what evaluate wrote before methods
+        writer = csv.DictWriter(handle, fieldnames=list(old[0]))
+        writer.writeheader()
+        writer.writerows(old)
+    cells = read_results(results / "results.csv")
+    assert {(c.method, c.group) for c in cells} == {("ti", "a_3"), ("", "ctrl")}
+    ti_only = replace(config, "evaluate", results=results, methods=("ti",))
+    again = evaluate(ti_only)
+    assert (again.generated, again.scored, again.kept) == (0, 0, 8)  # the grid of before, nothing remade
+
+
+def test_a_method_without_its_training_is_refused(tmp_path, tiny_sd, sim_group, embedding):
+    config = replace(make_config(tmp_path, tiny_sd, sim_group, embedding), "evaluate", methods=("ti", "lora"))
+    with pytest.raises(UsageError, match="no lora training for group a_3"):
+        evaluate(config)
+    with pytest.raises(UsageError, match="names a training method"):
+        study_from_dict(
+            {
+                "select": {"groups": [{"name": "lora", "images": 3}]},
+                "evaluate": {"prompts": ["amari"], "commands": [{"name": "sd1", "seed": 1}]},
+            }
+        )

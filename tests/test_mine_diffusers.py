@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import numpy as np
@@ -31,7 +32,7 @@ def tiny_esrgan(tmp_path_factory):
 
 def mine_config(tiny_sd, esrgan=None, **extra) -> MineConfig:
     enhance = {"upscaler": str(esrgan), "face_restorer": "none"} if esrgan else {"enhance": False}
-    own = ("seed", "preset", "reference", "max_batches", "engine", "cpus", "tolerance", "target")
+    own = ("seed", "preset", "reference", "max_batches", "engine", "cpus", "tolerance", "target", "ray")
     fields = {key: extra.pop(key) for key in own if key in extra}  # the rest go through --option
     options = tuple((key, str(value)) for key, value in {"steps": 2, **enhance, **extra}.items())
     return MineConfig(prompt=PROMPT, model=str(tiny_sd), options=options, **fields)
@@ -156,6 +157,7 @@ def people(data_dir, tmp_path_factory):
 
 
 def mine_photos(tiny_sd, esrgan, photos, workspace, engine="streaming", **fields):
+    fields.setdefault("batch_size", 4)  # the generator's batch: one policy batch, nothing made beyond it
     config = mine_config(tiny_sd, esrgan, seed=0, max_batches=1, engine=engine, **fields)
     source = DiffusersSource(
         PROMPT, config.generate_config(), config.enhance_config(), seed=0, generate_step=PhotoGenerator(photos)
@@ -194,6 +196,45 @@ def test_far_faces_are_judged_raw_and_near_ones_enhanced(tiny_sd, tiny_esrgan, p
     # The variant not judged is gone from incoming/ (the miner made it); what the generator's last call
     # made beyond the batch waits there, whole, for the next run.
     assert not [p for p in (workspace / "incoming").iterdir() if p.name[:11] in {f"sd-0000000{i}" for i in range(4)}]
+
+
+def test_every_image_the_miner_writes_carries_every_mark(tiny_sd, tiny_esrgan, people, tmp_path, capsys, monkeypatch):
+    """Workers watermark, sign and fingerprint; the miner records each fingerprint in the workspace's and the
+    cache's registry before the file appears, under where it appeared and never a path of this machine."""
+    from amari.credentials import is_available, read_credentials
+    from amari.fingerprint import Registry
+    from amari.registries import default_registry_path
+
+    signing = is_available()  # with c2pa-python, sign with a fresh key; without, no credentials
+    if signing:
+        assert main(["keygen"]) == 0
+    _person_a, person_b, reference = people
+    workspace = tmp_path / "ws"
+    photos = [np.asarray(Image.fromarray(person_b).resize((256, 256)))] * 4
+    mine_photos(tiny_sd, tiny_esrgan, photos, workspace, cpus=2, reference=(reference,), early_reject=False)
+    folders = ("sim-group", "almost-sim", "unknown-person", "incoming")
+    written = [p for f in folders for p in (workspace / f).iterdir() if p.name.startswith("sd-")]
+    assert len(written) >= 4
+    with Registry(workspace / "provenance.sqlite") as local, Registry(default_registry_path()) as cache:
+        assert len(local) == len(cache) >= len(written)  # discarded raw variants are recorded too
+        for path in written:
+            data, rgb = path.read_bytes(), load_rgb(path)
+            found = read_provenance(path)
+            assert found.watermark.method == "tile" and found.amari["synthetic"]
+            assert local.match(rgb, data).path == f"incoming/{path.name}"  # where the file first appeared
+            assert cache.match(rgb, data).path == f"ws/incoming/{path.name}"
+            credentials = read_credentials(data, "image/png")
+            if signing:
+                assert credentials.synthetic and credentials.parameters["seed"] == found.amari["seed"]
+            else:
+                assert credentials is None
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    shown = written[0].relative_to(tmp_path)
+    assert main(["verify", "--json", "--registry", "ws", str(shown)]) == 0
+    out = capsys.readouterr().out
+    record = json.loads(out)
+    assert record["marks"][:2] == ["watermark", "fingerprint"] and str(tmp_path) not in out
 
 
 def test_nothing_is_rejected_early_without_a_group_or_when_switched_off(tiny_sd, tiny_esrgan, people, tmp_path):
@@ -285,7 +326,15 @@ def test_serial_and_streaming_end_the_same_on_real_faces(tiny_sd, tiny_esrgan, t
     for engine in ("serial", "streaming"):
         workspace = tmp_path / engine
         config = mine_config(
-            tiny_sd, tiny_esrgan, seed=0, max_batches=4, engine=engine, cpus=2, reference=(reference,), tolerance=0.3
+            tiny_sd,
+            tiny_esrgan,
+            seed=0,
+            max_batches=4,
+            engine=engine,
+            cpus=2,
+            reference=(reference,),
+            tolerance=0.3,
+            batch_size=4,
         )
         source = DiffusersSource(
             PROMPT, config.generate_config(), config.enhance_config(), seed=0, generate_step=PhotoGenerator(photos)
@@ -295,3 +344,35 @@ def test_serial_and_streaming_end_the_same_on_real_faces(tiny_sd, tiny_esrgan, t
     assert states[0] == states[1]
     verdicts = {row[3] for row in states[0]["decisions"]}
     assert {"accepted", "too far"} <= verdicts, verdicts
+
+
+# Killed at exact moments (crash hooks), resumed: the end state of a run that never stopped -------------
+
+DIFFUSERS_CRASH_POINTS = [
+    ("amari.generate.source:DiffusersSource._generated", 1, "before"),  # generated, nothing written
+    ("amari.mine.engine:FeedContext.accept", 2, "after"),  # raw images written, not enhanced
+    ("amari.mine.engine:FeedContext.accept", 3, "before"),  # an enhancement lost with the run
+]
+
+
+@pytest.mark.slow
+def test_sigkill_while_generating_and_enhancing_then_resume(tiny_sd, tiny_esrgan, data_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from crashhooks import crash_command
+
+    def args(workspace):
+        extra = ["--reference", str(data_dir / "astronaut.png"), "--seed", "11", "--max-batches", "2"]
+        extra += ["--gen-batch", "3", "--option", f"upscaler={tiny_esrgan}", "--option", "face_restorer=none"]
+        return mine_args(workspace, tiny_sd, *extra)
+
+    assert main(args(tmp_path / "uninterrupted")) == 0
+    workspace = tmp_path / "ws"
+    for target, calls, when in DIFFUSERS_CRASH_POINTS:
+        crashed = subprocess.run(crash_command(target, calls, when, *args(workspace)), capture_output=True, text=True)
+        assert crashed.returncode == -signal.SIGKILL, (target, crashed.stderr[-2000:])
+    finished = subprocess.run([sys.executable, "-m", "amari", *args(workspace)], capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert _end_state(workspace) == _end_state(tmp_path / "uninterrupted")

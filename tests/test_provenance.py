@@ -13,7 +13,6 @@ from amari.errors import ImageError
 from amari.images import load_rgb
 from amari.infotext import a1111_parameters, parse_a1111_parameters
 from amari.provenance import (
-    DETECTION_THRESHOLD,
     MIN_WATERMARK_SIDE,
     embed_watermark,
     read_provenance,
@@ -53,11 +52,11 @@ def test_saved_png_carries_watermark_and_both_chunks(astronaut, tmp_path):
 
     found = read_provenance(path)
     assert found.watermarked and found.watermark.bit_accuracy == 1.0
-    assert found.watermark.payload == b"amari"
+    assert found.watermark.payload == b"amari" and found.watermark.method == "tile"
     assert found.synthetic
     assert found.amari["synthetic"] is True
     assert found.amari["seed"] == PARAMS["seed"] and found.amari["model"] == PARAMS["model"]
-    assert found.amari["watermark"]["embedded"] is True
+    assert found.amari["watermark"] == {"method": "tile", "payload": "amari", "embedded": True}
     assert found.format == "PNG" and (found.width, found.height) == (512, 512)
     assert found.fields["Seed"] == str(PARAMS["seed"])
     assert found.fields["prompt"] == PARAMS["prompt"]
@@ -66,7 +65,7 @@ def test_saved_png_carries_watermark_and_both_chunks(astronaut, tmp_path):
 def test_watermark_is_invisible(astronaut, tmp_path):
     written = load_rgb(save_png(astronaut, tmp_path / "out.png", PARAMS))
     mse = np.mean((written.astype(float) - astronaut.astype(float)) ** 2)
-    assert 10 * np.log10(255**2 / mse) > 34  # dB
+    assert 10 * np.log10(255**2 / mse) > 37  # dB
 
 
 @pytest.mark.parametrize("side", [512, 128])
@@ -76,14 +75,14 @@ def test_watermark_survives_jpeg_quality_90(astronaut, group_photo, tmp_path, si
         jpeg = as_jpeg(png, tmp_path / f"{name}.jpg")
         found = read_provenance(jpeg)
         assert found.watermarked, (name, side, found.watermark)
-        assert found.watermark.bit_accuracy >= DETECTION_THRESHOLD
+        assert found.watermark.method == ("tile" if side >= 256 else "dwtDctSvd")
         assert found.amari is None  # the chunks are gone; the pixels still say it
 
 
 def test_smallest_watermarked_size_reads_back_losslessly(astronaut, tmp_path):
     small = resized(astronaut, MIN_WATERMARK_SIDE)
     found = read_provenance(save_png(small, tmp_path / "small.png", PARAMS))
-    assert found.watermarked
+    assert found.watermarked and found.watermark.method == "dwtDctSvd"
 
 
 def test_images_too_small_are_saved_without_watermark(astronaut, tmp_path):
@@ -98,7 +97,7 @@ def test_images_too_small_are_saved_without_watermark(astronaut, tmp_path):
 def test_unmarked_photos_are_not_detected(astronaut, group_photo):
     for rgb in (astronaut, group_photo, resized(group_photo[:600, :600], 128), resized(astronaut, 64)):
         reading = read_watermark(rgb)
-        assert not reading.found and reading.bit_accuracy < DETECTION_THRESHOLD
+        assert not reading.found, reading
 
 
 def test_a1111_layout_and_round_trip():
@@ -193,3 +192,49 @@ def test_json_chunk_holds_everything(astronaut, tmp_path):
     raw = Image.open(path).info["amari"]
     data = json.loads(raw)
     assert data["enhance"] == extra["enhance"] and data["generator"].startswith("amari ")
+
+
+def test_saving_registers_the_fingerprint(astronaut, tmp_path):
+    from amari.fingerprint import Registry
+    from amari.registries import REGISTRY_FILE, default_registry_path
+
+    workspace = tmp_path / "ws"
+    (workspace / "incoming").mkdir(parents=True)
+    (workspace / "mine.sqlite").write_bytes(b"")  # what makes a folder a miner workspace
+    path = save_png(astronaut, workspace / "incoming" / "a.png", PARAMS)
+    data = path.read_bytes()
+    # Where the image is, never as a path of this machine: relative to the workspace, or led by its name.
+    for registry_path, where in (
+        (default_registry_path(), "ws/incoming/a.png"),
+        (workspace / REGISTRY_FILE, "incoming/a.png"),
+    ):
+        with Registry(registry_path) as registry:
+            match = registry.match(np.asarray(Image.open(path).convert("RGB")), data)
+            assert match.kind == "file" and match.path == where
+            assert match.info["seed"] == PARAMS["seed"] and match.info["prompt"] == PARAMS["prompt"]
+            jpeg = as_jpeg(path, tmp_path / "copy.jpg", quality=75)
+            assert registry.match(load_rgb(jpeg)).kind == "perceptual"
+
+
+def test_nothing_is_written_when_the_fingerprint_cannot_be_recorded(astronaut, tmp_path):
+    from amari.errors import AmariError
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    with pytest.raises(AmariError, match="fingerprint"):
+        save_png(astronaut, tmp_path / "out.png", PARAMS, registries=[blocked / "provenance.sqlite"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder"]
+
+
+def test_content_credentials_when_a_key_is_configured(astronaut, tmp_path):
+    pytest.importorskip("c2pa", reason="the optional c2pa extra is not installed (pip install 'amari[c2pa]')")
+    from amari.credentials import keygen, read_credentials
+
+    unsigned = save_png(astronaut, tmp_path / "before.png", PARAMS)
+    assert read_credentials(unsigned.read_bytes()) is None
+    keygen()
+    signed = save_png(astronaut, tmp_path / "after.png", PARAMS)
+    found = read_credentials(signed.read_bytes())
+    assert found.state == "Trusted" and found.synthetic and found.parameters == PARAMS
+    again = read_provenance(signed)  # the text chunks and the watermark are still there
+    assert again.watermarked and again.amari["seed"] == PARAMS["seed"] and again.fields["Seed"] == str(PARAMS["seed"])

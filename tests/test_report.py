@@ -30,7 +30,7 @@ from amari.report import run
 from amari.report.charts import CHARTS
 from amari.report.html import caption
 from amari.report.stats import read_training_metrics
-from amari.results import CellResult, ResultsManifest, write_manifest, write_results
+from amari.results import CellResult, ResultsManifest, read_manifest, write_manifest, write_results
 
 
 def build_report(folder, options=ReportOptions()):
@@ -281,12 +281,12 @@ def test_html_tables_show_the_recomputed_numbers(synthetic_results, report):
     assert not_found[-1] == ["all prompts"] + [str(expected["missed"][("group", g)]) for g in GROUPS] + [
         str(expected["missed"]["all"])
     ]
-    for row in tables["sim-per-prompt"][1:]:
-        assert row[1:] == [mean_text(expected["scores"][(row[0], g)]) for g in GROUPS]
+    for row in tables["sim-per-prompt"][1:]:  # each mean followed by its interval: "0.4174 [0.3932, 0.4463]"
+        assert [cell.split(" [")[0] for cell in row[1:]] == [mean_text(expected["scores"][(row[0], g)]) for g in GROUPS]
     for row in tables["groups"][1:]:
         group = row[0].replace("-", "_")
         scores = expected["scores"][("group", group)]
-        assert row[1:] == [
+        assert row[1:4] + row[5:] == [
             "20",
             str(len(scores)),
             mean_text(scores),
@@ -298,7 +298,9 @@ def test_html_tables_show_the_recomputed_numbers(synthetic_results, report):
         found, checked = expected["cnn"][("prompt", row[0])]
         assert row[-1] == f"{found}/{checked}"
     for row in tables["arcface"][1:-1]:
-        assert row[1:] == [mean_text(expected["arcface"][(row[0], g)]) for g in GROUPS]
+        assert [cell.split(" [")[0] for cell in row[1:]] == [
+            mean_text(expected["arcface"][(row[0], g)]) for g in GROUPS
+        ]
 
 
 def test_captions_follow_the_study(synthetic_results, report):
@@ -358,9 +360,22 @@ def test_a_grid_with_no_face_at_all_still_reports(tmp_path, t1_people):
     summary = json.loads(built.summary_json.read_text())
     assert summary["total"]["not_found"] == 80 and summary["total"]["mean_sim"] is None
     assert all(row[1:] == ["–"] * 4 for row in html_tables(built.html)["sim-per-prompt"][1:])
+    assert summary["comparisons"] == [] and all(p["mean_sim"] is None for p in summary["dose_response"])
     for path in built.charts.values():
         with Image.open(path) as image:
             assert image.format == "PNG"
+
+
+def test_only_the_demo_says_its_images_are_noise_by_design(synthetic_results, report, tmp_path):
+    assert 'id="demo-notice"' not in report.html.read_text()
+    demo = tmp_path / "demo-results"
+    shutil.copytree(synthetic_results.folder, demo)
+    manifest = read_manifest(demo)
+    write_manifest(demo, _replace(manifest, extra={"demo": True}))
+    page = build_report(demo, ReportOptions(thumbnail=32)).html.read_text()
+    header = page[: page.index("<h2>")]
+    assert 'id="demo-notice"' in header and "random weights" in header and "noise by design" in header
+    assert "amari study configs/amari-2022.toml" in header
 
 
 def test_cli_reports_and_rejects_a_folder_without_results(synthetic_results, tmp_path, capsys):

@@ -83,6 +83,7 @@ def test_the_tiny_study_runs_from_one_command_and_resumes(tiny_study, tmp_path, 
     loaded, dom, screenshot = render_report(report / "index.html", tmp_path)
     assert loaded == f"{len(CHARTS) + 12}/{len(CHARTS) + 12}"
     assert "g-all : no face found" in dom and "ctrl : no face found" in dom
+    assert "random weights" in dom and "amari study configs/amari-2022.toml" in dom  # the demo says why: noise
     assert_not_blank(screenshot)
     screenshot.save(tmp_path / "tiny-study-report.png")
 
@@ -123,3 +124,38 @@ def test_the_tiny_study_runs_from_one_command_and_resumes(tiny_study, tmp_path, 
     # 9. --redo runs a step and the ones after it again, whatever their markers say.
     assert main(["study", str(config), "--redo", "report"]) == 0
     assert "evaluate skipped, report ran" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_study_crosses_methods_with_groups(tmp_path, tiny_sd, capsys):
+    config = write_demo(tmp_path / "demo", model=tiny_sd)
+    text = config.read_text().replace("[train]\n", '[train]\nmethods = ["ti", "lora", "pivotal"]\nunet_lr = 0.001\n')
+    config.write_text(text)
+    out = tmp_path / "demo" / "study"
+    assert main(["study", str(config)]) == 0
+    assert "train ran, evaluate ran, report ran" in capsys.readouterr().out
+    # Each group trained with each method, TI where it always trained, the others in folders of their own.
+    markers = sorted(p.stem for p in (out / ".steps").glob("train-*.json"))
+    assert markers == sorted(f"train-{m}{g}" for m in ("", "lora-", "pivotal-") for g in ("g_all", "g_2"))
+    for group in ("g_all", "g_2"):
+        assert (out / "train" / group / "learned_embeds.safetensors").is_file()
+        assert (out / "train" / "lora" / group / "pytorch_lora_weights.safetensors").is_file()
+        assert (out / "train" / "pivotal" / group / "lora.json").is_file()
+    # The grid: prompts × commands × (3 methods × 2 groups + ctrl).
+    rows = list(csv.DictReader(open(out / "results" / "results.csv", newline="")))
+    units = {(r["method"], r["group"]) for r in rows}
+    assert units == {(m, g) for m in ("ti", "lora", "pivotal") for g in ("g_all", "g_2")} | {("", "ctrl")}
+    assert len(rows) == len(PROMPTS) * len(COMMANDS) * 7
+    lora = next(r for r in rows if r["method"] == "lora")
+    assert "* woman" in lora["prompt_sent"]  # the trigger words the LoRA trained with
+    # The report: the seed's charts per method and one of mean sim-score against group size.
+    report = out / "results" / "report"
+    assert (report / "lora-group_sim_scores.png").is_file() and (
+        report / "pivotal-faces_not_found_per_prompt.png"
+    ).is_file()
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["methods"] == ["ti", "lora", "pivotal"]
+    sizes = {(p["method"], p["group"]): p["size"] for p in summary["dose_response"]}
+    assert sizes[("lora", "g_2")] == 2 and sizes[("pivotal", "g_all")] >= 3  # counted in prepared/
+    assert main(["study", str(config)]) == 0
+    assert "train skipped, evaluate skipped, report skipped" in capsys.readouterr().out

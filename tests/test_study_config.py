@@ -13,6 +13,7 @@ from amari.study.stages import stage_fingerprints as step_fingerprints
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_2022 = REPO / "configs" / "amari-2022.toml"
+STUDY_2026 = REPO / "configs" / "amari-2026.toml"
 
 
 def minimal(**sections):
@@ -49,6 +50,31 @@ def test_the_2022_study_holds_the_original_numbers(tmp_path):
     assert (train.token, train.init_word, train.num_vectors, train.repeats) == ("*", "woman", 1, 100)
     assert (train.max_steps, train.checkpoint_every, train.resolution) == (15500, 500, 512)
     assert config.layout.root == tmp_path / "amari-2022"
+
+
+def test_the_2022_grid_is_textual_inversion_alone_as_it_was(tmp_path):
+    config = load_study(STUDY_2022, base=tmp_path)
+    assert config.train.study_methods() == ("ti",) and config.evaluate.methods == ("ti",)
+    assert [c.image for c in plan_cells(config.evaluate)][:4] == [
+        f"images/{g}/p1-a_photo_of_amari-sd1.png" for g in ("a_312", "b_11", "c_4", "ctrl")
+    ]
+    assert config.layout.train("a_312").out == tmp_path / "amari-2022" / "train" / "a_312"
+
+
+def test_the_2026_study_crosses_three_methods_with_six_sizes(tmp_path):
+    config = load_study(STUDY_2026, base=tmp_path)
+    sizes = [(g.name, g.images) for g in config.select.groups]
+    assert sizes == [("n_312", None), ("n_100", 100), ("n_32", 32), ("n_11", 11), ("n_4", 4), ("n_1", 1)]
+    assert config.train.study_methods() == ("ti", "lora", "pivotal") == config.evaluate.methods
+    assert (config.train.lora_rank, config.train.alpha, config.train.unet_lr) == (4, 4.0, 1e-4)
+    # The 2022 study's grid for each of 3 methods × 6 groups, and the control: 4 prompts × 5 seeds × 19.
+    assert len(plan_cells(config.evaluate)) == 4 * 5 * 19
+    assert config.evaluate.evaluated_units[-1] == ("", CONTROL)
+    assert (config.evaluate.prompts, config.evaluate.commands) == (
+        load_study(STUDY_2022, base=tmp_path).evaluate.prompts,
+        load_study(STUDY_2022, base=tmp_path).evaluate.commands,
+    )
+    assert config.layout.train("n_4", "pivotal").out == tmp_path / "amari-2026" / "train" / "pivotal" / "n_4"
 
 
 def test_the_2022_training_arithmetic_matches_the_original(tmp_path):
@@ -117,6 +143,8 @@ def test_relative_paths_are_taken_from_the_base_folder(tmp_path):
         (minimal(train={"lr_schedule": "sometimes"}), "[train] unknown --lr-schedule 'sometimes'"),
         (minimal(train={"init_word": "two words"}), "init_word 'two words' must be one word"),
         (minimal(study={"subject": "a b"}), "must be one word"),
+        (minimal(study={"demo": "yes"}), "study.demo must be true or false"),
+        (minimal(evaluate={"demo": True}), "[evaluate] demo: set by the study from [study]"),
         ({"study": []}, "study must be a table"),
     ],
 )
@@ -124,6 +152,12 @@ def test_bad_configs_fail_with_the_table_and_key_named(tmp_path, data, message):
     with pytest.raises(UsageError) as caught:
         study_from_dict(data, base=tmp_path)
     assert message in str(caught.value)
+
+
+def test_the_demo_flag_is_the_studys_and_reaches_the_evaluation(tmp_path):
+    assert not study_from_dict(minimal(), base=tmp_path).evaluate.demo
+    config = study_from_dict(minimal(study={"demo": True}), base=tmp_path)
+    assert config.study.demo and config.evaluate.demo  # the evaluation's manifest tells the report
 
 
 def test_unreadable_files_are_usage_errors(tmp_path, capsys):

@@ -123,32 +123,32 @@ def test_killed_run_resumes_to_the_same_end(tmp_path, tiny_sd, images, one_threa
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000003", "step-000006", "step-000009"]
 
 
-@pytest.mark.slow
-def test_two_processes_train_like_one_accumulating_two_batches(tmp_path, tiny_sd, images, one_thread):
-    out = tmp_path / "two"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        _free_port(),
-        "-m",
-        "amari",
-        *_args(images, out, tiny_sd, steps=4, every=2),
-    ]
+def train_on_two_processes(args: list[str], timeout: float) -> str:
+    """`amari ARGS` launched on two processes (torch.distributed.run); its stderr, once it succeeded."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port()]
     # Its own session, so that a hang ends with every worker of the launcher, not only the launcher.
     launcher = subprocess.Popen(
-        command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        [*command, "-m", "amari", *args],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
-        _out, err = launcher.communicate(timeout=150)
+        _out, err = launcher.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(launcher.pid, signal.SIGKILL)
         launcher.communicate()
         raise
     assert launcher.returncode == 0, err[-3000:]
+    return err
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_accumulating_two_batches(tmp_path, tiny_sd, images, one_thread):
+    out = tmp_path / "two"
+    err = train_on_two_processes(_args(images, out, tiny_sd, steps=4, every=2), timeout=150)
     assert "lr 0.1 on 2 process(es)" in err  # 0.05 × 2 processes × batch 1
 
     single = tmp_path / "one"

@@ -1,10 +1,11 @@
-"""`amari verify IMAGE...` through the command line."""
+"""`amari verify IMAGE...` through the command line: each mark, the verdict, --registry and --json."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from amari.cli import main
@@ -27,38 +28,94 @@ def make_images(data_dir, folder):
     astronaut = load_rgb(data_dir / "astronaut.png")
     marked = save_png(astronaut, folder / "marked.png", PARAMS)
     Image.open(marked).convert("RGB").save(folder / "marked.jpg", quality=90)
-    Image.fromarray(astronaut).save(folder / "plain.png")
+    # What a re-upload does: 80 % size, JPEG 85, then someone crops the bottom tenth off.
+    reupload = Image.open(marked).convert("RGB").resize((410, 410), Image.Resampling.LANCZOS).crop((0, 0, 410, 369))
+    reupload.save(folder / "reupload.jpg", quality=85)
+    Image.open(data_dir / "t1.jpg").crop((197, 0, 1083, 886)).save(folder / "plain.png")  # another photo, unmarked
     return folder
 
 
-def test_reports_marks_of_each_image(data_dir, tmp_path, capsys):
+def block(lines, path) -> list[str]:
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{path}: "))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("  ")), len(lines))
+    return lines[start:end]
+
+
+def field(lines, name) -> str:
+    return next(line for line in lines if line.startswith(f"  {name} ")).split(None, 1)[1]
+
+
+def test_reports_each_mark_and_a_verdict(data_dir, tmp_path, capsys):
     folder = make_images(data_dir, tmp_path)
-    code = main(["verify", str(folder / "marked.png"), str(folder / "marked.jpg"), str(folder / "plain.png")])
+    paths = [folder / name for name in ("marked.png", "marked.jpg", "reupload.jpg", "plain.png")]
+    assert main(["verify", *map(str, paths)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert code == 0
-    marked_png = next(line for line in lines if line.startswith(str(folder / "marked.png")))
-    assert "synthetic, made by amari" in marked_png and "40/40 bits" in marked_png
-    assert "amari metadata (synthetic)" in marked_png and "A1111 parameters" in marked_png
-    details = lines[lines.index(marked_png) + 1]
-    assert "seed 335728730" in details and "sampler k_lms" in details and "model sd-v1-4" in details
-    jpeg = next(line for line in lines if line.startswith(str(folder / "marked.jpg")))
-    assert "synthetic, made by amari: amari watermark" in jpeg and "metadata" not in jpeg
-    plain = next(line for line in lines if line.startswith(str(folder / "plain.png")))
-    assert "no amari provenance found" in plain
+
+    marked = block(lines, paths[0])
+    assert marked[0].endswith("synthetic, made by amari (watermark, fingerprint, metadata)")
+    assert field(marked, "watermark").startswith("amari watermark (40/40 bits, z ")
+    # The registry names the image and itself without a local path (the cache's is `<cache>/...`).
+    assert field(marked, "fingerprint").startswith("copy of marked.png (identical file; seed 335728730")
+    assert field(marked, "fingerprint").endswith(" in <cache>/provenance.sqlite")
+    assert field(marked, "metadata") == "amari metadata (synthetic); A1111 parameters"
+    made_with = field(marked, "made with")
+    assert "seed 335728730" in made_with and "sampler k_lms" in made_with and "model sd-v1-4" in made_with
+
+    jpeg = block(lines, paths[1])
+    assert jpeg[0].endswith("synthetic, made by amari (watermark, fingerprint)")
+    assert "perceptual" in field(jpeg, "fingerprint") and field(jpeg, "metadata") == "none"
+    reupload = block(lines, paths[2])
+    assert reupload[0].endswith("synthetic, made by amari (watermark, fingerprint)")
+
+    plain = block(lines, paths[3])
+    assert plain[0].endswith("no amari provenance found")
+    assert field(plain, "watermark").startswith("no amari watermark (best match z ")
+    assert field(plain, "fingerprint").startswith("no match (")
+    assert field(plain, "c2pa").startswith(("none", "not checked"))
 
 
-def test_json_output_and_folders(data_dir, tmp_path, capsys):
-    folder = make_images(data_dir, tmp_path)
-    assert main(["verify", "--json", str(folder)]) == 0
-    records = {
-        record["path"].rsplit("/", 1)[-1]: record for record in map(json.loads, capsys.readouterr().out.splitlines())
-    }
-    assert set(records) == {"marked.png", "marked.jpg", "plain.png"}
-    assert records["marked.png"]["synthetic"] and records["marked.png"]["amari"]["seed"] == PARAMS["seed"]
-    assert records["marked.jpg"]["watermark"]["found"] and records["marked.jpg"]["amari"] is None
-    assert not records["plain.png"]["synthetic"]
-    parameters = records["marked.png"]["parameters"]
-    assert parameters.startswith("a photo of a woman\nNegative prompt: \nSteps: 250, Sampler: LMS")
+def test_registry_option_and_json(data_dir, tmp_path, capsys):
+    astronaut = load_rgb(data_dir / "astronaut.png")
+    elsewhere = tmp_path / "team" / "provenance.sqlite"
+    marked = save_png(astronaut, tmp_path / "a.png", PARAMS, registries=[elsewhere])
+    small = np.asarray(Image.open(marked).convert("RGB").resize((256, 256)))
+    Image.fromarray(small).save(tmp_path / "small.jpg", quality=75)
+    # Remove the watermark's help: only the fingerprint can say this one is a copy.
+    Image.fromarray(np.ascontiguousarray(small[:, ::-1])).save(tmp_path / "mirrored.jpg", quality=75)
+
+    assert main(["verify", "--json", str(tmp_path / "mirrored.jpg")]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["fingerprint"] is None and record["verdict"] == "no amari provenance found"
+
+    assert main(["verify", "--json", "--registry", str(elsewhere.parent), str(tmp_path)]) == 0
+    records = {r["path"].rsplit("/", 1)[-1]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert set(records) == {"a.png", "small.jpg", "mirrored.jpg"}
+    assert records["a.png"]["marks"] == ["watermark", "fingerprint", "metadata"]
+    assert records["a.png"]["amari"]["seed"] == PARAMS["seed"]
+    assert records["a.png"]["parameters"].startswith("a photo of a woman\nNegative prompt: \nSteps: 250, Sampler: LMS")
+    assert records["small.jpg"]["watermark"]["found"] and records["small.jpg"]["watermark"]["bits_matched"] >= 36
+    mirrored = records["mirrored.jpg"]
+    assert mirrored["marks"] == ["fingerprint"] and mirrored["made_by_amari"] and mirrored["synthetic"]
+    assert mirrored["fingerprint"]["mirrored"] and mirrored["fingerprint"]["info"]["seed"] == PARAMS["seed"]
+    assert mirrored["fingerprint"]["registry"] == str(elsewhere)  # as the user named it
+    assert mirrored["fingerprint"]["path"] == "a.png"  # outside the registry's folder: its name alone
+
+
+def test_a_missing_registry_is_one_error(tmp_path, capsys):
+    assert main(["verify", "--registry", str(tmp_path / "none"), str(tmp_path)]) == 2
+    assert "no fingerprint registry at" in capsys.readouterr().err
+
+
+def test_content_credentials_are_reported(data_dir, tmp_path, capsys):
+    pytest.importorskip("c2pa", reason="the optional c2pa extra is not installed (pip install 'amari[c2pa]')")
+    assert main(["keygen"]) == 0
+    capsys.readouterr()
+    signed = save_png(load_rgb(data_dir / "astronaut.png"), tmp_path / "signed.png", PARAMS)
+    assert main(["verify", str(signed)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("(watermark, fingerprint, c2pa, metadata)")
+    assert field(lines, "c2pa").startswith("trusted: signed by amari local signer")
+    assert "AI-generated (trainedAlgorithmicMedia)" in field(lines, "c2pa")
 
 
 def test_unreadable_files_are_reported_and_others_still_checked(data_dir, tmp_path, capsys):

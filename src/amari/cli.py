@@ -27,6 +27,10 @@ COMMANDS = (
     "report",
     "study",
     "verify",
+    "mark",
+    "keygen",
+    "models",
+    "doctor",
 )
 
 

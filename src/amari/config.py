@@ -54,6 +54,7 @@ def setting(
     include: tuple[str, ...] | None = None,
     show_default: bool = True,
     default_factory: Callable | None = None,
+    runtime: bool = False,
 ):
     """A dataclass field with what the CLI and the TOML loader need to know about it.
 
@@ -62,6 +63,8 @@ def setting(
     study's section may not set it. cli_type/toml_type: parse a command-line string / a TOML value
     (`toml_type(value, where, base)`). include: for a nested Settings field, which of its fields become
     options and keys of this one. action: "append" (repeatable), "const" (the flag sets `const`).
+    runtime: how the stage runs (processes, a cluster), not what it makes: left out of fingerprints, so
+    changing it never redoes a study's step.
     """
     metadata = dict(
         help=help,
@@ -79,6 +82,7 @@ def setting(
         const=const,
         include=include,
         show_default=show_default,
+        runtime=runtime,
     )
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
@@ -290,20 +294,26 @@ def parse_text(text: str, hint: Any, name: str) -> Any:
 # -- values -------------------------------------------------------------------------------------------
 
 
-def plain(value: Any) -> Any:
-    """JSON-ready values: dataclasses as dicts, tuples as lists, paths as strings."""
+def plain(value: Any, runtime: bool = True) -> Any:
+    """JSON-ready values: dataclasses as dicts, tuples as lists, paths as strings; without the settings
+    marked `runtime` when `runtime` is False."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: plain(getattr(value, f.name), runtime)
+            for f in dataclasses.fields(value)
+            if runtime or not f.metadata.get("runtime")
+        }
     if isinstance(value, (tuple, list)):
-        return [plain(v) for v in value]
+        return [plain(v, runtime) for v in value]
     if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {str(k): plain(v, runtime) for k, v in value.items()}
     if isinstance(value, Path):
         return str(value)
     return value
 
 
 def fingerprint(*values: Any) -> str:
-    """A short hash of settings (and anything else JSON can hold): same values, same fingerprint."""
-    text = json.dumps([plain(v) for v in values], sort_keys=True)
+    """A short hash of settings (and anything else JSON can hold): same values, same fingerprint. How a
+    stage runs (settings marked `runtime`) does not count."""
+    text = json.dumps([plain(v, runtime=False) for v in values], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

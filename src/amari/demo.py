@@ -74,6 +74,7 @@ name = "demo"
 out = {json.dumps(str(out))}
 model = {json.dumps(str(model))}
 device = "cpu"
+demo = true    # the report says that this model has random weights
 
 [mine]
 source = {json.dumps("folder:" + str(faces))}

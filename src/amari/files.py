@@ -12,6 +12,7 @@ import functools
 import hashlib
 import os
 import secrets
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,18 @@ def sha256_once(path: str | os.PathLike) -> str:
     """A file's SHA-256, computed once per process while the file is unchanged (large model files)."""
     stat = os.stat(path)
     return _sha256_of(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def safetensors_data_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a safetensors file's tensor data, after its 8-byte length and JSON header: the hash A1111
+    and kohya give a LoRA (`Lora hashes`, `sshs_model_hash`), the same whatever the header says."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        handle.seek(8 + length)
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def temporary_name(path: Path) -> Path:

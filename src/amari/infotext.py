@@ -6,7 +6,9 @@ Written to what the consumers' own readers accept (their rules, not their code):
   `Negative prompt:`, and a last line of at least three `Key: value` pairs whose keys are word
   characters, spaces, `-` and `/` (so `TI hashes`, never `TI <*>`); a value holding `,`, `:` or a
   line break is JSON-quoted. `Model` is the checkpoint's file name without suffix, `Model hash` the
-  first 10 hex digits of its SHA-256, `TI hashes` `"name: <first 12 hex digits of the file's SHA-256>"`.
+  first 10 hex digits of its SHA-256, `TI hashes` `"name: <first 12 hex digits of the file's SHA-256>"`,
+  `Lora hashes` `"name: <12 hex digits>"` of the LoRA files the prompt calls as `<lora:name:weight>`
+  (A1111's LoRA hash is the SHA-256 of a safetensors file's tensor data, after its header).
 - ComfyUI imports a `parameters` chunk only when it holds a `Negative prompt:` line before the line that
   starts with `Steps:`, so both are always written (an empty negative prompt too), and it decodes every
   text chunk as UTF-8, so text that is not ASCII goes into an uncompressed iTXt chunk.
@@ -90,13 +92,21 @@ def a1111_parameters(params: dict) -> str:
     hashes = [f"{e['name']}: {e['hash']}" for e in params.get("embeddings") or () if e.get("name") and e.get("hash")]
     if hashes:
         fields["TI hashes"] = ", ".join(hashes)
+    lora_hashes = [f"{e['name']}: {e['hash']}" for e in params.get("loras") or () if e.get("name") and e.get("hash")]
+    if lora_hashes:
+        fields["Lora hashes"] = ", ".join(lora_hashes)
     enhance = params.get("enhance") or {}
     if enhance.get("scale") and enhance.get("upscaler"):
         fields["Postprocess upscale by"] = enhance["scale"]
         fields["Postprocess upscaler"] = model_label(enhance["upscaler"])
     if enhance.get("face_restorer"):
         fields["Postprocess face restoration"] = model_label(enhance["face_restorer"])
-    lines = [str(params.get("prompt", "")), f"Negative prompt: {params.get('negative_prompt') or ''}"]
+    prompt = str(params.get("prompt", ""))
+    for lora in params.get("loras") or ():  # A1111 calls a LoRA from the prompt
+        tag = f"<lora:{lora.get('name')}:"
+        if lora.get("name") and tag not in prompt:
+            prompt += f" {tag}{float(lora.get('weight', 1.0)):g}>"
+    lines = [prompt, f"Negative prompt: {params.get('negative_prompt') or ''}"]
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields.items()))
     return "\n".join(lines)
 

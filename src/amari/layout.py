@@ -7,6 +7,7 @@ STUDY/                      StudyLayout
   groups/NAME/              training groups picked from the sim-group (manifest.csv)
   prepared/NAME/            their training images (manifest.csv)
   train/NAME/               TrainLayout: checkpoints/, metrics.csv, validation.csv, best.json, run.json
+  train/METHOD/NAME/        the same, for a group trained with LoRA or pivotal tuning (TI keeps train/NAME/)
   results/                  ResultsLayout: results.csv, manifest.json, images/, report/
   .steps/                   the study's completion markers
 """
@@ -27,6 +28,9 @@ MINE_DATABASE = "mine.sqlite"
 ARCHIVE_CSV = "archive.csv"
 LOCK_FILE = ".lock"
 
+# The fingerprint registry of a workspace, a study or the cache folder (amari.fingerprint).
+PROVENANCE_REGISTRY = "provenance.sqlite"
+
 # A folder of chosen or prepared images, and the CSV that says where each came from.
 FOLDER_MANIFEST = "manifest.csv"
 
@@ -37,6 +41,11 @@ VALIDATION_CSV = "validation.csv"
 BEST_JSON = "best.json"
 RUN_JSON = "run.json"
 DIFFUSERS_EMBEDDING = "learned_embeds.safetensors"
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers' LoRA file name (`load_lora_weights(folder)`)
+LORA_RECORD = "lora.json"  # a LoRA's trigger, token and files
+
+# Training methods (`amari.train.config.METHODS`); a TI run keeps the folders it always had.
+DEFAULT_METHOD = "ti"
 
 # The evaluation and its report.
 RESULTS_CSV = "results.csv"
@@ -119,6 +128,8 @@ class TrainLayout:
     best = Inside(BEST_JSON, "out")
     run_record = Inside(RUN_JSON, "out")
     embedding = Inside(DIFFUSERS_EMBEDDING, "out")  # the final embedding in diffusers' layout, which evaluation loads
+    lora = Inside(LORA_WEIGHTS, "out")  # the final LoRA in diffusers' layout (lora, pivotal)
+    lora_record = Inside(LORA_RECORD, "out")
 
     def __post_init__(self):
         _paths(self, "data", "out")
@@ -150,8 +161,9 @@ class StudyLayout:
     def prepared(self, group: str) -> Path:
         return self.root / "prepared" / group
 
-    def train(self, group: str) -> TrainLayout:
-        return TrainLayout(self.prepared(group), self.root / "train" / group)
+    def train(self, group: str, method: str = DEFAULT_METHOD) -> TrainLayout:
+        out = self.root / "train" / group if method == DEFAULT_METHOD else self.root / "train" / method / group
+        return TrainLayout(self.prepared(group), out)
 
     @property
     def results(self) -> ResultsLayout:

@@ -1,19 +1,25 @@
 """Provenance on every image amari writes, and reading it back.
 
-Three marks, so that at least one survives whatever happens to a file:
+Marks that do not depend on each other, so that at least one survives what happens to a file:
 
-1. An invisible watermark in the pixels (the `invisible-watermark` package, DWT-DCT-SVD on the U
-   colour channel, the 40-bit payload `amari` repeated over the whole image). It survives saving as
-   JPEG quality 90 from 128×128 up and lossless saving from 64×64 up; smaller images are written
-   without one (`MIN_WATERMARK_SIDE`). The package's plain `dwtDct` method, which Stable Diffusion's
-   reference scripts used, does not survive JPEG at quality 90 at any size, hence the SVD variant.
-2. PNG text chunks that other tools read: `parameters` in AUTOMATIC1111's layout ("PNG info" in A1111
+1. An invisible watermark in the pixels (`amari.watermark`): a tiled pattern that survives JPEG,
+   resizing and cropping on images from 256 px a side; smaller ones from 64 px carry the older
+   DWT-DCT-SVD mark. Images under 64 px a side are written without one (`MIN_WATERMARK_SIDE`).
+2. A fingerprint in registries (`amari.fingerprint`): the cache folder's, and the workspace's or
+   study's, so that `amari verify` recognises re-encoded, resized or cropped copies.
+3. C2PA content credentials (`amari.credentials`), signed with the user's key when one is
+   configured and the optional `c2pa-python` package is installed.
+4. PNG text chunks that other tools read: `parameters` in AUTOMATIC1111's layout ("PNG info" in A1111
    and ComfyUI's import show prompt, seed, steps, sampler, CFG, size, model and embeddings) and
    `invokeai_metadata` for InvokeAI's "recall parameters" (`amari.infotext`).
-3. A PNG text chunk `amari` holding JSON: `"synthetic": true`, the generator, and every parameter.
+5. A PNG text chunk `amari` holding JSON: `"synthetic": true`, the generator, and every parameter.
 
-Files are written to a hidden temporary name in the target folder and renamed into place, so a
-reader (the miner, another tool watching the folder) never sees half an image.
+`marked_png` makes the file in memory (marks 1, 3, 4, 5) and `fingerprint_of` its fingerprint (2), so
+that a worker process can do both; the writer then records the fingerprint and renames the file into
+place (`write_marked`, or the miner's `FeedContext.accept`). Files are written to a hidden temporary
+name in the target folder and renamed into place, so a reader (the miner, another tool watching the
+folder) never sees half an image; the fingerprint is recorded before the rename, so every file that
+appears is registered.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from PIL import Image, PngImagePlugin
 
 from amari import __version__
 from amari.errors import ImageError
+from amari.fingerprint import Fingerprint
 from amari.infotext import (
     INVOKEAI_KEY,
     PARAMETERS_KEY,
@@ -37,15 +44,16 @@ from amari.infotext import (
     invokeai_metadata,
     parse_a1111_parameters,
 )
-
-PAYLOAD = b"amari"
-WATERMARK_METHOD = "dwtDctSvd"
-# Each 4×4 block of the half-resolution wavelet band carries one bit; below 64 px a side there are
-# too few blocks to repeat the 40 bits, and lossless saving already loses some of them.
-MIN_WATERMARK_SIDE = 64
-# Share of payload bits that must match. Unmarked images read 0.4-0.66; marked ones >= 0.93 after
-# lossless saving from 64 px and after JPEG q90 from 128 px. 36 of 40 bits by chance: p < 1e-7.
-DETECTION_THRESHOLD = 0.9
+from amari.watermark import (  # noqa: F401 - the watermark's names, for callers that import them from here
+    MIN_WATERMARK_SIDE,
+    PAYLOAD,
+    WatermarkReading,
+    can_carry_watermark,
+    check_rgb,
+    embed_watermark,
+    method_for,
+    read_watermark,
+)
 
 AMARI_KEY = "amari"
 GENERATOR = f"amari {__version__}"
@@ -55,117 +63,114 @@ GENERATOR = f"amari {__version__}"
 PNG_COMPRESS_LEVEL = 4
 
 
-# 1. Watermark -------------------------------------------------------------------------------------
+# 1. Watermark: amari.watermark, imported above.
+
+# 2. Writing ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class WatermarkReading:
-    """What the watermark decoder read: the bits as bytes and how many matched amari's payload."""
-
-    found: bool
-    bit_accuracy: float
-    payload: bytes
-
-    @property
-    def bits_matched(self) -> int:
-        return round(self.bit_accuracy * len(PAYLOAD) * 8)
-
-
-def _payload_bits() -> list[int]:
-    return [int(bit) for bit in np.unpackbits(np.frombuffer(PAYLOAD, dtype=np.uint8))]
-
-
-def can_carry_watermark(width: int, height: int) -> bool:
-    return min(width, height) >= MIN_WATERMARK_SIDE
-
-
-def _embedder(bits: list[int]):
-    # The package's WatermarkEncoder wrapper refuses images under 256×256; its embedder class is
-    # the same code without that limit, which the measurements above cover down to 64×64.
-    from imwatermark.dwtDctSvd import EmbedDwtDctSvd
-
-    return EmbedDwtDctSvd(watermarks=bits, wmLen=len(PAYLOAD) * 8)
-
-
-def embed_watermark(rgb: np.ndarray) -> np.ndarray:
-    """`rgb` (uint8 H×W×3) with amari's watermark; unchanged when smaller than MIN_WATERMARK_SIDE."""
-    rgb = _check_rgb(rgb)
-    height, width = rgb.shape[:2]
-    if not can_carry_watermark(width, height):
-        return rgb
-    bgr = np.ascontiguousarray(rgb[..., ::-1])
-    marked = _embedder(_payload_bits()).encode(bgr)
-    return np.ascontiguousarray(marked[..., ::-1])
-
-
-def read_watermark(rgb: np.ndarray) -> WatermarkReading | None:
-    """Decode amari's watermark from `rgb`; None when the image is too small to carry one."""
-    rgb = _check_rgb(rgb)
-    height, width = rgb.shape[:2]
-    if not can_carry_watermark(width, height):
-        return None
-    bgr = np.ascontiguousarray(rgb[..., ::-1])
-    bits = np.asarray(_embedder([]).decode(bgr), dtype=np.uint8)
-    accuracy = float(np.mean(bits == np.asarray(_payload_bits(), dtype=np.uint8)))
-    return WatermarkReading(
-        found=accuracy >= DETECTION_THRESHOLD, bit_accuracy=accuracy, payload=np.packbits(bits).tobytes()
-    )
-
-
-def _check_rgb(rgb) -> np.ndarray:
-    if isinstance(rgb, Image.Image):
-        rgb = np.asarray(rgb.convert("RGB"))
-    rgb = np.asarray(rgb)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected a uint8 H×W×3 RGB image, got {rgb.dtype} {rgb.shape}")
-    return rgb
-
-
-# 3. Writing ---------------------------------------------------------------------------------------
-
-
-def amari_metadata(params: dict, watermarked: bool) -> dict:
+def amari_metadata(params: dict, watermark_method: str | None) -> dict:
     """The JSON amari stores beside the A1111 text: synthetic flag, generator, watermark, params."""
     return {
         "synthetic": True,
         "generator": GENERATOR,
-        "watermark": {"method": WATERMARK_METHOD, "payload": PAYLOAD.decode(), "embedded": watermarked},
+        "watermark": {
+            "method": watermark_method or "none",
+            "payload": PAYLOAD.decode(),
+            "embedded": watermark_method is not None,
+        },
         **params,
     }
 
 
-def marked_png(image, params: dict) -> tuple[np.ndarray, bytes]:
+def marked_png(
+    image,
+    params: dict,
+    *,
+    text: dict[str, str] | None = None,
+    agent: str = "amari",
+    title: str | None = None,
+    key=None,
+) -> tuple[np.ndarray, bytes]:
     """`image` (PIL or uint8 RGB array) watermarked, and the PNG file holding it with amari's chunks.
 
     `params` holds what made the image (prompt, negative_prompt, seed, steps, sampler, cfg_scale,
-    width, height, model, enhance, ...); it must be JSON-serialisable. The pixels returned are exactly
-    the file's, so faces can be found in them without reading the file back.
+    width, height, model, enhance, ...); it must be JSON-serialisable. `text` are the text chunks
+    besides amari's JSON (default: A1111's `parameters` and InvokeAI's metadata, made from `params`).
+    With `key` (a `credentials.SigningKey`) the file carries C2PA credentials titled `title`, signed by
+    `agent`. The pixels returned are exactly the file's, so faces can be found and the fingerprint
+    computed in them without reading the file back.
     """
-    rgb = _check_rgb(image)
-    watermarked = can_carry_watermark(rgb.shape[1], rgb.shape[0])
+    rgb = check_rgb(image)
     marked = embed_watermark(rgb)
+    if text is None:
+        text = {
+            PARAMETERS_KEY: a1111_parameters(params),
+            INVOKEAI_KEY: json.dumps(invokeai_metadata(params), ensure_ascii=False),
+        }
     info = PngImagePlugin.PngInfo()
-    add_text_chunk(info, PARAMETERS_KEY, a1111_parameters(params))
-    add_text_chunk(info, INVOKEAI_KEY, json.dumps(invokeai_metadata(params), ensure_ascii=False))
-    add_text_chunk(info, AMARI_KEY, json.dumps(amari_metadata(params, watermarked), ensure_ascii=False))
+    for name, value in text.items():
+        if name != AMARI_KEY:
+            add_text_chunk(info, name, value)
+    method = method_for(rgb.shape[1], rgb.shape[0])
+    add_text_chunk(info, AMARI_KEY, json.dumps(amari_metadata(params, method), ensure_ascii=False))
     buffer = io.BytesIO()
     Image.fromarray(marked).save(buffer, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
-    return marked, buffer.getvalue()
+    data = buffer.getvalue()
+    if key is not None:
+        from amari.credentials import sign_png
+
+        data = sign_png(data, key, params, title, agent)
+    return marked, data
 
 
-def save_png(image, path: str | os.PathLike, params: dict) -> Path:
-    """Write `image` as a PNG at `path` with watermark and metadata (`marked_png`), atomically."""
-    from amari.files import write_atomic
+def registry_info(params: dict, agent: str = "amari") -> dict:
+    """What a fingerprint match reports about the image; the full parameters stay in the image."""
+    keep = ("seed", "model", "sampler", "steps", "width", "height", "marked_by", "source")
+    info = {name: params[name] for name in keep if params.get(name) is not None}
+    if params.get("prompt"):
+        info["prompt"] = str(params["prompt"])[:300]
+    return {"generator": GENERATOR, "agent": agent, **info}
+
+
+def fingerprint_of(marked: np.ndarray, png: bytes, params: dict, agent: str = "amari") -> Fingerprint:
+    """The fingerprint of a file `marked_png` made: the CPU work of registering it, done where the file
+    was made; the writer only records it."""
+    return Fingerprint.of(marked, png, registry_info(params, agent))
+
+
+def write_marked(
+    path: str | os.PathLike,
+    marked: np.ndarray,
+    png: bytes,
+    params: dict,
+    *,
+    agent: str = "amari",
+    registries: list[Path] | None = None,
+) -> Path:
+    """Write the file `marked_png` made at `path`, its fingerprint recorded first in `registries`
+    (default: the cache's, and the workspace's or study's around `path`), then renamed into place."""
+    from amari.registries import Registries, registry_paths_for
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with Registries(registry_paths_for(path) if registries is None else registries) as opened:
+        return opened.write(path, png, fingerprint_of(marked, png, params, agent))
+
+
+def save_png(image, path: str | os.PathLike, params: dict, *, registries: list[Path] | None = None) -> Path:
+    """Write `image` as a PNG at `path` with every mark amari has (`marked_png`, `write_marked`),
+    signed with the configured C2PA key if there is one. The file appears atomically."""
+    from amari import credentials
 
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"{path}: provenance is written into PNG files only")
-    _marked, data = marked_png(image, params)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(path, data)
+    key = credentials.configured_key() if credentials.is_available() else None
+    marked, data = marked_png(image, params, title=path.name, key=key)
+    return write_marked(path, marked, data, params, registries=registries)
 
 
-# 4. Reading ---------------------------------------------------------------------------------------
+# 3. Reading ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,7 @@ _EXIF_IFD = 0x8769
 _USER_COMMENT = 0x9286
 
 
-def _exif_comment(image: Image.Image) -> str | None:
+def exif_comment(image: Image.Image) -> str | None:
     # A1111 stores `parameters` of JPEG and WebP files in the EXIF UserComment (8-byte charset prefix).
     try:
         raw = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
@@ -214,15 +219,22 @@ def _exif_comment(image: Image.Image) -> str | None:
     return text or None
 
 
-def read_provenance(path: str | os.PathLike) -> Provenance:
-    """Watermark and metadata of the image at `path`; raises ImageError when it cannot be read."""
-    from amari.images import open_image, to_rgb
+def read_provenance(path: str | os.PathLike, data: bytes | None = None) -> Provenance:
+    """Watermark and metadata of the image at `path` (or of its bytes `data`); raises ImageError when
+    it cannot be read."""
+    return read_image(path, data)[0]
+
+
+def read_image(path: str | os.PathLike, data: bytes | None = None) -> tuple[Provenance, np.ndarray]:
+    """read_provenance and the decoded RGB pixels, for callers that go on to check the other marks."""
+    from amari.images import open_image, read_bytes, to_rgb
 
     path = Path(path)
-    image = open_image(path)
-    with Image.open(path) as header:
+    data = read_bytes(path) if data is None else data
+    image = open_image(data, path=path)
+    with Image.open(io.BytesIO(data)) as header:
         file_format = header.format or path.suffix.lstrip(".").upper()
-    parameters = image.info.get(PARAMETERS_KEY) or _exif_comment(image)
+    parameters = image.info.get(PARAMETERS_KEY) or exif_comment(image)
     if not isinstance(parameters, str):
         parameters = None
     amari = None
@@ -234,11 +246,12 @@ def read_provenance(path: str | os.PathLike) -> Provenance:
             amari = None
     if amari is not None and not isinstance(amari, dict):
         amari = None
+    rgb = to_rgb(image)
     try:
-        reading = read_watermark(to_rgb(image))
+        reading = read_watermark(rgb)
     except ValueError as exc:
         raise ImageError(path, f"cannot read watermark: {exc}") from None
-    return Provenance(
+    found = Provenance(
         path=path,
         format=file_format,
         width=image.width,
@@ -248,3 +261,4 @@ def read_provenance(path: str | os.PathLike) -> Provenance:
         fields=parse_a1111_parameters(parameters) if parameters else {},
         amari=amari,
     )
+    return found, rgb

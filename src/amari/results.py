@@ -2,12 +2,16 @@
 grid cell, and a manifest of the study around it.
 
 RESULTS_DIR/
-  results.csv      one row per prompt × command × group cell (the columns below)
-  manifest.json    the study's prompts, commands, groups and where its training metrics and mining
-                   archive are (relative to the folder), so `amari report RESULTS_DIR` needs nothing else
-  images/GROUP/    the generated PNGs (watermarked, with their generation parameters)
+  results.csv      one row per prompt × command × method × group cell (the columns below)
+  manifest.json    the study's prompts, commands, methods, groups (and their sizes) and where its
+                   training metrics and mining archive are (relative to the folder), so
+                   `amari report RESULTS_DIR` needs nothing else
+  images/GROUP/    the generated PNGs of Textual Inversion's groups and the control group (watermarked,
+                   with their generation parameters)
+  images/METHOD/GROUP/  those of the groups trained with another method (lora, pivotal)
 
-Empty CSV fields mean "not measured" (no face, or that scorer not run), never zero.
+Empty CSV fields mean "not measured" (no face, or that scorer not run), never zero. A results file
+written before training methods existed has no `method` column: its groups read as Textual Inversion's.
 """
 
 from __future__ import annotations
@@ -23,9 +27,16 @@ from typing import Any
 
 from amari.errors import UsageError
 from amari.files import atomic_open, write_atomic
-from amari.layout import RESULTS_MANIFEST
+from amari.layout import DEFAULT_METHOD, RESULTS_MANIFEST
 
 MANIFEST = RESULTS_MANIFEST
+CONTROL = "ctrl"  # the group without training: the subject word replaced by the init word
+
+
+def unit_name(method: str, group: str) -> str:
+    """How a method × group unit is named where one name is needed (metrics, summary.json): the group for
+    Textual Inversion and the control group, as always; METHOD/GROUP for the other methods."""
+    return group if method in (DEFAULT_METHOD, "") else f"{method}/{group}"
 
 
 @dataclass(frozen=True)
@@ -49,14 +60,19 @@ class CellResult:
     embedding: str = ""  # embedding file used ('' for the control group)
     fingerprint: str = ""  # hash of everything that made the image; a changed one regenerates it
     scorers: str = ""  # scorers applied, '+'-joined; a missing one is run again on the kept image
+    method: str = DEFAULT_METHOD  # ti, lora or pivotal; '' for the control group
 
     @property
     def face_found(self) -> bool:
         return self.faces > 0
 
     @property
-    def key(self) -> tuple[int, str, str]:
-        return (self.prompt_index, self.command, self.group)
+    def key(self) -> tuple[int, str, str, str]:
+        return (self.prompt_index, self.command, self.method, self.group)
+
+    @property
+    def unit(self) -> str:
+        return unit_name(self.method, self.group)
 
 
 CSV_FIELDS = (
@@ -64,6 +80,7 @@ CSV_FIELDS = (
     "prompt",
     "command",
     "seed",
+    "method",
     "group",
     "image",
     "face_found",
@@ -117,6 +134,8 @@ def row_to_cell(row: dict[str, str], where: str) -> CellResult:
                 values[f.name] = row.get(f.name) or ""
         except ValueError:
             raise UsageError(f"{where}: column {f.name} holds {text!r}, not a number") from None
+    if "method" not in row:
+        values["method"] = "" if values["group"] == CONTROL else DEFAULT_METHOD
     return CellResult(**values)
 
 
@@ -150,7 +169,9 @@ class ResultsManifest:
     prompts: tuple[str, ...] = ()
     commands: tuple[tuple[str, int], ...] = ()  # (name, seed)
     groups: tuple[str, ...] = ()  # in grid order, the control group last
-    control: str | None = "ctrl"
+    control: str | None = CONTROL
+    methods: tuple[str, ...] = (DEFAULT_METHOD,)  # in grid order; each trained every group
+    group_sizes: tuple[tuple[str, int], ...] = ()  # (group, training images): the dose-response chart's x
     tolerance: float = 0.40
     model: str = ""
     sampler: str = ""
@@ -161,7 +182,7 @@ class ResultsManifest:
     sim_group: str = ""
     sim_group_faces: int = 0
     scorers: tuple[str, ...] = ()
-    training_metrics: tuple[tuple[str, str], ...] = ()  # (group, metrics CSV path)
+    training_metrics: tuple[tuple[str, str], ...] = ()  # (unit name, metrics CSV path)
     mining_archive: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -171,6 +192,7 @@ def write_manifest(results_dir: str | os.PathLike, manifest: ResultsManifest) ->
     data = asdict(manifest)
     data["commands"] = [{"name": n, "seed": s} for n, s in manifest.commands]
     data["training_metrics"] = dict(manifest.training_metrics)
+    data["group_sizes"] = dict(manifest.group_sizes)
     return write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
@@ -182,8 +204,10 @@ def read_manifest(results_dir: str | os.PathLike) -> ResultsManifest | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         data["commands"] = tuple((c["name"], int(c["seed"])) for c in data.get("commands", ()))
         data["training_metrics"] = tuple((g, str(p)) for g, p in dict(data.get("training_metrics", {})).items())
+        data["group_sizes"] = tuple((g, int(n)) for g, n in dict(data.get("group_sizes", {})).items())
         for key in ("prompts", "groups", "scorers"):
             data[key] = tuple(data.get(key, ()))
+        data["methods"] = tuple(data.get("methods") or (DEFAULT_METHOD,))
         known = {f.name for f in fields(ResultsManifest)}
         return ResultsManifest(**{k: v for k, v in data.items() if k in known})
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

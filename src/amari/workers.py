@@ -13,7 +13,7 @@ import contextlib
 import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 
 
 def all_cores(cpus: int) -> int:
@@ -37,3 +37,25 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_watch_parent, initargs=(reader,))
     pool._amari_lifeline = (reader, writer)  # the write end lives exactly as long as this process
     return pool
+
+
+class InlineExecutor:
+    """Runs a step at once in this process (`submit(fn, *args) -> Future`, like the pools): the serial
+    engine's executor, and a stage's when nothing runs elsewhere."""
+
+    busy = 0.0
+    workers = capacity = 1
+
+    def warm_up(self, fn, *args) -> None:
+        fn(*args)
+
+    def submit(self, fn, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - the writer decides what a failure means
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, cancel_futures: bool = False) -> None:
+        pass

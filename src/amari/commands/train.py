@@ -1,8 +1,8 @@
-"""amari train DATA_DIR --out DIR: Textual Inversion on a training group."""
+"""amari train DATA_DIR --out DIR: Textual Inversion, LoRA or pivotal tuning on a training group."""
 
 from __future__ import annotations
 
-HELP = "train a Textual Inversion embedding (checkpoints, samples, metrics CSV; resumable)"
+HELP = "train a Textual Inversion embedding, a LoRA, or both (checkpoints, samples, metrics CSV; resumable)"
 DESCRIPTION = """\
 Learn the embedding of a placeholder token from the images in DATA_DIR with the study's settings:
 placeholder '*', init word 'woman', 1 vector, ImageNet-style object templates, base lr 0.005 scaled by
@@ -13,7 +13,13 @@ DIR receives metrics.csv (step, epoch, loss, lr, images_per_s), checkpoints/step
 files, optimizer state, samples), and at the end learned_embeds.safetensors (diffusers) and
 NAME.safetensors (A1111, ComfyUI, InvokeAI, kohya). Run the same command again to resume after an
 interruption. With --reference-group the samples are scored against that identity and best.json names
-the best checkpoint. Several GPUs: accelerate launch --multi_gpu --num_processes N -m amari train ..."""
+the best checkpoint. Several GPUs: accelerate launch --multi_gpu --num_processes N -m amari train ...
+
+--method lora trains a LoRA on the UNet's attention instead (prompts hold the token as plain words and the
+init word: "a photo of a * woman"); --method pivotal trains the token's vectors and the LoRA together.
+Both write pytorch_lora_weights.safetensors (diffusers: pipe.load_lora_weights(DIR)), NAME-lora.safetensors
+(kohya naming: A1111, ComfyUI, InvokeAI) and lora.json (what to write in prompts; for pivotal, the token
+that learned_embeds.safetensors stands for)."""
 
 
 def add_arguments(parser) -> None:
@@ -36,7 +42,7 @@ def run(args) -> int:
     result = train.run(
         config, TrainLayout(args.data_dir, args.out), log=lambda message: print(message, file=sys.stderr, flush=True)
     )
-    for kind, path in result.embedding_files.items():
+    for kind, path in {**result.embedding_files, **result.lora_files}.items():
         print(f"{kind}: {path}")
     if result.best:
         print(f"best checkpoint: {result.best['checkpoint']} (score {result.best['score']:.3f})")

@@ -21,7 +21,7 @@ class CompareConfig(Settings):
         cli_type=str,
     )
     faces: FaceSettings = setting(FaceSettings(), "how faces are found", include=("detector", "upsample", "jitters"))
-    cpus: int = setting(1, "processes to use; -1 means all cores")
+    cpus: int = setting(1, "processes to use; -1 means all cores", runtime=True)
     use_cache: bool = setting(True, "do not read or write the descriptor cache", flag="--no-cache")
 
     def check(self):

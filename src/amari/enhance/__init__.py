@@ -13,9 +13,11 @@ __getattr__ = lazy_exports(
     __name__,
     {
         "Enhancer": "amari.enhance.pipeline:Enhancer",
+        "enhance_batch": "amari.enhance.pipeline:enhance_batch",
+        "load_enhancer": "amari.enhance.pipeline:load_enhancer",
         "face_plans": "amari.enhance.paste:face_plans",
         "paste_faces": "amari.enhance.paste:paste_faces",
     },
 )
 
-__all__ = ["EnhanceConfig", "Enhancer", "face_plans", "paste_faces"]
+__all__ = ["EnhanceConfig", "Enhancer", "enhance_batch", "face_plans", "load_enhancer", "paste_faces"]

@@ -41,6 +41,10 @@ class EnhanceConfig(Settings):
     restore_weight: float = setting(1.0, "share of the restored face blended over the upscaled one")
     min_face_score: float = setting(0.2, "faces with a lower dlib HOG detection score are left alone")
 
+    @property
+    def restores(self) -> bool:
+        return self.face_restorer is not None and self.restore_weight > 0
+
     def check(self):
         if not 0 < self.scale <= 16:
             raise UsageError(f"scale must be in (0, 16], not {self.scale!r}")

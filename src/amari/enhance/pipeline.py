@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from amari import faces as faces_lib
@@ -74,7 +76,7 @@ class Enhancer:
 
     @property
     def restores(self) -> bool:
-        return self.config.face_restorer is not None and self.config.restore_weight > 0
+        return self.config.restores
 
     def enhance_batch(self, images: list[np.ndarray], plans: list[list[np.ndarray]]):
         """The model work of enhancing a batch: each image upscaled to its final size, and the restored
@@ -108,3 +110,20 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     if min(image.shape[:2]) < 2:
         raise UsageError(f"image of {image.shape[1]}×{image.shape[0]} pixels is too small to enhance")
     return np.ascontiguousarray(image)
+
+
+@functools.lru_cache(maxsize=4)
+def enhancer_for(config: EnhanceConfig) -> Enhancer:
+    """The process's Enhancer for `config`: its models load once per process (a model actor's too)."""
+    return Enhancer(config)
+
+
+def load_enhancer(config: EnhanceConfig) -> None:
+    """Load the models now, so a missing or wrong model file fails before any work."""
+    enhancer = enhancer_for(config)
+    _ = enhancer.upscaler, enhancer.restorer
+
+
+def enhance_batch(config: EnhanceConfig, images: list[np.ndarray], plans: list[list[np.ndarray]]):
+    """`Enhancer.enhance_batch` with the process's models: a model step that can run anywhere."""
+    return enhancer_for(config).enhance_batch(images, plans)

@@ -1,4 +1,5 @@
-"""`amari evaluate`: the study's prompt × command × group grid, generated and scored against the sim-group.
+"""`amari evaluate`: the study's prompt × command × (method × group) grid, generated and scored against the
+sim-group.
 
 - `config`: the grid's settings (`EvaluateConfig`, `Command`);
 - `scorers`: dlib's sim-score (and its CNN second pass) and ArcFace, behind one `Scorer` shape;
@@ -14,6 +15,7 @@ __getattr__ = lazy_exports(
     {
         "Cell": "amari.evaluate.grid:Cell",
         "Scorers": "amari.evaluate.grid:Scorers",
+        "UnitFiles": "amari.evaluate.grid:UnitFiles",
         "group_token": "amari.evaluate.grid:group_token",
         "plan_cells": "amari.evaluate.grid:plan_cells",
         "prompt_for": "amari.evaluate.grid:prompt_for",
@@ -29,6 +31,7 @@ __all__ = [
     "EvaluateConfig",
     "EvaluateResult",
     "Scorers",
+    "UnitFiles",
     "group_token",
     "plan_cells",
     "prompt_for",

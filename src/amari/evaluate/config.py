@@ -1,4 +1,4 @@
-"""The evaluation grid's settings: prompts × commands × groups, how images are made and scored."""
+"""The evaluation grid's settings: prompts × commands × (method × group), how images are made and scored."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amari.cluster import actors_setting, address_setting
 from amari.config import Settings, check_positive, convert, from_table, setting
 from amari.defaults import DEFAULT_MODEL
 from amari.devices import check_device
 from amari.errors import UsageError
+from amari.results import CONTROL, DEFAULT_METHOD
+from amari.train import METHODS
 
-CONTROL = "ctrl"  # the group without an embedding: the subject word replaced by the init word
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -60,11 +62,17 @@ class EvaluateConfig(Settings):
     height: int = setting(512, "image height", cli=False)
     batch_size: int = setting(1, "images per forward pass; each keeps its own seeded generator", cli=False)
     groups: tuple[str, ...] | None = setting(None, "training groups in the grid (default: every one)", cli=False)
+    methods: tuple[str, ...] = setting(
+        (DEFAULT_METHOD,), "training methods in the grid, each with every group", cli=False, study=True
+    )
     control: bool = setting(
         True, "add the ctrl group: the subject word replaced by the init word, no embedding", cli=False
     )
     embeddings: tuple[tuple[str, Path], ...] = setting(
-        (), "group = embedding file, instead of the trained one", cli=False, toml_type=embeddings_table
+        (),
+        "group = embedding file, instead of the trained one (Textual Inversion's)",
+        cli=False,
+        toml_type=embeddings_table,
     )
     sim_group: Path | None = setting(None, "faces to score against (default: the miner's sim-group)", metavar="DIR")
     results: Path | None = setting(None, "results folder (default: the study's OUT/results)", metavar="DIR")
@@ -75,6 +83,8 @@ class EvaluateConfig(Settings):
     arcface_model: Path | None = setting(
         None, "an ArcFace ONNX model: a second identity score", flag="--arcface", metavar="MODEL.onnx"
     )
+    ray: str | None = address_setting("the grid's generation")
+    ray_actors: int | None = actors_setting()
     # Filled in by the study from its other tables.
     study_name: str = setting("study", "the study's name, recorded with every image", cli=False, study=True)
     model: str = setting(DEFAULT_MODEL, "Stable Diffusion model", cli=False, study=True)
@@ -83,6 +93,7 @@ class EvaluateConfig(Settings):
     subject: str = setting("amari", "the word in the prompts that stands for the identity", cli=False, study=True)
     init_word: str = setting("woman", "what the control group says instead of the subject", cli=False, study=True)
     training_groups: tuple[str, ...] = setting((), "the study's training groups", cli=False, study=True)
+    demo: bool = setting(False, "the offline demo: the manifest says so, for the report", cli=False, study=True)
 
     def check(self):
         from amari.generate import SAMPLERS
@@ -107,18 +118,28 @@ class EvaluateConfig(Settings):
             height=self.height,
             batch_size=self.batch_size,
             tolerance=self.tolerance,
+            ray_actors=self.ray_actors,
         )
+        if self.ray is not None:
+            from amari.cluster import require_ray
+
+            require_ray(self.ray)
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.width % 8 or self.height % 8:
             raise UsageError(f"width and height must be multiples of 8, not {self.width}×{self.height}")
         check_device(self.device)
+        if not self.methods or len(set(self.methods)) != len(self.methods) or set(self.methods) - set(METHODS):
+            raise UsageError(f"methods must list some of {', '.join(METHODS)} once each, not {list(self.methods)}")
         if self.training_groups:
             self._check_groups()
 
     def _check_groups(self):
         if CONTROL in self.training_groups:
             raise UsageError(f"{CONTROL!r} is the control group's name; name the training group otherwise")
+        taken = sorted(set(self.training_groups) & set(METHODS))
+        if taken:
+            raise UsageError(f"{taken[0]!r} names a training method (its folders); name the training group otherwise")
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", self.init_word):
             raise UsageError(f"init_word {self.init_word!r} must be one word (the control group's prompts use it)")
         if self.groups is not None:
@@ -136,6 +157,14 @@ class EvaluateConfig(Settings):
         """Training groups in the grid, in order, then the control group when enabled."""
         trained = self.groups if self.groups is not None else self.training_groups
         return tuple(trained) + ((CONTROL,) if self.control else ())
+
+    @property
+    def evaluated_units(self) -> tuple[tuple[str, str], ...]:
+        """(method, group) of every column of the grid: each method with each training group, in order,
+        then the control group (method '') when enabled."""
+        trained = [g for g in self.evaluated_groups if g != CONTROL]
+        units = tuple((method, group) for method in self.methods for group in trained)
+        return (units + (("", CONTROL),)) if self.control else units
 
     def embedding_for(self, group: str) -> Path | None:
         return dict(self.embeddings).get(group)

@@ -1,7 +1,9 @@
 """The grid's cells: which image each is, how it is generated, and how it is scored.
 
-For every cell the trained group's embedding is loaded under its own token and the subject word of the
-prompt is replaced by that token; the control group replaces it by the init word and loads nothing.
+For every cell of a Textual Inversion group the group's embedding is loaded under its own token and the
+subject word of the prompt is replaced by that token; a LoRA group loads its LoRA and writes the words it
+was trained with (its trigger) for the subject; a pivotal group does both, its embedding under a token of
+its own. The control group replaces the subject by the init word and loads nothing.
 Every image is generated from its own seeded generator, so any cell can be remade alone, and is then
 scored by each scorer: the dlib sim-score (HOG, as the study measured), a second look with dlib's CNN
 detector where HOG found no face, and ArcFace when a model is given.
@@ -19,7 +21,7 @@ from amari.config import fingerprint
 from amari.evaluate.config import CONTROL, Command, EvaluateConfig
 from amari.evaluate.scorers import FaceScore, Scorer
 from amari.layout import IMAGES
-from amari.results import CellResult
+from amari.results import DEFAULT_METHOD, CellResult
 
 
 @dataclass(frozen=True)
@@ -28,15 +30,36 @@ class Cell:
     prompt: str
     command: Command
     group: str
+    method: str = DEFAULT_METHOD  # '' for the control group
 
     @property
-    def key(self) -> tuple[int, str, str]:
-        return (self.prompt_index, self.command.name, self.group)
+    def key(self) -> tuple[int, str, str, str]:
+        return (self.prompt_index, self.command.name, self.method, self.group)
+
+    @property
+    def unit(self) -> tuple[str, str]:
+        return (self.method, self.group)
 
     @property
     def image(self) -> str:
-        """Where the image goes, relative to the results folder."""
-        return f"{IMAGES}/{self.group}/p{self.prompt_index + 1}-{slug(self.prompt)}-{self.command.name}.png"
+        """Where the image goes, relative to the results folder (TI's and the control's where they always
+        were, other methods' in a folder of their own)."""
+        folder = self.group if self.method in (DEFAULT_METHOD, "") else f"{self.method}/{self.group}"
+        return f"{IMAGES}/{folder}/p{self.prompt_index + 1}-{slug(self.prompt)}-{self.command.name}.png"
+
+
+@dataclass(frozen=True)
+class UnitFiles:
+    """What a trained unit (method × group) generates with: its embedding and its LoRA, as far as it has them,
+    and what its prompts say for the subject (None: the embedding's token)."""
+
+    embedding: Path | None = None
+    lora: Path | None = None
+    trigger: str | None = None
+
+    @property
+    def names(self) -> str:
+        return "+".join(path.name for path in (self.embedding, self.lora) if path is not None)
 
 
 def slug(text: str, limit: int = 48) -> str:
@@ -44,18 +67,20 @@ def slug(text: str, limit: int = 48) -> str:
 
 
 def plan_cells(config: EvaluateConfig) -> list[Cell]:
-    """Every cell in the grid's order: prompt, then command, then group."""
+    """Every cell in the grid's order: prompt, then command, then method × group."""
     return [
-        Cell(i, prompt, command, group)
+        Cell(i, prompt, command, group, method)
         for i, prompt in enumerate(config.prompts)
         for command in config.commands
-        for group in config.evaluated_groups
+        for method, group in config.evaluated_units
     ]
 
 
-def group_token(subject: str, group: str) -> str:
-    """The token a group's embedding is loaded under; CLIP lower-cases prompts, so the token is too."""
-    return f"<{subject}-{group}>".lower()
+def group_token(subject: str, group: str, method: str = DEFAULT_METHOD) -> str:
+    """The token a group's embedding is loaded under (a pivotal group's names its method too); CLIP
+    lower-cases prompts, so the token is too."""
+    name = group if method == DEFAULT_METHOD else f"{method}-{group}"
+    return f"<{subject}-{name}>".lower()
 
 
 def prompt_for(prompt: str, subject: str, replacement: str) -> str:
@@ -82,11 +107,17 @@ def cell_fingerprint(config: EvaluateConfig, prompt_sent: str, seed: int, embedd
 STUDY_KEY = "study"  # where a grid image's own record sits inside amari's JSON metadata
 
 
-def generation_config(config: EvaluateConfig, group: str, embedding: Path | None):
-    """How the grid's images of one group are made: the group's embedding under its own token, or none."""
-    from amari.generate import Embedding, GenerateConfig
+def generation_config(config: EvaluateConfig, unit: tuple[str, str], files: UnitFiles | None):
+    """How the grid's images of one unit are made: its embedding under its own token and its LoRA, or none."""
+    from amari.generate import Embedding, GenerateConfig, Lora
 
-    embeddings = () if embedding is None else (Embedding(str(embedding), group_token(config.subject, group)),)
+    method, group = unit
+    files = files or UnitFiles()
+    embeddings = (
+        ()
+        if files.embedding is None
+        else (Embedding(str(files.embedding), group_token(config.subject, group, method)),)
+    )
     return GenerateConfig(
         model=config.model,
         model_config=config.model_config,
@@ -98,6 +129,7 @@ def generation_config(config: EvaluateConfig, group: str, embedding: Path | None
         batch_size=config.batch_size,
         device=config.device,
         embeddings=embeddings,
+        loras=() if files.lora is None else (Lora(str(files.lora)),),
     )
 
 
@@ -117,34 +149,49 @@ def read_fingerprint(path: Path) -> str | None:
 
 def generate_cells(
     config: EvaluateConfig,
-    embeddings: dict[str, Path],
+    files: dict[tuple[str, str], UnitFiles],
     work: list[tuple[Cell, CellResult]],
     results_dir: Path,
     on_start: Callable[[Cell], None],
     on_image: Callable[[Cell, CellResult], None],
+    executor=None,
 ) -> None:
-    """Generate the cells' images group by group (each image's metadata names only its own embedding),
-    pass by pass, saving each with its provenance as soon as it exists. The model loads once."""
-    from amari.generate import generate
-    from amari.provenance import save_png
+    """Generate the cells' images unit by unit (each image's metadata names only its own embedding and LoRA),
+    pass by pass, saving each with its provenance as soon as its pass is back.
 
+    A pass is a model step: run here (the model loads once), or on a cluster's model actors (`executor`,
+    `amari.cluster.ModelPool`), several at once and back in any order; every image has its own seeded
+    generator, so where it was made does not change it.
+    """
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from amari.generate import generate_images
+    from amari.provenance import save_png
+    from amari.workers import InlineExecutor
+
+    executor = executor or InlineExecutor()
     size = config.batch_size
-    for group in dict.fromkeys(cell.group for cell, _ in work):
-        generation = generation_config(config, group, embeddings.get(group))
-        cells = [item for item in work if item[0].group == group]
-        for start in range(0, len(cells), size):
-            chunk = cells[start : start + size]
+    passes: deque = deque()
+    for unit in dict.fromkeys(cell.unit for cell, _ in work):
+        generation = generation_config(config, unit, files.get(unit))
+        cells = [item for item in work if item[0].unit == unit]
+        passes.extend((cells[start : start + size], generation) for start in range(0, len(cells), size))
+    pending: dict = {}
+    while passes or pending:
+        while passes and len(pending) < executor.capacity:
+            chunk, generation = passes.popleft()
             for cell, _ in chunk:
                 on_start(cell)
-            made = generate(
-                [fresh.prompt_sent for _, fresh in chunk],
-                seeds=[cell.command.seed for cell, _ in chunk],
-                config=generation,
-                progress=False,
-            )
-            for (cell, fresh), image in zip(chunk, made.images):
+            prompts, seeds = [fresh.prompt_sent for _, fresh in chunk], [cell.command.seed for cell, _ in chunk]
+            pending[executor.submit(generate_images, prompts, seeds, generation)] = chunk
+        done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+        for future in done:
+            chunk = pending.pop(future)
+            for (cell, fresh), image in zip(chunk, future.result()):
                 record = {
                     "name": config.study_name,
+                    **({"method": cell.method} if cell.method not in ("", DEFAULT_METHOD) else {}),
                     "group": cell.group,
                     "command": cell.command.name,
                     "prompt": cell.prompt,
@@ -207,15 +254,19 @@ def default_scorers(config: EvaluateConfig) -> Scorers:
 
 
 def fresh_result(
-    config: EvaluateConfig, cell: Cell, embeddings: dict[str, Path], embedding_sha: dict[str, str]
+    config: EvaluateConfig, cell: Cell, files: dict[tuple[str, str], UnitFiles], file_sha: dict[tuple[str, str], str]
 ) -> CellResult:
-    """A cell's row before scoring: what will be sent to the pipeline, and its fingerprint."""
+    """A cell's row before scoring: what will be sent to the pipeline, and its fingerprint.
+
+    `file_sha` is each unit's files' hash (a TI group's is its embedding's, as it always was)."""
     subject = config.subject
     if cell.group == CONTROL:
         sent, sha, embedding = prompt_for(cell.prompt, subject, config.init_word), "", ""
     else:
-        sent = prompt_for(cell.prompt, subject, group_token(subject, cell.group))
-        sha, embedding = embedding_sha[cell.group], embeddings[cell.group].name
+        unit = files[cell.unit]
+        word = unit.trigger if unit.embedding is None else group_token(subject, cell.group, cell.method)
+        sent = prompt_for(cell.prompt, subject, word)
+        sha, embedding = file_sha[cell.unit], unit.names
     return CellResult(
         prompt_index=cell.prompt_index,
         prompt=cell.prompt,
@@ -227,4 +278,5 @@ def fresh_result(
         prompt_sent=sent,
         embedding=embedding,
         fingerprint=cell_fingerprint(config, sent, cell.command.seed, sha),
+        method=cell.method,
     )

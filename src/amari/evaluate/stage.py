@@ -1,4 +1,5 @@
-"""`amari evaluate`: the study's grid of prompt × command × group images, each scored against the sim-group.
+"""`amari evaluate`: the study's grid of prompt × command × (method × group) images, each scored against the
+sim-group.
 
 The run is resumable: `results.csv` is rewritten after every cell, and a cell whose image exists with
 the same generation fingerprint is not generated again; only scorers it has not seen yet are run.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from amari.evaluate.config import CONTROL, EvaluateConfig
 from amari.evaluate.grid import (
     Cell,
     Scorers,
+    UnitFiles,
     default_scorers,
     fresh_result,
     generate_cells,
@@ -25,7 +28,16 @@ from amari.evaluate.grid import (
 from amari.files import claim_folder, file_sha256
 from amari.images import image_files
 from amari.layout import StudyLayout
-from amari.results import CellResult, ResultsManifest, read_manifest, read_results, write_manifest, write_results
+from amari.results import (
+    DEFAULT_METHOD,
+    CellResult,
+    ResultsManifest,
+    read_manifest,
+    read_results,
+    unit_name,
+    write_manifest,
+    write_results,
+)
 
 
 @dataclass
@@ -52,29 +64,57 @@ def embedding_path(config: EvaluateConfig, layout: StudyLayout, group: str) -> P
     return config.embedding_for(group) or layout.train(group).embedding
 
 
-def check_inputs(config: EvaluateConfig, layout: StudyLayout) -> tuple[list[Path], dict[str, Path]]:
-    """The sim-group's images and each trained group's embedding file, or a clear error."""
-    folder = sim_group_folder(config, layout)
-    if not folder.is_dir():
-        raise WorkspaceError(f"sim-group folder not found: {folder} (mine first, or set evaluate.sim_group)")
-    group_images = image_files(folder)
-    if not group_images:
-        raise WorkspaceError(f"{folder} holds no images to score against")
-    embeddings = {}
-    for group in config.evaluated_groups:
-        if group == CONTROL:
-            continue
+def unit_files(config: EvaluateConfig, layout: StudyLayout, method: str, group: str) -> UnitFiles:
+    """What a trained unit generates with: a TI group's embedding; a LoRA group's LoRA and its trigger words
+    (from the run's lora.json); a pivotal group's embedding and LoRA. Refuses files that are not there."""
+    if method == DEFAULT_METHOD:
         path = embedding_path(config, layout, group)
         if not path.is_file():
             raise UsageError(
                 f"no embedding for group {group}: {path} not found (train it first, "
                 f'or set [evaluate.embeddings] {group} = "PATH")'
             )
-        embeddings[group] = path
-    return group_images, embeddings
+        return UnitFiles(embedding=path)
+    from amari.train import read_lora_record
+
+    train = layout.train(group, method)
+    needed = [train.lora, train.lora_record] + ([train.embedding] if method == "pivotal" else [])
+    missing = [path for path in needed if not path.is_file()]
+    if missing:
+        raise UsageError(f"no {method} training for group {group}: {missing[0]} not found (train it first)")
+    record = read_lora_record(train.lora_record)
+    if method == "pivotal":
+        return UnitFiles(embedding=train.embedding, lora=train.lora)
+    return UnitFiles(lora=train.lora, trigger=record["trigger"])
 
 
-def _previous(csv: Path) -> dict[tuple[int, str, str], CellResult]:
+def check_inputs(config: EvaluateConfig, layout: StudyLayout) -> tuple[list[Path], dict[tuple[str, str], UnitFiles]]:
+    """The sim-group's images and each trained unit's files, or a clear error."""
+    folder = sim_group_folder(config, layout)
+    if not folder.is_dir():
+        raise WorkspaceError(f"sim-group folder not found: {folder} (mine first, or set evaluate.sim_group)")
+    group_images = image_files(folder)
+    if not group_images:
+        raise WorkspaceError(f"{folder} holds no images to score against")
+    files = {
+        (method, group): unit_files(config, layout, method, group)
+        for method, group in config.evaluated_units
+        if group != CONTROL
+    }
+    return group_images, files
+
+
+def _units_sha(files: dict[tuple[str, str], UnitFiles]) -> dict[tuple[str, str], str]:
+    """Each unit's files' hash: a TI group's embedding's (what its fingerprint always held), else both joined."""
+    return {
+        unit: "+".join(file_sha256(path) if path is not None else "" for path in (found.embedding, found.lora))
+        if found.lora is not None
+        else file_sha256(found.embedding)
+        for unit, found in files.items()
+    }
+
+
+def _previous(csv: Path) -> dict[tuple[int, str, str, str], CellResult]:
     if not csv.is_file():
         return {}
     try:
@@ -107,10 +147,15 @@ def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers
     from amari.diffusion import describe
 
     root = layout.results.root
-    metrics = []
+    metrics, sizes = [], []
+    for method, group in config.evaluated_units:
+        if group == CONTROL or (method == DEFAULT_METHOD and config.embedding_for(group) is not None):
+            continue
+        metrics.append((unit_name(method, group), _relative(layout.train(group, method).metrics, root)))
     for group in config.evaluated_groups:
-        if group != CONTROL and config.embedding_for(group) is None:
-            metrics.append((group, _relative(layout.train(group).metrics, root)))
+        prepared = layout.prepared(group)
+        if group != CONTROL and prepared.is_dir():
+            sizes.append((group, len(image_files(prepared, recursive=False))))
     return ResultsManifest(
         study=config.study_name,
         subject=config.subject,
@@ -118,6 +163,8 @@ def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers
         commands=tuple((c.name, c.seed) for c in config.commands),
         groups=config.evaluated_groups,
         control=CONTROL if config.control else None,
+        methods=config.methods,
+        group_sizes=tuple(sizes),
         tolerance=config.tolerance,
         model=describe(config.model).name,
         sampler=config.sampler,
@@ -130,6 +177,7 @@ def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers
         scorers=tuple(scorers.names.split("+")),
         training_metrics=tuple(metrics),
         mining_archive=_relative(layout.workspace.archive, root),
+        extra={"demo": True} if config.demo else {},
     )
 
 
@@ -148,18 +196,18 @@ def run(
     progress = on_progress or (lambda _what, _cell: None)
     results = layout.results
     # 1. Check the inputs before any model loads.
-    group_images, embeddings = check_inputs(config, layout)
-    embedding_sha = {group: file_sha256(path) for group, path in embeddings.items()}
+    group_images, files = check_inputs(config, layout)
+    files_sha = _units_sha(files)
     scorers = scorers or default_scorers(config)
     claim_folder(results.root, "evaluation results", ours=_earlier_results)
     previous = _previous(results.csv)
     # 2. Decide per cell: keep, score again, or generate.
     cells = plan_cells(config)
-    done: dict[tuple[int, str, str], CellResult] = {}
+    done: dict[tuple[int, str, str, str], CellResult] = {}
     to_score: list[tuple[Cell, CellResult]] = []
     to_generate: list[tuple[Cell, CellResult]] = []
     for cell in cells:
-        fresh = fresh_result(config, cell, embeddings, embedding_sha)
+        fresh = fresh_result(config, cell, files, files_sha)
         old = previous.get(cell.key)
         image = results.root / cell.image
         image_ok = image.is_file()
@@ -194,15 +242,31 @@ def run(
         except ImageError:
             to_generate.append((cell, fresh))  # damaged (a copy cut short?): make it again
     if to_generate:
-        generate_cells(
-            config, embeddings, to_generate, results.root, lambda cell: progress("generate", cell), generated
-        )
+        with ExitStack() as stack:
+            generate_cells(
+                config,
+                files,
+                to_generate,
+                results.root,
+                lambda cell: progress("generate", cell),
+                generated,
+                executor=_model_actors(config, stack) if config.ray is not None else None,
+            )
     # 4. The complete CSV and the manifest the report reads.
     result.cells = [done[c.key] for c in cells]
     write_results(results.csv, result.cells)
     group_faces = scorers.group_faces or _previous_group_faces(results.root)
     write_manifest(results.root, build_manifest(config, layout, scorers, group_faces))
     return result
+
+
+def _model_actors(config: EvaluateConfig, stack: ExitStack):
+    """The grid's passes on a Ray cluster's model actors (`--ray`), gone again when the grid is done."""
+    from amari.cluster import Cluster, ModelPool
+
+    pool = ModelPool(stack.enter_context(Cluster(config.ray)), config.ray_actors)
+    stack.callback(pool.shutdown)
+    return pool
 
 
 def _previous_group_faces(results_dir: Path) -> int:

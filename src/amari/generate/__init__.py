@@ -12,13 +12,14 @@ from amari.generate.config import (
     PRESETS,
     Embedding,
     GenerateConfig,
+    Lora,
     Preset,
     check_preset,
     preset_config,
     with_overrides,
 )
 from amari.generate.pipeline import LoadedModel, load_model, unload_all
-from amari.generate.run import GeneratedImage, GenerationResult, generate, random_seeds
+from amari.generate.run import GeneratedImage, GenerationResult, generate, generate_images, random_seeds
 from amari.generate.schedulers import SAMPLERS, make_scheduler
 from amari.lazy import lazy_exports
 
@@ -34,9 +35,11 @@ __all__ = [
     "GeneratedImage",
     "GenerationResult",
     "LoadedModel",
+    "Lora",
     "Preset",
     "check_preset",
     "generate",
+    "generate_images",
     "load_model",
     "make_scheduler",
     "model_source",

@@ -23,6 +23,14 @@ class Embedding:
 
 
 @dataclass(frozen=True)
+class Lora:
+    """A LoRA file (diffusers' or kohya's layout) and the strength it is applied at."""
+
+    path: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class GenerateConfig(Settings):
     """How to turn a prompt into images. `width`/`height` None means the model's native size."""
 
@@ -45,6 +53,7 @@ class GenerateConfig(Settings):
     safety_checker: bool = setting(False, "load the model's NSFW checker when it ships one")
     extract_ema: bool = setting(True, "a checkpoint file with EMA and plain weights gives its EMA weights")
     embeddings: tuple[Embedding, ...] = setting((), "textual-inversion embeddings to load", cli=False, toml=False)
+    loras: tuple[Lora, ...] = setting((), "LoRA files to load (needs peft)", cli=False, toml=False)
 
     def check(self):
         check_sampler(self.scheduler)

@@ -1,6 +1,6 @@
 """Stable Diffusion pipelines for generation: loaded once per process (`amari.diffusion` does the
 loading, from a Hugging Face id, a diffusers folder or one checkpoint file) and kept; sampler and
-embeddings change on the loaded pipeline between calls, the weights never reload.
+embeddings and LoRAs change on the loaded pipeline between calls, the weights never reload.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from amari.diffusion import ModelInfo, load_pipeline, model_source
 from amari.generate.config import GenerateConfig
+from amari.generate.lora import apply_loras
 from amari.generate.textual_inversion import apply_embeddings
 
 
@@ -23,6 +24,7 @@ class LoadedModel:
     base_scheduler_config: dict
     native_size: int
     embeddings: dict[str, str] = field(default_factory=dict)  # token -> resolved path
+    loras: dict[str, tuple[str, float]] = field(default_factory=dict)  # adapter name -> (resolved path, weight)
     scheduler_name: str | None = None
 
     @property
@@ -36,13 +38,14 @@ class LoadedModel:
         return {768: "sd-1", 1024: "sd-2"}.get(width)
 
     def use(self, config: GenerateConfig) -> None:
-        """Set the sampler and embeddings `config` asks for (cheap; weights stay loaded)."""
+        """Set the sampler, embeddings and LoRAs `config` asks for (cheap; the model's weights stay loaded)."""
         from amari.generate.schedulers import make_scheduler
 
         if self.scheduler_name != config.scheduler:
             self.pipe.scheduler = make_scheduler(config.scheduler, self.base_scheduler_config)
             self.scheduler_name = config.scheduler
         apply_embeddings(self.pipe, self.embeddings, config.embeddings)
+        apply_loras(self.pipe, self.loras, config.loras)
 
 
 _LOADED: dict[tuple, LoadedModel] = {}

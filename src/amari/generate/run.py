@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amari.errors import UsageError
-from amari.files import sha256_once
+from amari.files import safetensors_data_sha256, sha256_once
 from amari.generate.config import GenerateConfig
 
 MAX_SEED = 2**32  # A1111's seed range; the study's seeds fit it
@@ -74,6 +74,17 @@ def _image_params(prompt: str, seed: int, config: GenerateConfig, model, width: 
             {"token": e.token, "path": Path(e.path).name, "name": Path(e.path).stem, "hash": sha256_once(e.path)[:12]}
             for e in config.embeddings
         ]
+    if config.loras:
+        # A1111 names a LoRA by its file's stem and hashes its tensor data (`Lora hashes`).
+        params["loras"] = [
+            {
+                "path": Path(lora.path).name,
+                "name": Path(lora.path).stem,
+                "hash": safetensors_data_sha256(lora.path)[:12],
+                "weight": lora.weight,
+            }
+            for lora in config.loras
+        ]
     return params
 
 
@@ -84,11 +95,13 @@ def generate(
     config: GenerateConfig = GenerateConfig(),
     progress: bool = True,
     on_batch: Callable[[list[GeneratedImage]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> GenerationResult:
     """Images for `prompt` (one text, or one per seed), one per seed; random seeds when none given.
 
     The model loads on first use and stays loaded; passes hold `config.batch_size` images each.
-    `on_batch` receives each pass's images as soon as they exist (to save them while the next runs).
+    `on_batch` receives each pass's images as soon as they exist (to save them while the next runs);
+    `on_step(step)` hears the end of every denoising step (`amari doctor` times steps with it).
     """
     import torch
 
@@ -103,7 +116,7 @@ def generate(
     seeds = list(seeds)
     prompts = _check_request(prompt, seeds)
 
-    # 2. The model, with this request's sampler and embeddings.
+    # 2. The model, with this request's sampler, embeddings and LoRAs.
     model = load_model(config)
     model.use(config)
     width = config.width or model.native_size
@@ -123,6 +136,8 @@ def generate(
 
             def step_done(pipe, step, timestep, tensors, size=len(batch_seeds)):
                 advance(size)
+                if on_step is not None:
+                    on_step(step)
                 return tensors
 
             output = model.pipe(
@@ -150,6 +165,11 @@ def generate(
             if on_batch is not None:
                 on_batch(batch)
     return GenerationResult(images=images, seconds=time.perf_counter() - started)
+
+
+def generate_images(prompt: str | Sequence[str], seeds: Sequence[int], config: GenerateConfig) -> list[GeneratedImage]:
+    """`generate`'s images, quietly: a model step that can run anywhere (a thread, a model actor)."""
+    return generate(prompt, seeds=seeds, config=config, progress=False).images
 
 
 class _silent:

@@ -2,9 +2,11 @@
 
 Candidate i gets seed i of one allocator (the base seed plus i, or a workspace-wide random sequence)
 and the name `sd-<i>-<seed>.png`; the generator makes them in fixed batches of `generate.batch_size`
-(`--gen-batch`). Per image, a CPU worker watermarks it, encodes its PNG and finds its faces once; the
-generator then enhances the whole batch (Real-ESRGAN over the batch, GFPGAN over all its faces) and a
-worker pastes the faces back, watermarks, encodes and finds faces again. Both files wait in incoming/:
+(`--gen-batch`). Per image, a CPU worker gives it amari's marks (watermark, metadata, C2PA credentials
+when a signing key is configured), encodes its PNG, computes its fingerprint and finds its faces once;
+the generator then enhances the whole batch (Real-ESRGAN over the batch, GFPGAN over all its faces) and
+a worker pastes the faces back, marks, encodes, fingerprints and finds faces again; the miner records
+each fingerprint in the registries before the file appears. Both files wait in incoming/:
 the policy judges the enhanced one, or the raw one when its face is too far from the group for
 enhancing to matter (early rejection), and the miner deletes the other.
 
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from amari.errors import UsageError
 from amari.generate.config import GenerateConfig
+from amari.generate.run import generate_images
 
 _STATE_MIGRATIONS = [
     (
@@ -85,12 +88,11 @@ class DiffusersSource:
         self.generate_step = generate_step or generate_images
         self.notes: list[str] = []
         self.counts: Counter = Counter()
-        self._enhancer = None
         self._state = None
         self._salt = 0
         self._batch = 0  # the next batch of `batch_size` candidates to generate
         self._made: set[int] = set()  # candidates an earlier run made (judged since, or queued by `start`)
-        self._generating = False
+        self._generating = 0  # batches being generated
 
     @property
     def batch_size(self) -> int:
@@ -103,7 +105,7 @@ class DiffusersSource:
     @property
     def _restore_score(self) -> float:
         """Faces scoring at least this are restored; none when there is no restorer."""
-        return self.enhance_config.min_face_score if self.enhancer.restores else math.inf
+        return self.enhance_config.min_face_score if self.enhance_config.restores else math.inf
 
     @property
     def description(self) -> str:
@@ -115,14 +117,6 @@ class DiffusersSource:
         if self.counts["generated"]:
             text += f": {self.counts['generated']} generated, {self.counts['enhanced']} enhanced"
         return text
-
-    @property
-    def enhancer(self):
-        if self._enhancer is None and self.enhances:
-            from amari.enhance import Enhancer
-
-            self._enhancer = Enhancer(self.enhance_config)
-        return self._enhancer
 
     # -- records --------------------------------------------------------------------------------
 
@@ -170,8 +164,9 @@ class DiffusersSource:
         from amari.mine import leftover_files
 
         self._engine, self._context = engine, context
-        if self.enhancer is not None:  # a missing model file fails the run before anything is generated
-            _ = self.enhancer.upscaler, self.enhancer.restorer
+        # Models load where model steps run, before any work: a missing model file fails the run here.
+        default_step = self.generate_step is generate_images
+        engine.warm_up(load_models, self.generate_config if default_step else None, self.enhance_config)
         rows = self._state.execute(
             "SELECT idx, seed, name, raw_digest, final_digest FROM generated_candidates ORDER BY idx"
         ).fetchall()
@@ -206,8 +201,6 @@ class DiffusersSource:
             self._inspect_file(candidate, incoming / raw_name(name), "raw", then=self._enhance if lost else None)
 
     def _inspect_file(self, candidate, path: Path, variant: str, then=None) -> None:
-        from amari.mine import inspect_file
-
         restore = self._restore_score if then is not None else None
 
         def inspected(result) -> None:
@@ -215,11 +208,11 @@ class DiffusersSource:
             if then is not None:
                 then([(candidate, result)])
 
-        self._engine.run_cpu(inspected, inspect_file, path, self._context.settings, restore_score=restore)
+        self._context.inspect(self._engine, path, inspected, restore)
 
     def more(self, engine) -> bool:
         """Start generating the next batch, unless one is being generated still."""
-        if self._generating:
+        if self._generating >= engine.model_capacity:
             return False
         while True:
             start = self._batch * self.batch_size
@@ -234,7 +227,7 @@ class DiffusersSource:
                 name = f"sd-{index:08d}-{seed}.png"
                 self._record(index, seed, name)
                 slots[index] = engine.add_candidate(name, seed=seed, two_variants=self.enhances, index=index)
-        self._generating = True
+        self._generating += 1
         engine.run_model(
             lambda images: self._generated(indices, slots, images),
             self.generate_step,
@@ -253,20 +246,20 @@ class DiffusersSource:
         """A batch came off the generator: each image to a worker, the batch's enhancement once all are back."""
         from amari.mine import inspect_generated
 
-        self._generating = False
+        self._generating -= 1
         self._engine.top_up()  # the generator goes on with the next batch while workers finish this one
         restore = self._restore_score if self.enhances else None
         inspected_so_far: dict[int, tuple] = {}
+        variant = "raw" if self.enhances else "final"
         for index, generated in zip(indices, images):
             candidate = slots.get(index)
             if candidate is None:
                 continue  # an earlier run made this one
             self.counts["generated"] += 1
             self._engine.stats.generated += 1
+            name = raw_name(candidate.name) if self.enhances else candidate.name
 
-            def inspected(result, index=index, candidate=candidate) -> None:
-                variant = "raw" if self.enhances else "final"
-                name = raw_name(candidate.name) if self.enhances else candidate.name
+            def inspected(result, index=index, candidate=candidate, name=name) -> None:
                 setattr(candidate, variant, self._context.accept(self._context.incoming / name, result))
                 self._written(index, f"{variant}_digest", result.digest)
                 if self.enhances:
@@ -275,11 +268,19 @@ class DiffusersSource:
                         self._enhance([inspected_so_far[i] for i in sorted(inspected_so_far)])
 
             self._engine.run_cpu(
-                inspected, inspect_generated, generated.image, generated.params, self._context.settings, restore
+                inspected,
+                inspect_generated,
+                generated.image,
+                generated.params,
+                self._context.settings,
+                restore,
+                name,
+                self._context.signing_key,
             )
 
     def _enhance(self, items: list[tuple]) -> None:
         """Enhance raw images together on the generator, then finish each on a worker."""
+        from amari.enhance import enhance_batch
         from amari.mine import inspect_enhanced
 
         config = self.enhance_config
@@ -303,17 +304,26 @@ class DiffusersSource:
                     config.restore_weight,
                     params,
                     self._context.settings,
+                    candidate.name,
+                    self._context.signing_key,
                 )
 
         self._engine.run_model(
-            enhanced, self.enhancer.enhance_batch, [r.marked for _, r in items], [r.plans for _, r in items]
+            enhanced, enhance_batch, self.enhance_config, [r.marked for _, r in items], [r.plans for _, r in items]
         )
 
 
-def generate_images(prompt: str, seeds: list[int], config: GenerateConfig) -> list:
-    from amari.generate.run import generate
+def load_models(generate: GenerateConfig | None, enhance) -> None:
+    """Load the pipeline and the enhancement models in this process (a model step: the generator's
+    thread, or each model actor on Ray)."""
+    if generate is not None:
+        from amari.generate.pipeline import load_model
 
-    return generate(prompt, seeds=seeds, config=config, progress=False).images
+        load_model(generate)
+    if enhance is not None:
+        from amari.enhance import load_enhancer
+
+        load_enhancer(enhance)
 
 
 def enhance_params(config) -> dict:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amari.cluster import actors_setting, address_setting
 from amari.config import Settings, check_cpus, check_positive, convert, parse_text, resolve_path, setting, type_hints
 from amari.defaults import DEFAULT_MODEL
 from amari.errors import UsageError
@@ -163,12 +164,15 @@ class MineConfig(Settings):
         "streaming: generation runs ahead while worker processes finish "
         "images; serial: one step after the other, for comparison",
         choices=("streaming", "serial"),
+        runtime=True,
     )
     cpus: int | None = setting(
-        None, "worker processes of the streaming engine; -1 means all cores (default: all cores but one)"
+        None, "worker processes of the streaming engine; -1 means all cores (default: all cores but one)", runtime=True
     )
-    watch: bool = setting(False, "folder source: keep waiting for new files", toml=False)
-    poll: float = setting(2.0, "seconds between looks at a watched folder", metavar="SECONDS", toml=False)
+    ray: str | None = address_setting("generation and CPU work")
+    ray_actors: int | None = actors_setting()
+    watch: bool = setting(False, "folder source: keep waiting for new files", toml=False, runtime=True)
+    poll: float = setting(2.0, "seconds between looks at a watched folder", metavar="SECONDS", toml=False, runtime=True)
 
     def check(self) -> None:
         if self.source == FOLDER_PREFIX:
@@ -186,6 +190,7 @@ class MineConfig(Settings):
             width=self.width,
             height=self.height,
             images_per_call=self.images_per_call,
+            ray_actors=self.ray_actors,
             scale=self.scale,
             poll=self.poll,
         )
@@ -193,6 +198,12 @@ class MineConfig(Settings):
             raise UsageError(f"reject_margin must be >= 0, not {self.reject_margin}")
         if self.cpus is not None:
             check_cpus(self.cpus)
+        if self.ray is not None:
+            from amari.cluster import require_ray
+
+            if self.engine == "serial":
+                raise UsageError("--ray runs the streaming engine; leave out --engine serial")
+            require_ray(self.ray)
         if self.engine not in ("streaming", "serial"):
             raise UsageError(f"unknown engine {self.engine!r}: use streaming or serial")
         self.policy()

@@ -19,9 +19,11 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from amari.faces import Face
+from amari.workers import InlineExecutor
 
 RAW, FINAL = "raw", "final"
 
@@ -66,49 +68,69 @@ class Candidate:
 
 @dataclass
 class FeedContext:
-    """What a feed gets from the miner: where to write, how faces are found and cached, what exists."""
+    """What a feed gets from the miner: where to write, how faces are found and cached, what exists, and
+    what marks the images it makes (the run's C2PA key; the registries their fingerprints go into)."""
 
     incoming: Path
     settings: object  # FaceSettings
     cache: object  # EmbeddingCache in the workspace database
     known: Callable[[str], bool]  # content hash -> whether the workspace holds that image already
 
-    def accept(self, path: Path, inspected, cache: bool = True) -> Variant:
-        """A worker's result as a file in incoming/: written (when it brings bytes) and its faces cached
-        (unless they came from the cache)."""
-        from amari.files import write_atomic
+    @cached_property
+    def signing_key(self):
+        """The C2PA key this run signs with (None: none configured, or no c2pa-python), looked up once;
+        each worker process loads it once (`amari.credentials`)."""
+        from amari import credentials
 
+        return credentials.configured_key() if credentials.is_available() else None
+
+    @cached_property
+    def registries(self):
+        """The fingerprint registries of what is written into incoming/ (the cache's, the workspace's or
+        study's), opened once a run, when the first image is written."""
+        from amari.registries import Registries, registry_paths_in
+
+        return Registries(registry_paths_in(self.incoming))
+
+    def accept(self, path: Path, inspected, cache: bool = True) -> Variant:
+        """A worker's result as a file in incoming/: written (when it brings bytes) with its fingerprint
+        recorded before the file's rename, and its faces cached (unless they came from the cache)."""
         if inspected.png is not None:
-            write_atomic(path, inspected.png)
+            self.registries.write(path, inspected.png, inspected.fingerprint)
         if cache and inspected.faces is not None:
             self.cache.put(inspected.digest, self.settings.key, inspected.faces, inspected.size)
         stat = path.stat()
         return Variant(path, inspected.digest, stat.st_size, stat.st_mtime_ns, inspected.faces, inspected.error)
 
+    def close(self) -> None:
+        if "registries" in self.__dict__:
+            self.registries.close()
 
-class InlineExecutor:
-    """Runs a step at once in this process: the serial engine's executor."""
+    def inspect(self, engine: Engine, path: Path, then: Callable, restore_score: float | None = None) -> None:
+        """A file in incoming/: read here, its bytes inspected by a worker (`then` gets the result)."""
+        from amari.errors import ImageError
+        from amari.images import read_bytes
+        from amari.mine.work import inspect_file, unreadable
 
-    busy = 0.0
-
-    def submit(self, fn, *args, **kwargs) -> Future:
-        future: Future = Future()
         try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - the writer decides what a failure means
-            future.set_exception(exc)
-        return future
-
-    def shutdown(self, cancel_futures: bool = False) -> None:
-        pass
+            data = read_bytes(path)
+        except ImageError as exc:
+            then(unreadable(exc))
+            return
+        engine.run_cpu(then, inspect_file, path, data, self.settings, restore_score)
 
 
 class TimedThread(ThreadPoolExecutor):
     """The generator's one thread; remembers how long it worked, so the progress can say how long it waited."""
 
+    workers = capacity = 1
+
     def __init__(self):
         super().__init__(max_workers=1, thread_name_prefix="amari-generator")
         self.busy = 0.0
+
+    def warm_up(self, fn, *args) -> None:
+        self.submit(fn, *args).result()
 
     def submit(self, fn, *args, **kwargs) -> Future:
         def timed():
@@ -135,14 +157,19 @@ class Stats:
 class Engine:
     """Runs a feed's steps and hands settled candidates to the policy, in order."""
 
-    def __init__(self, streaming: bool, cpus: int, ahead: int = 16):
+    def __init__(self, streaming: bool, cpus: int, ahead: int = 16, executors: tuple | None = None):
+        """executors: (CPU, model) executors to use instead of local ones (`amari.cluster`'s on Ray)."""
         from amari.workers import all_cores, worker_pool
 
-        self.streaming = streaming
-        self.ahead = ahead if streaming else 0
-        workers = all_cores(cpus) if streaming else 1
-        self.cpu = worker_pool(workers) if streaming and workers > 1 else InlineExecutor()
-        self.gpu = TimedThread() if streaming else InlineExecutor()
+        self.streaming = streaming or executors is not None
+        self.ahead = ahead if self.streaming else 0
+        if executors is not None:
+            self.cpu, self.gpu = executors
+        else:
+            workers = all_cores(cpus) if streaming else 1
+            self.cpu = worker_pool(workers) if streaming and workers > 1 else InlineExecutor()
+            self.gpu = TimedThread() if streaming else InlineExecutor()
+        self.model_capacity = self.gpu.capacity  # model steps a feed may have under way at once
         self.queue: deque[Candidate] = deque()  # in the policy's order
         self.pending: dict[Future, Callable] = {}
         self.stats = Stats()
@@ -168,6 +195,10 @@ class Engine:
 
     def run_model(self, then: Callable, fn, *args) -> None:
         self._track(self.gpu.submit(fn, *args), then)
+
+    def warm_up(self, fn, *args) -> None:
+        """Run `fn` where model steps run (each model actor, on Ray) and wait: models load before work."""
+        self.gpu.warm_up(fn, *args)
 
     def _track(self, future: Future, then: Callable) -> None:
         if future.done():
@@ -228,7 +259,7 @@ class Engine:
 
     def generator_wait_share(self) -> float:
         elapsed = time.perf_counter() - self.stats.started
-        return max(0.0, 1.0 - self.gpu.busy / elapsed) if elapsed > 0 else 0.0
+        return max(0.0, 1.0 - self.gpu.busy / (elapsed * self.gpu.workers)) if elapsed > 0 else 0.0
 
     def close(self) -> None:
         """Stop: steps not started are dropped; what was made ahead and not judged is the feed's to keep or

@@ -13,6 +13,7 @@ The loop is the single writer; the engine (`amari.mine.engine`) makes candidates
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,30 +70,44 @@ def run(
             if not Path(path).is_file():
                 raise UsageError(f"reference image {path} does not exist")
         # Descriptors of other face settings are not comparable with the ones already in the workspace.
-        with Workspace.open(layout.root, settings_meta(face_settings=config.faces.key)) as workspace:
+        with (
+            Workspace.open(layout.root, settings_meta(face_settings=config.faces.key)) as workspace,
+            ExitStack() as stack,
+        ):
             cache = EmbeddingCache(connection=workspace.conn)
             encoder = FaceEncoder(config.faces, cache)
             source.open(workspace.database_path)
             seed_references(workspace, encoder, config.reference)
-            # Two generator batches ahead of the policy: one being made while the workers finish the other.
-            ahead = 2 * getattr(source, "batch_size", 8)
-            engine = Engine(streaming=config.engine == "streaming", cpus=config.worker_processes, ahead=ahead)
-            engine.start(
-                source,
-                FeedContext(
-                    workspace.incoming,
-                    config.faces,
-                    cache,
-                    known=lambda digest: workspace.image_by_hash(digest) is not None,
-                ),
+            context = FeedContext(
+                workspace.incoming,
+                config.faces,
+                cache,
+                known=lambda digest: workspace.image_by_hash(digest) is not None,
             )
+            stack.callback(context.close)  # the fingerprint registries, last: after the engine's last step
+            executors = _cluster_executors(config, stack, progress) if config.ray is not None else None
+            capacity = executors[1].capacity if executors else 1
+            # Generator batches ahead of the policy: one being made (per model actor) while workers finish another.
+            ahead = 2 * capacity * getattr(source, "batch_size", 8)
+            engine = Engine(
+                streaming=config.engine == "streaming", cpus=config.worker_processes, ahead=ahead, executors=executors
+            )
+            stack.callback(engine.close)  # before the cluster goes
+            engine.start(source, context)
             progress.update(source=source.description)
             return _loop(workspace, encoder, engine, source, config, progress)
     finally:
-        if engine is not None:
-            engine.close()
-        else:
+        if engine is None:
             source.close()
+
+
+def _cluster_executors(config: MineConfig, stack: ExitStack, progress: MiningProgress) -> tuple:
+    """CPU tasks and model actors on Ray (`--ray`); the cluster is left (or stopped) when the run ends."""
+    from amari.cluster import Cluster, ModelPool, TaskPool
+
+    cluster = stack.enter_context(Cluster(config.ray, cpus=config.worker_processes))
+    progress.note(cluster.describe())
+    return TaskPool(cluster), ModelPool(cluster, config.ray_actors)
 
 
 def _loop(

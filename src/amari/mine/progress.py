@@ -40,20 +40,20 @@ class MiningProgress:
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(self._render(), console=Console(file=self.stream), refresh_per_second=4, transient=False)
+            self._live = Live(self.panel(), console=Console(file=self.stream), refresh_per_second=4, transient=False)
             self._live.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.update(self.panel())
             self._live.__exit__(*exc)
             self._live = None
 
     def update(self, **fields) -> None:
         self.snapshot = replace(self.snapshot, **fields)
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.update(self.panel())
 
     def batch_done(self, **fields) -> None:
         """The end of a batch: on a terminal the panel changes, elsewhere one line is written."""
@@ -87,7 +87,8 @@ class MiningProgress:
             + (f" | {s.pipeline}" if s.pipeline else "")
         )
 
-    def _render(self):
+    def panel(self):
+        """The rich table the terminal shows: source, batch, sim-group, almost / unknown, acceptance, last event."""
         from rich.table import Table
 
         s = self.snapshot

@@ -154,7 +154,7 @@ class FolderSource:
 
     def _queue(self, path: Path, digest: str | None) -> None:
         """A file in incoming/ becomes a candidate once its faces are known (from the cache, else a worker)."""
-        from amari.mine.work import Inspected, inspect_file
+        from amari.mine.work import Inspected
 
         candidate = self._engine.add_candidate(path.name)
         context = self._context
@@ -166,7 +166,7 @@ class FolderSource:
         def inspected(result) -> None:
             candidate.final = context.accept(path, result)
 
-        self._engine.run_cpu(inspected, inspect_file, path, context.settings)
+        context.inspect(self._engine, path, inspected)
 
     def next_batch(self, n: int, out_dir: Path, context=None) -> list[Path]:
         """Copy up to n new files into `out_dir` and return them; a watched folder waits for one."""

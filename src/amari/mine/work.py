@@ -1,9 +1,10 @@
 """The miner's per-image CPU work, as plain functions a worker process runs (no torch, no models).
 
 Each takes pixels or a file and returns what the single writer needs: the PNG file's bytes with amari's
-provenance, their content hash, and the faces dlib finds in exactly those pixels. An image made in
-memory is never written and read back to be scored, and dlib runs once per image and face settings:
-the raw image's faces also say where enhancement restores faces (`plans`).
+provenance (watermark, metadata, C2PA credentials when the run has a signing key), their content hash,
+the image's fingerprint for the registries, and the faces dlib finds in exactly those pixels. An image
+made in memory is never written and read back to be scored, and dlib runs once per image and face
+settings: the raw image's faces also say where enhancement restores faces (`plans`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from amari.embeddings import content_hash, encode_bytes
 from amari.errors import ImageError
 from amari.faces import Face
 from amari.facesettings import FaceSettings
-from amari.images import DEFAULT_MAX_PIXELS, read_bytes, shrink_to
+from amari.fingerprint import Fingerprint
+from amari.images import DEFAULT_MAX_PIXELS, shrink_to
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Inspected:
     marked: np.ndarray | None = None  # the watermarked pixels, kept where they are enhanced next
     plans: list[np.ndarray] = field(default_factory=list)  # alignments of the faces enhancement restores
     params: dict = field(default_factory=dict)  # what made the image (its provenance), for the next step
+    fingerprint: Fingerprint | None = None  # with `png`: computed here, recorded by the writer
 
 
 def _plans(pixels: np.ndarray, found: list[Face], settings: FaceSettings, restore_score: float) -> list[np.ndarray]:
@@ -49,14 +52,24 @@ def find_faces(pixels: np.ndarray, settings: FaceSettings) -> list[Face]:
     return face_lib.encode(shrink_to(pixels, settings.max_side) if settings.max_side else pixels, settings)
 
 
-def inspect_generated(image, params: dict, settings: FaceSettings, restore_score: float | None = None) -> Inspected:
-    """A generated image: watermark and metadata, its PNG, its faces; with `restore_score`, also the
-    alignments of the faces enhancement will restore and the pixels it will enhance."""
-    from amari.provenance import marked_png
+def inspect_generated(
+    image, params: dict, settings: FaceSettings, restore_score: float | None = None, name: str | None = None, key=None
+) -> Inspected:
+    """A generated image: every mark (`amari.provenance.marked_png`; C2PA signed with `key`, titled
+    `name`), its PNG, its fingerprint and its faces; with `restore_score`, also the alignments of the
+    faces enhancement will restore and the pixels it will enhance."""
+    from amari.provenance import fingerprint_of, marked_png
 
-    marked, png = marked_png(image, params)
+    marked, png = marked_png(image, params, title=name, key=key)
     found = find_faces(marked, settings)
-    inspected = Inspected(png, content_hash(png), found, (marked.shape[1], marked.shape[0]), params=params)
+    inspected = Inspected(
+        png,
+        content_hash(png),
+        found,
+        (marked.shape[1], marked.shape[0]),
+        params=params,
+        fingerprint=fingerprint_of(marked, png, params),
+    )
     if restore_score is not None:
         inspected.plans = _plans(marked, found, settings, restore_score)
         inspected.marked = marked
@@ -71,23 +84,30 @@ def inspect_enhanced(
     weight: float,
     params: dict,
     settings: FaceSettings,
+    name: str | None = None,
+    key=None,
 ) -> Inspected:
-    """An enhanced image: restored faces pasted on the upscaled canvas, then watermark, PNG, faces."""
+    """An enhanced image: restored faces pasted on the upscaled canvas, then every mark, PNG, faces."""
     from amari.enhance import paste_faces
 
     canvas = paste_faces(np.array(canvas), restored, plans, input_size, weight)
-    return inspect_generated(canvas, params, settings)
+    return inspect_generated(canvas, params, settings, name=name, key=key)
+
+
+def unreadable(exc: ImageError) -> Inspected:
+    return Inspected(None, "", None, (0, 0), error=exc.reason)
 
 
 def inspect_file(
-    path: str | Path, settings: FaceSettings, max_pixels: int = DEFAULT_MAX_PIXELS, restore_score: float | None = None
+    path: str | Path,
+    data: bytes,
+    settings: FaceSettings,
+    restore_score: float | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Inspected:
-    """A file already on disk (a folder source's copy, a user's drop, a raw image a killed run left):
-    its faces, or why it is unreadable; with `restore_score`, also its pixels and enhancement plans."""
-    try:
-        data = read_bytes(path)
-    except ImageError as exc:
-        return Inspected(None, "", None, (0, 0), error=exc.reason)
+    """A file's bytes (a folder source's copy, a user's drop, a raw image a killed run left; the miner
+    reads them, so a worker on another machine needs no shared disk): its faces, or why it is unreadable;
+    with `restore_score`, also its pixels and enhancement plans."""
     digest = content_hash(data)
     try:
         found, size = encode_bytes(data, settings, path, max_pixels)

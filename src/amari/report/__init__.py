@@ -1,7 +1,8 @@
 """`amari report RESULTS_DIR`: the study's charts, tables and image grids.
 
 - `config`: the report's settings; `stats`: every number, from `results.csv` (and the training metrics
-  and mining archive); `charts`: the PNG charts; `html`: the self-contained page; `stage`: `run`.
+  and mining archive); `inference`: bootstrap intervals, permutation tests, rank correlation; `charts`:
+  the PNG charts; `tables` and `html`: the self-contained page; `stage`: `run`.
 """
 
 from amari.lazy import lazy_exports

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from amari.report.stats import Summary
 from amari.results import CellResult
+from amari.train import METHOD_NAMES
 
 CHARTS = {
     "faces_not_found": "faces_not_found_per_prompt.png",
@@ -14,7 +15,10 @@ CHARTS = {
     "group_sim_scores": "group_sim_scores.png",
     "epochs_at_step": "epochs_at_global_step.png",
     "mining_curve": "mining_curve.png",
+    "dose_response": "sim_score_against_group_size.png",
 }
+# The charts drawn once per method (a method other than TI prefixes their files with its name).
+METHOD_CHARTS = ("faces_not_found", "sim_score_per_prompt", "group_sim_scores", "epochs_at_step")
 ARCFACE_CHART = "arcface_similarity_per_prompt.png"
 
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
@@ -22,8 +26,21 @@ _CONTROL_COLOUR = "#7f7f7f"
 
 
 def display_name(group: str) -> str:
-    """The study wrote group names with a hyphen under its images (a_312 → a-312)."""
-    return group.replace("_", "-")
+    """The study wrote group names with a hyphen under its images (a_312 → a-312); within a method's charts
+    and tables a unit (lora/a_312) is shown by its group."""
+    return group.rsplit("/", 1)[-1].replace("_", "-")
+
+
+def unit_label(unit: str) -> str:
+    """A unit with its method where methods are compared: lora/a-312 (a TI group is shown as it always was)."""
+    return unit.replace("_", "-")
+
+
+def _error(mean: float, interval) -> tuple[float, float]:
+    """Distances from a mean down and up to its interval, as matplotlib's yerr wants them."""
+    if interval is None:
+        return (0.0, 0.0)
+    return (max(mean - interval[0], 0.0), max(interval[1] - mean, 0.0))
 
 
 def _colour(groups: list[str], group: str, control: str | None) -> str:
@@ -60,22 +77,31 @@ def _note(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=12, color="#555")
 
 
-def _grouped_bars(ax, summary: Summary, value, control: str | None, label_format: str) -> bool:
-    """Bars per prompt, one per group; returns whether any bar had a value."""
+def _grouped_bars(ax, summary: Summary, value, control: str | None, label_format: str, interval=None) -> bool:
+    """Bars per prompt, one per group (with `interval`'s error bars); returns whether any bar had a value."""
     groups, prompts = summary.groups, summary.prompts
     width = 0.8 / max(1, len(groups))
     drawn = False
     for i, group in enumerate(groups):
-        xs, heights = [], []
+        xs, heights, errors = [], [], []
         for j, prompt in enumerate(prompts):
-            v = value(summary.by_prompt_group[(prompt, group)])
+            stats = summary.by_prompt_group[(prompt, group)]
+            v = value(stats)
             if v is not None:
                 xs.append(j - 0.4 + width * (i + 0.5))
                 heights.append(v)
+                errors.append(_error(v, interval(stats) if interval else None))
         if heights:
             drawn = True
+            yerr = list(zip(*errors)) if interval else None
             bars = ax.bar(
-                xs, heights, width=width * 0.95, label=display_name(group), color=_colour(groups, group, control)
+                xs,
+                heights,
+                width=width * 0.95,
+                label=display_name(group),
+                color=_colour(groups, group, control),
+                yerr=yerr,
+                error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333"},
             )
             ax.bar_label(bars, fmt=label_format, fontsize=7, padding=1)
     ax.set_xticks(range(len(prompts)), [_wrap(p) for p in prompts], fontsize=8)
@@ -106,7 +132,7 @@ def chart_faces_not_found(summary: Summary, path: Path, control: str | None) -> 
 def chart_sim_per_prompt(summary: Summary, path: Path, control: str | None) -> Path:
     fig = _figure()
     ax = fig.add_subplot()
-    drawn = _grouped_bars(ax, summary, lambda s: s.mean_sim, control, "%.3f")
+    drawn = _grouped_bars(ax, summary, lambda s: s.mean_sim, control, "%.3f", interval=lambda s: s.sim_ci)
     if drawn:
         ax.axhline(
             summary.tolerance, color="#c00", linestyle="--", linewidth=1, label=f"tolerance {summary.tolerance:.2f}"
@@ -116,7 +142,7 @@ def chart_sim_per_prompt(summary: Summary, path: Path, control: str | None) -> P
     else:
         _note(ax, "no face found in any image")
     ax.set_ylabel("average sim-score (lower = more alike)")
-    ax.set_title("Average sim-score per prompt")
+    ax.set_title("Average sim-score per prompt (bars: 95% interval)")
     fig.savefig(path)
     return path
 
@@ -127,7 +153,7 @@ def chart_group_scores(summary: Summary, cells: list[CellResult], path: Path, co
     groups = summary.groups
     drawn = False
     for i, group in enumerate(groups):
-        scores = [c.sim_score for c in cells if c.group == group and c.sim_score is not None]
+        scores = [c.sim_score for c in cells if c.unit == group and c.sim_score is not None]
         if not scores:
             continue
         drawn = True
@@ -136,7 +162,10 @@ def chart_group_scores(summary: Summary, cells: list[CellResult], path: Path, co
         ax.scatter([i + o for o in offsets], scores, s=18, color=colour, alpha=0.7)
         mean = statistics.fmean(scores)
         ax.hlines(mean, i - 0.3, i + 0.3, color=colour, linewidth=2.5)
-        ax.annotate(f"{mean:.4f}", (i + 0.32, mean), va="center", fontsize=8)
+        interval = summary.by_group[group].sim_ci if group in summary.by_group else None
+        if interval is not None:
+            ax.errorbar([i + 0.3], [mean], yerr=[[mean - interval[0]], [interval[1] - mean]], color=colour, capsize=3)
+        ax.annotate(f"{mean:.4f}", (i + 0.34, mean), va="center", fontsize=8)
     ax.set_xticks(range(len(groups)), [display_name(g) for g in groups])
     ax.set_xlim(-0.6, max(len(groups), 1) - 0.2)
     if drawn:
@@ -146,7 +175,7 @@ def chart_group_scores(summary: Summary, cells: list[CellResult], path: Path, co
         ax.legend(fontsize=8)
     else:
         _note(ax, "no face found in any image")
-    ax.set_ylabel("sim-score of each image (bar: group average)")
+    ax.set_ylabel("sim-score of each image (bar: group average, its 95% interval)")
     ax.set_title("Group sim-scores over all prompts")
     fig.savefig(path)
     return path
@@ -155,7 +184,7 @@ def chart_group_scores(summary: Summary, cells: list[CellResult], path: Path, co
 def chart_arcface(summary: Summary, path: Path, control: str | None) -> Path:
     fig = _figure()
     ax = fig.add_subplot()
-    if not _grouped_bars(ax, summary, lambda s: s.mean_arcface, control, "%.3f"):
+    if not _grouped_bars(ax, summary, lambda s: s.mean_arcface, control, "%.3f", interval=lambda s: s.arcface_ci):
         _note(ax, "no ArcFace scores")
     ax.set_ylabel("average ArcFace cosine similarity (higher = more alike)")
     ax.set_title("Average ArcFace similarity per prompt")
@@ -215,5 +244,49 @@ def chart_mining(archive: dict[str, list[float]] | None, path: Path) -> Path:
     ax.set_xlabel("batch")
     ax.xaxis.set_major_locator(_whole_numbers())
     ax.set_title("Mining: group size, average and upper bound per batch")
+    fig.savefig(path)
+    return path
+
+
+def chart_dose_response(summary: Summary, path: Path) -> Path:
+    """Mean sim-score (every prompt) against the training group's size, a line per method with 95% intervals;
+    the control group as a band."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    points = [p for p in summary.dose_response if p["size"] is not None and p["mean_sim"] is not None]
+    for index, method in enumerate(summary.methods):
+        mine = sorted((p for p in points if p["method"] == method), key=lambda p: p["size"])
+        if not mine:
+            continue
+        xs, ys = [p["size"] for p in mine], [p["mean_sim"] for p in mine]
+        errors = list(zip(*(_error(p["mean_sim"], p["sim_ci"]) for p in mine)))
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=errors,
+            color=_COLOURS[index % len(_COLOURS)],
+            marker="o",
+            capsize=3,
+            label=METHOD_NAMES.get(method, method),
+        )
+    control = next((p for p in summary.dose_response if p["group"] == summary.control), None)
+    if control is not None and control["mean_sim"] is not None:
+        ax.axhline(control["mean_sim"], color=_CONTROL_COLOUR, linestyle=":", label="control (no training)")
+        if control["sim_ci"] is not None:
+            ax.axhspan(*control["sim_ci"], color=_CONTROL_COLOUR, alpha=0.15)
+    if points:
+        ax.axhline(
+            summary.tolerance, color="#c00", linestyle="--", linewidth=1, label=f"tolerance {summary.tolerance:.2f}"
+        )
+        ax.set_xscale("log")
+        sizes = sorted({p["size"] for p in points})
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.minorticks_off()
+        ax.legend(fontsize=8)
+    else:
+        _note(ax, "no group with a known size and a face found")
+    ax.set_xlabel("training images in the group")
+    ax.set_ylabel("average sim-score over all prompts (lower = more alike)")
+    ax.set_title("Identity against training-set size (bars: 95% interval)")
     fig.savefig(path)
     return path

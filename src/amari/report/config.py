@@ -31,7 +31,8 @@ class ReportConfig(Settings):
     out: Path | None = setting(None, "where the report goes (default: RESULTS_DIR/report)", metavar="DIR", toml=False)
     training_metrics: tuple[tuple[str, Path], ...] = setting(
         (),
-        "a group's training metrics CSV, instead of the manifest's (repeatable)",
+        "a group's training metrics CSV, instead of the manifest's (repeatable; lora/GROUP, pivotal/GROUP for "
+        "the other methods' groups)",
         flag="--metrics",
         action="append",
         cli_type=metrics_pair,

@@ -11,11 +11,14 @@ import base64
 import html
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from amari.report.charts import display_name
 from amari.report.stats import Summary
+from amari.report.tables import statistics_note
 from amari.results import CellResult, ResultsManifest
+from amari.train import METHOD_NAMES
 
 NO_FACE = "no face found"
 
@@ -69,10 +72,6 @@ def thumbnail_uri(path: Path, side: int) -> str | None:
     return _data_uri(buffer.getvalue(), "image/jpeg")
 
 
-def fmt_score(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
-
-
 def caption(cell: CellResult, tolerance: float) -> str:
     """`a-312 : 0.4181` as the study captioned its images; a trailing * marks a score within tolerance."""
     name = display_name(cell.group)
@@ -84,88 +83,8 @@ def caption(cell: CellResult, tolerance: float) -> str:
     return f"{name} : {cell.sim_score:.4f}" + ("*" if cell.sim_score <= tolerance else "")
 
 
-def _table(headers: list[str], rows: list[list[str]], table_id: str) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f'<table class="data" id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def tables_html(summary: Summary) -> str:
-    groups = summary.groups
-    names = [display_name(g) for g in groups]
-    parts = [
-        "<h3>Faces not found (dlib HOG, upsampled once)</h3>",
-        _table(
-            ["prompt"] + names + ["total"],
-            [
-                [p]
-                + [str(summary.by_prompt_group[(p, g)].not_found) for g in groups]
-                + [str(summary.by_prompt[p].not_found)]
-                for p in summary.prompts
-            ]
-            + [["all prompts"] + [str(summary.by_group[g].not_found) for g in groups] + [str(summary.total.not_found)]],
-            "not-found",
-        ),
-        "<h3>Average sim-score per prompt (images with a face)</h3>",
-        _table(
-            ["prompt"] + names,
-            [[p] + [fmt_score(summary.by_prompt_group[(p, g)].mean_sim) for g in groups] for p in summary.prompts],
-            "sim-per-prompt",
-        ),
-        "<h3>Groups over all prompts</h3>",
-        _table(
-            ["group", "images", "faces found", "average sim-score", "best", "worst", f"≤ {summary.tolerance:.2f}"],
-            [
-                [
-                    display_name(g),
-                    str(s.images),
-                    str(s.scored),
-                    fmt_score(s.mean_sim),
-                    fmt_score(s.min_sim),
-                    fmt_score(s.max_sim),
-                    str(s.within_tolerance),
-                ]
-                for g, s in summary.by_group.items()
-            ],
-            "groups",
-        ),
-    ]
-    if summary.has_cnn:
-        parts += [
-            "<h3>Second pass: dlib's CNN detector on the images where HOG found no face</h3>",
-            _table(
-                ["prompt"] + names + ["total"],
-                [
-                    [p]
-                    + [
-                        f"{summary.by_prompt_group[(p, g)].cnn_found}/{summary.by_prompt_group[(p, g)].cnn_checked}"
-                        for g in groups
-                    ]
-                    + [f"{summary.by_prompt[p].cnn_found}/{summary.by_prompt[p].cnn_checked}"]
-                    for p in summary.prompts
-                ],
-                "cnn-second-pass",
-            ),
-            "<p>found/looked at. These faces are not part of the sim-score tables above.</p>",
-        ]
-    if summary.has_arcface:
-        parts += [
-            "<h3>Average ArcFace cosine similarity per prompt (higher = more alike)</h3>",
-            _table(
-                ["prompt"] + names,
-                [
-                    [p] + [fmt_score(summary.by_prompt_group[(p, g)].mean_arcface) for g in groups]
-                    for p in summary.prompts
-                ]
-                + [["all prompts"] + [fmt_score(summary.by_group[g].mean_arcface) for g in groups]],
-                "arcface",
-            ),
-        ]
-    return "\n".join(parts)
-
-
 def grids_html(summary: Summary, cells: list[CellResult], results_dir: Path, report_dir: Path, thumbnail: int) -> str:
-    by_key = {(c.prompt, c.command, c.group): c for c in cells}
+    by_key = {(c.prompt, c.command, c.unit): c for c in cells}
     seeds = {c.command: c.seed for c in cells}
     parts = []
     for prompt in summary.prompts:
@@ -212,15 +131,59 @@ def model_label(model: str) -> str:
     return Path(model).name if Path(model).is_absolute() else model
 
 
+@dataclass
+class Section:
+    """One method's part of the page: its charts, tables, tests and image grids (the control group in each)."""
+
+    method: str
+    summary: Summary  # over the method's units and the control group
+    cells: list[CellResult]
+    charts: list[Path]
+    tables: str  # its tables and permutation tests, as HTML
+
+
+def _charts(paths) -> str:
+    tags = "".join(f'<img src="{_data_uri(p.read_bytes(), "image/png")}" alt="{html.escape(p.stem)}">' for p in paths)
+    return f'<div class="charts">{tags}</div>'
+
+
+def _section(section: Section, results_dir: Path, report_dir: Path, thumbnail: int, titled: bool) -> str:
+    heading = "h3" if titled else "h2"
+    title = f"<h2>{html.escape(METHOD_NAMES.get(section.method, section.method))}</h2>" if titled else ""
+    return f"""{title}
+<{heading}>Charts</{heading}>
+{_charts(section.charts)}
+<{heading}>Tables</{heading}>
+{section.tables}
+<{heading}>Images</{heading}>
+{grids_html(section.summary, section.cells, results_dir, report_dir, thumbnail)}"""
+
+
+DEMO_NOTICE = """<p class="notice demo" id="demo-notice"><strong>This is amari's offline demo.</strong> Its Stable
+Diffusion model is a tiny network with random weights, built on this machine so that the demo needs no
+download: the generated images below are noise by design, and "no face found" is the expected score for
+them. The sim-group the miner kept comes from a sample photo shipped with amari. To run the real study
+(a GPU and the Stable Diffusion 1.4 weights): <code>amari doctor configs/amari-2022.toml</code> checks the
+setup and estimates the time, <code>amari models pull configs/amari-2022.toml</code> fetches the models,
+and <code>amari study configs/amari-2022.toml</code> runs it.</p>"""
+
+
+def demo_notice(manifest: ResultsManifest | None) -> str:
+    """The demo's explanation for the header, when the manifest says the study is the demo."""
+    return DEMO_NOTICE if manifest is not None and manifest.extra.get("demo") else ""
+
+
 def render_html(
     summary: Summary,
-    cells: list[CellResult],
     manifest: ResultsManifest | None,
-    charts: dict[str, Path],
+    sections: list[Section],
+    across: tuple[list[Path], str],
     results_dir: Path,
     report_dir: Path,
     thumbnail: int,
 ) -> str:
+    """The page: what was measured, then each method's section, then the methods and sizes side by side
+    (`across`: its charts and tables) and the mining chart last among them."""
     title = f"amari study report: {manifest.study if manifest else results_dir.name}"
     settings = ""
     if manifest is not None and manifest.model:
@@ -233,13 +196,14 @@ def render_html(
             f"{summary.tolerance:.2f}.</p>"
         )
     total = summary.total
+    methods = f" ({', '.join(summary.methods)})" if len(summary.methods) > 1 else ""
     overview = (
         f"<p>{total.images} images: {len(summary.prompts)} prompts × {len(summary.commands)} "
-        f"commands × {len(summary.groups)} groups; no face found in {total.not_found}.</p>"
+        f"commands × {len(summary.groups)} groups{methods}; no face found in {total.not_found}.</p>"
     )
-    chart_tags = "".join(
-        f'<img src="{_data_uri(p.read_bytes(), "image/png")}" alt="{html.escape(p.stem)}">' for p in charts.values()
-    )
+    titled = len(sections) > 1
+    body = "\n".join(_section(section, results_dir, report_dir, thumbnail, titled) for section in sections)
+    charts, tables = across
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_STYLE}</style></head>
@@ -247,14 +211,14 @@ def render_html(
 <h1>{html.escape(title)}</h1>
 <p class="notice">Every face in this report is synthetic: generated by Stable Diffusion, of no real person.
 The images carry an invisible watermark and metadata that say so (<code>amari verify</code>).</p>
+{demo_notice(manifest)}
 {overview}
 {settings}
-<h2>Charts</h2>
-<div class="charts">{chart_tags}</div>
-<h2>Tables</h2>
-{tables_html(summary)}
-<h2>Images</h2>
-{grids_html(summary, cells, results_dir, report_dir, thumbnail)}
+{statistics_note()}
+{body}
+<h2>Training-set size{" and methods" if titled else ""}, and the mining run</h2>
+{_charts(charts)}
+{tables}
 <script>{_IMAGE_CHECK}</script>
 </body></html>
 """

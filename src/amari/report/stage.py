@@ -1,7 +1,9 @@
 """`amari report RESULTS_DIR`: the study's charts (PNG), summary.json and one self-contained HTML page.
 
 Every number shown is computed from `results.csv` alone (plus the training metrics and mining archive
-the manifest points to, for their two charts), so the report can be checked against the CSV.
+the manifest points to, for their two charts), so the report can be checked against the CSV. Each
+training method gets the seed's charts and tables over its groups and the control group; one chart puts
+every method's mean sim-score against the groups' sizes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from amari.report.charts import (
     ARCFACE_CHART,
     CHARTS,
     chart_arcface,
+    chart_dose_response,
     chart_epochs,
     chart_faces_not_found,
     chart_group_scores,
@@ -24,9 +27,10 @@ from amari.report.charts import (
     chart_sim_per_prompt,
 )
 from amari.report.config import ReportConfig
-from amari.report.html import render_html
-from amari.report.stats import Summary, read_mining_archive, read_training_metrics, summarise
-from amari.results import read_manifest, read_results
+from amari.report.html import Section, render_html
+from amari.report.stats import Summary, method_cells, read_mining_archive, read_training_metrics, summarise
+from amari.report.tables import comparisons_html, correlation_html, tables_html
+from amari.results import DEFAULT_METHOD, read_manifest, read_results
 
 
 def _earlier_report(folder: Path) -> bool:
@@ -62,7 +66,6 @@ def run(config: ReportConfig, layout: ResultsLayout) -> ReportResult:
     if not cells:
         raise UsageError(f"{layout.csv} has no rows yet: nothing to report")
     manifest = read_manifest(results_dir)
-    control = manifest.control if manifest is not None else "ctrl"
     report_dir = Path(options.out) if options.out else layout.report
     claim_folder(report_dir, "a report", ours=_earlier_report)
     # 2. The numbers.
@@ -70,25 +73,59 @@ def run(config: ReportConfig, layout: ResultsLayout) -> ReportResult:
     summary_json = write_atomic(
         report_dir / REPORT_SUMMARY, json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n"
     )
-    # 3. Training metrics and the mining archive, where they can be found.
+    # 3. Training metrics (per unit) and the mining archive, where they can be found.
     metric_paths = dict(options.training_metrics) or dict(manifest.training_metrics if manifest else ())
     metrics = {}
-    for group, path in metric_paths.items():
+    for unit, path in metric_paths.items():
         found = _existing(path, results_dir)
         if found is not None:
-            metrics[group] = read_training_metrics(found)
+            metrics[unit] = read_training_metrics(found)
     archive_path = options.mining_archive or _existing(manifest.mining_archive if manifest else None, results_dir)
     archive = read_mining_archive(archive_path) if archive_path and Path(archive_path).is_file() else None
-    # 4. Charts, then the page that embeds them.
-    charts = {
-        "faces_not_found": chart_faces_not_found(summary, report_dir / CHARTS["faces_not_found"], control),
-        "sim_score_per_prompt": chart_sim_per_prompt(summary, report_dir / CHARTS["sim_score_per_prompt"], control),
-        "group_sim_scores": chart_group_scores(summary, cells, report_dir / CHARTS["group_sim_scores"], control),
-        "epochs_at_step": chart_epochs(metrics, summary.groups, report_dir / CHARTS["epochs_at_step"], control),
-        "mining_curve": chart_mining(archive, report_dir / CHARTS["mining_curve"]),
-    }
-    if summary.has_arcface:
-        charts["arcface"] = chart_arcface(summary, report_dir / ARCFACE_CHART, control)
-    page = render_html(summary, cells, manifest, charts, results_dir, report_dir, options.thumbnail)
+    # 4. Each method's charts, tables and grids; then the methods side by side; then the page.
+    charts: dict[str, Path] = {}
+    sections = [
+        _method_section(method, cells, summary, manifest, metrics, report_dir, charts) for method in summary.methods
+    ]
+    charts["dose_response"] = chart_dose_response(summary, report_dir / CHARTS["dose_response"])
+    charts["mining_curve"] = chart_mining(archive, report_dir / CHARTS["mining_curve"])
+    across = comparisons_html(summary.comparisons, "methods", summary.groups, "methods-comparisons")
+    across += correlation_html(summary.rank_correlation)
+    page = render_html(
+        summary,
+        manifest,
+        sections,
+        ([charts["dose_response"], charts["mining_curve"]], across),
+        results_dir,
+        report_dir,
+        options.thumbnail,
+    )
     html_path = write_atomic(report_dir / REPORT_HTML, page)
     return ReportResult(html=html_path, charts=charts, summary=summary, summary_json=summary_json)
+
+
+def _method_section(method: str, cells, summary: Summary, manifest, metrics: dict, report_dir: Path, charts) -> Section:
+    """One method's charts (written into `charts`, keyed "NAME" for TI as always, else "METHOD/NAME"),
+    tables and tests, over its units and the control group."""
+    control = summary.control
+    mine = method_cells(cells, method, control)
+    part = summarise(mine, manifest, tests=False)
+    key = (lambda name: name) if method == DEFAULT_METHOD else (lambda name: f"{method}/{name}")
+    path = (
+        (lambda file: report_dir / file) if method == DEFAULT_METHOD else (lambda file: report_dir / f"{method}-{file}")
+    )
+    unit_metrics = {unit: metrics[unit] for unit in part.groups if unit in metrics}
+    drawn = {
+        "faces_not_found": chart_faces_not_found(part, path(CHARTS["faces_not_found"]), control),
+        "sim_score_per_prompt": chart_sim_per_prompt(part, path(CHARTS["sim_score_per_prompt"]), control),
+        "group_sim_scores": chart_group_scores(part, mine, path(CHARTS["group_sim_scores"]), control),
+        "epochs_at_step": chart_epochs(unit_metrics, part.groups, path(CHARTS["epochs_at_step"]), control),
+    }
+    if part.has_arcface:
+        drawn["arcface"] = chart_arcface(part, path(ARCFACE_CHART), control)
+    charts.update({key(name): chart for name, chart in drawn.items()})
+    prefix = "" if method == DEFAULT_METHOD else f"{method}-"
+    tables = tables_html(part, prefix) + comparisons_html(
+        summary.comparisons, "groups", part.groups, f"{prefix}comparisons"
+    )
+    return Section(method=method, summary=part, cells=mine, charts=list(drawn.values()), tables=tables)

@@ -15,7 +15,7 @@ class ScoreConfig(Settings):
     group: Path = setting(help="folder of the group's images", metavar="DIR")
     csv: Path | None = setting(None, "also write path,sim_score,faces,face_found,error to a CSV", metavar="OUT")
     faces: FaceSettings = setting(FaceSettings(), "how faces are found", include=("detector", "upsample", "jitters"))
-    cpus: int = setting(1, "processes to use; -1 means all cores")
+    cpus: int = setting(1, "processes to use; -1 means all cores", runtime=True)
     use_cache: bool = setting(True, "do not read or write the descriptor cache", flag="--no-cache")
 
     def check(self):

@@ -89,7 +89,7 @@ class SelectConfig(Settings):
     )
     tolerance: float = setting(0.40, "--by diverse picks only members with a sim-score at most this", study=True)
     pose_weight: float = setting(0.5, "share of head pose (vs image content) in the diversity distance")
-    cpus: int = setting(1, "processes for face detection; -1 means all cores")
+    cpus: int = setting(1, "processes for face detection; -1 means all cores", runtime=True)
     force: bool = setting(False, "replace group folders that already exist", toml=False)
     faces: FaceSettings = setting(FaceSettings(), "how faces are found", cli=False)
 

@@ -43,6 +43,9 @@ class StudySettings(Settings):
     model_config: str | None = setting(None, "a diffusers folder or id giving a single-file model its configs")
     subject: str = setting("amari", "the word in the prompts that stands for the trained identity")
     device: str = setting("auto", "auto, cuda[:N], mps or cpu")
+    demo: bool = setting(
+        False, "the offline toy study (amari study --demo): its report says the model has random weights"
+    )
 
     def check(self):
         if not NAME.match(self.name):
@@ -114,6 +117,8 @@ def _shared(name: str, study: StudySettings, built: dict[str, Any], layout: Stud
             "study_name": study.name,
             "init_word": built["train"].init_word,
             "training_groups": tuple(g.name for g in built["select"].groups),
+            "methods": built["train"].study_methods(),
+            "demo": study.demo,
         }
     return {}
 

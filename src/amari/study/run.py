@@ -1,6 +1,7 @@
 """`amari study`: every stage of a study in order, each skipped when its outputs are already complete.
 
-A stage that finishes writes a marker, `OUT/.steps/STAGE.json` (per group `STAGE-GROUP.json`), holding
+A stage that finishes writes a marker, `OUT/.steps/STAGE.json` (per group `STAGE-GROUP.json`, per method and
+group `STAGE-METHOD-GROUP.json` for a method other than Textual Inversion), holding
 its fingerprint: its own config's and every earlier stage's (`amari.study.stages`). On the next run a
 stage whose marker matches is skipped; one without a matching marker runs again, and the markers after
 it are removed first, so a stage never counts as done on top of inputs that changed. Each stage is also
@@ -17,8 +18,9 @@ from pathlib import Path
 
 from amari.errors import UsageError
 from amari.files import write_atomic
+from amari.registries import create_registry
 from amari.study.config import StudyConfig
-from amari.study.stages import STAGES, STEPS, Log, report_path, stage_fingerprints
+from amari.study.stages import STAGES, STEPS, Log, report_path, stage_fingerprints, stage_units
 
 
 @dataclass
@@ -59,28 +61,28 @@ class Markers:
 def run_study(
     config: StudyConfig, until: str | None = None, redo: str | None = None, log: Log | None = None
 ) -> StudyOutcome:
-    """mine → select → prepare → train each group → evaluate → report, skipping completed stages."""
+    """mine → select → prepare → train each group (with each method) → evaluate → report, skipping completed
+    stages."""
     log = log or (lambda message: None)
     for name in (until, redo):
         if name is not None and name not in STEPS:
             raise UsageError(f"unknown step {name!r}; steps are {', '.join(STEPS)}")
     layout = config.layout
     layout.root.mkdir(parents=True, exist_ok=True)
+    create_registry(layout.root)  # the study's fingerprint registry, beside the cache folder's
     markers = Markers(layout.markers)
     fingerprints = stage_fingerprints(config)
     outcome = StudyOutcome()
     redo_from = STEPS.index(redo) if redo else len(STEPS)
     last = STEPS.index(until) if until else len(STEPS) - 1
     for index, stage in enumerate(STAGES[: last + 1]):
-        groups = [g.name for g in config.select.groups] if stage.per_group else [None]
         ran = False
-        for group in groups:
-            unit = stage.name if group is None else f"{stage.name}-{group}"
-            if index < redo_from and markers.done(unit, fingerprints[stage.name]):
+        for marker, unit in stage_units(stage, config):
+            if index < redo_from and markers.done(marker, fingerprints[stage.name]):
                 continue
             markers.clear_after(stage.name)
-            summary = stage.run(config, group, log)
-            markers.mark(unit, fingerprints[stage.name], summary)
+            summary = stage.run(config, unit, log)
+            markers.mark(marker, fingerprints[stage.name], summary)
             ran = True
         if not ran:
             log(f"{stage.name}: complete, skipped")

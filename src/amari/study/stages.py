@@ -13,6 +13,7 @@ from pathlib import Path
 
 from amari.config import fingerprint
 from amari.errors import UsageError
+from amari.layout import DEFAULT_METHOD
 from amari.study.config import StudyConfig
 
 Log = Callable[[str], None]
@@ -35,7 +36,23 @@ def mining_source(config):
 class Stage:
     name: str
     per_group: bool  # one unit of work (and one marker) per training group
-    run: Callable  # (study config, group or None, log) -> summary line
+    run: Callable  # (study config, unit or None, log) -> summary line
+    per_method: bool = False  # ... and per training method: the unit is (method, group)
+
+
+def stage_units(stage: Stage, config: StudyConfig) -> list[tuple[str | None, object]]:
+    """(marker name, unit) of each piece of work of `stage`: STAGE, STAGE-GROUP, or STAGE-METHOD-GROUP (a
+    Textual Inversion group keeps the marker STAGE-GROUP it always had)."""
+    groups = [g.name for g in config.select.groups]
+    if not stage.per_group:
+        return [(stage.name, None)]
+    if not stage.per_method:
+        return [(f"{stage.name}-{group}", group) for group in groups]
+    return [
+        (f"{stage.name}-{group}" if method == DEFAULT_METHOD else f"{stage.name}-{method}-{group}", (method, group))
+        for method in config.train.study_methods()
+        for group in groups
+    ]
 
 
 def _mine(config: StudyConfig, _group, log: Log) -> str:
@@ -72,10 +89,15 @@ def _prepare(config: StudyConfig, group: str, log: Log) -> str:
     return f"{len(result.prepared)} images"
 
 
-def _train(config: StudyConfig, group: str, log: Log) -> str:
+def _train(config: StudyConfig, unit: tuple[str, str], log: Log) -> str:
     from amari import train
 
-    result = train.run(config.train, config.layout.train(group), log=lambda message: log(f"train {group}: {message}"))
+    method, group = unit
+    name = group if method == DEFAULT_METHOD else f"{method} {group}"
+    settings = config.train.replace(method=method, methods=None)
+    result = train.run(
+        settings, config.layout.train(group, method), log=lambda message: log(f"train {name}: {message}")
+    )
     return f"step {result.step}"
 
 
@@ -104,7 +126,7 @@ STAGES = (
     Stage("mine", False, _mine),
     Stage("select", False, _select),
     Stage("prepare", True, _prepare),
-    Stage("train", True, _train),
+    Stage("train", True, _train, per_method=True),
     Stage("evaluate", False, _evaluate),
     Stage("report", False, _report),
 )

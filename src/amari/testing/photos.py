@@ -31,16 +31,48 @@ def face_photos(count: int, side: int = 512, seed: int = 0) -> list[np.ndarray]:
 
 class PhotoGenerator:
     """A generate step (`DiffusersSource(generate_step=...)`) that hands out photographs, candidate i
-    getting photo i % len(photos), after waiting `wait` seconds per batch without using a CPU."""
+    getting photo i % len(photos), after waiting `wait` seconds per batch without using a CPU.
 
-    def __init__(self, photos: list[np.ndarray], wait: float = 0.0, base_seed: int = 0):
-        self.photos, self.wait, self.base_seed = photos, wait, base_seed
+    `photos`: the images, or (count, side, seed) for `face_photos(count, side, seed)`, made where the
+    step runs (a model actor on Ray gets three numbers, not the pixels). `die_once`: a file path; the
+    first call that finds no file there creates it and kills the Ray actor it runs in (restartable), as
+    a GPU worker that dies in the middle of a batch.
+    """
+
+    def __init__(self, photos, wait: float = 0.0, base_seed: int = 0, die_once: str | None = None):
+        self.spec = tuple(photos) if isinstance(photos, tuple) else None
+        self._photos = None if self.spec else list(photos)
+        self.wait, self.base_seed, self.die_once = wait, base_seed, die_once
+
+    @property
+    def photos(self) -> list[np.ndarray]:
+        if self._photos is None:
+            self._photos = face_photos(*self.spec)
+        return self._photos
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_photos": None} if self.spec else self.__dict__
+
+    def _die_once(self) -> None:
+        import os
+        import threading
+
+        import ray
+
+        try:
+            os.close(os.open(self.die_once, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=False)
+        threading.Event().wait()  # until the kill lands
 
     def __call__(self, prompt: str, seeds: list[int], config) -> list:
         from PIL import Image
 
         from amari.generate import GeneratedImage
 
+        if self.die_once:
+            self._die_once()
         if self.wait:
             time.sleep(self.wait)
         images = []

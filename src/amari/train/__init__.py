@@ -1,4 +1,6 @@
-"""Textual Inversion training: `amari train DATA_DIR --out DIR`.
+"""Training on a group's images: `amari train DATA_DIR --out DIR [--method ti|lora|pivotal]`.
+
+Textual Inversion (a token's vectors), a LoRA on the UNet's attention, or pivotal tuning (both at once).
 
 `TrainConfig` holds the settings (the study's by default) and `TrainLayout` where the run reads and
 writes; `run(config, layout)` runs or resumes a run and returns a `TrainResult`. The heavy parts (torch,
@@ -8,7 +10,7 @@ diffusers) load only when `run` is called.
 from __future__ import annotations
 
 from amari.layout import TrainLayout
-from amari.train.config import TrainConfig, epoch_at, learning_rate
+from amari.train.config import METHOD_NAMES, METHODS, TrainConfig, epoch_at, learning_rate
 
 
 def run(config: TrainConfig, layout: TrainLayout, log=None):
@@ -18,4 +20,20 @@ def run(config: TrainConfig, layout: TrainLayout, log=None):
     return train(config, layout, log)
 
 
-__all__ = ["TrainConfig", "TrainLayout", "epoch_at", "learning_rate", "run"]
+def read_lora_record(path):
+    """A LoRA run's `lora.json`: its trigger words, the token of a pivotal run's embedding, its files."""
+    from amari.train.exports import read_record
+
+    return read_record(path)
+
+
+__all__ = [
+    "METHOD_NAMES",
+    "METHODS",
+    "TrainConfig",
+    "TrainLayout",
+    "epoch_at",
+    "learning_rate",
+    "read_lora_record",
+    "run",
+]

@@ -1,4 +1,5 @@
-"""Settings of a Textual Inversion run, with the study's values as defaults, and the arithmetic on them.
+"""Settings of a training run (Textual Inversion, LoRA or pivotal tuning), with the study's values as
+defaults, and the arithmetic on them.
 
 Nothing here imports torch: the CLI builds a `TrainConfig` and the numbers (learning rate, epochs,
 learning-rate schedule) are pure functions that tests check without a model.
@@ -15,6 +16,12 @@ from amari.config import Settings, setting
 from amari.defaults import DEFAULT_MODEL, STUDY_SEEDS
 from amari.errors import UsageError
 
+# ti: the token's vectors alone; lora: a LoRA on the UNet's attention (the token is plain text);
+# pivotal: the token's vectors and the LoRA together, each with its own learning rate.
+METHODS = ("ti", "lora", "pivotal")
+METHOD_NAMES = {"ti": "Textual Inversion", "lora": "LoRA", "pivotal": "pivotal tuning (token + LoRA)"}
+UNET_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
+TEXT_ENCODER_ATTENTION = ("q_proj", "k_proj", "v_proj", "out_proj")
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 # Characters every file system accepts in a file name; the A1111-style file is named after the embedding.
@@ -43,6 +50,8 @@ RESUME_KEYS = (
     "seed",
     "mixed_precision",
 )
+# ... and those of a run that trains a LoRA (recorded only then, so a TI run's record stays as it was).
+LORA_RESUME_KEYS = ("method", "lora_rank", "lora_alpha", "lora_targets", "text_encoder_lora", "unet_lr")
 
 
 def read_templates(path: str | Path) -> tuple[str, ...]:
@@ -59,11 +68,12 @@ def read_templates(path: str | Path) -> tuple[str, ...]:
 
 
 _LEARNED, _DATA, _OPTIMISATION, _CHECKPOINTS = ("what is learned", "data", "optimisation", "checkpoints and validation")
+_LORA = "LoRA (--method lora or pivotal)"
 
 
 @dataclass(frozen=True)
 class TrainConfig(Settings):
-    """One Textual Inversion run, with the study's settings as defaults (where it reads and writes is its
+    """One training run, with the study's settings as defaults (where it reads and writes is its
     `TrainLayout`)."""
 
     model: str = setting(DEFAULT_MODEL, "diffusers folder, Hugging Face id or .safetensors/.ckpt file", study=True)
@@ -72,6 +82,16 @@ class TrainConfig(Settings):
         "a diffusers folder or Hugging Face id that gives a single-file model its component configs (needed offline)",
         metavar="DIR_OR_ID",
         study=True,
+    )
+    method: str = setting(
+        "ti",
+        "what learns the identity: ti (the token's vectors), lora (a LoRA on the UNet's attention, the token "
+        "written as plain text), pivotal (the token's vectors and the LoRA together)",
+        choices=METHODS,
+        group=_LEARNED,
+    )
+    methods: tuple[str, ...] | None = setting(
+        None, "a study trains every group with each of these methods (default: method alone)", cli=False
     )
     token: str = setting("*", "placeholder written in prompts", group=_LEARNED)
     init_word: str = setting("woman", "word whose embedding starts the vectors", group=_LEARNED)
@@ -130,6 +150,22 @@ class TrainConfig(Settings):
         None, "trade compute for memory (default: on for CUDA)", group=_OPTIMISATION
     )
     cpu: bool = setting(False, "train on the CPU even when a GPU is present", group=_OPTIMISATION)
+    lora_rank: int = setting(4, "rank of each LoRA update", group=_LORA)
+    lora_alpha: float | None = setting(
+        None, "LoRA alpha: updates are scaled by alpha / rank (default: the rank, a scale of 1)", group=_LORA
+    )
+    lora_targets: tuple[str, ...] = setting(
+        UNET_ATTENTION,
+        "UNet modules that get a LoRA, by name (the attention projections)",
+        metavar="NAME,NAME,...",
+        group=_LORA,
+    )
+    text_encoder_lora: bool = setting(
+        False, "also put a LoRA on the text encoder's attention projections (q, k, v, out)", group=_LORA
+    )
+    unet_lr: float = setting(
+        1e-4, "learning rate of the LoRA weights, scaled like --lr (the token keeps --lr)", group=_LORA
+    )
     checkpoint_every: int = setting(500, "steps between checkpoints", group=_CHECKPOINTS)
     reference_group: Path | None = setting(
         None,
@@ -156,6 +192,12 @@ class TrainConfig(Settings):
         self._check()
 
     def _check(self) -> None:
+        for method in (self.method, *(self.methods or ())):
+            if method not in METHODS:
+                raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+        if self.methods is not None and (not self.methods or len(set(self.methods)) != len(self.methods)):
+            raise UsageError(f"methods must list each method once, not {list(self.methods)}")
+        self._check_lora()
         if not self.token.strip() or any(c.isspace() for c in self.token):
             raise UsageError(f"--token must be one word without spaces, not {self.token!r}")
         if not self.init_word.strip():
@@ -199,6 +241,40 @@ class TrainConfig(Settings):
         if self.num_vectors > 75:
             raise UsageError("--vectors must leave room in CLIP's 77-token prompt (at most 75)")
 
+    def _check_lora(self) -> None:
+        _at_least(1, lora_rank=self.lora_rank)
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise UsageError(f"--lora-alpha must be positive, not {self.lora_alpha}")
+        if not self.lora_targets or not all(re.fullmatch(r"[A-Za-z_][\w.]*", t) for t in self.lora_targets):
+            raise UsageError(f"--lora-targets must name modules, e.g. {','.join(UNET_ATTENTION)}")
+        if not (self.unet_lr > 0 and math.isfinite(self.unet_lr)):
+            raise UsageError(f"--unet-lr must be a positive number, not {self.unet_lr}")
+
+    @property
+    def trains_token(self) -> bool:
+        """Whether the run learns the placeholder's vectors (ti, pivotal)."""
+        return self.method in ("ti", "pivotal")
+
+    @property
+    def trains_lora(self) -> bool:
+        """Whether the run learns a LoRA (lora, pivotal)."""
+        return self.method in ("lora", "pivotal")
+
+    @property
+    def alpha(self) -> float:
+        """The LoRA's alpha: --lora-alpha, else the rank (updates at a scale of 1)."""
+        return float(self.lora_rank if self.lora_alpha is None else self.lora_alpha)
+
+    @property
+    def trigger(self) -> str:
+        """What a LoRA-only run writes for the identity: the token as plain words and the init word after
+        it ("amari woman"), an identifier and its class as DreamBooth prompts them."""
+        return f"{self.token} {self.init_word}"
+
+    def study_methods(self) -> tuple[str, ...]:
+        """The methods a study trains each group with."""
+        return self.methods or (self.method,)
+
     @property
     def embedding_name(self) -> str:
         """The A1111 / ComfyUI / InvokeAI file name: --name, else the token when it is a valid file name,
@@ -210,7 +286,8 @@ class TrainConfig(Settings):
     def resume_settings(self) -> dict:
         """The settings that must match for a run to continue from another run's checkpoint."""
         values = asdict(self)
-        return {key: _jsonable(values[key]) for key in RESUME_KEYS}
+        keys = RESUME_KEYS + (LORA_RESUME_KEYS if self.trains_lora else ())
+        return {key: _jsonable(values[key]) for key in keys}
 
 
 def _at_least(minimum: int, **values: int) -> None:
@@ -235,11 +312,15 @@ def check_templates(templates) -> None:
             raise UsageError(f"template {template!r} must contain '{{}}' exactly once (it marks the token)")
 
 
-def learning_rate(config: TrainConfig, processes: int) -> float:
-    """The study's rule: base rate × processes × batch × accumulation (0.005 × 2 GPUs × 1 = 0.01)."""
+def learning_rate(config: TrainConfig, processes: int, base: float | None = None) -> float:
+    """The study's rule: base rate × processes × batch × accumulation (0.005 × 2 GPUs × 1 = 0.01).
+
+    `base` is another base rate under the same rule (the LoRA's `unet_lr`); default the token's.
+    """
+    base = config.base_lr if base is None else base
     if not config.scale_lr:
-        return config.base_lr
-    return config.base_lr * processes * config.batch_size * config.grad_accum
+        return base
+    return base * processes * config.batch_size * config.grad_accum
 
 
 def samples_per_step(config: TrainConfig, processes: int) -> int:

@@ -1,5 +1,5 @@
-"""What a Textual Inversion run writes: checkpoints (embedding files, optimizer state, sample images and
-their validation) and the final embedding files."""
+"""What a run writes: checkpoints (embedding and LoRA files, optimizer state, sample images and their
+validation) and the final files."""
 
 from __future__ import annotations
 
@@ -10,14 +10,31 @@ import torch
 
 from amari.files import sha256_once
 from amari.train import checkpoints as ckpt
+from amari.train.exports import addnet_hash, lora_record, save_lora, write_record
 from amari.train.formats import save_embedding
+from amari.train.lora import LoraSpec, lora_state
 
 if TYPE_CHECKING:
-    from amari.train.loop import Run
+    from amari.train.setup import Run
 
 
 def current_vectors(run: Run) -> torch.Tensor:
     return run.placeholder.vectors.detach().float().cpu().clone()
+
+
+def _save_files(run: Run, folder: Path, name: str, step: int, vectors, lora) -> dict[str, Path]:
+    """The token's embedding files and the LoRA's files (and lora.json), as far as the run has them."""
+    files: dict[str, Path] = {}
+    metadata = _embedding_metadata(run, step)
+    if vectors is not None:
+        files.update(save_embedding(folder, vectors, run.token, name, metadata))
+    if lora is not None:
+        spec = run.lora or LoraSpec.of(run.config)
+        saved = save_lora(folder, lora, spec, name, {**metadata, "method": run.config.method, "trigger": run.token})
+        token = run.token if vectors is not None else None
+        record = lora_record(run.config.method, name, step, run.token, token, {**files, **saved}, spec)
+        files.update(saved, record=write_record(folder, record))
+    return files
 
 
 def _embedding_metadata(run: Run, step: int) -> dict:
@@ -39,23 +56,31 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
     if run.is_main:
         config = run.config
         with ckpt.writing_checkpoint(run.layout.out, step) as partial:
-            vectors = current_vectors(run)
-            # Each checkpoint's A1111 file has its own name, since A1111 and ComfyUI name an embedding by its file.
+            vectors = current_vectors(run) if run.placeholder is not None else None
+            lora = lora_state(run.components, run.lora) if run.lora is not None else None
+            # Each checkpoint's A1111 files have their own names, since A1111 and ComfyUI name embeddings and
+            # LoRAs by their files.
             name = checkpoint_name(config.embedding_name, step)
-            files = save_embedding(partial, vectors, run.token, name, _embedding_metadata(run, step))
+            files = _save_files(run, partial, name, step, vectors, lora)
             scaler = getattr(run.accelerator, "scaler", None)
-            ckpt.save_training_state(
-                partial,
-                {
-                    "step": step,
-                    "token": run.token,
-                    "vectors": vectors,
-                    "optimizer": run.optimizer.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                },
+            state = {"step": step, "token": run.token}
+            state.update({"vectors": vectors} if vectors is not None else {})
+            state.update({"lora": lora} if lora is not None else {})
+            state.update(
+                optimizer=run.optimizer.state_dict(), scaler=scaler.state_dict() if scaler is not None else None
             )
-            a1111 = {"name": name, "path": files["a1111"].name, "hash": sha256_once(files["a1111"])[:12]}
-            samples, validation = _samples_and_validation(run, partial / "samples", step, a1111)
+            ckpt.save_training_state(partial, state)
+            a1111 = (
+                {"name": name, "path": files["a1111"].name, "hash": sha256_once(files["a1111"])[:12]}
+                if "a1111" in files
+                else None
+            )
+            kohya = (
+                {"name": files["kohya"].stem, "path": files["kohya"].name, "hash": addnet_hash(files["kohya"])[:12]}
+                if "kohya" in files
+                else None
+            )
+            samples, validation = _samples_and_validation(run, partial / "samples", step, a1111, kohya)
             ckpt.write_json(
                 partial / ckpt.STATE_FILE,
                 {
@@ -83,7 +108,7 @@ def checkpoint_name(name: str, step: int) -> str:
     return f"{name}-{step}"
 
 
-def _samples_and_validation(run: Run, folder: Path, step: int, embedding: dict):
+def _samples_and_validation(run: Run, folder: Path, step: int, embedding: dict | None, lora: dict | None):
     config = run.config
     if not config.sample_seeds:
         return [], None
@@ -91,13 +116,15 @@ def _samples_and_validation(run: Run, folder: Path, step: int, embedding: dict):
 
     text_encoder = run.components.text_encoder
     # Sampling runs on this process alone, so it must not go through the distributed wrapper.
-    text_encoder.set_input_embeddings(run.placeholder)
+    if run.placeholder is not None:
+        text_encoder.set_input_embeddings(run.placeholder)
     try:
         pipe = sample_pipeline(run.components, text_encoder)
         with run.accelerator.autocast():  # the text encoder is float32, the UNet may be half precision
-            samples = generate_samples(pipe, folder, config, run.token, run.components.info, embedding, step)
+            samples = generate_samples(pipe, folder, config, run.token, run.components.info, embedding, step, lora=lora)
     finally:
-        text_encoder.set_input_embeddings(run.trainable)
+        if run.placeholder is not None:
+            text_encoder.set_input_embeddings(run.trainable)
     if run.reference is None:
         return samples, None
     validation = score_samples(samples, run.face_encoder, run.reference)
@@ -118,12 +145,10 @@ def _checkpoint_message(step, max_steps, epoch, loss, validation, best) -> str:
 
 
 def export_final(run: Run) -> dict[str, Path]:
-    """Copy the last checkpoint's embedding files to the output folder's top level."""
+    """Write the last checkpoint's embedding and LoRA files to the output folder's top level."""
     latest = ckpt.latest_checkpoint(run.layout.out)
     if latest is None:
         return {}
     step, folder = latest
     state = ckpt.load_training_state(folder)
-    return save_embedding(
-        run.layout.out, state["vectors"], run.token, run.config.embedding_name, _embedding_metadata(run, step)
-    )
+    return _save_files(run, run.layout.out, run.config.embedding_name, step, state.get("vectors"), state.get("lora"))

@@ -86,12 +86,21 @@ def sample_pipeline(components, text_encoder):
 
 
 def generate_samples(
-    pipe, folder: Path, config, token: str, model: ModelInfo, embedding: dict, step: int
+    pipe,
+    folder: Path,
+    config,
+    token: str,
+    model: ModelInfo,
+    embedding: dict | None,
+    step: int,
+    lora: dict | None = None,
 ) -> list[Sample]:
-    """One PNG per sample prompt and seed of `config`; `{}` in a prompt becomes the placeholder token.
+    """One PNG per sample prompt and seed of `config`; `{}` in a prompt becomes the placeholder token (a LoRA
+    run's trigger words).
 
     `embedding` is the checkpoint's A1111 file ({"name", "hash"}): the infotext names it instead of the
-    token, so that pasting a sample's parameters into A1111 with that file installed triggers it.
+    token, so that pasting a sample's parameters into A1111 with that file installed triggers it. `lora` is
+    the checkpoint's kohya file, which the infotext calls in A1111's way (`<lora:NAME:1>`, `Lora hashes`).
     """
     import torch
 
@@ -113,8 +122,9 @@ def generate_samples(
                     generator=generator,
                 ).images[0]
             path = folder / f"p{p}-seed{seed}.png"
+            shown = template.replace("{}", embedding["name"] if embedding else token)
             params = {
-                "prompt": template.replace("{}", embedding["name"]),
+                "prompt": shown + (f" <lora:{lora['name']}:1>" if lora else ""),
                 "prompt_sent": prompt,
                 "seed": seed,
                 "steps": config.sample_steps,
@@ -124,7 +134,8 @@ def generate_samples(
                 "height": config.resolution,
                 "model": model.name,
                 "model_hash": model.model_hash,
-                "embeddings": [{"token": token, **embedding}],
+                "embeddings": [{"token": token, **embedding}] if embedding else [],
+                **({"loras": [{**lora, "weight": 1.0}]} if lora else {}),
                 "step": step,
             }
             save_png(image, path, params)

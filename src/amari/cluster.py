@@ -1,0 +1,253 @@
+"""Ray, for runs spread over GPUs and machines (`--ray [ADDRESS]`): a cluster to join or start, model
+actors, CPU tasks.
+
+Ray is an optional extra (`pip install "amari[ray]"`), imported here and only when `--ray` is given.
+The executors below have the shape of the local engine's (`submit(fn, *args) -> Future`), so a stage
+runs the same steps on a thread and a process pool, or on Ray; the driver (the process that runs
+the stage) stays the single writer of its files.
+
+- Model actors hold the models: one per GPU in the cluster (or a given number); each loads its
+  pipeline and enhancement models once, through the steps' own per-process caches. A step an actor
+  did not finish because the actor died is sent again, to a restarted or another actor; steps depend
+  on their arguments only (seeds, not actor state), so the result is the same.
+- CPU steps run as Ray tasks (one CPU each), retried by Ray when their worker dies.
+
+Security: anyone who can reach a Ray cluster's ports can run code on it; a Ray cluster has no
+authentication of its own beyond the token Ray 2.52+ can require. A cluster amari starts itself binds
+to 127.0.0.1 only and requires a random token that only this process knows; a cluster you start with
+`ray start` must be kept on a network you trust (docs/scale-out.md).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from concurrent.futures import Future
+from functools import partial
+
+from amari.config import setting
+from amari.errors import AmariError, UsageError
+
+LOCAL = "local"  # `--ray` without an address: RAY_ADDRESS when set, else a new cluster on this machine
+ATTEMPTS = 4  # tries of one model step across actor deaths before the run ends
+ACTOR_RESTARTS = 3
+
+
+class ClusterError(AmariError):
+    """The Ray cluster cannot be joined or lost every actor of a kind."""
+
+
+def _import_ray(local: bool):
+    if local:
+        # A cluster of our own: loopback only (read when ray is imported), a fresh token, no telemetry.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        if "RAY_AUTH_MODE" not in os.environ:
+            os.environ["RAY_AUTH_MODE"] = "token"
+            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError:
+        raise UsageError('--ray needs Ray, an optional extra: pip install "amari[ray]"') from None
+    return ray
+
+
+def address_setting(what: str):
+    """The `--ray [ADDRESS]` setting of a stage whose `what` can spread over a cluster."""
+    return setting(
+        None,
+        f"spread {what} over a Ray cluster: ADDRESS joins one; without it, RAY_ADDRESS or else a new one on "
+        'this machine (needs pip install "amari[ray]")',
+        nargs="?",
+        const=LOCAL,
+        metavar="ADDRESS",
+        runtime=True,
+    )
+
+
+def actors_setting():
+    """The `--ray-actors N` setting beside `address_setting`."""
+    return setting(
+        None, "model actors on Ray, each holding the models (default: one per GPU)", metavar="N", runtime=True
+    )
+
+
+def _address(address: str) -> str:
+    """Where to connect; "" for a new local cluster."""
+    return os.environ.get("RAY_ADDRESS", "") if address in ("", LOCAL) else address
+
+
+def require_ray(address: str) -> None:
+    """Fail now, in one line, when `--ray` is asked for and Ray is not installed."""
+    _import_ray(local=not _address(address))
+
+
+class Cluster:
+    """A connection to Ray for one run: `address` LOCAL joins RAY_ADDRESS when set, else starts a local
+    cluster (stopped again at the end); anything else is the address of a running cluster."""
+
+    def __init__(self, address: str, cpus: int | None = None):
+        self.address = _address(address)
+        self.local = not self.address
+        self.cpus = cpus
+        self.ray = None
+        self._owned = False
+
+    def __enter__(self) -> Cluster:
+        import logging
+
+        ray = self.ray = _import_ray(self.local)
+        if ray.is_initialized():
+            return self  # joined already in this process (a study's steps, tests)
+        try:
+            ray.init(
+                address="local" if self.local else self.address,
+                num_cpus=self.cpus if self.local else None,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = "start a local Ray cluster" if self.local else f"join the Ray cluster at {self.address}"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ClusterError(f"cannot {where}: {first}") from None
+        self._owned = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._owned:
+            self.ray.shutdown()
+
+    def describe(self) -> str:
+        resources = self.ray.cluster_resources()
+        nodes = sum(1 for node in self.ray.nodes() if node.get("Alive"))
+        where = "a local Ray cluster" if self.local else f"Ray at {self.address}"
+        return f"{where}: {nodes} node(s), {int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs"
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The exception a step raised, without Ray's wrapping (so the CLI prints its one line)."""
+    return getattr(exc, "cause", None) or exc
+
+
+class ModelActor:
+    """Runs model steps in the process that holds the models; reports how long each step worked."""
+
+    def call(self, fn, *args):
+        began = time.perf_counter()
+        value = fn(*args)
+        return time.perf_counter() - began, value
+
+    def ready(self) -> int:
+        return os.getpid()
+
+
+class ModelPool:
+    """Model actors as one executor: a step goes to the actor with the least work queued."""
+
+    def __init__(self, cluster: Cluster, actors: int | None = None):
+        ray = cluster.ray
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        self.workers = actors or max(1, gpus)
+        share = 0 if not gpus else min(1.0, gpus / self.workers)
+        remote = ray.remote(ModelActor).options(
+            num_gpus=share, num_cpus=0, max_restarts=ACTOR_RESTARTS, max_task_retries=0
+        )
+        self._ray = ray
+        self._actors = {index: remote.remote() for index in range(self.workers)}
+        self._queued = dict.fromkeys(self._actors, 0)
+        self._lock = threading.Lock()
+        self.capacity = 2 * self.workers  # a step waiting at each actor while another runs
+        self.busy = 0.0
+        self.redone = 0
+
+    def actor_handles(self) -> list:
+        return list(self._actors.values())
+
+    def submit(self, fn, *args) -> Future:
+        outer: Future = Future()
+        outer.set_running_or_notify_cancel()
+        self._send(outer, fn, args, 1)
+        return outer
+
+    def warm_up(self, fn, *args) -> None:
+        """Run `fn` once on every actor (loading models before any work is queued) and wait."""
+        refs = [actor.call.remote(fn, *args) for actor in self._actors.values()]
+        try:
+            self._ray.get(refs)
+        except Exception as exc:  # noqa: BLE001 - the step's own error, unwrapped
+            raise _cause(exc) from None
+
+    def _send(self, outer: Future, fn, args, attempt: int) -> None:
+        with self._lock:
+            if not self._actors:
+                outer.set_exception(ClusterError("every model actor of the Ray cluster died"))
+                return
+            index = min(self._actors, key=lambda i: self._queued[i])
+            self._queued[index] += 1
+            actor = self._actors[index]
+        ref = actor.call.remote(fn, *args)
+        ref.future().add_done_callback(partial(self._finished, outer, fn, args, attempt, index))
+
+    def _finished(self, outer: Future, fn, args, attempt: int, index: int, inner: Future) -> None:
+        from ray.exceptions import ActorDiedError, RayActorError
+
+        with self._lock:
+            if index in self._queued:
+                self._queued[index] -= 1
+        try:
+            seconds, value = inner.result()
+        except ActorDiedError:  # out of restarts: its steps go to the others
+            with self._lock:
+                self._actors.pop(index, None)
+            self._again(outer, fn, args, attempt)
+        except RayActorError:  # died and restarted: the step may or may not have run; run it again
+            self._again(outer, fn, args, attempt)
+        except BaseException as exc:  # noqa: BLE001 - the step's own failure goes to the writer
+            outer.set_exception(_cause(exc))
+        else:
+            self.busy += seconds
+            outer.set_result(value)
+
+    def _again(self, outer: Future, fn, args, attempt: int) -> None:
+        if attempt >= ATTEMPTS:
+            outer.set_exception(ClusterError(f"a model step failed on {ATTEMPTS} actors in a row"))
+            return
+        self.redone += 1
+        self._send(outer, fn, args, attempt + 1)
+
+    def shutdown(self, cancel_futures: bool = False) -> None:
+        with self._lock:
+            actors, self._actors = list(self._actors.values()), {}
+        for actor in actors:
+            self._ray.kill(actor, no_restart=True)
+
+
+def call(fn, *args):
+    """A CPU step on a Ray worker."""
+    return fn(*args)
+
+
+class TaskPool:
+    """CPU steps as Ray tasks, one CPU each; a task whose worker died is retried by Ray."""
+
+    def __init__(self, cluster: Cluster):
+        self._remote = cluster.ray.remote(num_cpus=1, max_retries=3)(call)
+
+    def submit(self, fn, *args) -> Future:
+        outer: Future = Future()
+        outer.set_running_or_notify_cancel()
+
+        def finished(inner: Future) -> None:
+            try:
+                outer.set_result(inner.result())
+            except BaseException as exc:  # noqa: BLE001
+                outer.set_exception(_cause(exc))
+
+        self._remote.remote(fn, *args).future().add_done_callback(finished)
+        return outer
+
+    def shutdown(self, cancel_futures: bool = False) -> None:
+        pass  # tasks not started end with the cluster connection

@@ -1,0 +1,100 @@
+"""Resuming: the run record that says which settings a run started with, and loading the latest checkpoint
+(step 4 of `amari.train.loop`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from amari.errors import UsageError, WorkspaceError
+from amari.layout import TrainLayout
+from amari.train import checkpoints as ckpt
+from amari.train.config import TrainConfig
+from amari.train.lora import load_lora_state
+
+if TYPE_CHECKING:
+    from amari.train.setup import Run
+
+
+def resume(run: Run) -> int:
+    """Load the latest complete checkpoint into the run; returns its step (0 for a fresh run)."""
+    out = run.layout.out
+    if run.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_partials(out)
+        if not run.layout.run_record.is_file():
+            ckpt.write_json(run.layout.run_record, _run_record(run.config, run.image_names, run.processes))
+    run.accelerator.wait_for_everyone()
+    latest = ckpt.latest_checkpoint(out)
+    if latest is None:
+        if run.is_main:
+            ckpt.MetricsLog(run.layout.metrics).keep_until(0)
+        return 0
+    step, folder = latest
+    state = ckpt.load_training_state(folder)
+    if state.get("token", run.token) != run.token:
+        raise WorkspaceError(f"{folder} was trained for token {state['token']!r}, this run uses {run.token!r}")
+    if run.placeholder is not None:
+        with torch.no_grad():
+            run.placeholder.vectors.copy_(state["vectors"].to(run.placeholder.vectors.device))
+    if run.lora is not None:
+        load_lora_state(run.components, run.lora, state["lora"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    scaler = getattr(run.accelerator, "scaler", None)
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    if run.is_main:
+        ckpt.MetricsLog(run.layout.metrics).keep_until(step)
+        run.log(f"resuming from {folder.relative_to(out)} (step {step})")
+    run.accelerator.wait_for_everyone()
+    return int(state["step"])
+
+
+def check_previous_run(config: TrainConfig, layout: TrainLayout, image_names: list[str], processes: int) -> None:
+    """Refuse to continue a run in `layout.out` that used other settings, images or process count."""
+    out = layout.out
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    previous = layout.run_record
+    if not previous.is_file():
+        if ckpt.latest_checkpoint(out) is not None:
+            raise WorkspaceError(f"{out} holds checkpoints but no {previous.name}; use another --out")
+        return
+    before, now = ckpt.read_json(previous), _run_record(config, image_names, processes)
+    for key in ("settings", "images", "processes"):
+        if before.get(key) != now[key]:
+            detail = (
+                _difference(before.get(key), now[key])
+                if key == "settings"
+                else f"{key}: {_short(before.get(key))} there, {_short(now[key])} now"
+            )
+            raise UsageError(
+                f"{out} holds a run with other settings ({detail}); resume it with the same "
+                f"settings, or train into another --out"
+            )
+
+
+def _run_record(config: TrainConfig, image_names: list[str], processes: int) -> dict:
+    return {
+        "settings": config.resume_settings(),
+        "placeholder": config.token,
+        "name": config.embedding_name,
+        "processes": processes,
+        "images": image_names,
+    }
+
+
+def _difference(old, new) -> str:
+    if not isinstance(old, dict):
+        return "settings"
+    # The method first: another method changes several settings at once.
+    keys = sorted(set(old) | set(new), key=lambda key: (key != "method", key))
+    changed = [key for key in keys if old.get(key) != new.get(key)]
+    return ", ".join(f"{key}: {old.get(key)!r} there, {new.get(key)!r} now" for key in changed[:3])
+
+
+def _short(value) -> str:
+    if isinstance(value, list):
+        return f"{len(value)} images"
+    return repr(value)

@@ -1,0 +1,265 @@
+"""What a run trains with, built once: the checked inputs, the frozen model with what learns put into it,
+the images' latents and the optimizer (steps 1-3 of `amari.train.loop`).
+
+What learns depends on the method: the placeholder's vectors spliced into the text encoder's token table
+(ti), LoRA adapters on the UNet's attention and optionally the text encoder's (lora), or both, each with
+its own learning rate (pivotal). The optimizer holds one parameter group per part, the token's first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from amari.errors import AmariError, UsageError
+from amari.layout import TrainLayout
+from amari.train.config import TrainConfig, learning_rate, samples_per_step
+from amari.train.data import OBJECT_TEMPLATES, load_training_images, placeholder_prompt, to_pixels
+from amari.train.lora import LoraSpec, add_lora
+from amari.train.model import Components, freeze, load_components
+from amari.train.resume import check_previous_run
+from amari.train.tokens import (
+    PlaceholderEmbedding,
+    add_placeholder,
+    init_vectors,
+    splice,
+    training_token,
+    vector_tokens,
+)
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Run:
+    """Everything a training step needs, built once by `prepare_run`."""
+
+    config: TrainConfig
+    layout: TrainLayout
+    accelerator: object
+    components: Components
+    placeholder: PlaceholderEmbedding | None  # the unwrapped module holding the trainable vectors (ti, pivotal)
+    trainable: torch.nn.Module | None  # the same module as the text encoder calls it (DDP with several processes)
+    optimizer: object
+    token: str  # the token string the tokenizer knows, e.g. "<*>" for "*"; a LoRA run's trigger words
+    placeholder_ids: list[int]
+    template_ids: torch.Tensor  # [templates, 77] prompt token ids
+    latent_mean: torch.Tensor  # [images, 2 (plain, mirrored), C, h, w]
+    latent_std: torch.Tensor
+    image_names: list[str]
+    weight_dtype: torch.dtype
+    lr: float  # the first parameter group's learning rate: the token's, or the LoRA's in a lora run
+    reference: object = None  # the reference group's faces (a FaceGroup), main process only
+    face_encoder: object = None
+    log: Log = field(default=lambda message: None)
+    lrs: tuple[float, ...] = ()  # every parameter group's learning rate, in the optimizer's order
+    lora: LoraSpec | None = None  # the LoRA being trained (lora, pivotal)
+    unet: object = None  # the UNet and text encoder as the step calls them (DDP-wrapped where they learn)
+    text_encoder: object = None
+    synced: tuple = ()  # the modules whose gradients the processes average
+
+    @property
+    def processes(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def samples_per_step(self) -> int:
+        return samples_per_step(self.config, self.processes)
+
+    @property
+    def trains_text(self) -> bool:
+        """Whether anything in the text encoder learns (the vectors, or a LoRA there)."""
+        return self.placeholder is not None or bool(self.lora and self.lora.text_encoder_targets)
+
+
+def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None) -> Run:
+    """Check the inputs, load and freeze the model, put in what learns, encode the images."""
+    # 1. Inputs, checked before the model loads.
+    accelerator = _accelerator(config)
+    say = log if (log is not None and accelerator.is_main_process) else (lambda message: None)
+    names, images = load_training_images(layout.data, config.resolution, config.center_crop)
+    image_names = [path.name for path in names]
+    check_previous_run(config, layout, image_names, accelerator.num_processes)
+    templates = config.templates or OBJECT_TEMPLATES
+    reference, face_encoder = _reference_group(config, accelerator)
+    torch.manual_seed(config.seed)  # nothing should draw from it; this keeps any stray draw repeatable
+
+    # 2. The frozen model, with the LoRA and the placeholder's vectors put in (the LoRA first: peft
+    #    freezes every parameter it did not make).
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    components = load_components(config.model, config.model_config, weight_dtype, log=say)
+    freeze(components, accelerator.device)
+    if _gradient_checkpointing(config, accelerator):
+        components.unet.enable_gradient_checkpointing()
+    spec = LoraSpec.of(config) if config.trains_lora else None
+    lora_parameters = add_lora(components, spec, config.seed) if spec is not None else []
+
+    tokenizer = components.tokenizer
+    placeholder, ids = None, []
+    if config.trains_token:
+        token = training_token(config.token, tokenizer.get_vocab())
+        table = components.text_encoder.get_input_embeddings().weight
+        vectors = init_vectors(tokenizer, table, config.init_word, config.num_vectors)
+        ids = add_placeholder(tokenizer, token, config.num_vectors)
+        placeholder = splice(components.text_encoder, ids, vectors)
+        words = vector_tokens(token, config.num_vectors)
+    else:
+        token = config.trigger
+        words = [token]
+    template_ids = _tokenize_templates(tokenizer, components.text_encoder, templates, words)
+
+    # 3. The images' latent distributions, and the optimizer: one parameter group per part that learns.
+    mean, std = encode_images(components.vae, images, accelerator.device, weight_dtype)
+    groups = []
+    if placeholder is not None:
+        groups.append((learning_rate(config, accelerator.num_processes), [placeholder.vectors]))
+    if lora_parameters:
+        groups.append((learning_rate(config, accelerator.num_processes, config.unet_lr), lora_parameters))
+    optimizer = torch.optim.AdamW(
+        [{"params": params, "lr": lr} for lr, params in groups],
+        lr=groups[0][0],
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_epsilon,
+        weight_decay=config.weight_decay,
+    )
+    # Each module that holds trainable weights is prepared (DDP with several processes, which averages its
+    # gradients): a text encoder with a LoRA holds the placeholder too, so it is prepared whole.
+    text_lora = spec is not None and bool(spec.text_encoder_targets)
+    modules = [components.text_encoder] if text_lora else ([placeholder] if placeholder is not None else [])
+    modules += [components.unet] if spec is not None else []
+    *prepared, optimizer = accelerator.prepare(*modules, optimizer)
+    trainable, text_encoder, unet = placeholder, components.text_encoder, components.unet
+    if text_lora:
+        text_encoder = prepared[0]
+    elif placeholder is not None:
+        trainable = prepared[0]
+        components.text_encoder.set_input_embeddings(trainable)
+    if spec is not None:
+        unet = prepared[-1]
+    say(_describe(config, spec, token, len(images), len(templates), [lr for lr, _ in groups], accelerator))
+    return Run(
+        config=config,
+        layout=layout,
+        accelerator=accelerator,
+        components=components,
+        placeholder=placeholder,
+        trainable=trainable,
+        optimizer=optimizer,
+        token=token,
+        placeholder_ids=ids,
+        template_ids=template_ids,
+        latent_mean=mean,
+        latent_std=std,
+        image_names=image_names,
+        weight_dtype=weight_dtype,
+        lr=groups[0][0],
+        reference=reference,
+        face_encoder=face_encoder,
+        log=say,
+        lrs=tuple(lr for lr, _ in groups),
+        lora=spec,
+        unet=unet,
+        text_encoder=text_encoder,
+        synced=tuple(prepared),
+    )
+
+
+def _describe(config: TrainConfig, spec, token: str, images: int, templates: int, lrs, accelerator) -> str:
+    parts = [f"{images} images × {config.repeats} repeats, {templates} templates"]
+    if config.trains_token:
+        vectors = f"{config.num_vectors} vector{'s' * (config.num_vectors > 1)}"
+        parts.append(f"token {token!r} ({vectors}, from {config.init_word!r})")
+    else:
+        parts.append(f"trigger {token!r}")
+    text = ", ".join(parts)
+    if spec is not None:
+        where = "UNet" + (" and text encoder" if spec.text_encoder_targets else "")
+        text += f"; LoRA rank {spec.rank}, alpha {spec.alpha:g} on the {where} ({', '.join(spec.unet_targets)})"
+    rates = " and ".join(f"{lr:g}" for lr in lrs)
+    return (
+        f"{text}; lr {rates} on {accelerator.num_processes} process(es) [{accelerator.device}, "
+        f"{accelerator.mixed_precision} mixed precision]"
+    )
+
+
+def _reference_group(config: TrainConfig, accelerator):
+    """The reference group's face descriptors and a face encoder, on the main process only (which alone
+    scores samples); a group that cannot be used stops every process, not only the main one."""
+    if config.reference_group is None:
+        return None, None
+    encoder = reference = failure = None
+    if accelerator.is_main_process:
+        from amari.embeddings import EmbeddingCache, FaceEncoder
+        from amari.train.validation import reference_group
+
+        try:
+            encoder = FaceEncoder(cache=EmbeddingCache())
+            reference = reference_group(config.reference_group, encoder)
+        except AmariError as exc:
+            failure = exc
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        message = broadcast_object_list([None if failure is None else str(failure)])[0]
+        if message is not None and failure is None:
+            raise UsageError(message)
+    if failure is not None:
+        raise failure
+    return reference, encoder
+
+
+def _accelerator(config: TrainConfig):
+    from accelerate import Accelerator
+
+    on_cuda = torch.cuda.is_available() and not config.cpu
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_cuda else "no"
+    if precision == "fp16" and not on_cuda:
+        raise UsageError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on the CPU")
+    # One process may run several trainings (a whole study) with different precisions, and accelerate
+    # keeps process-wide state that refuses such a change; the distributed setup itself is kept.
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    return Accelerator(mixed_precision=precision, cpu=not on_cuda)
+
+
+def _gradient_checkpointing(config: TrainConfig, accelerator) -> bool:
+    if config.gradient_checkpointing is None:
+        return accelerator.device.type == "cuda"
+    return config.gradient_checkpointing
+
+
+def _tokenize_templates(tokenizer, text_encoder, templates, tokens: list[str]) -> torch.Tensor:
+    prompts = [placeholder_prompt(template, tokens) for template in templates]
+    length = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
+    encoded = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+    return encoded.input_ids
+
+
+@torch.no_grad()
+def encode_images(vae, images, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE's latent distribution (mean, std) of every image and its mirror image, computed once.
+
+    The encoder is deterministic, so drawing `mean + std × noise` per sample is exactly what encoding
+    the image at every step would give, without running the encoder 15,500 times.
+    """
+    means, stds = [], []
+    for rgb in images:
+        pair_mean, pair_std = [], []
+        for flip in (False, True):
+            pixels = to_pixels(rgb, flip).unsqueeze(0).to(device=device, dtype=dtype)
+            distribution = vae.encode(pixels).latent_dist
+            pair_mean.append(distribution.mean[0].float())
+            pair_std.append(distribution.std[0].float())
+        means.append(torch.stack(pair_mean))
+        stds.append(torch.stack(pair_std))
+    return torch.stack(means), torch.stack(stds)

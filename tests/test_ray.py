@@ -1,0 +1,143 @@
+"""`--ray` on a local Ray cluster (offline, 127.0.0.1 only): mining and evaluation end as the local
+engine's runs do, also when a model actor dies in the middle of a batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+# Before Ray is imported: a loopback-only cluster with a token of its own, and no telemetry.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", "amari-tests-" + os.urandom(8).hex())
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.pop("RAY_ADDRESS", None)
+ray = pytest.importorskip("ray")
+
+from PIL import Image  # noqa: E402
+
+from amari import mine  # noqa: E402
+from amari.cli import main  # noqa: E402
+from amari.generate import DiffusersSource  # noqa: E402
+from amari.layout import WorkspaceLayout  # noqa: E402
+from amari.study.config import replace  # noqa: E402
+from amari.testing.photos import PhotoGenerator, face_photos  # noqa: E402
+from test_evaluate import digest, embedding, evaluate, make_config, sim_group, three_methods  # noqa: E402, F401 - fixtures
+from test_mine_diffusers import PROMPT, _end_state, mine_args, mine_config, tiny_esrgan  # noqa: E402, F401
+from test_mine_run import mine_args as folder_args  # noqa: E402
+from test_mine_run import mined, photos, snapshot  # noqa: E402, F401 - fixtures
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def same_threads(one_thread):
+    """Ray's actors compute with one torch thread; local runs here too, so CPU results match bit for bit."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    """One local cluster for the module (starting one takes seconds); amari joins it in-process."""
+    temp = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths have a length limit
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=256 << 20,
+        log_to_driver=False,
+        _temp_dir=temp,
+    )
+    yield
+    ray.shutdown()
+
+
+def test_the_cluster_listens_on_loopback_only():
+    from amari.cluster import Cluster
+
+    with Cluster("") as joined:
+        assert "1 node(s), 2 CPUs" in joined.describe()
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    # Ray's own ports (the GCS, the raylet's two) listen on 127.0.0.1 only.
+    gcs_port = int(ray.get_runtime_context().gcs_address.rsplit(":", 1)[1])
+    ports = {gcs_port} | {node[key] for node in ray.nodes() for key in ("NodeManagerPort", "ObjectManagerPort")}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, port = local.split(":")
+                if state == "0A" and int(port, 16) in ports:
+                    assert address in loopback, (address, int(port, 16))
+                    ports.discard(int(port, 16))
+    assert not ports  # each was found listening
+
+
+def test_folder_source_on_ray_ends_as_the_local_run(mined, photos, tmp_path):  # noqa: F811
+    folder, reference, _ = photos
+    assert main(folder_args(tmp_path / "ws", folder, reference, "--ray")) == 0
+    assert snapshot(tmp_path / "ws") == snapshot(mined)
+
+
+def test_tiny_model_on_ray_ends_as_the_local_run(tiny_sd, tiny_esrgan, data_dir, tmp_path):  # noqa: F811
+    states = []
+    for extra in ([], ["--ray", "--ray-actors", "2"]):
+        workspace = tmp_path / str(len(extra))
+        args = mine_args(workspace, tiny_sd, "--reference", str(data_dir / "astronaut.png"), "--seed", "3")
+        args += ["--max-batches", "3", "--gen-batch", "3", "--option", f"upscaler={tiny_esrgan}"]
+        args += ["--option", "face_restorer=none", *extra]
+        assert main(args) == 0
+        states.append(_end_state(workspace))
+    assert states[0] == states[1]
+
+
+def test_a_model_actor_killed_in_a_batch_changes_nothing(tiny_sd, tiny_esrgan, tmp_path):  # noqa: F811
+    """Photographs stand in for generated images; the first batch kills its actor, which Ray restarts
+    and which does the batch again."""
+    reference = tmp_path / "reference.png"
+    Image.fromarray(face_photos(1, side=160, seed=5)[0]).save(reference)
+    states = []
+    for ray_address, die_once in ((None, None), ("local", str(tmp_path / "died"))):
+        workspace = tmp_path / f"ws-{die_once is not None}"
+        config = mine_config(
+            tiny_sd, tiny_esrgan, seed=0, max_batches=3, reference=(reference,), tolerance=0.3, ray=ray_address
+        )
+        step = PhotoGenerator((12, 160, 0), die_once=die_once)
+        source = DiffusersSource(PROMPT, config.generate_config(), config.enhance_config(), seed=0, generate_step=step)
+        mine.run(config, WorkspaceLayout(workspace), source)
+        states.append(_end_state(workspace))
+    assert (tmp_path / "died").is_file()  # the actor did die
+    assert states[0] == states[1]
+    assert {row[3] for row in states[0]["decisions"]} >= {"accepted", "too far"}
+
+
+def test_evaluate_on_ray_writes_the_local_results(tmp_path, tiny_sd, sim_group, embedding):  # noqa: F811
+    local = evaluate(make_config(tmp_path / "local", tiny_sd, sim_group, embedding))
+    spread = evaluate(make_config(tmp_path / "ray", tiny_sd, sim_group, embedding, ray="local", ray_actors=2))
+    assert local.generated == spread.generated == 8
+    assert local.csv.read_text() == spread.csv.read_text()
+
+
+def test_evaluate_on_ray_loads_and_unloads_each_units_lora(three_methods, tmp_path):  # noqa: F811
+    """One actor makes the passes of ti, lora, pivotal and the control group in turn: each LoRA is swapped in
+    and out of the actor's one pipeline as the local run's are, so every image and score is the same."""
+    config, local = three_methods
+    spread = evaluate(replace(config, "evaluate", results=tmp_path / "ray", ray="local", ray_actors=1))
+    assert spread.generated == local.generated == 16
+    assert spread.csv.read_text() == local.csv.read_text()
+    for cell in local.cells:  # the tiny model draws no face to score: the images themselves are compared
+        assert digest(spread.results_dir / cell.image) == digest(local.results_dir / cell.image), cell.image
+
+
+def test_ray_missing_is_one_line(tmp_path):
+    script = "import sys; sys.modules['ray'] = None; from amari.cli import main; sys.exit(main(sys.argv[1:]))"
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    args = ["mine", "--workspace", str(tmp_path / "ws"), "--source", f"folder:{folder}", "--ray"]
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
+    assert done.returncode != 0
+    expected = 'amari mine: error: --ray needs Ray, an optional extra: pip install "amari[ray]"'
+    assert done.stderr.strip().splitlines() == [expected]
+    assert not (tmp_path / "ws").exists()
