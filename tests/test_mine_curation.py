@@ -270,7 +270,7 @@ def _one_batch(workspace: Workspace, config: MineConfig) -> tuple[int, list[str]
         planned = policy.begin_batch(workspace.state(), len(group), config.policy())
         # As the folder feed makes them: faces found (and cached) for each file, the file judged as it is.
         candidates = [
-            Candidate(p.name, final=feed.accept(p, inspect_file(p, settings)), choice=FINAL)
+            Candidate(p.name, final=feed.accept(p, inspect_file(p, p.read_bytes(), settings)), choice=FINAL)
             for p in workspace.incoming_files()
         ]
         change, _, _ = run_batch(workspace, planned, group, candidates, config)
