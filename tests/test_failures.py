@@ -34,9 +34,8 @@ def photos(tmp_path_factory, data_dir):
 
 
 def amari(*args: str, **options) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "amari", *args], capture_output=True, text=True, timeout=300, **options
-    )
+    options.setdefault("timeout", 300)
+    return subprocess.run([sys.executable, "-m", "amari", *args], capture_output=True, text=True, **options)
 
 
 def files_under(folder: Path) -> dict[str, bytes]:
@@ -364,3 +363,20 @@ def test_results_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "results.csv").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("command", ["verify", "mark", "compare"])
+def test_a_pipe_given_to_a_command_is_one_line_not_a_hang(tmp_path, data_dir, command):
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    args = {"verify": [str(pipe)], "mark": [str(pipe), "--out", str(tmp_path / "out")]}
+    (tmp_path / "known").mkdir()
+    shutil.copy(data_dir / "astronaut.png", tmp_path / "known")
+    args["compare"] = [str(tmp_path / "known"), str(pipe)]
+    result = amari(command, *args[command], timeout=60, env=dict(os.environ, AMARI_CACHE_DIR=str(tmp_path / "c")))
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert (
+        [line for line in result.stderr.splitlines() if "pipe.png" in line]
+        == [line for line in result.stderr.splitlines() if "not a regular file" in line]
+        != []
+    ), result.stderr

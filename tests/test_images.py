@@ -139,3 +139,17 @@ def test_shrink_to_matches_face_recognition_thumbnail(data_dir):
 def test_load_from_bytes(data_dir):
     data = (data_dir / "Tom_Hanks_54745.png").read_bytes()
     assert np.array_equal(load_rgb(data), load_rgb(io.BytesIO(data).getvalue()))
+
+
+def test_a_pipe_is_refused_not_waited_on(tmp_path):
+    import os
+
+    from amari.images import read_bytes
+
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)  # nobody writes to it: reading it would block for ever
+    for read in (read_bytes, load_rgb):
+        with pytest.raises(ImageError, match="not a regular file"):
+            read(pipe)
+    with pytest.raises(ImageError, match="is a folder"):
+        read_bytes(tmp_path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,7 +50,12 @@ def open_image(
 ) -> Image.Image:
     """Open and fully decode an image, EXIF orientation applied, as a Pillow image in its own mode."""
     label = path if path is not None else (data if not isinstance(data, bytes) else "<bytes>")
-    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    if not isinstance(data, bytes):
+        try:
+            data = read_bytes(data)  # a pipe is refused, not waited on
+        except ImageError as exc:
+            raise ImageError(label, exc.reason) from None
+    source = io.BytesIO(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -111,14 +117,27 @@ def load_rgb(
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
+    """A file's bytes, or `ImageError`. Only a regular file is read: a pipe, socket or device would block
+    or never end, so it is refused (opened without blocking, then checked, so nothing waits on it)."""
     try:
-        return Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ImageError(path, "no such file") from None
     except IsADirectoryError:
         raise ImageError(path, "is a folder, not an image") from None
     except OSError as exc:
         raise ImageError(path, f"cannot read file: {exc.strerror or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise ImageError(path, "is a folder, not an image")
+        raise ImageError(path, "is not a regular file (a pipe, socket or device), so it is not read")
+    with open(fd, "rb", closefd=True) as handle:
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise ImageError(path, f"cannot read file: {exc.strerror or exc}") from None
 
 
 def shrink_to(image: np.ndarray, max_side: int) -> np.ndarray:

@@ -114,7 +114,7 @@ def _details(found) -> str:
         ("steps", meta.get("steps", fields.get("Steps"))),
         ("cfg", meta.get("cfg_scale", fields.get("CFG scale"))),
         ("size", f"{meta['width']}x{meta['height']}" if meta.get("width") else fields.get("Size")),
-        ("prompt", repr(meta.get("prompt", fields.get("prompt"))) if (meta or fields) else None),
+        ("prompt", repr(prompt) if (prompt := meta.get("prompt", fields.get("prompt"))) is not None else None),
     ]
     return ", ".join(f"{key} {value}" for key, value in pairs if value not in (None, ""))
 
