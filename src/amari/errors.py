@@ -56,6 +56,8 @@ def describe_failure(exc: BaseException) -> str:
             return f"database write failed ({text}): {_HINTS['ENOSPC']}"
         if "readonly" in text or "read-only" in text:
             return f"database write failed ({text}): {_HINTS['EROFS']}"
+        if "not a database" in text or "malformed" in text:
+            return f"the database is damaged ({text}): restore it from a backup, or move it aside to start anew"
         return f"database error ({text}); run the same command again, or restore the database from a backup"
     name = errno.errorcode.get(getattr(exc, "errno", None) or 0, "")
     where = " -> ".join(str(f) for f in (exc.filename, getattr(exc, "filename2", None)) if f) or "a file"
