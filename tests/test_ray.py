@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -141,3 +142,24 @@ def test_ray_missing_is_one_line(tmp_path):
     expected = 'amari mine: error: --ray needs Ray, an optional extra: pip install "amari[ray]"'
     assert done.stderr.strip().splitlines() == [expected]
     assert not (tmp_path / "ws").exists()
+
+
+def test_a_killed_driver_leaves_none_of_its_clusters_processes(photos, tmp_path):  # noqa: F811
+    """SIGKILL of `amari mine --ray` in the middle of a run: the local cluster it started (GCS, raylet,
+    agents, workers) is gone within seconds, not the minute Ray's agents take to notice by themselves."""
+    from crashhooks import crash_command
+    from test_failures import _session_members
+
+    folder, reference, _ = photos
+    args = folder_args(tmp_path / "ws", folder, reference, "--ray")
+    command = crash_command("amari.mine.engine:Engine._pump", 2, "before", *args)
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # a cluster of its own
+    miner = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    _, err = miner.communicate(timeout=300)
+    assert miner.returncode == -9, err.decode()[-2000:]
+    deadline = time.monotonic() + 20
+    while _session_members(miner.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _session_members(miner.pid) == []

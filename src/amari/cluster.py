@@ -94,6 +94,7 @@ class Cluster:
         self.cpus = cpus
         self.ray = None
         self._owned = False
+        self._watcher = None
 
     def __enter__(self) -> Cluster:
         import logging
@@ -114,11 +115,18 @@ class Cluster:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ClusterError(f"cannot {where}: {first}") from None
         self._owned = True
+        if self.local:  # its processes end with this one, even after a SIGKILL (amari.reaper)
+            from amari import reaper
+
+            self._watcher = reaper.start(os.path.dirname(ray.__file__))
         return self
 
     def __exit__(self, *exc) -> None:
         if self._owned:
             self.ray.shutdown()
+            from amari import reaper
+
+            reaper.finish(self._watcher)
 
     def describe(self) -> str:
         resources = self.ray.cluster_resources()

@@ -1,0 +1,104 @@
+"""Ray's processes of a cluster amari started, stopped when amari ends, however it ends.
+
+`ray.init()` starts the local cluster's processes (GCS, raylet, monitors, agents) as children of the
+driver. After `ray.shutdown()` they stop; after a SIGKILL of the driver most of them stop within
+seconds, but Ray's agents wait about a minute before they notice. So a small watcher process, in a
+session of its own (a Ctrl-C or a kill of amari's process group does not reach it), holds the read end of
+a pipe whose write end only the driver has. While the driver lives, the watcher notes Ray's processes
+under it every `LOOK_SECONDS`; when the pipe closes (the driver shut the cluster down, or died), it
+stops those still running: SIGTERM, then SIGKILL after `GRACE_SECONDS`. A process counts as Ray's when
+it runs from Ray's package folder or descends from one that does, so the driver's other children
+(worker pools of later steps) are never touched; a pid is only signalled when its start time is the
+one noted, so a reused pid is safe.
+
+    python -m amari.reaper DRIVER_PID RAY_PACKAGE_DIR   (stdin: the pipe)
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+
+LOOK_SECONDS = 2.0
+GRACE_SECONDS = 3.0
+
+
+def _ray_processes(driver: int, package: str) -> dict[int, float]:
+    """{pid: start time} of the processes under `driver` that Ray started, and their descendants."""
+    import psutil
+
+    found: dict[int, float] = {}
+    try:
+        children = psutil.Process(driver).children()
+    except psutil.Error:
+        return found
+    for child in children:
+        try:
+            if not any(package in part for part in child.cmdline()[:2]):
+                continue
+            for process in (child, *child.children(recursive=True)):
+                found[process.pid] = process.create_time()
+        except psutil.Error:
+            continue
+    return found
+
+
+def _stop(noted: dict[int, float]) -> None:
+    import psutil
+
+    alive = []
+    for pid, started in noted.items():
+        try:
+            process = psutil.Process(pid)
+            if process.create_time() == started:
+                process.terminate()
+                alive.append(process)
+        except psutil.Error:
+            continue
+    _, left = psutil.wait_procs(alive, timeout=GRACE_SECONDS)
+    for process in left:
+        try:
+            process.kill()
+        except psutil.Error:
+            continue
+
+
+def watch(driver: int, package: str) -> None:
+    noted: dict[int, float] = {}
+    while True:
+        noted.update(_ray_processes(driver, package))
+        ready, _, _ = select.select([sys.stdin], [], [], LOOK_SECONDS)
+        if ready and not os.read(sys.stdin.fileno(), 1):
+            break  # the driver's end closed: it shut down or died
+    _stop(noted)
+
+
+def start(package: str) -> subprocess.Popen | None:
+    """The watcher of this process's Ray processes; close its stdin (`finish`) after `ray.shutdown()`."""
+    if os.name != "posix":
+        return None  # Ray runs local clusters on Linux (and macOS) only
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "amari.reaper", str(os.getpid()), package],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError:
+        return None  # without a watcher Ray's own checks stop its processes, only later
+
+
+def finish(watcher: subprocess.Popen | None) -> None:
+    if watcher is not None:
+        watcher.stdin.close()
+        watcher.wait()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    watch(int(sys.argv[1]), sys.argv[2])
