@@ -129,14 +129,17 @@ def chart_faces_not_found(summary: Summary, path: Path, control: str | None) -> 
     return path
 
 
+def _tolerance_line(ax, summary: Summary) -> None:
+    """The sim-group's tolerance as a dashed red line, labelled for the legend."""
+    ax.axhline(summary.tolerance, color="#c00", linestyle="--", linewidth=1, label=f"tolerance {summary.tolerance:.2f}")
+
+
 def chart_sim_per_prompt(summary: Summary, path: Path, control: str | None) -> Path:
     fig = _figure()
     ax = fig.add_subplot()
     drawn = _grouped_bars(ax, summary, lambda s: s.mean_sim, control, "%.3f", interval=lambda s: s.sim_ci)
     if drawn:
-        ax.axhline(
-            summary.tolerance, color="#c00", linestyle="--", linewidth=1, label=f"tolerance {summary.tolerance:.2f}"
-        )
+        _tolerance_line(ax, summary)
         ax.legend(fontsize=8)
         ax.set_ylim(0, max(1.0, ax.get_ylim()[1]))
     else:
@@ -169,9 +172,7 @@ def chart_group_scores(summary: Summary, cells: list[CellResult], path: Path, co
     ax.set_xticks(range(len(groups)), [display_name(g) for g in groups])
     ax.set_xlim(-0.6, max(len(groups), 1) - 0.2)
     if drawn:
-        ax.axhline(
-            summary.tolerance, color="#c00", linestyle="--", linewidth=1, label=f"tolerance {summary.tolerance:.2f}"
-        )
+        _tolerance_line(ax, summary)
         ax.legend(fontsize=8)
     else:
         _note(ax, "no face found in any image")
@@ -275,9 +276,7 @@ def chart_dose_response(summary: Summary, path: Path) -> Path:
         if control["sim_ci"] is not None:
             ax.axhspan(*control["sim_ci"], color=_CONTROL_COLOUR, alpha=0.15)
     if points:
-        ax.axhline(
-            summary.tolerance, color="#c00", linestyle="--", linewidth=1, label=f"tolerance {summary.tolerance:.2f}"
-        )
+        _tolerance_line(ax, summary)
         ax.set_xscale("log")
         sizes = sorted({p["size"] for p in points})
         ax.set_xticks(sizes, [str(s) for s in sizes])
