@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +19,12 @@ from amari.errors import UsageError
 from amari.layout import TrainLayout
 from amari.options import from_args
 from amari.train import TrainConfig, run
-from amari.train.checkpoints import MetricsLog, latest_checkpoint
+from amari.train.checkpoints import MetricsLog
 from amari.train.config import LORA_RESUME_KEYS, UNET_ATTENTION
 from amari.train.exports import addnet_hash, kohya_module, kohya_state, read_record
 from amari.train.formats import load_embedding
 from amari.train.lora import LoraSpec
-from crashhooks import crash_command
-from test_train_resume import _env, _rows, images, train_on_two_processes  # noqa: F401 - a fixture
+from test_train_resume import _rows, images, kill_at_step_5_then_resume, train_on_two_processes  # noqa: F401 - a fixture
 
 # Settings -----------------------------------------------------------------------------------------
 
@@ -427,21 +423,7 @@ def test_killed_lora_run_resumes_to_the_same_end(method, tmp_path, tiny_sd, imag
     run(from_args(TrainConfig, parsed), TrainLayout(images, tmp_path / "reference"))
 
     out = tmp_path / "killed"
-    command = ["train", str(images), "--out", str(out), *args]
-    child = subprocess.run(
-        crash_command("amari.train.loop:train_step", 5, "before", *command),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
-    assert latest_checkpoint(out)[0] == 3 and [int(r[0]) for r in _rows(out)] == [1, 2, 3, 4]
-    resumed = subprocess.run(
-        [sys.executable, "-m", "amari", *command], env=_env(), capture_output=True, text=True, timeout=300
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming from checkpoints/step-000003 (step 3)" in resumed.stderr
+    kill_at_step_5_then_resume(["train", str(images), "--out", str(out), *args], out, timeout=300)
     # The LoRA, its AdamW moments (and the token's) came back exactly: the same losses, the same weights.
     assert _rows(out) == _rows(tmp_path / "reference")
     final, reference = (

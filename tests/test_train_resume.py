@@ -74,44 +74,42 @@ def _rows(out: Path) -> list[tuple]:
     return [tuple(row[k] for k in COMPARED) for row in MetricsLog(out / "metrics.csv").rows()]
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_same_end(tmp_path, tiny_sd, images, one_thread):
+def _config(tiny_sd: Path, steps: int, every: int, **changes) -> TrainConfig:
+    """What `_args` says, as a config for a run in this process."""
+    settings = dict(model=str(tiny_sd), token="amari", resolution=64, max_steps=steps, checkpoint_every=every)
+    return TrainConfig(**settings, base_lr=0.05, sample_seeds=(), **changes)
+
+
+def kill_at_step_5_then_resume(args: list[str], out: Path, timeout: float) -> str:
+    """`amari ARGS` in a child SIGKILLed as step 5 begins (checkpoint 3 saved, step 4 logged), then run
+    again to its end; the resumed run's stderr."""
     from amari.train.checkpoints import latest_checkpoint
 
-    # The uninterrupted run, in this process.
-    reference = tmp_path / "reference"
-    run(
-        TrainConfig(
-            model=str(tiny_sd),
-            token="amari",
-            resolution=64,
-            max_steps=9,
-            checkpoint_every=3,
-            base_lr=0.05,
-            sample_seeds=(),
-        ),
-        TrainLayout(images, reference),
-    )
-
-    # The same run in a child process, killed as step 5 begins: checkpoint 3 exists and step 4 is logged.
-    out = tmp_path / "killed"
-    args = _args(images, out, tiny_sd, steps=9, every=3)
     child = subprocess.run(
         crash_command("amari.train.loop:train_step", 5, "before", *args),
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
-    assert [int(row[0]) for row in _rows(out)] == [1, 2, 3, 4]
-    killed_at, _folder = latest_checkpoint(out)
-    assert killed_at == 3
-
+    assert latest_checkpoint(out)[0] == 3 and [int(row[0]) for row in _rows(out)] == [1, 2, 3, 4]
     command = [sys.executable, "-m", "amari", *args]
-    resumed = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=timeout)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"resuming from checkpoints/step-{killed_at:06d} (step {killed_at})" in resumed.stderr
+    assert "resuming from checkpoints/step-000003 (step 3)" in resumed.stderr
+    return resumed.stderr
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_end(tmp_path, tiny_sd, images, one_thread):
+    # The uninterrupted run, in this process.
+    reference = tmp_path / "reference"
+    run(_config(tiny_sd, steps=9, every=3), TrainLayout(images, reference))
+
+    # The same run in a child process, killed as step 5 begins, then resumed.
+    out = tmp_path / "killed"
+    kill_at_step_5_then_resume(_args(images, out, tiny_sd, steps=9, every=3), out, timeout=120)
 
     rows = _rows(out)
     assert [int(row[0]) for row in rows] == list(range(1, 10))  # every step once, none twice
@@ -152,19 +150,7 @@ def test_two_processes_train_like_one_accumulating_two_batches(tmp_path, tiny_sd
     assert "lr 0.1 on 2 process(es)" in err  # 0.05 × 2 processes × batch 1
 
     single = tmp_path / "one"
-    run(
-        TrainConfig(
-            model=str(tiny_sd),
-            token="amari",
-            resolution=64,
-            max_steps=4,
-            checkpoint_every=2,
-            base_lr=0.05,
-            grad_accum=2,
-            sample_seeds=(),
-        ),
-        TrainLayout(images, single),
-    )
+    run(_config(tiny_sd, steps=4, every=2, grad_accum=2), TrainLayout(images, single))
     two, one = MetricsLog(out / "metrics.csv").rows(), MetricsLog(single / "metrics.csv").rows()
     assert [r["epoch"] for r in two] == [r["epoch"] for r in one] == [repr(s * 2 / 300) for s in range(1, 5)]
     assert [r["lr"] for r in two] == [r["lr"] for r in one] == ["0.1"] * 4

@@ -77,7 +77,23 @@ def registry_paths_in(folder: str | os.PathLike) -> list[Path]:
     return paths
 
 
-class Registries:
+class OpenRegistries:
+    """Registries held open together (`self.registries`), closed together."""
+
+    registries: list[Registry]
+
+    def close(self) -> None:
+        for registry in self.registries:
+            registry.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Registries(OpenRegistries):
     """The registries a writer records images in, each opened once (the miner opens them once a run)."""
 
     def __init__(self, paths: list[Path]):
@@ -118,16 +134,6 @@ class Registries:
                 handle.write(data)
             self.record(fingerprint, path)
         return path
-
-    def close(self) -> None:
-        for registry in self.registries:
-            registry.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def register(

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from amari.registries import OpenRegistries
+
 MADE_BY_AMARI = "synthetic, made by amari"
 NOT_FOUND = "no amari provenance found"
 
@@ -69,7 +71,7 @@ class Verification:
         return NOT_FOUND
 
 
-class Verifier:
+class Verifier(OpenRegistries):
     """Checks images against the cache registry (when it exists) and any registries named."""
 
     def __init__(self, registries: list[str | os.PathLike] = (), use_default: bool = True):
@@ -85,16 +87,6 @@ class Verifier:
         if use_default and default.is_file() and all(p.resolve() != default.resolve() for p in paths):
             self.registries.insert(0, Registry(default, name=DEFAULT_REGISTRY_NAME))
         self.c2pa_note = None if credentials.is_available() else f"not checked ({credentials.INSTALL_HINT})"
-
-    def close(self) -> None:
-        for registry in self.registries:
-            registry.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def check(self, path: str | os.PathLike) -> Verification:
         """Every mark of the image at `path`; raises ImageError when it cannot be read."""
