@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageOps
 
-from amari.demo import SAMPLE_FACES
+from amari.study.demo import SAMPLE_FACES
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 T1_BOXES = SAMPLE_FACES  # dlib's face boxes (top, right, bottom, left) in t1.jpg, the sample photo

@@ -23,11 +23,11 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from amari.demo import SAMPLE_FACES  # noqa: E402
-from amari.images import load_rgb  # noqa: E402
-from amari.layout import PrepareLayout  # noqa: E402
 from amari.prepare import PrepareConfig, run  # noqa: E402
 from amari.prepare.stage import find_largest_face  # noqa: E402
+from amari.storage.images import load_rgb  # noqa: E402
+from amari.storage.layout import PrepareLayout  # noqa: E402
+from amari.study.demo import SAMPLE_FACES  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 T1_FACES = SAMPLE_FACES  # dlib's face boxes (top, right, bottom, left) in t1.jpg, the sample photo

@@ -36,7 +36,7 @@ PROMPT = "a photo of a woman"
 def worker(args) -> None:
     """One txt2img call: load everything, make `--seeds` images, save them, exit."""
     from amari.generate import generate, preset_config
-    from amari.provenance import save_png
+    from amari.provenance.png import save_png
 
     config = preset_config(
         "study", model=args.model, dtype="float32", steps=args.study_steps, width=args.size, height=args.size
@@ -74,7 +74,7 @@ def run_original(model: str, batches: int, args, out: Path) -> tuple[int, float]
 
 def run_amari(config, count: int, out: Path, label: str) -> tuple[int, float]:
     from amari.generate import generate
-    from amari.provenance import save_png
+    from amari.provenance.png import save_png
 
     def save(images):
         for image in images:

@@ -32,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _models import OUT  # noqa: E402
 from amari import mine  # noqa: E402
-from amari.faces import FaceSettings  # noqa: E402
+from amari.faces.descriptors import FaceSettings  # noqa: E402
 from amari.generate import DiffusersSource  # noqa: E402
-from amari.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout  # noqa: E402
 from amari.mine import (
     MineConfig,  # noqa: E402
     inspect_generated,  # noqa: E402
 )
+from amari.storage.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout  # noqa: E402
 from amari.testing.photos import PhotoGenerator, face_photos  # noqa: E402
 
 PROMPT = "a photo of a woman"

@@ -23,16 +23,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from amari import faces as face_lib
-from amari.demo import SAMPLE_FACES
-from amari.embeddings import FaceEncoder, content_hash
-from amari.faces import FaceSettings
-from amari.layout import SIM_GROUP
+from amari.faces import descriptors as face_lib
+from amari.faces.descriptors import FaceSettings
+from amari.faces.embeddings import FaceEncoder, content_hash
 from amari.mine import policy
 from amari.mine.loop import members
 from amari.mine.policy import MinerState, PolicyConfig
 from amari.mine.records import Commit, NewImage
 from amari.mine.workspace import Workspace
+from amari.storage.layout import SIM_GROUP
+from amari.study.demo import SAMPLE_FACES
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 FACES = [("astronaut.png", (76, 265, 166, 175))] + [("t1.jpg", box) for box in SAMPLE_FACES]

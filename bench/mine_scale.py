@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from amari import mine  # noqa: E402
 from amari.generate import DiffusersSource  # noqa: E402
-from amari.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout  # noqa: E402
 from amari.mine import MineConfig  # noqa: E402
+from amari.storage.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout  # noqa: E402
 from amari.testing.photos import PhotoGenerator, face_photos  # noqa: E402
 from mine_pipeline import PROMPT, cpu_cost  # noqa: E402
 

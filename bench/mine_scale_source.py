@@ -31,12 +31,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from amari import embeddings  # noqa: E402
-from amari.embeddings import EmbeddingCache, content_hash  # noqa: E402
-from amari.faces import FaceSettings  # noqa: E402
+from amari.faces.descriptors import FaceSettings  # noqa: E402
+from amari.faces.embeddings import EmbeddingCache, content_hash  # noqa: E402
 from amari.mine.engine import FINAL, Engine, FeedContext  # noqa: E402
 from amari.mine.folderwatch import RACY_SECONDS  # noqa: E402
 from amari.mine.source import FolderSource  # noqa: E402
-from amari.sqlite import connect  # noqa: E402
+from amari.storage.sqlite import connect  # noqa: E402
 from mine_scale_workspace import label, tiny_png  # noqa: E402
 
 BATCH = 4

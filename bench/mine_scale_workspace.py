@@ -35,16 +35,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from amari import faces as face_lib
-from amari.embeddings import EmbeddingCache, FaceEncoder, content_hash, encode_bytes
-from amari.faces import FaceSettings
-from amari.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout
+from amari.faces import descriptors as face_lib
+from amari.faces.descriptors import FaceSettings
+from amari.faces.embeddings import EmbeddingCache, FaceEncoder, content_hash, encode_bytes
 from amari.mine import MineConfig, MiningProgress, run
 from amari.mine.curation import reconcile
 from amari.mine.folderwatch import RACY_SECONDS
 from amari.mine.records import Commit, Decision, NewImage
 from amari.mine.work import Inspected
 from amari.mine.workspace import FOLDERS, Workspace, settings_meta
+from amari.storage.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 ASTRONAUT_FACE = (76, 265, 166, 175)

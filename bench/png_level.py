@@ -17,7 +17,7 @@ import time
 
 from PIL import Image
 
-from amari.provenance import PNG_COMPRESS_LEVEL, embed_watermark
+from amari.provenance.png import PNG_COMPRESS_LEVEL, embed_watermark
 from amari.testing.photos import face_photos
 
 LEVELS = (0, 1, 2, 3, 4, 6, 9)

@@ -30,7 +30,7 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from amari.demo import SAMPLE_FACES  # noqa: E402 - dlib's boxes of the six faces in t1.jpg
+from amari.study.demo import SAMPLE_FACES  # noqa: E402 - dlib's boxes of the six faces in t1.jpg
 
 DATA = ROOT / "tests" / "data"
 
@@ -134,7 +134,7 @@ MARKS = ("watermark", "fingerprint", "c2pa", "verdict")
 
 def _nearest_other(hashes: np.ndarray, data: bytes) -> int:
     """Hamming distance from an unmarked photo (or its mirror image) to the closest crop of another."""
-    from amari.fingerprint import distances, perceptual_hash
+    from amari.provenance.fingerprint import distances, perceptual_hash
 
     rgb = _decode(data)
     return int(min(distances(hashes, perceptual_hash(query)).min() for query in (rgb, rgb[:, ::-1])))
@@ -160,9 +160,9 @@ def _check(verifier, path: Path, data: bytes, own: Path | None) -> dict:
 
 
 def run_size(side: int, work: Path, attacks: dict) -> dict:
-    from amari.fingerprint import Registry, window_hashes
-    from amari.provenance import save_png
-    from amari.verification import Verifier
+    from amari.provenance.fingerprint import Registry, window_hashes
+    from amari.provenance.png import save_png
+    from amari.provenance.verification import Verifier
 
     photos = photo_set(side)
     folder = work / str(side)
@@ -300,8 +300,8 @@ def report(results: dict, attacks: dict, c2pa: bool) -> None:
         total = row["n"] * len(attacks)
         print(f"  {size}: " + ", ".join(f"{mark} {row['false'][mark]}/{total}" for mark in MARKS))
     print()
-    from amari.fingerprint import MATCH_DISTANCE
-    from amari.watermark import TILE_THRESHOLD
+    from amari.provenance.fingerprint import MATCH_DISTANCE
+    from amari.provenance.watermark import TILE_THRESHOLD
 
     for size in sizes:
         row = results[size]
@@ -328,7 +328,7 @@ def main() -> int:
         work = Path(tmp)
         os.environ["AMARI_CACHE_DIR"] = str(work / "cache")  # never the user's registry or key
         os.environ.pop("AMARI_C2PA_KEY", None)
-        from amari import credentials
+        from amari.provenance import credentials
 
         c2pa = credentials.is_available()
         if c2pa:

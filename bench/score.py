@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from _faces import write_variants
-from amari import faces
-from amari.embeddings import EmbeddingCache, FaceEncoder, content_hash
-from amari.faces import FaceSettings
-from amari.images import load_rgb
+from amari.faces import descriptors as faces
+from amari.faces.descriptors import FaceSettings
+from amari.faces.embeddings import EmbeddingCache, FaceEncoder, content_hash
+from amari.storage.images import load_rgb
 
 
 def original_way(group_paths, new_paths) -> np.ndarray:

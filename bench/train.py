@@ -142,7 +142,7 @@ class CommonRecipe:
 def worker(args) -> None:
     import torch
 
-    from amari.layout import TrainLayout
+    from amari.storage.layout import TrainLayout
     from amari.train.loop import prepare_run, train_step
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -92,8 +92,8 @@ def save_small(image: Image.Image, path: Path, width: int) -> Path:
 def run_demo(folder: Path):
     """The demo study, its mining step run here so that its progress panel can be kept."""
     from amari import mine
-    from amari.demo import write_demo
     from amari.study.config import load_study
+    from amari.study.demo import write_demo
     from amari.study.run import run_study
     from amari.study.stages import mining_source
 

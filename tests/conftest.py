@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from amari.demo import SAMPLE_FACES
+from amari.study.demo import SAMPLE_FACES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -96,6 +96,6 @@ def one_thread():
 @pytest.fixture(scope="session")
 def astronaut(data_dir):
     """The astronaut photo as an RGB array (one real face; HOG also reports a false one on the suit)."""
-    from amari.images import load_rgb
+    from amari.storage.images import load_rgb
 
     return load_rgb(data_dir / "astronaut.png")

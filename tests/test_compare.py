@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from amari.cli import main
-from amari.images import load_rgb
+from amari.storage.images import load_rgb
 from test_faces import _dlib_reference
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from amari.cli import COMMANDS, build_parser
 from amari.compare import CompareConfig
+from amari.config.options import cli_fields, defaults_of, from_args
 from amari.mine import MineConfig
-from amari.options import cli_fields, defaults_of, from_args
 from amari.prepare import PrepareConfig
 from amari.report import ReportConfig
 from amari.score import ScoreConfig
@@ -79,7 +79,7 @@ def _layer(module: str) -> str:
     parts = module.split(".")
     if module in ("amari.cli", "amari.__main__") or parts[:2] == ["amari", "commands"]:
         return "commands"
-    if parts[:2] in (["amari", "study"], ["amari", "testing"], ["amari", "doctor"]) or module == "amari.demo":
+    if parts[:2] in (["amari", "study"], ["amari", "testing"], ["amari", "doctor"]) or module == "amari.study.demo":
         return "study"  # amari.testing builds what tests and benchmarks run stages on; amari.doctor times them
     if len(parts) > 1 and parts[1] in STAGES:
         return "stage"
@@ -132,7 +132,7 @@ def test_no_module_is_longer_than_450_lines():
 
 
 def test_folder_and_file_names_are_defined_once():
-    """The layout's names appear as string literals in amari.layout alone."""
+    """The layout's names appear as string literals in amari.storage.layout alone."""
     names = (
         "sim-group",
         "almost-sim",
@@ -158,7 +158,83 @@ def test_folder_and_file_names_are_defined_once():
 
 
 def test_the_version_is_written_once():
-    from amari.config import read_toml
+    from amari.config.settings import read_toml
 
     project = read_toml(SRC.parents[1] / "pyproject.toml")["project"]
     assert "version" not in project and project["dynamic"] == ["version"]
+
+
+# The ground floor: the entry point and the few modules everything uses; the core's parts are packages.
+TOP_LEVEL = {"__init__.py", "__main__.py", "cli.py", "errors.py", "lazy.py", "progress.py"}
+CORE_PACKAGES = {"config", "execution", "faces", "models", "provenance", "storage", "testing"}
+
+
+def test_the_ground_floor_holds_packages_not_loose_modules():
+    loose = {path.name for path in SRC.glob("*.py")}
+    assert loose == TOP_LEVEL
+    packages = {path.parent.name for path in SRC.glob("*/__init__.py")}
+    assert packages >= CORE_PACKAGES
+    assert set(STAGES) <= packages
+
+
+def _module_level_imports(path: Path):
+    """Modules a file depends on as a whole: its top-level imports, those under `if TYPE_CHECKING:`
+    included (a circle of types is still a circle), those inside functions not (deferred on purpose)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    body = list(tree.body)
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            body.extend(node.body)
+    for node in body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                yield f"{node.module}.{alias.name}"  # a submodule, when the name is one
+            yield node.module
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name
+
+
+def test_no_module_imports_itself_in_a_circle():
+    modules = {_module_name(path): path for path in SRC.rglob("*.py")}
+    graph = {
+        name: {imported for imported in _module_level_imports(path) if imported in modules and imported != name}
+        for name, path in modules.items()
+    }
+    # A package's `__init__` runs before its modules, so importing `amari.x.y` imports `amari.x` first.
+    for name in graph:
+        parent = name.rpartition(".")[0]
+        graph[name] = {target for target in graph[name] if target != parent}
+    cycles, done, stack = [], set(), []
+
+    def visit(node):
+        if node in stack:
+            cycles.append(stack[stack.index(node) :] + [node])
+            return
+        if node in done:
+            return
+        stack.append(node)
+        for target in sorted(graph[node]):
+            visit(target)
+        stack.pop()
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node)
+    assert cycles == []
+
+
+def test_no_package_exports_a_name_that_one_of_its_modules_has():
+    """Importing `amari.x.run` sets the package's attribute `run` to that module, hiding the function."""
+    clashes = []
+    for init in SRC.rglob("__init__.py"):
+        modules = {path.stem for path in init.parent.glob("*.py")} | {
+            path.parent.name for path in init.parent.glob("*/__init__.py")
+        }
+        tree = ast.parse(init.read_text(encoding="utf-8"))
+        exported = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Dict):  # lazy_exports' {"name": "module:attribute"}
+                exported |= {key.value for key in node.keys if isinstance(key, ast.Constant)}
+        clashes += [f"{init.parent.name}.{name}" for name in sorted(exported & modules)]
+    assert clashes == []

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amari import credentials
-from amari.credentials import TRAINED_ALGORITHMIC_MEDIA, configured_key, keygen, read_credentials, sign_png
 from amari.errors import UsageError
+from amari.provenance import credentials
+from amari.provenance.credentials import TRAINED_ALGORITHMIC_MEDIA, configured_key, keygen, read_credentials, sign_png
 
 c2pa = pytest.importorskip("c2pa", reason="the optional c2pa extra is not installed (pip install 'amari[c2pa]')")
 

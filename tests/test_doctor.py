@@ -7,12 +7,12 @@ import math
 
 import pytest
 
-from amari.demo import write_demo
 from amari.doctor.estimate import ACCEPTANCE_2022, estimate
 from amari.doctor.plan import plan_from_study
 from amari.doctor.render import duration, table_text
 from amari.doctor.timing import StageTime, Timings
 from amari.study.config import load_study
+from amari.study.demo import write_demo
 from test_inventory import STUDY_2022, amari
 
 

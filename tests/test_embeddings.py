@@ -3,12 +3,12 @@ import sqlite3
 
 import numpy as np
 
-from amari import faces
-from amari.embeddings import EmbeddingCache, FaceEncoder, content_hash, default_cache_path
 from amari.errors import ImageError
-from amari.facegroup import FaceGroup
-from amari.faces import FaceSettings
-from amari.images import load_rgb
+from amari.faces import descriptors as faces
+from amari.faces.descriptors import FaceSettings
+from amari.faces.embeddings import EmbeddingCache, FaceEncoder, content_hash, default_cache_path
+from amari.faces.group import FaceGroup
+from amari.storage.images import load_rgb
 
 
 def test_second_look_is_a_cache_hit_with_identical_numbers(tmp_path, t1_people):

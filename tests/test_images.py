@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from amari.errors import ImageError
-from amari.images import image_files, iter_loaded, load_rgb, shrink_to
+from amari.storage.images import image_files, iter_loaded, load_rgb, shrink_to
 
 
 def _save(image, path, **kw):
@@ -144,7 +144,7 @@ def test_load_from_bytes(data_dir):
 def test_a_pipe_is_refused_not_waited_on(tmp_path):
     import os
 
-    from amari.images import read_bytes
+    from amari.storage.images import read_bytes
 
     pipe = tmp_path / "pipe.png"
     os.mkfifo(pipe)  # nobody writes to it: reading it would block for ever

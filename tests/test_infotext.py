@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from amari.generate import Embedding, generate, preset_config
-from amari.infotext import INVOKEAI_SCHEDULERS
-from amari.provenance import save_png
+from amari.provenance.infotext import INVOKEAI_SCHEDULERS
+from amari.provenance.png import save_png
 from amari.train.formats import save_embedding
 
 # -- the consumers' rules ---------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def made(tiny_sd, tmp_path_factory, one_thread):
 
 
 def test_a1111_reads_every_field_and_the_ti_hash(made):
-    from amari.files import file_sha256
+    from amari.storage.files import file_sha256
 
     path, files, prompt = made
     text = png_text_chunks_as_utf8(path)["parameters"]
@@ -137,13 +137,13 @@ def test_invokeai_recalls_prompt_seed_steps_cfg_scheduler_size_and_model(made):
 
 def test_every_amari_sampler_has_a_name_in_each_tool():
     from amari.generate import SAMPLERS
-    from amari.infotext import A1111_SAMPLER_NAMES
+    from amari.provenance.infotext import A1111_SAMPLER_NAMES
 
     assert set(SAMPLERS) == set(A1111_SAMPLER_NAMES) == set(INVOKEAI_SCHEDULERS)
 
 
 def test_face_restorer_and_upscaler_keep_their_version():
-    from amari.infotext import a1111_parameters
+    from amari.provenance.infotext import a1111_parameters
 
     text = a1111_parameters(
         {

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from amari.errors import ModelError
-from amari.faces import model_dir
-from amari.inventory import DLIB_MODELS, Need, check, needs_from_study, pull
-from amari.models import models_dir
+from amari.faces.descriptors import model_dir
+from amari.models.files import models_dir
+from amari.models.inventory import DLIB_MODELS, Need, check, needs_from_study, pull
 from amari.study.config import study_from_dict
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from amari.cli import main
-from amari.images import load_rgb
-from amari.provenance import read_provenance
+from amari.provenance.png import read_provenance
+from amari.storage.images import load_rgb
 
 A1111_TEXT = (
     "portrait of a woman, detailed\nNegative prompt: ugly\n"
@@ -94,7 +94,7 @@ def test_says_when_there_is_no_c2pa(data_dir, tmp_path, capsys):
 
 def test_signs_with_the_configured_key(data_dir, tmp_path, capsys):
     pytest.importorskip("c2pa", reason="the optional c2pa extra is not installed (pip install 'amari[c2pa]')")
-    from amari.credentials import read_credentials
+    from amari.provenance.credentials import read_credentials
 
     sources = write_sources(data_dir, tmp_path / "src")
     assert main(["keygen", "--out", str(tmp_path / "keys")]) == 0
@@ -142,8 +142,8 @@ def test_unreadable_images_are_skipped_with_a_warning(data_dir, tmp_path, capsys
 
 
 def test_re_marking_keeps_what_amaris_own_metadata_said(astronaut, tmp_path):
-    from amari.mark import mark_images
-    from amari.provenance import save_png
+    from amari.provenance.mark import mark_images
+    from amari.provenance.png import save_png
 
     made = save_png(astronaut, tmp_path / "made" / "a.png", {"prompt": "a woman", "seed": 7})
     [marked] = mark_images([made], tmp_path / "out")

@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amari.embeddings import EmbeddingCache, FaceEncoder
-from amari.faces import FaceSettings
-from amari.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON
+from amari.faces.descriptors import FaceSettings
+from amari.faces.embeddings import EmbeddingCache, FaceEncoder
 from amari.mine import MineConfig, policy
 from amari.mine.curation import reconcile
 from amari.mine.engine import FINAL, Candidate, FeedContext
@@ -31,7 +30,8 @@ from amari.mine.loop import members, run_batch
 from amari.mine.records import MIGRATIONS, Commit, NewImage
 from amari.mine.work import inspect_file
 from amari.mine.workspace import DELETED, FOLDERS, Workspace, file_identity
-from amari.sqlite import connect, to_blob
+from amari.storage.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON
+from amari.storage.sqlite import connect, to_blob
 from test_mine_run import ASTRONAUT_FACE, amari, assert_consistent, face_variant, mine_args, wait_for
 
 

@@ -14,11 +14,11 @@ from amari import mine
 from amari.cli import main
 from amari.errors import UsageError
 from amari.generate import DiffusersSource, preset_config
-from amari.images import image_files, load_rgb
-from amari.layout import WorkspaceLayout
 from amari.mine import MineConfig
 from amari.mine.policy import rejects_early
-from amari.provenance import read_provenance
+from amari.provenance.png import read_provenance
+from amari.storage.images import image_files, load_rgb
+from amari.storage.layout import WorkspaceLayout
 from amari.testing.enhance import build_random_esrgan
 from amari.testing.photos import PhotoGenerator, face_photos
 
@@ -201,9 +201,9 @@ def test_far_faces_are_judged_raw_and_near_ones_enhanced(tiny_sd, tiny_esrgan, p
 def test_every_image_the_miner_writes_carries_every_mark(tiny_sd, tiny_esrgan, people, tmp_path, capsys, monkeypatch):
     """Workers watermark, sign and fingerprint; the miner records each fingerprint in the workspace's and the
     cache's registry before the file appears, under where it appeared and never a path of this machine."""
-    from amari.credentials import is_available, read_credentials
-    from amari.fingerprint import Registry
-    from amari.registries import default_registry_path
+    from amari.provenance.credentials import is_available, read_credentials
+    from amari.provenance.fingerprint import Registry
+    from amari.provenance.registries import default_registry_path
 
     signing = is_available()  # with c2pa-python, sign with a fresh key; without, no credentials
     if signing:

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amari.embeddings import content_hash
-from amari.images import image_files
+from amari.faces.embeddings import content_hash
 from amari.mine.folderwatch import RACY_SECONDS, RESCAN_SECONDS
 from amari.mine.source import FolderSource
-from amari.sqlite import connect
+from amari.storage.images import image_files
+from amari.storage.sqlite import connect
 
 LEDGER = "folder_source_ledger"
 

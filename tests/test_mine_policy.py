@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from amari.faces import DESCRIPTOR_SIZE, distance_matrix
+from amari.faces.descriptors import DESCRIPTOR_SIZE, distance_matrix
 from amari.mine import policy
 from amari.mine.policy import Faces, MinerState, PolicyConfig, Verdict
 

@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 
 from amari.errors import UsageError, WorkspaceError
-from amari.layout import ALMOST_SIM, SIM_GROUP
 from amari.mine import MineConfig
 from amari.mine.policy import MinerState
 from amari.mine.records import Commit, Decision, NewImage, Relocation
 from amari.mine.source import FolderSource
 from amari.mine.workspace import Workspace, file_identity, tagged_name
+from amari.storage.layout import ALMOST_SIM, SIM_GROUP
 from amari.study.stages import mining_source
 
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from amari.errors import ModelError
-from amari.models import KNOWN_MODELS, KnownModel, fetch, models_dir, resolve_model_file, safe_torch_load
+from amari.models.files import KNOWN_MODELS, KnownModel, fetch, models_dir, resolve_model_file, safe_torch_load
 
 # 1. Resolving names and paths ---------------------------------------------------------------------
 

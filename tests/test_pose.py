@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amari import faces
-from amari.demo import SAMPLE_FACES
-from amari.images import load_rgb
-from amari.pose import FITTED_POINTS, GENERIC_FACE_3D, HeadPose, estimate_pose, estimate_yaw, rotation_from_angles
+from amari.faces import descriptors as faces
+from amari.faces.pose import FITTED_POINTS, GENERIC_FACE_3D, HeadPose, estimate_pose, estimate_yaw, rotation_from_angles
+from amari.storage.images import load_rgb
+from amari.study.demo import SAMPLE_FACES
 
 T1_BOXES = SAMPLE_FACES  # dlib's face boxes (top, right, bottom, left) in t1.jpg, the sample photo
 

@@ -14,8 +14,6 @@ from PIL import Image
 
 from amari.cli import main
 from amari.errors import UsageError
-from amari.images import load_rgb
-from amari.layout import PrepareLayout
 from amari.prepare import PrepareConfig
 from amari.prepare.stage import (
     MANIFEST,
@@ -31,6 +29,8 @@ from amari.prepare.stage import (
     read_manifest,
     run,
 )
+from amari.storage.images import load_rgb
+from amari.storage.layout import PrepareLayout
 
 NAME = re.compile(r"^[a-z]{9}\.png$")
 
@@ -309,7 +309,7 @@ def test_cli_prepare_reports_and_refuses(src, tmp_path, capsys):
 
 
 def test_synthetic_sources_keep_their_provenance(data_dir, tmp_path):
-    from amari.provenance import read_provenance, save_png
+    from amari.provenance.png import read_provenance, save_png
 
     src = tmp_path / "src"
     src.mkdir()

@@ -10,15 +10,15 @@ import pytest
 from PIL import Image
 
 from amari.errors import ImageError
-from amari.images import load_rgb
-from amari.infotext import a1111_parameters, parse_a1111_parameters
-from amari.provenance import (
+from amari.provenance.infotext import a1111_parameters, parse_a1111_parameters
+from amari.provenance.png import (
     MIN_WATERMARK_SIDE,
     embed_watermark,
     read_provenance,
     read_watermark,
     save_png,
 )
+from amari.storage.images import load_rgb
 
 PARAMS = {
     "prompt": "a photo of a woman, smiling: outdoors",
@@ -195,8 +195,8 @@ def test_json_chunk_holds_everything(astronaut, tmp_path):
 
 
 def test_saving_registers_the_fingerprint(astronaut, tmp_path):
-    from amari.fingerprint import Registry
-    from amari.registries import REGISTRY_FILE, default_registry_path
+    from amari.provenance.fingerprint import Registry
+    from amari.provenance.registries import REGISTRY_FILE, default_registry_path
 
     workspace = tmp_path / "ws"
     (workspace / "incoming").mkdir(parents=True)
@@ -228,7 +228,7 @@ def test_nothing_is_written_when_the_fingerprint_cannot_be_recorded(astronaut, t
 
 def test_content_credentials_when_a_key_is_configured(astronaut, tmp_path):
     pytest.importorskip("c2pa", reason="the optional c2pa extra is not installed (pip install 'amari[c2pa]')")
-    from amari.credentials import keygen, read_credentials
+    from amari.provenance.credentials import keygen, read_credentials
 
     unsigned = save_png(astronaut, tmp_path / "before.png", PARAMS)
     assert read_credentials(unsigned.read_bytes()) is None

@@ -24,7 +24,7 @@ from PIL import Image  # noqa: E402
 from amari import mine  # noqa: E402
 from amari.cli import main  # noqa: E402
 from amari.generate import DiffusersSource  # noqa: E402
-from amari.layout import WorkspaceLayout  # noqa: E402
+from amari.storage.layout import WorkspaceLayout  # noqa: E402
 from amari.study.config import replace  # noqa: E402
 from amari.testing.photos import PhotoGenerator, face_photos  # noqa: E402
 from test_evaluate import digest, embedding, evaluate, make_config, sim_group, three_methods  # noqa: E402, F401 - fixtures
@@ -57,7 +57,7 @@ def cluster():
 
 
 def test_the_cluster_listens_on_loopback_only():
-    from amari.cluster import Cluster
+    from amari.execution.cluster import Cluster
 
     with Cluster("") as joined:
         assert "1 node(s), 2 CPUs" in joined.describe()

@@ -23,14 +23,14 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from amari.cli import main
-from amari.layout import ResultsLayout
 from amari.mine.workspace import ARCHIVE_COLUMNS
 from amari.report import ReportConfig as ReportOptions
 from amari.report import run
 from amari.report.charts import CHARTS
 from amari.report.html import caption
 from amari.report.stats import read_training_metrics
-from amari.results import CellResult, ResultsManifest, read_manifest, write_manifest, write_results
+from amari.storage.layout import ResultsLayout
+from amari.storage.results import CellResult, ResultsManifest, read_manifest, write_manifest, write_results
 
 
 def build_report(folder, options=ReportOptions()):

@@ -29,7 +29,7 @@ from amari.report.inference import (
     bootstrap_interval,
     permutation_test,
 )
-from amari.results import CellResult, ResultsManifest, write_manifest, write_results
+from amari.storage.results import CellResult, ResultsManifest, write_manifest, write_results
 from test_report import COMMANDS, PROMPTS, _variant, build_report, html_tables, make_results, render_report
 
 # -- the documented procedures, written out plainly -------------------------------------------------

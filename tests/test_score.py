@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from amari import faces
 from amari.cli import main
-from amari.images import load_rgb
+from amari.faces import descriptors as faces
+from amari.storage.images import load_rgb
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from amari import faces
 from amari.cli import main
-from amari.demo import SAMPLE_FACES
-from amari.embeddings import EmbeddingCache, FaceEncoder
 from amari.errors import UsageError, WorkspaceError
-from amari.images import load_rgb
-from amari.layout import SelectLayout
+from amari.faces import descriptors as faces
+from amari.faces.embeddings import EmbeddingCache, FaceEncoder
 from amari.select import GroupSpec, SelectConfig, parse_groups, run
 from amari.select.stage import MANIFEST, farthest_point_order, read_manifest
+from amari.storage.images import load_rgb
+from amari.storage.layout import SelectLayout
+from amari.study.demo import SAMPLE_FACES
 
 
 def select(workspace, out, config, encoder=None):

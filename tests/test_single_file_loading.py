@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from amari.cli import main
-from amari.diffusion import load_pipeline
+from amari.models.diffusion import load_pipeline
 from amari.testing.ldm import export_ldm, save_lightning_checkpoint, with_ema
 
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from amari.cli import main
-from amari.demo import COMMANDS, GROUPS, PROMPTS, write_demo
 from amari.report.charts import CHARTS
+from amari.study.demo import COMMANDS, GROUPS, PROMPTS, write_demo
 from test_report import assert_not_blank, html_tables, render_report
 
 

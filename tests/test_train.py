@@ -15,7 +15,7 @@ from safetensors import safe_open
 
 from amari.cli import main
 from amari.errors import ImageError, ModelError, UsageError, WorkspaceError
-from amari.layout import TrainLayout
+from amari.storage.layout import TrainLayout
 from amari.train import checkpoints as ckpt
 from amari.train.config import (
     TrainConfig,
@@ -229,9 +229,9 @@ def test_metrics_are_cut_back_to_the_checkpoint(tmp_path):
 
 
 def test_validation_scores_faces_against_the_reference(tmp_path, data_dir, reference_group):
-    from amari.embeddings import EmbeddingCache, FaceEncoder
-    from amari.faces import encode, largest
-    from amari.images import load_rgb
+    from amari.faces.descriptors import encode, largest
+    from amari.faces.embeddings import EmbeddingCache, FaceEncoder
+    from amari.storage.images import load_rgb
     from amari.train.validation import Sample, score_samples
     from amari.train.validation import reference_group as load_reference
 
@@ -376,7 +376,7 @@ def test_diffusers_file_changes_the_image_and_matches_the_checkpoint_samples(tra
     assert np.abs(with_embedding - without).max() > 0
     sample = np.asarray(Image.open(layout.out / "checkpoints/step-000004/samples/p0-seed12.png"), dtype=np.int16)
     try:  # samples carry amari's invisible watermark when the provenance module is there
-        from amari.provenance import embed_watermark
+        from amari.provenance.png import embed_watermark
 
         with_embedding = embed_watermark(with_embedding.astype(np.uint8)).astype(np.int16)
     except ImportError:
@@ -499,7 +499,7 @@ def test_checkpoints_without_a_run_record_are_refused(tmp_path, train_images):
 
 def test_cli_options_reach_the_config(tmp_path):
     from amari.cli import build_parser
-    from amari.options import from_args
+    from amari.config.options import from_args
 
     def config_from_args(args):
         return from_args(TrainConfig, args)

@@ -15,9 +15,9 @@ from PIL import Image
 from safetensors import safe_open
 
 from amari.cli import build_parser, main
+from amari.config.options import from_args
 from amari.errors import UsageError
-from amari.layout import TrainLayout
-from amari.options import from_args
+from amari.storage.layout import TrainLayout
 from amari.train import TrainConfig, run
 from amari.train.checkpoints import MetricsLog
 from amari.train.config import LORA_RESUME_KEYS, UNET_ATTENTION
@@ -230,7 +230,7 @@ def _image(pipe, prompt: str, seed: int = 11) -> np.ndarray:
 
 
 def _watermarked(array: np.ndarray) -> np.ndarray:
-    from amari.provenance import embed_watermark
+    from amari.provenance.png import embed_watermark
 
     return embed_watermark(array.astype(np.uint8)).astype(np.int16)
 
@@ -351,7 +351,7 @@ def test_another_method_in_the_same_folder_is_refused(pivotal_run, capsys):
 
 def test_generation_loads_the_lora_files_and_unloads_them(lora_run, tiny_sd):
     from amari.generate import GenerateConfig, Lora, generate
-    from amari.infotext import a1111_parameters
+    from amari.provenance.infotext import a1111_parameters
 
     _config_, layout, _result, _ = lora_run
     base = dict(model=str(tiny_sd), scheduler="ddim", steps=2, width=64, height=64, device="cpu")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from amari.layout import TrainLayout
+from amari.storage.layout import TrainLayout
 from amari.train import TrainConfig, run
 from amari.train.checkpoints import MetricsLog
 from amari.train.formats import load_embedding

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from amari.cli import main
-from amari.images import load_rgb
-from amari.provenance import save_png
+from amari.provenance.png import save_png
+from amari.storage.images import load_rgb
 
 PARAMS = {
     "prompt": "a photo of a woman",

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amari.images import load_rgb
-from amari.watermark import (
+from amari.provenance.watermark import (
     MIN_TILE_SIDE,
     MIN_WATERMARK_SIDE,
     TILE_THRESHOLD,
@@ -17,6 +16,7 @@ from amari.watermark import (
     method_for,
     read_watermark,
 )
+from amari.storage.images import load_rgb
 
 
 def square(rgb: np.ndarray, side: int) -> np.ndarray:
@@ -117,7 +117,7 @@ def test_legacy_reader_agrees_with_invisible_watermark(photos):
     """The vectorised decoder reads exactly the bits of the package's own loop."""
     from imwatermark.dwtDctSvd import EmbedDwtDctSvd
 
-    from amari.watermark import _embed_legacy, _read_legacy
+    from amari.provenance.watermark import _embed_legacy, _read_legacy
 
     decoder = EmbedDwtDctSvd(watermarks=[], wmLen=40)
     for side in (96, 200, 512):
@@ -132,7 +132,7 @@ def test_small_image_mark_is_the_packages_and_sharper(photos):
     """invisible-watermark's decoder reads amari's small-image mark, which distorts less than its encoder."""
     from imwatermark.dwtDctSvd import EmbedDwtDctSvd
 
-    from amari.watermark import _embed_legacy, payload_bits
+    from amari.provenance.watermark import _embed_legacy, payload_bits
 
     original = square(photos[0], 128)
     ours = _embed_legacy(original)
@@ -152,7 +152,7 @@ def test_images_from_earlier_versions_still_verify(photos):
     """amari used to write the DWT-DCT-SVD mark (with the package's encoder) at every size."""
     from imwatermark.dwtDctSvd import EmbedDwtDctSvd
 
-    from amari.watermark import payload_bits
+    from amari.provenance.watermark import payload_bits
 
     encoder = EmbedDwtDctSvd(watermarks=[int(b) for b in payload_bits()], wmLen=40)
     reading = read_watermark(encoder.encode(np.ascontiguousarray(square(photos[0], 512)[..., ::-1]))[..., ::-1])

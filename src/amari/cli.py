@@ -2,7 +2,7 @@
 
 Each sub-command lives in `amari.commands.<name>` and exposes `HELP`, `DESCRIPTION`,
 `add_arguments(parser)` and `run(args) -> int`; most options come from the stage's config dataclass
-(`amari.config.add_options`). Only the command being run gets its options built, so `amari --help`
+(`amari.config.settings.add_options`). Only the command being run gets its options built, so `amari --help`
 imports no stage at all.
 """
 
@@ -44,7 +44,7 @@ class ArgumentParser(argparse.ArgumentParser):
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `only`, the options of that one command alone (the others list
     their names and help, which is all `amari --help` shows)."""
-    from amari.options import HelpFormatter
+    from amari.config.options import HelpFormatter
 
     parser = ArgumentParser(
         prog="amari",

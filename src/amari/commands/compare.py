@@ -17,7 +17,7 @@ _FALSE = {"false", "0", "no", "off"}
 
 def add_arguments(parser) -> None:
     from amari.compare import CompareConfig
-    from amari.options import add_options
+    from amari.config.options import add_options
 
     parser.add_argument(
         "known_people_folder",
@@ -48,7 +48,7 @@ def _resolve(args):
 
 def run(args) -> int:
     from amari import compare
-    from amari.options import from_args
+    from amari.config.options import from_args
 
     known, unknown, show = _resolve(args)
     compare.run(from_args(compare.CompareConfig, args, show_distance=show), known, unknown)

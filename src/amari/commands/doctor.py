@@ -48,8 +48,8 @@ def run(args) -> int:
     from amari.doctor.probes import environment, hub_cache
     from amari.doctor.render import MODEL_HEADERS, model_rows, print_table
     from amari.errors import AmariError, ModelError, UsageError
-    from amari.inventory import check, needs_from_study
-    from amari.layout import cache_root
+    from amari.models.inventory import check, needs_from_study
+    from amari.storage.layout import cache_root
 
     if args.timing_steps is not None and args.timing_steps < 2:
         raise UsageError("--timing-steps must be at least 2")

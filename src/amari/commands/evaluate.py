@@ -15,8 +15,8 @@ parameters) and RESULTS/manifest.json. Cells already finished are not generated 
 
 
 def add_arguments(parser) -> None:
+    from amari.config.options import add_options
     from amari.evaluate import EvaluateConfig
-    from amari.options import add_options
 
     parser.add_argument("--config", required=True, metavar="STUDY.toml", help="the study config")
     add_options(parser, EvaluateConfig, given_only=True)
@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from amari import evaluate
-    from amari.options import given
+    from amari.config.options import given
     from amari.progress import progress_bar
     from amari.study.config import load_study, replace
 

@@ -24,8 +24,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from amari import credentials
     from amari.errors import UsageError
+    from amari.provenance import credentials
 
     if not credentials.is_available():
         raise UsageError(f"C2PA support is not installed: {credentials.INSTALL_HINT}")

@@ -34,9 +34,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import sys
 
-    from amari import credentials
     from amari.errors import UsageError
-    from amari.mark import mark_images
+    from amari.provenance import credentials
+    from amari.provenance.mark import mark_images
 
     if args.key and not credentials.is_available():
         raise UsageError(f"--key needs C2PA support: {credentials.INSTALL_HINT}")

@@ -16,8 +16,8 @@ itself, and one you drop into it joins. WORKSPACE/archive.csv gets one row per b
 
 
 def add_arguments(parser) -> None:
+    from amari.config.options import add_options
     from amari.mine import MineConfig
-    from amari.options import add_options
 
     parser.add_argument("--workspace", required=True, metavar="DIR", help="the miner's folder (created if new)")
     add_options(parser, MineConfig)
@@ -26,9 +26,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from amari import mine
-    from amari.layout import WorkspaceLayout
-    from amari.options import from_args
+    from amari.config.options import from_args
     from amari.progress import warn
+    from amari.storage.layout import WorkspaceLayout
     from amari.study.stages import mining_source
 
     config = from_args(mine.MineConfig, args)

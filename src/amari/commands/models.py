@@ -41,7 +41,7 @@ def add_arguments(parser) -> None:
 def needs_for(targets: list[str]) -> tuple[str, list]:
     """(what the list is for, the needs) for the command line's targets."""
     from amari.doctor.plan import find_study
-    from amari.inventory import needs_from_names, needs_from_study
+    from amari.models.inventory import needs_from_names, needs_from_study
 
     if not targets:
         config, label, _ = find_study()
@@ -64,7 +64,7 @@ def _unique(needs: list) -> list:
 def run(args) -> int:
     from amari.doctor.render import MODEL_HEADERS, model_rows, print_table
     from amari.errors import ModelError
-    from amari.inventory import check, pull
+    from amari.models.inventory import check, pull
 
     label, needs = needs_for(args.targets)
     print(f"models for {label}")

@@ -14,7 +14,7 @@ random crop, how many outputs still show a face."""
 
 
 def add_arguments(parser) -> None:
-    from amari.options import add_options
+    from amari.config.options import add_options
     from amari.prepare import PrepareConfig
 
     parser.add_argument("src", metavar="SRC", help="folder of images to transform (searched recursively)")
@@ -24,10 +24,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from amari import prepare
+    from amari.config.options import from_args
     from amari.errors import UsageError
-    from amari.layout import PrepareLayout
-    from amari.options import from_args
     from amari.progress import progress_bar, warn
+    from amari.storage.layout import PrepareLayout
 
     config = from_args(prepare.PrepareConfig, args)
     with progress_bar(len(prepare.source_images(args.src)), "preparing") as advance:

@@ -14,7 +14,7 @@ archive are) and writes into RESULTS_DIR/report/ (or --out):
 
 
 def add_arguments(parser) -> None:
-    from amari.options import add_options
+    from amari.config.options import add_options
     from amari.report import ReportConfig
 
     parser.add_argument("results", metavar="RESULTS_DIR", help="folder written by `amari evaluate`")
@@ -23,8 +23,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from amari import report
-    from amari.layout import ResultsLayout
-    from amari.options import from_args
+    from amari.config.options import from_args
+    from amari.storage.layout import ResultsLayout
 
     result = report.run(from_args(report.ReportConfig, args), ResultsLayout(args.results))
     total = result.summary.total

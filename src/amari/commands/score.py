@@ -10,7 +10,7 @@ person), or `no face found`. Descriptors are cached by file content."""
 
 
 def add_arguments(parser) -> None:
-    from amari.options import add_options
+    from amari.config.options import add_options
     from amari.score import ScoreConfig
 
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders to score")
@@ -21,7 +21,7 @@ def run(args) -> int:
     import sys
 
     from amari import score
-    from amari.options import from_args
+    from amari.config.options import from_args
 
     results = score.run(from_args(score.ScoreConfig, args), args.images)
     for result in results:

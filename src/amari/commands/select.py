@@ -15,7 +15,7 @@ every member with a face, and a smaller group is the start of a larger one."""
 
 
 def add_arguments(parser) -> None:
-    from amari.options import add_options
+    from amari.config.options import add_options
     from amari.select import SelectConfig
 
     parser.add_argument("--workspace", required=True, metavar="DIR", help="the miner's workspace folder")
@@ -25,9 +25,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from amari import select
-    from amari.layout import SelectLayout
-    from amari.options import from_args
+    from amari.config.options import from_args
     from amari.progress import progress_bar, warn
+    from amari.storage.layout import SelectLayout
 
     config = from_args(select.SelectConfig, args)
     with progress_bar(None, "scoring the sim-group") as advance:

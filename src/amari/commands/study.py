@@ -39,7 +39,7 @@ def run(args) -> int:
     if (args.config is None) == (args.demo is None):
         raise UsageError("give a STUDY.toml, or --demo DIR for the toy-scale study")
     if args.demo is not None:
-        from amari.demo import write_demo
+        from amari.study.demo import write_demo
 
         args.config = write_demo(args.demo)
         print(f"demo study config: {args.config}")

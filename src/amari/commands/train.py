@@ -23,7 +23,7 @@ that learned_embeds.safetensors stands for)."""
 
 
 def add_arguments(parser) -> None:
-    from amari.options import add_options
+    from amari.config.options import add_options
     from amari.train import TrainConfig
 
     parser.add_argument("data_dir", metavar="DATA_DIR", help="folder of training images")
@@ -35,8 +35,8 @@ def run(args) -> int:
     import sys
 
     from amari import train
-    from amari.layout import TrainLayout
-    from amari.options import from_args
+    from amari.config.options import from_args
+    from amari.storage.layout import TrainLayout
 
     config = from_args(train.TrainConfig, args)
     result = train.run(

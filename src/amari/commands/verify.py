@@ -38,7 +38,7 @@ def add_arguments(parser) -> None:
 def _paths(items) -> list:
     from pathlib import Path
 
-    from amari.images import image_files
+    from amari.storage.images import image_files
 
     paths = []
     for item in items:
@@ -48,7 +48,7 @@ def _paths(items) -> list:
 
 
 def _watermark_line(found) -> str:
-    from amari.watermark import MIN_WATERMARK_SIDE, PAYLOAD_BITS, TILE_THRESHOLD
+    from amari.provenance.watermark import MIN_WATERMARK_SIDE, PAYLOAD_BITS, TILE_THRESHOLD
 
     reading = found.watermark
     if reading is None:
@@ -64,7 +64,7 @@ def _watermark_line(found) -> str:
 
 
 def _fingerprint_line(result) -> str:
-    from amari.fingerprint import HASH_BITS
+    from amari.provenance.fingerprint import HASH_BITS
 
     match = result.fingerprint
     if match is None:
@@ -140,7 +140,7 @@ def run(args) -> int:
     import sys
 
     from amari.errors import ImageError
-    from amari.verification import Verifier, as_json
+    from amari.provenance.verification import Verifier, as_json
 
     failures = 0
     with Verifier(args.registry) as verifier:

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from amari.compare.config import CompareConfig
-from amari.embeddings import EmbeddingCache, FaceEncoder
 from amari.errors import ImageError, UsageError
-from amari.facegroup import NO_FACE, FaceGroup, first
-from amari.faces import face_distance
-from amari.images import image_files
+from amari.faces.descriptors import face_distance
+from amari.faces.embeddings import EmbeddingCache, FaceEncoder
+from amari.faces.group import NO_FACE, FaceGroup, first
 from amari.progress import warn
+from amari.storage.images import image_files
 
 UNKNOWN_MAX_SIDE = 1600
 

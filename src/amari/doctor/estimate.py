@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from amari.doctor.plan import StudyPlan
 from amari.doctor.render import duration
 from amari.doctor.timing import Timings, train_stage
-from amari.inventory import human_size
+from amari.models.inventory import human_size
 from amari.train.config import checkpoint_steps
 
 # The 2022 study kept 312 images in its sim-group out of roughly 4,200 candidates it generated.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amari.enhance import EnhanceConfig
-from amari.facesettings import FaceSettings
+from amari.faces.settings import FaceSettings
 from amari.generate import GenerateConfig
 from amari.train import TrainConfig
 

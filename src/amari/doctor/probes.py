@@ -26,7 +26,7 @@ def environment(device: str = "auto", folders: dict[str, Path] | None = None) ->
     checks = [python_check(), *torch_checks(device), dlib_check(), libraries_check()]
     for label, folder in (folders or {}).items():
         checks.append(disk_check(label, folder))
-    from amari.models import is_offline
+    from amari.models.files import is_offline
 
     if is_offline():
         checks.append(Check("network", "ok", "offline (AMARI_OFFLINE / HF_HUB_OFFLINE): nothing will be downloaded"))

@@ -24,7 +24,7 @@ MODEL_HEADERS = ["model", "state", "role", "where"]
 
 
 def model_rows(statuses) -> list[list[str]]:
-    """The models table's rows for `amari.inventory.Status`es: where a file is, or what to do."""
+    """The models table's rows for `amari.models.inventory.Status`es: where a file is, or what to do."""
     return [[s.need.name, s.state, s.need.role, s.where or s.detail] for s in statuses]
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from amari.doctor.plan import StudyPlan
-from amari.inventory import human_size
-from amari.layout import DEFAULT_METHOD
+from amari.models.inventory import human_size
+from amari.storage.layout import DEFAULT_METHOD
 
 Log = Callable[[str], None]
 
@@ -76,7 +76,7 @@ def sample_face(width: int, height: int) -> np.ndarray:
     """The demo's sample person, cropped around the face and resized to width × height (RGB uint8)."""
     from PIL import Image
 
-    from amari.demo import IDENTITY, SAMPLE, SAMPLE_FACES, face_crop
+    from amari.study.demo import IDENTITY, SAMPLE, SAMPLE_FACES, face_crop
 
     with Image.open(SAMPLE) as photo:
         face = face_crop(photo.convert("RGB"), SAMPLE_FACES[IDENTITY])
@@ -152,10 +152,10 @@ FOLDER_SIZE = (512, 512)
 
 def time_mining(plan: StudyPlan, timing_steps: int | None, folder: Path, log: Log) -> tuple[list[StageTime], int]:
     """generate → enhance → detect → descriptor → write for one candidate; returns the PNG's size too."""
-    from amari import faces
-    from amari.images import shrink_to
-    from amari.layout import PROVENANCE_REGISTRY
-    from amari.provenance import save_png
+    from amari.faces import descriptors as faces
+    from amari.provenance.png import save_png
+    from amari.storage.images import shrink_to
+    from amari.storage.layout import PROVENANCE_REGISTRY
 
     rows = []
     generate = plan.generate
@@ -251,7 +251,7 @@ def time_training_steps(plan: StudyPlan, folder: Path, log: Log) -> list[StageTi
 
 
 def _time_training_step(plan: StudyPlan, method: str, data: Path, out: Path, log: Log) -> StageTime:
-    from amari.layout import TrainLayout
+    from amari.storage.layout import TrainLayout
     from amari.train import METHOD_NAMES
     from amari.train.loop import train_step
     from amari.train.setup import prepare_run
@@ -277,7 +277,7 @@ def _time_training_step(plan: StudyPlan, method: str, data: Path, out: Path, log
 
 def time_evaluation_image(plan: StudyPlan, timing_steps: int | None, log: Log) -> StageTime:
     """One grid image: generated at the evaluation's settings, then its face found and described."""
-    from amari import faces
+    from amari.faces import descriptors as faces
 
     config = plan.evaluate
     log(f"timing one evaluation image ({config.scheduler}, {config.batch_size} per pass) ...")
@@ -295,7 +295,7 @@ def time_evaluation_image(plan: StudyPlan, timing_steps: int | None, log: Log) -
 
 def time_study(plan: StudyPlan, timing_steps: int | None = None, log: Log | None = None) -> Timings:
     """Every timing the estimate needs, in the order the study runs its stages."""
-    from amari.devices import resolve_device
+    from amari.execution.devices import resolve_device
 
     log = log or (lambda message: None)
     device = resolve_device(plan.device)

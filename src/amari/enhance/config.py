@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amari.config import Settings, setting
-from amari.devices import check_device
+from amari.config.settings import Settings, setting
 from amari.errors import UsageError
+from amari.execution.devices import check_device
 
 
 @dataclass(frozen=True)
 class EnhanceConfig(Settings):
     """How a generated image is upscaled and its faces restored (defaults: the study's settings).
 
-    upscaler: a known name (see `amari.models.KNOWN_MODELS`) or a path to a `.pth`/`.safetensors`
+    upscaler: a known name (see `amari.models.files.KNOWN_MODELS`) or a path to a `.pth`/`.safetensors`
         super-resolution model; None keeps the input and only resizes it to `scale` (Lanczos).
     face_restorer: a known name or a path to a GFPGAN model; None skips face restoration.
     scale: final size relative to the input. The upscaler's own output (x4 for Real-ESRGAN x4plus) is

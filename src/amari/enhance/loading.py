@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from amari.devices import resolve_device
 from amari.errors import ModelError
-from amari.models import resolve_model_file, safe_torch_load
+from amari.execution.devices import resolve_device
+from amari.models.files import resolve_model_file, safe_torch_load
 
 PURPOSES = {"SR": "a super-resolution model (e.g. Real-ESRGAN)", "FaceSR": "a face restoration model (GFPGAN)"}
 

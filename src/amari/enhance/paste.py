@@ -18,7 +18,7 @@ import math
 import cv2
 import numpy as np
 
-from amari.geometry import similarity_transform
+from amari.faces.geometry import similarity_transform
 
 FACE_SIZE = 512
 

@@ -6,13 +6,13 @@ import functools
 
 import numpy as np
 
-from amari import faces as faces_lib
 from amari.enhance.config import EnhanceConfig
 from amari.enhance.loading import load_image_model, pick_device
 from amari.enhance.paste import crop_face, face_plans, paste_faces
 from amari.enhance.restore import restore_crops
 from amari.enhance.upscale import output_size, resize_to, upscale_batch
 from amari.errors import ModelError, UsageError
+from amari.faces import descriptors as faces_lib
 
 
 class Enhancer:

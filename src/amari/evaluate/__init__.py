@@ -4,7 +4,7 @@ sim-group.
 - `config`: the grid's settings (`EvaluateConfig`, `Command`);
 - `scorers`: dlib's sim-score (and its CNN second pass) and ArcFace, behind one `Scorer` shape;
 - `grid`: the cells, how each is generated and scored;
-- `stage`: the resumable stage (`run`); results go to the study's results folder (`amari.results`).
+- `stage`: the resumable stage (`run`); results go to the study's results folder (`amari.storage.results`).
 """
 
 from amari.evaluate.config import CONTROL, Command, EvaluateConfig

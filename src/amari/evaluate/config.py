@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amari.cluster import actors_setting, address_setting
-from amari.config import Settings, check_positive, convert, from_table, setting
-from amari.defaults import DEFAULT_MODEL
-from amari.devices import check_device
+from amari.config.defaults import DEFAULT_MODEL
+from amari.config.settings import Settings, check_positive, convert, from_table, setting
 from amari.errors import UsageError
-from amari.results import CONTROL, DEFAULT_METHOD
+from amari.execution.cluster import actors_setting, address_setting
+from amari.execution.devices import check_device
+from amari.storage.results import CONTROL, DEFAULT_METHOD
 from amari.train import METHODS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -121,7 +121,7 @@ class EvaluateConfig(Settings):
             ray_actors=self.ray_actors,
         )
         if self.ray is not None:
-            from amari.cluster import require_ray
+            from amari.execution.cluster import require_ray
 
             require_ray(self.ray)
         if self.sampler not in SAMPLERS:

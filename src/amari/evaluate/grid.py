@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from amari.config import fingerprint
+from amari.config.settings import fingerprint
 from amari.evaluate.config import CONTROL, Command, EvaluateConfig
 from amari.evaluate.scorers import FaceScore, Scorer
-from amari.layout import IMAGES
-from amari.results import DEFAULT_METHOD, CellResult
+from amari.storage.layout import IMAGES
+from amari.storage.results import DEFAULT_METHOD, CellResult
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def read_fingerprint(path: Path) -> str | None:
     """The fingerprint a grid image carries in its metadata (None: none, or unreadable)."""
     from PIL import Image
 
-    from amari.provenance import AMARI_KEY
+    from amari.provenance.png import AMARI_KEY
 
     try:
         with Image.open(path) as image:
@@ -160,15 +160,15 @@ def generate_cells(
     pass by pass, saving each with its provenance as soon as its pass is back.
 
     A pass is a model step: run here (the model loads once), or on a cluster's model actors (`executor`,
-    `amari.cluster.ModelPool`), several at once and back in any order; every image has its own seeded
+    `amari.execution.cluster.ModelPool`), several at once and back in any order; every image has its own seeded
     generator, so where it was made does not change it.
     """
     from collections import deque
     from concurrent.futures import FIRST_COMPLETED, wait
 
+    from amari.execution.workers import InlineExecutor
     from amari.generate import generate_images
-    from amari.provenance import save_png
-    from amari.workers import InlineExecutor
+    from amari.provenance.png import save_png
 
     executor = executor or InlineExecutor()
     size = config.batch_size
@@ -241,9 +241,9 @@ class Scorers:
 
 
 def default_scorers(config: EvaluateConfig) -> Scorers:
-    from amari.embeddings import EmbeddingCache
     from amari.evaluate.scorers import ArcFaceScorer, DlibScorer
-    from amari.faces import FaceSettings
+    from amari.faces.descriptors import FaceSettings
+    from amari.faces.embeddings import EmbeddingCache
 
     cache = EmbeddingCache()
     second = DlibScorer(FaceSettings(detector="cnn"), cache) if config.cnn_second_pass else None

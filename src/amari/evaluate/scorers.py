@@ -23,13 +23,13 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from amari import faces as face_lib
-from amari.embeddings import EmbeddingCache, FaceEncoder
 from amari.errors import ImageError, ModelError, UsageError
-from amari.facegroup import FaceGroup
-from amari.faces import Face, FaceSettings
-from amari.geometry import similarity_transform
-from amari.images import load_rgb
+from amari.faces import descriptors as face_lib
+from amari.faces.descriptors import Face, FaceSettings
+from amari.faces.embeddings import EmbeddingCache, FaceEncoder
+from amari.faces.geometry import similarity_transform
+from amari.faces.group import FaceGroup
+from amari.storage.images import load_rgb
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Scorer(Protocol):
 
 def _yaw(image: np.ndarray, face: Face) -> float | None:
     """Head yaw from 68 landmarks of the face's box (the 5-point model cannot tell a turn)."""
-    from amari.pose import estimate_yaw
+    from amari.faces.pose import estimate_yaw
 
     points = face_lib.landmarks(image, [face.box], points=68)[0]
     try:

@@ -25,10 +25,10 @@ from amari.evaluate.grid import (
     plan_cells,
     read_fingerprint,
 )
-from amari.files import claim_folder, file_sha256
-from amari.images import image_files
-from amari.layout import StudyLayout
-from amari.results import (
+from amari.storage.files import claim_folder, file_sha256
+from amari.storage.images import image_files
+from amari.storage.layout import StudyLayout
+from amari.storage.results import (
     DEFAULT_METHOD,
     CellResult,
     ResultsManifest,
@@ -50,7 +50,7 @@ class EvaluateResult:
 
     @property
     def csv(self) -> Path:
-        from amari.layout import ResultsLayout
+        from amari.storage.layout import ResultsLayout
 
         return ResultsLayout(self.results_dir).csv
 
@@ -127,7 +127,7 @@ def _previous(csv: Path) -> dict[tuple[int, str, str, str], CellResult]:
 
 def _earlier_results(folder: Path) -> bool:
     """A results folder written before amari marked its folders: its CSV and manifest read as amari's."""
-    from amari.layout import ResultsLayout
+    from amari.storage.layout import ResultsLayout
 
     layout = ResultsLayout(folder)
     try:
@@ -144,7 +144,7 @@ def _relative(path: Path, start: Path) -> str:
 
 
 def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers, group_faces: int) -> ResultsManifest:
-    from amari.diffusion import describe
+    from amari.models.diffusion import describe
 
     root = layout.results.root
     metrics, sizes = [], []
@@ -262,7 +262,7 @@ def run(
 
 def _model_actors(config: EvaluateConfig, stack: ExitStack):
     """The grid's passes on a Ray cluster's model actors (`--ray`), gone again when the grid is done."""
-    from amari.cluster import Cluster, ModelPool
+    from amari.execution.cluster import Cluster, ModelPool
 
     pool = ModelPool(stack.enter_context(Cluster(config.ray)), config.ray_actors)
     stack.callback(pool.shutdown)

@@ -6,7 +6,6 @@
 torch and diffusers are imported on first use, not when this package is imported.
 """
 
-from amari.diffusion import model_source
 from amari.generate.config import (
     DEFAULT_PRESET,
     PRESETS,
@@ -22,6 +21,7 @@ from amari.generate.pipeline import LoadedModel, load_model, unload_all
 from amari.generate.run import GeneratedImage, GenerationResult, generate, generate_images, random_seeds
 from amari.generate.schedulers import SAMPLERS, make_scheduler
 from amari.lazy import lazy_exports
+from amari.models.diffusion import model_source
 
 __getattr__ = lazy_exports(__name__, {"DiffusersSource": "amari.generate.source:DiffusersSource"})
 

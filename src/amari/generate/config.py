@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from amari.config import Settings, setting
-from amari.defaults import DEFAULT_MODEL
-from amari.devices import check_device
+from amari.config.defaults import DEFAULT_MODEL
+from amari.config.settings import Settings, setting
 from amari.errors import UsageError
+from amari.execution.devices import check_device
 from amari.generate.schedulers import check_sampler
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")

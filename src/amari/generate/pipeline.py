@@ -1,4 +1,4 @@
-"""Stable Diffusion pipelines for generation: loaded once per process (`amari.diffusion` does the
+"""Stable Diffusion pipelines for generation: loaded once per process (`amari.models.diffusion` does the
 loading, from a Hugging Face id, a diffusers folder or one checkpoint file) and kept; sampler and
 embeddings and LoRAs change on the loaded pipeline between calls, the weights never reload.
 """
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from amari.diffusion import ModelInfo, load_pipeline, model_source
 from amari.generate.config import GenerateConfig
 from amari.generate.lora import apply_loras
 from amari.generate.textual_inversion import apply_embeddings
+from amari.models.diffusion import ModelInfo, load_pipeline, model_source
 
 
 @dataclass
@@ -71,7 +71,7 @@ def _prepare(pipe, device: str, compile_unet: bool):
 
 def load_model(config: GenerateConfig, log=None) -> LoadedModel:
     """The pipeline for `config.model` on its device, loaded on first use and kept for the process."""
-    from amari.devices import resolve_device, resolve_dtype
+    from amari.execution.devices import resolve_device, resolve_dtype
 
     kind, location = model_source(config.model)
     device = resolve_device(config.device)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amari.errors import UsageError
-from amari.files import safetensors_data_sha256, sha256_once
 from amari.generate.config import GenerateConfig
+from amari.storage.files import safetensors_data_sha256, sha256_once
 
 MAX_SEED = 2**32  # A1111's seed range; the study's seeds fit it
 
@@ -20,7 +20,7 @@ class GeneratedImage:
     image: object  # PIL.Image.Image, RGB
     seed: int
     prompt: str
-    params: dict  # everything that made it, ready for amari.provenance.save_png
+    params: dict  # everything that made it, ready for amari.provenance.png.save_png
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Samplers by name: each maps to a diffusers scheduler class and the options that make it that sampler.
 
 Names follow the Stable Diffusion community's (`k_lms`, `euler_a`, `dpmpp_2m`); A1111's display names
-for them live in `amari.infotext.A1111_SAMPLER_NAMES`.
+for them live in `amari.provenance.infotext.A1111_SAMPLER_NAMES`.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ class DiffusersSource:
     # -- records --------------------------------------------------------------------------------
 
     def open(self, state_path: Path) -> None:
-        from amari.sqlite import connect
+        from amari.storage.sqlite import connect
 
         self._state = connect(state_path, _STATE_MIGRATIONS)
         row = self._state.execute("SELECT value FROM generated_meta WHERE key='salt'").fetchone()

@@ -44,7 +44,7 @@ def apply_embeddings(pipe, loaded: dict[str, str], wanted) -> None:
 
     Tokens no longer wanted are removed, so a control run after an embedding run sees the plain model.
     """
-    from amari.models import safe_torch_load
+    from amari.models.files import safe_torch_load
 
     wanted_paths = {e.token: str(Path(e.path).expanduser().resolve()) for e in wanted}
     stale = [token for token, path in loaded.items() if wanted_paths.get(token) != path]

@@ -12,11 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amari.cluster import actors_setting, address_setting
-from amari.config import Settings, check_cpus, check_positive, convert, parse_text, resolve_path, setting, type_hints
-from amari.defaults import DEFAULT_MODEL
+from amari.config.defaults import DEFAULT_MODEL
+from amari.config.settings import (
+    Settings,
+    check_cpus,
+    check_positive,
+    convert,
+    parse_text,
+    resolve_path,
+    setting,
+    type_hints,
+)
 from amari.errors import UsageError
-from amari.facesettings import FaceSettings
+from amari.execution.cluster import actors_setting, address_setting
+from amari.faces.settings import FaceSettings
 
 DIFFUSERS = "diffusers"
 FOLDER_PREFIX = "folder:"
@@ -199,7 +208,7 @@ class MineConfig(Settings):
         if self.cpus is not None:
             check_cpus(self.cpus)
         if self.ray is not None:
-            from amari.cluster import require_ray
+            from amari.execution.cluster import require_ray
 
             if self.engine == "serial":
                 raise UsageError("--ray runs the streaming engine; leave out --engine serial")

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from amari import faces as face_lib
-from amari.embeddings import FaceEncoder
 from amari.errors import ImageError, UsageError
-from amari.layout import SIM_GROUP, UNKNOWN_PERSON
+from amari.faces import descriptors as face_lib
+from amari.faces.embeddings import FaceEncoder
 from amari.mine.records import Commit, Decision, ImageRow, NewImage, Relocation
 from amari.mine.workspace import DELETED, FOLDERS, Workspace, file_identity
+from amari.storage.layout import SIM_GROUP, UNKNOWN_PERSON
 
 
 def seed_references(workspace: Workspace, encoder: FaceEncoder, references: tuple[Path, ...]) -> None:

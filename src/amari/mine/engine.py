@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from amari.faces import Face
-from amari.workers import InlineExecutor
+from amari.execution.workers import InlineExecutor
+from amari.faces.descriptors import Face
 
 RAW, FINAL = "raw", "final"
 
@@ -79,8 +79,8 @@ class FeedContext:
     @cached_property
     def signing_key(self):
         """The C2PA key this run signs with (None: none configured, or no c2pa-python), looked up once;
-        each worker process loads it once (`amari.credentials`)."""
-        from amari import credentials
+        each worker process loads it once (`amari.provenance.credentials`)."""
+        from amari.provenance import credentials
 
         return credentials.configured_key() if credentials.is_available() else None
 
@@ -88,7 +88,7 @@ class FeedContext:
     def registries(self):
         """The fingerprint registries of what is written into incoming/ (the cache's, the workspace's or
         study's), opened once a run, when the first image is written."""
-        from amari.registries import Registries, registry_paths_in
+        from amari.provenance.registries import Registries, registry_paths_in
 
         return Registries(registry_paths_in(self.incoming))
 
@@ -109,8 +109,8 @@ class FeedContext:
     def inspect(self, engine: Engine, path: Path, then: Callable, restore_score: float | None = None) -> None:
         """A file in incoming/: read here, its bytes inspected by a worker (`then` gets the result)."""
         from amari.errors import ImageError
-        from amari.images import read_bytes
         from amari.mine.work import inspect_file, unreadable
+        from amari.storage.images import read_bytes
 
         try:
             data = read_bytes(path)
@@ -158,8 +158,8 @@ class Engine:
     """Runs a feed's steps and hands settled candidates to the policy, in order."""
 
     def __init__(self, streaming: bool, cpus: int, ahead: int = 16, executors: tuple | None = None):
-        """executors: (CPU, model) executors to use instead of local ones (`amari.cluster`'s on Ray)."""
-        from amari.workers import all_cores, worker_pool
+        """executors: (CPU, model) executors to use instead of local ones (`amari.execution.cluster`'s on Ray)."""
+        from amari.execution.workers import all_cores, worker_pool
 
         self.streaming = streaming or executors is not None
         self.ahead = ahead if self.streaming else 0

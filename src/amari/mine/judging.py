@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from amari.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON
 from amari.mine import policy
 from amari.mine.engine import Candidate
 from amari.mine.policy import BatchOutcome, MinerState
 from amari.mine.records import Commit, Decision, NewImage, Relocation
 from amari.mine.workspace import Workspace
+from amari.storage.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON
 
 
 @dataclass

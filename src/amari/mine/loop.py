@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from amari import faces as face_lib
-from amari.embeddings import EmbeddingCache, FaceEncoder
 from amari.errors import UsageError
-from amari.layout import ALMOST_SIM, INCOMING, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout
+from amari.faces import descriptors as face_lib
+from amari.faces.embeddings import EmbeddingCache, FaceEncoder
 from amari.mine import policy
 from amari.mine.config import MineConfig
 from amari.mine.curation import reconcile, seed_references
@@ -33,6 +32,7 @@ from amari.mine.progress import MiningProgress
 from amari.mine.records import Commit
 from amari.mine.source import Source
 from amari.mine.workspace import Workspace, settings_meta
+from amari.storage.layout import ALMOST_SIM, INCOMING, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout
 
 STALL_LIMIT = 50  # batches in a row that neither take candidates nor change a folder: the policy is stuck
 
@@ -103,7 +103,7 @@ def run(
 
 def _cluster_executors(config: MineConfig, stack: ExitStack, progress: MiningProgress) -> tuple:
     """CPU tasks and model actors on Ray (`--ray`); the cluster is left (or stopped) when the run ends."""
-    from amari.cluster import Cluster, ModelPool, TaskPool
+    from amari.execution.cluster import Cluster, ModelPool, TaskPool
 
     cluster = stack.enter_context(Cluster(config.ray, cpus=config.worker_processes))
     progress.note(cluster.describe())

@@ -18,8 +18,8 @@ from enum import Enum
 
 import numpy as np
 
-from amari.faces import DESCRIPTOR_SIZE, distance_matrix
-from amari.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON
+from amari.faces.descriptors import DESCRIPTOR_SIZE, distance_matrix
+from amari.storage.layout import ALMOST_SIM, SIM_GROUP, UNKNOWN_PERSON
 
 CEILING = 0.5  # the bound never rises above this (clamp, relax cap, reset)
 RELAX_FACTOR = 1.05  # an unproductive pair of batches loosens the bound by 5 %

@@ -6,7 +6,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 
-from amari.layout import SIM_GROUP
+from amari.storage.layout import SIM_GROUP
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from amari.errors import WorkspaceError
-from amari.layout import JUDGED_FOLDERS, MINE_DATABASE
 from amari.mine.policy import MinerState
-from amari.sqlite import connect, from_blob
+from amari.storage.layout import JUDGED_FOLDERS, MINE_DATABASE
+from amari.storage.sqlite import connect, from_blob
 
 MIGRATIONS = [
     (

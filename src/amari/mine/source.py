@@ -24,12 +24,12 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Protocol
 
-from amari.embeddings import content_hash
 from amari.errors import UsageError
-from amari.files import free_name, same_content
-from amari.images import is_image_path, read_bytes
+from amari.faces.embeddings import content_hash
 from amari.mine.sourcelisting import SourceListing
-from amari.sqlite import connect, migrate
+from amari.storage.files import free_name, same_content
+from amari.storage.images import is_image_path, read_bytes
+from amari.storage.sqlite import connect, migrate
 
 
 class Source(Protocol):

@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from amari.images import IMAGE_EXTENSIONS
 from amari.mine.folderwatch import RESCAN_SECONDS, FolderWatch
+from amari.storage.images import IMAGE_EXTENSIONS
 
 ROOT = ""  # the source folder itself, among its sub-folders' relative paths
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from amari import faces as face_lib
-from amari.embeddings import content_hash, encode_bytes
 from amari.errors import ImageError
-from amari.faces import Face
-from amari.facesettings import FaceSettings
-from amari.fingerprint import Fingerprint
-from amari.images import DEFAULT_MAX_PIXELS, shrink_to
+from amari.faces import descriptors as face_lib
+from amari.faces.descriptors import Face
+from amari.faces.embeddings import content_hash, encode_bytes
+from amari.faces.settings import FaceSettings
+from amari.provenance.fingerprint import Fingerprint
+from amari.storage.images import DEFAULT_MAX_PIXELS, shrink_to
 
 
 @dataclass
@@ -55,10 +55,10 @@ def find_faces(pixels: np.ndarray, settings: FaceSettings) -> list[Face]:
 def inspect_generated(
     image, params: dict, settings: FaceSettings, restore_score: float | None = None, name: str | None = None, key=None
 ) -> Inspected:
-    """A generated image: every mark (`amari.provenance.marked_png`; C2PA signed with `key`, titled
+    """A generated image: every mark (`amari.provenance.png.marked_png`; C2PA signed with `key`, titled
     `name`), its PNG, its fingerprint and its faces; with `restore_score`, also the alignments of the
     faces enhancement will restore and the pixels it will enhance."""
-    from amari.provenance import fingerprint_of, marked_png
+    from amari.provenance.png import fingerprint_of, marked_png
 
     marked, png = marked_png(image, params, title=name, key=key)
     found = find_faces(marked, settings)
@@ -115,8 +115,8 @@ def inspect_file(
         return Inspected(None, digest, None, (0, 0), error=exc.reason)
     inspected = Inspected(None, digest, found, size)
     if restore_score is not None:
-        from amari.images import open_image, to_rgb
-        from amari.provenance import AMARI_KEY
+        from amari.provenance.png import AMARI_KEY
+        from amari.storage.images import open_image, to_rgb
 
         image = open_image(data, path=path, max_pixels=max_pixels)
         inspected.marked = to_rgb(image)

@@ -26,12 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-from amari import embeddings
-from amari.embeddings import content_hash
 from amari.errors import WorkspaceError, describe_failure
-from amari.files import free_name, same_content
-from amari.images import IMAGE_EXTENSIONS, is_image_path, read_bytes
-from amari.layout import (
+from amari.faces import embeddings
+from amari.faces.embeddings import content_hash
+from amari.mine.archive import ARCHIVE_COLUMNS as ARCHIVE_COLUMNS  # re-exported: its readers import it here
+from amari.mine.archive import append_archive, rewrite_archive_if_stale
+from amari.mine.folderwatch import FolderWatch
+from amari.mine.lock import WorkspaceLock
+from amari.mine.policy import MinerState
+from amari.mine.records import MIGRATIONS, Commit, ImageRow, check_database_file, image_row, open_database
+from amari.storage.files import free_name, same_content
+from amari.storage.images import IMAGE_EXTENSIONS, is_image_path, read_bytes
+from amari.storage.layout import (
     ALMOST_SIM,
     ARCHIVE_CSV,
     INCOMING,
@@ -40,13 +46,7 @@ from amari.layout import (
     MINE_DATABASE,
     WorkspaceLayout,
 )
-from amari.mine.archive import ARCHIVE_COLUMNS as ARCHIVE_COLUMNS  # re-exported: its readers import it here
-from amari.mine.archive import append_archive, rewrite_archive_if_stale
-from amari.mine.folderwatch import FolderWatch
-from amari.mine.lock import WorkspaceLock
-from amari.mine.policy import MinerState
-from amari.mine.records import MIGRATIONS, Commit, ImageRow, check_database_file, image_row, open_database
-from amari.sqlite import to_blob
+from amari.storage.sqlite import to_blob
 
 FOLDERS = JUDGED_FOLDERS  # sim-group, almost-sim, unknown-person
 DELETED = "deleted"  # folder of an image the user deleted: kept so that it is never mined again

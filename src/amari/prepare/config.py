@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amari.config import Settings, setting
+from amari.config.settings import Settings, setting
 from amari.errors import UsageError
 
 CROP_MODES = ("random", "face")

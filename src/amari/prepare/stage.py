@@ -28,9 +28,9 @@ import numpy as np
 from PIL import Image
 
 from amari.errors import ImageError, UsageError
-from amari.images import image_files, open_image, shrink_to, to_rgb
-from amari.layout import FOLDER_MANIFEST, PrepareLayout
 from amari.prepare.config import PrepareConfig
+from amari.storage.images import image_files, open_image, shrink_to, to_rgb
+from amari.storage.layout import FOLDER_MANIFEST, PrepareLayout
 
 NAME_LENGTH = 9
 # Lower case only, so that no two names differ by case alone (case-insensitive file systems).
@@ -165,7 +165,7 @@ def crop_and_resize(image: np.ndarray, box: CropBox, size: int) -> np.ndarray:
 
 def find_largest_face(image: np.ndarray, max_side: int) -> tuple[int, int, int, int] | None:
     """The largest HOG face box (top, right, bottom, left) in full-image pixels, clipped to it, or None."""
-    from amari import faces
+    from amari.faces import descriptors as faces
 
     small = shrink_to(image, max_side)
     scale = image.shape[1] / small.shape[1]
@@ -185,7 +185,7 @@ def find_largest_face(image: np.ndarray, max_side: int) -> tuple[int, int, int, 
 
 def has_face(image: np.ndarray) -> bool:
     """Whether dlib's HOG detector, upsampled once as the study scores, finds any face."""
-    from amari import faces
+    from amari.faces import descriptors as faces
 
     return bool(faces.detect(image, "hog", 1))
 
@@ -243,7 +243,7 @@ def write_staged(dst: Path, image: np.ndarray, provenance_params: dict | None) -
         with open(staging, "xb") as handle:
             Image.fromarray(image).save(handle, format="PNG")
     else:
-        from amari.provenance import save_png
+        from amari.provenance.png import save_png
 
         save_png(image, staging, provenance_params)
     return staging

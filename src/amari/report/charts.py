@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 
 from amari.report.stats import Summary
-from amari.results import CellResult
+from amari.storage.results import CellResult
 from amari.train import METHOD_NAMES
 
 CHARTS = {

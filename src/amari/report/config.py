@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from amari.config import Settings, setting
+from amari.config.settings import Settings, setting
 from amari.errors import UsageError
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from amari.report.charts import display_name
 from amari.report.stats import Summary
 from amari.report.tables import statistics_note
-from amari.results import CellResult, ResultsManifest
+from amari.storage.results import CellResult, ResultsManifest
 from amari.train import METHOD_NAMES
 
 NO_FACE = "no face found"
@@ -60,7 +60,7 @@ def thumbnail_uri(path: Path, side: int) -> str | None:
     from PIL import Image
 
     from amari.errors import ImageError
-    from amari.images import load_rgb
+    from amari.storage.images import load_rgb
 
     try:
         image = Image.fromarray(load_rgb(path))

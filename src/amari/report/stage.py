@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amari.errors import UsageError
-from amari.files import claim_folder, write_atomic
-from amari.layout import REPORT_HTML, REPORT_SUMMARY, ResultsLayout
 from amari.report.charts import (
     ARCFACE_CHART,
     CHARTS,
@@ -30,7 +28,9 @@ from amari.report.config import ReportConfig
 from amari.report.html import Section, render_html
 from amari.report.stats import Summary, method_cells, read_mining_archive, read_training_metrics, summarise
 from amari.report.tables import comparisons_html, correlation_html, tables_html
-from amari.results import DEFAULT_METHOD, read_manifest, read_results
+from amari.storage.files import claim_folder, write_atomic
+from amari.storage.layout import REPORT_HTML, REPORT_SUMMARY, ResultsLayout
+from amari.storage.results import DEFAULT_METHOD, read_manifest, read_results
 
 
 def _earlier_report(folder: Path) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from amari.errors import UsageError
 from amari.report.inference import bootstrap_interval, compare, procedures, rank_correlation
-from amari.results import DEFAULT_METHOD, CellResult, ResultsManifest, unit_name
+from amari.storage.results import DEFAULT_METHOD, CellResult, ResultsManifest, unit_name
 
 METRICS = {"sim_score": "sim-score", "arcface_similarity": "ArcFace similarity"}
 

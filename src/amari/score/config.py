@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from amari.config import Settings, check_cpus, setting
+from amari.config.settings import Settings, check_cpus, setting
 from amari.errors import UsageError
-from amari.facesettings import FaceSettings
+from amari.faces.settings import FaceSettings
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,13 @@ import csv
 from collections.abc import Iterable
 from pathlib import Path
 
-from amari.embeddings import EmbeddingCache, FaceEncoder
 from amari.errors import UsageError
-from amari.facegroup import NO_FACE, FaceGroup, ImageScore
-from amari.files import atomic_open
-from amari.images import image_files
+from amari.faces.embeddings import EmbeddingCache, FaceEncoder
+from amari.faces.group import NO_FACE, FaceGroup, ImageScore
 from amari.progress import progress_bar, warn
 from amari.score.config import ScoreConfig
+from amari.storage.files import atomic_open
+from amari.storage.images import image_files
 
 
 def label(result: ImageScore) -> str:

@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from amari.config import Settings, check_cpus, convert, setting
+from amari.config.settings import Settings, check_cpus, convert, setting
 from amari.errors import UsageError
-from amari.facesettings import FaceSettings
+from amari.faces.settings import FaceSettings
 
 SELECT_MODES = ("score", "diverse")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a folder name on every file system

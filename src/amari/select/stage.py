@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from amari import faces as face_lib
-from amari.embeddings import EmbeddingCache, FaceEncoder
 from amari.errors import UsageError, WorkspaceError
-from amari.facegroup import FaceGroup
-from amari.faces import Face, FaceSettings
-from amari.images import image_files, load_rgb, shrink_to
-from amari.layout import FOLDER_MANIFEST, JUDGED_FOLDERS, SelectLayout
+from amari.faces import descriptors as face_lib
+from amari.faces.descriptors import Face, FaceSettings
+from amari.faces.embeddings import EmbeddingCache, FaceEncoder
+from amari.faces.group import FaceGroup
 from amari.select.config import GroupSpec, SelectConfig
+from amari.storage.images import image_files, load_rgb, shrink_to
+from amari.storage.layout import FOLDER_MANIFEST, JUDGED_FOLDERS, SelectLayout
 
 MANIFEST = FOLDER_MANIFEST
 
@@ -118,7 +118,7 @@ def farthest_point_order(features: np.ndarray, scores: np.ndarray, count: int) -
 
 def member_view(member: Member, settings: FaceSettings) -> tuple[float, float, np.ndarray]:
     """(yaw, pitch, thumbnail) of a member: its pose from 68 landmarks and a small colour layout."""
-    from amari.pose import estimate_pose
+    from amari.faces.pose import estimate_pose
 
     image = load_rgb(member.path)
     if settings.max_side:  # face boxes were found on the shrunk image

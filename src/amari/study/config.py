@@ -20,16 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amari.config import Settings, convert, from_table, plain, read_toml, setting
-from amari.defaults import DEFAULT_MODEL
-from amari.devices import check_device
+from amari.config.defaults import DEFAULT_MODEL
+from amari.config.settings import Settings, convert, from_table, plain, read_toml, setting
 from amari.errors import UsageError
 from amari.evaluate import CONTROL, EvaluateConfig
-from amari.layout import StudyLayout
+from amari.execution.devices import check_device
 from amari.mine import MineConfig
 from amari.prepare import PrepareConfig
 from amari.report import ReportConfig
 from amari.select import NAME, SelectConfig
+from amari.storage.layout import StudyLayout
 from amari.train import TrainConfig
 
 _WORD = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")

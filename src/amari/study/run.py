@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amari.errors import UsageError
-from amari.files import write_atomic
-from amari.registries import create_registry
+from amari.provenance.registries import create_registry
+from amari.storage.files import write_atomic
 from amari.study.config import StudyConfig
 from amari.study.stages import STAGES, STEPS, Log, report_path, stage_fingerprints, stage_units
 

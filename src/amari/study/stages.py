@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from amari.config import fingerprint
+from amari.config.settings import fingerprint
 from amari.errors import UsageError
-from amari.layout import DEFAULT_METHOD
+from amari.storage.layout import DEFAULT_METHOD
 from amari.study.config import StudyConfig
 
 Log = Callable[[str], None]
@@ -67,7 +67,7 @@ def _mine(config: StudyConfig, _group, log: Log) -> str:
 
 def _select(config: StudyConfig, _group, log: Log) -> str:
     from amari import select
-    from amari.layout import SelectLayout
+    from amari.storage.layout import SelectLayout
 
     result = select.run(config.select, SelectLayout(config.layout.workspace, config.layout.groups))
     summary = ", ".join(f"{name} {len(picks)}" for name, picks in result.groups.items())
@@ -77,7 +77,7 @@ def _select(config: StudyConfig, _group, log: Log) -> str:
 
 def _prepare(config: StudyConfig, group: str, log: Log) -> str:
     from amari import prepare
-    from amari.layout import PrepareLayout
+    from amari.storage.layout import PrepareLayout
 
     destination = config.layout.prepared(group)
     if destination.exists():
@@ -144,6 +144,6 @@ def stage_fingerprints(config: StudyConfig) -> dict[str, str]:
 
 
 def report_path(config: StudyConfig) -> Path:
-    from amari.layout import REPORT_HTML
+    from amari.storage.layout import REPORT_HTML
 
     return config.layout.results.report / REPORT_HTML

@@ -13,7 +13,7 @@ def face_photos(count: int, side: int = 512, seed: int = 0) -> list[np.ndarray]:
     each resized to side², moved, scaled and mirrored a little: varied content like a generator's."""
     from PIL import Image, ImageOps
 
-    from amari.demo import SAMPLE, SAMPLE_FACES
+    from amari.study.demo import SAMPLE, SAMPLE_FACES
 
     rng = np.random.default_rng(seed)
     photo = Image.open(SAMPLE).convert("RGB")

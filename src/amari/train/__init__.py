@@ -9,7 +9,7 @@ diffusers) load only when `run` is called.
 
 from __future__ import annotations
 
-from amari.layout import TrainLayout
+from amari.storage.layout import TrainLayout
 from amari.train.config import METHOD_NAMES, METHODS, TrainConfig, epoch_at, learning_rate
 
 

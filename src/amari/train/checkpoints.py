@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from amari.errors import WorkspaceError
-from amari.files import atomic_open, write_atomic
-from amari.layout import BEST_JSON, CHECKPOINTS, VALIDATION_CSV
+from amari.storage.files import atomic_open, write_atomic
+from amari.storage.layout import BEST_JSON, CHECKPOINTS, VALIDATION_CSV
 
 STATE_FILE = "state.json"
 TRAINING_STATE_FILE = "training_state.pt"

@@ -12,8 +12,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from amari.config import Settings, setting
-from amari.defaults import DEFAULT_MODEL, STUDY_SEEDS
+from amari.config.defaults import DEFAULT_MODEL, STUDY_SEEDS
+from amari.config.settings import Settings, setting
 from amari.errors import UsageError
 
 # ti: the token's vectors alone; lora: a LoRA on the UNet's attention (the token is plain text);

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from amari.errors import ImageError, UsageError
-from amari.images import image_files, load_rgb
+from amari.storage.images import image_files, load_rgb
 
 # The ImageNet-style object templates of the original Textual Inversion trainer ("{}" is the token).
 OBJECT_TEMPLATES = (

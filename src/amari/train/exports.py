@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from amari.errors import ModelError
-from amari.files import safetensors_data_sha256, write_atomic
-from amari.layout import LORA_RECORD, LORA_WEIGHTS
+from amari.storage.files import safetensors_data_sha256, write_atomic
+from amari.storage.layout import LORA_RECORD, LORA_WEIGHTS
 from amari.train.lora import TEXT_ENCODER, UNET, LoraSpec
 
 DIFFUSERS_LORA = LORA_WEIGHTS

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from amari.errors import ModelError
-from amari.files import atomic_path
-from amari.layout import DIFFUSERS_EMBEDDING
+from amari.storage.files import atomic_path
+from amari.storage.layout import DIFFUSERS_EMBEDDING
 
 DIFFUSERS_FILE = DIFFUSERS_EMBEDDING
 KOHYA_KEY = "emb_params"

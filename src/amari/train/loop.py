@@ -29,13 +29,14 @@ import torch
 import torch.nn.functional as F
 
 from amari.errors import WorkspaceError
-from amari.layout import TrainLayout
+from amari.storage.layout import TrainLayout
 from amari.train import checkpoints as ckpt
 from amari.train.config import TrainConfig, checkpoint_steps, epoch_at, lr_factor
+from amari.train.context import Log, Run
 from amari.train.data import draw, sample_index, seed_for
 from amari.train.resume import check_previous_run, resume
 from amari.train.saving import export_final, save_checkpoint
-from amari.train.setup import Log, Run, encode_images, prepare_run
+from amari.train.setup import encode_images, prepare_run
 
 _NOISE_STREAM = 2
 

@@ -1,11 +1,11 @@
-"""The Stable Diffusion parts a Textual Inversion run needs, loaded once (through `amari.diffusion`, as
+"""The Stable Diffusion parts a Textual Inversion run needs, loaded once (through `amari.models.diffusion`, as
 generation loads them) and frozen."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amari.diffusion import ModelInfo, load_pipeline
+from amari.models.diffusion import ModelInfo, load_pipeline
 
 
 @dataclass

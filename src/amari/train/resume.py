@@ -3,18 +3,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from amari.errors import UsageError, WorkspaceError
-from amari.layout import TrainLayout
+from amari.storage.layout import TrainLayout
 from amari.train import checkpoints as ckpt
 from amari.train.config import TrainConfig
+from amari.train.context import Run
 from amari.train.lora import load_lora_state
-
-if TYPE_CHECKING:
-    from amari.train.setup import Run
 
 
 def resume(run: Run) -> int:

@@ -4,18 +4,15 @@ validation) and the final files."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-from amari.files import sha256_once
+from amari.storage.files import sha256_once
 from amari.train import checkpoints as ckpt
+from amari.train.context import Run
 from amari.train.exports import addnet_hash, lora_record, save_lora, write_record
 from amari.train.formats import save_embedding
 from amari.train.lora import LoraSpec, lora_state
-
-if TYPE_CHECKING:
-    from amari.train.setup import Run
 
 
 def current_vectors(run: Run) -> torch.Tensor:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from amari.diffusion import ModelInfo
-from amari.facegroup import FaceGroup
-from amari.provenance import save_png
+from amari.faces.group import FaceGroup
+from amari.models.diffusion import ModelInfo
+from amari.provenance.png import save_png
 
 NO_FACE_SCORE = 1.0
 SAMPLER = "ddim"

@@ -9,7 +9,7 @@ Each need is looked for where the stage that uses it looks: known names in amari
 ids in the Hugging Face cache (without network), dlib's files in `faces.model_dir()`. A file whose
 size and SHA-256 are known is "verified" only when both match; files with no published checksum are
 "present". `pull` downloads what is missing into those same places: known files through
-`amari.models.fetch` (progress bar, checksum, atomic rename), hub ids with `huggingface_hub`.
+`amari.models.files.fetch` (progress bar, checksum, atomic rename), hub ids with `huggingface_hub`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from amari.diffusion import model_source
 from amari.errors import ModelError
-from amari.files import file_sha256
-from amari.models import KNOWN_MODELS, KnownModel, fetch, is_offline, known_model, models_dir
+from amari.models.diffusion import model_source
+from amari.models.files import KNOWN_MODELS, KnownModel, fetch, is_offline, known_model, models_dir
+from amari.storage.files import file_sha256
 
 _FACE_MODELS_URL = "https://github.com/ageitgey/face_recognition_models/raw/master/face_recognition_models/models/"
 
@@ -157,7 +157,7 @@ def needs_from_study(config) -> list[Need]:
 
 
 def model_need(spec: str, role: str = "Stable Diffusion", configs_only: bool = False) -> Need:
-    """A Stable Diffusion model as the loader (`amari.diffusion.model_source`) tells it apart; a spec
+    """A Stable Diffusion model as the loader (`amari.models.diffusion.model_source`) tells it apart; a spec
     that names nothing yet is a file to look for (or a folder without its model_index.json)."""
     try:
         kind, _ = model_source(spec)
@@ -247,7 +247,7 @@ def _how_to_get(need: Need, path: Path, known: KnownModel | None) -> str:
 
 def face_models_dir() -> Path | None:
     """Where dlib's files are read from ($AMARI_FACE_MODELS, else the package), or None without either."""
-    from amari.faces import model_dir
+    from amari.faces.descriptors import model_dir
 
     try:
         return model_dir()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from amari.errors import UsageError
 
-SAMPLE = Path(__file__).parent / "data" / "sample-people.jpg"
+SAMPLE = Path(__file__).parents[1] / "data" / "sample-people.jpg"
 # dlib's face boxes (top, right, bottom, left) in the sample photo: six different people.
 SAMPLE_FACES = (
     (283, 1226, 390, 1118),

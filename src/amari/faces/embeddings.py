@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from amari import faces as face_lib
 from amari.errors import ImageError, WorkspaceError
-from amari.faces import Face, FaceSettings
-from amari.images import DEFAULT_MAX_PIXELS, load_rgb, read_bytes, shrink_to
-from amari.layout import cache_root
+from amari.execution.workers import all_cores, worker_pool
+from amari.faces import descriptors as face_lib
+from amari.faces.descriptors import Face, FaceSettings
 from amari.progress import warn
-from amari.sqlite import connect, from_blob, migrate, to_blob
-from amari.workers import all_cores, worker_pool
+from amari.storage.images import DEFAULT_MAX_PIXELS, load_rgb, read_bytes, shrink_to
+from amari.storage.layout import cache_root
+from amari.storage.sqlite import connect, from_blob, migrate, to_blob
 
 MIGRATIONS = [
     (
@@ -54,7 +54,7 @@ MIGRATIONS = [
 
 
 def default_cache_path() -> Path:
-    """The descriptor cache in amari's cache folder (`amari.layout.cache_root`)."""
+    """The descriptor cache in amari's cache folder (`amari.storage.layout.cache_root`)."""
     return cache_root() / "embeddings.sqlite"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amari.registries import OpenRegistries
+from amari.provenance.registries import OpenRegistries
 
 MADE_BY_AMARI = "synthetic, made by amari"
 NOT_FOUND = "no amari provenance found"
@@ -26,10 +26,10 @@ _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF":
 @dataclass(frozen=True)
 class Verification:
     path: Path
-    provenance: object  # amari.provenance.Provenance: watermark and metadata chunks
-    fingerprint: object | None  # amari.fingerprint.Match
+    provenance: object  # amari.provenance.png.Provenance: watermark and metadata chunks
+    fingerprint: object | None  # amari.provenance.fingerprint.Match
     registries: list[str] = field(default_factory=list)  # the registries that were searched
-    credentials: object | None = None  # amari.credentials.Credentials
+    credentials: object | None = None  # amari.provenance.credentials.Credentials
     c2pa_note: str | None = None  # why content credentials could not be checked
 
     @property
@@ -75,9 +75,9 @@ class Verifier(OpenRegistries):
     """Checks images against the cache registry (when it exists) and any registries named."""
 
     def __init__(self, registries: list[str | os.PathLike] = (), use_default: bool = True):
-        from amari import credentials
-        from amari.fingerprint import Registry
-        from amari.registries import DEFAULT_REGISTRY_NAME, default_registry_path, resolve_registry
+        from amari.provenance import credentials
+        from amari.provenance.fingerprint import Registry
+        from amari.provenance.registries import DEFAULT_REGISTRY_NAME, default_registry_path, resolve_registry
 
         paths = [resolve_registry(path) for path in registries]
         default = default_registry_path()
@@ -90,10 +90,10 @@ class Verifier(OpenRegistries):
 
     def check(self, path: str | os.PathLike) -> Verification:
         """Every mark of the image at `path`; raises ImageError when it cannot be read."""
-        from amari import credentials
-        from amari.fingerprint import match_any
-        from amari.images import read_bytes
-        from amari.provenance import read_image
+        from amari.provenance import credentials
+        from amari.provenance.fingerprint import match_any
+        from amari.provenance.png import read_image
+        from amari.storage.images import read_bytes
 
         path = Path(path)
         data = read_bytes(path)
@@ -114,8 +114,8 @@ def as_json(result: Verification) -> dict:
     """A plain-JSON record of every mark and the verdict (what `amari verify --json` prints)."""
     from dataclasses import asdict
 
-    from amari.fingerprint import HASH_BITS, MATCH_DISTANCE, WINDOWS
-    from amari.watermark import PAYLOAD_BITS
+    from amari.provenance.fingerprint import HASH_BITS, MATCH_DISTANCE, WINDOWS
+    from amari.provenance.watermark import PAYLOAD_BITS
 
     found, reading, match, manifest = (
         result.provenance,

@@ -11,7 +11,7 @@ it runs from Ray's package folder or descends from one that does, so the driver'
 (worker pools of later steps) are never touched; a pid is only signalled when its start time is the
 one noted, so a reused pid is safe.
 
-    python -m amari.reaper DRIVER_PID RAY_PACKAGE_DIR   (stdin: the pipe)
+    python -m amari.execution.reaper DRIVER_PID RAY_PACKAGE_DIR   (stdin: the pipe)
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def start(package: str) -> subprocess.Popen | None:
         return None  # Ray runs local clusters on Linux (and macOS) only
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "amari.reaper", str(os.getpid()), package],
+            [sys.executable, "-m", "amari.execution.reaper", str(os.getpid()), package],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             start_new_session=True,

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from amari.errors import UsageError
-from amari.files import atomic_open, write_atomic
-from amari.layout import DEFAULT_METHOD, RESULTS_MANIFEST
+from amari.storage.files import atomic_open, write_atomic
+from amari.storage.layout import DEFAULT_METHOD, RESULTS_MANIFEST
 
 MANIFEST = RESULTS_MANIFEST
 CONTROL = "ctrl"  # the group without training: the subject word replaced by the init word

@@ -4,8 +4,8 @@ A field is declared with `setting(default, "what it does", ...)`. From the datac
 
 - `from_table(cls, table, where, base)` reads a TOML table: unknown keys, wrong types and non-finite
   numbers are errors naming the table and key; relative paths are taken from `base`;
-- `amari.options.add_options(parser, cls)` adds one command-line option per field, help text and default
-  included, and `amari.options.from_args(cls, args)` builds the config from what argparse parsed;
+- `amari.config.options.add_options(parser, cls)` adds one command-line option per field, help text and default
+  included, and `amari.config.options.from_args(cls, args)` builds the config from what argparse parsed;
 - `fingerprint(config)` is a short hash of its values: a stage's output is stale when it changes.
 
 Every `Settings` subclass rejects NaN and infinities in its number fields, turns strings into `Path`s

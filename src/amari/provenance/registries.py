@@ -1,6 +1,6 @@
 """Which fingerprint registries an image belongs to, and recording images in them.
 
-Registries are SQLite files (`provenance.sqlite`, `amari.fingerprint.Registry`): one in the cache folder
+Registries are SQLite files (`provenance.sqlite`, `amari.provenance.fingerprint.Registry`): one in the cache folder
 that records everything this user's amari wrote, and one in the workspace or study an image was written
 into, found by walking up from the image's folder (a folder with `provenance.sqlite`, or a miner
 workspace, i.e. one with `mine.sqlite`). A writer opens the registries once (`Registries`) and records
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from amari.fingerprint import Fingerprint, Registry
-from amari.layout import MINE_DATABASE, PROVENANCE_REGISTRY, cache_root
+from amari.provenance.fingerprint import Fingerprint, Registry
+from amari.storage.layout import MINE_DATABASE, PROVENANCE_REGISTRY, cache_root
 
 REGISTRY_FILE = PROVENANCE_REGISTRY
 DEFAULT_REGISTRY_NAME = f"<cache>/{REGISTRY_FILE}"  # how outputs name the cache's registry: no local path
@@ -126,7 +126,7 @@ class Registries(OpenRegistries):
     def write(self, path: str | os.PathLike, data: bytes, fingerprint: Fingerprint) -> Path:
         """Write `data` at `path` whole or not at all, its fingerprint recorded before the rename: every
         file that appears is registered (a registration without its file only names a file never seen)."""
-        from amari.files import atomic_path
+        from amari.storage.files import atomic_path
 
         path = Path(path)
         with atomic_path(path) as temporary:

@@ -28,7 +28,7 @@ MINE_DATABASE = "mine.sqlite"
 ARCHIVE_CSV = "archive.csv"
 LOCK_FILE = ".lock"
 
-# The fingerprint registry of a workspace, a study or the cache folder (amari.fingerprint).
+# The fingerprint registry of a workspace, a study or the cache folder (amari.provenance.fingerprint).
 PROVENANCE_REGISTRY = "provenance.sqlite"
 
 # A folder of chosen or prepared images, and the CSV that says where each came from.

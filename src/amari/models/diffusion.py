@@ -63,7 +63,7 @@ def model_source(spec: str) -> tuple[str, str]:
 
 def short_hash(path: str | Path) -> str:
     """A1111's short hash of a checkpoint: the first 10 hex digits of the file's SHA-256."""
-    from amari.files import sha256_once
+    from amari.storage.files import sha256_once
 
     return sha256_once(path)[:10]
 
@@ -114,7 +114,7 @@ def _first_line(exc: BaseException) -> str:
 def _from_hub(model_id: str, kwargs: dict):
     from diffusers import StableDiffusionPipeline
 
-    from amari.models import is_offline
+    from amari.models.files import is_offline
 
     offline = is_offline()
     try:
@@ -147,7 +147,7 @@ def _from_folder(folder: str, kwargs: dict):
 def _explain_unsafe_pickles(folder: Path) -> None:
     # diffusers and transformers read pickled weights with torch's weights-only loader, so a file
     # that asks to run code fails there, with a vague message; amari's loader names the culprit.
-    from amari.models import PICKLE_SUFFIXES, safe_torch_load
+    from amari.models.files import PICKLE_SUFFIXES, safe_torch_load
 
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() in PICKLE_SUFFIXES and path.is_file():
@@ -156,7 +156,7 @@ def _explain_unsafe_pickles(folder: Path) -> None:
 
 def _checkpoint_keys(path: str) -> list[str]:
     """The tensor names of a checkpoint file (refusing a pickle that asks to run code)."""
-    from amari.models import safe_torch_load
+    from amari.models.files import safe_torch_load
 
     if path.lower().endswith(".safetensors"):
         from safetensors import safe_open
@@ -178,7 +178,7 @@ def _from_single_file(path: str, kwargs: dict, model_config: str | None, extract
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from amari.models import checkpoint_extras, is_offline
+    from amari.models.files import checkpoint_extras, is_offline
 
     ema = has_ema_weights(_checkpoint_keys(path))
     config_source = checked_config_source(model_config)

@@ -60,7 +60,7 @@ def model_label(spec) -> str | None:
     """A model named by a known name keeps it (GFPGANv1.4); a file is named without its suffix."""
     if spec is None:
         return None
-    from amari.models import MODEL_SUFFIXES, known_model
+    from amari.models.files import MODEL_SUFFIXES, known_model
 
     text = str(spec).replace("\\", "/").rsplit("/", 1)[-1]
     known = known_model(text)

@@ -86,7 +86,7 @@ def is_available() -> bool:
 
 
 def default_key_dir() -> Path:
-    from amari.layout import cache_root
+    from amari.storage.layout import cache_root
 
     return cache_root() / "c2pa"
 

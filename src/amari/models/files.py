@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amari.errors import ModelError
-from amari.layout import cache_root
 from amari.progress import progress_bar
+from amari.storage.layout import cache_root
 
 PICKLE_SUFFIXES = frozenset({".pth", ".pt", ".ckpt", ".bin"})
 MODEL_SUFFIXES = PICKLE_SUFFIXES | {".safetensors"}

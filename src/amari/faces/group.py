@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from amari import faces as face_lib
-from amari.embeddings import FaceEncoder
 from amari.errors import ImageError, UsageError
-from amari.faces import DESCRIPTOR_SIZE, Face
-from amari.images import image_files
+from amari.faces import descriptors as face_lib
+from amari.faces.descriptors import DESCRIPTOR_SIZE, Face
+from amari.faces.embeddings import FaceEncoder
+from amari.storage.images import image_files
 
 NO_FACE = "no face found"
 

@@ -23,7 +23,7 @@ come from a fixed key and the 40-bit payload `amari` flips the sign of two frequ
   versions verify too.
 
 Neither mark survives rotation, mirroring, heavy filtering, or a resize to an arbitrary size combined
-with an off-centre crop (the scale is then unknown); the fingerprint registry (`amari.fingerprint`)
+with an off-centre crop (the scale is then unknown); the fingerprint registry (`amari.provenance.fingerprint`)
 covers some of those cases.
 """
 

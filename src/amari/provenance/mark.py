@@ -39,7 +39,7 @@ class Marked:
 
 def plan(inputs: list[str | os.PathLike], out_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
     """(source, output) pairs: a folder's images keep their relative paths, each output is `.png`."""
-    from amari.images import image_files, is_image_path
+    from amari.storage.images import image_files, is_image_path
 
     out_dir = Path(out_dir)
     sources: list[tuple[Path, Path]] = []
@@ -76,9 +76,9 @@ def plan(inputs: list[str | os.PathLike], out_dir: str | os.PathLike) -> list[tu
 
 def source_metadata(image, data: bytes, source: Path, file_format: str) -> tuple[dict[str, str], dict]:
     """The text chunks to carry over, and the parameters amari records, for one source image."""
-    from amari.fingerprint import file_digest
-    from amari.infotext import PARAMETERS_KEY, parse_a1111_parameters
-    from amari.provenance import AMARI_KEY, exif_comment
+    from amari.provenance.fingerprint import file_digest
+    from amari.provenance.infotext import PARAMETERS_KEY, parse_a1111_parameters
+    from amari.provenance.png import AMARI_KEY, exif_comment
 
     text = {key: value for key, value in image.info.items() if isinstance(value, str) and key != AMARI_KEY}
     if PARAMETERS_KEY not in text:
@@ -116,10 +116,10 @@ def mark_file(source: Path, output: Path, key=None, registries: list[Path] | Non
     """Mark one image; raises ImageError when the source cannot be read."""
     from PIL import Image
 
-    from amari.images import open_image, read_bytes, to_rgb
-    from amari.provenance import marked_png, write_marked
-    from amari.registries import registry_paths_for
-    from amari.watermark import method_for
+    from amari.provenance.png import marked_png, write_marked
+    from amari.provenance.registries import registry_paths_for
+    from amari.provenance.watermark import method_for
+    from amari.storage.images import open_image, read_bytes, to_rgb
 
     data = read_bytes(source)
     image = open_image(data, path=source)

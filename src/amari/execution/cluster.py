@@ -27,7 +27,7 @@ import time
 from concurrent.futures import Future
 from functools import partial
 
-from amari.config import setting
+from amari.config.settings import setting
 from amari.errors import AmariError, UsageError
 
 LOCAL = "local"  # `--ray` without an address: RAY_ADDRESS when set, else a new cluster on this machine
@@ -115,8 +115,8 @@ class Cluster:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ClusterError(f"cannot {where}: {first}") from None
         self._owned = True
-        if self.local:  # its processes end with this one, even after a SIGKILL (amari.reaper)
-            from amari import reaper
+        if self.local:  # its processes end with this one, even after a SIGKILL (amari.execution.reaper)
+            from amari.execution import reaper
 
             self._watcher = reaper.start(os.path.dirname(ray.__file__))
         return self
@@ -124,7 +124,7 @@ class Cluster:
     def __exit__(self, *exc) -> None:
         if self._owned:
             self.ray.shutdown()
-            from amari import reaper
+            from amari.execution import reaper
 
             reaper.finish(self._watcher)
 

@@ -2,16 +2,16 @@
 
 Marks that do not depend on each other, so that at least one survives what happens to a file:
 
-1. An invisible watermark in the pixels (`amari.watermark`): a tiled pattern that survives JPEG,
+1. An invisible watermark in the pixels (`amari.provenance.watermark`): a tiled pattern that survives JPEG,
    resizing and cropping on images from 256 px a side; smaller ones from 64 px carry the older
    DWT-DCT-SVD mark. Images under 64 px a side are written without one (`MIN_WATERMARK_SIDE`).
-2. A fingerprint in registries (`amari.fingerprint`): the cache folder's, and the workspace's or
+2. A fingerprint in registries (`amari.provenance.fingerprint`): the cache folder's, and the workspace's or
    study's, so that `amari verify` recognises re-encoded, resized or cropped copies.
-3. C2PA content credentials (`amari.credentials`), signed with the user's key when one is
+3. C2PA content credentials (`amari.provenance.credentials`), signed with the user's key when one is
    configured and the optional `c2pa-python` package is installed.
 4. PNG text chunks that other tools read: `parameters` in AUTOMATIC1111's layout ("PNG info" in A1111
    and ComfyUI's import show prompt, seed, steps, sampler, CFG, size, model and embeddings) and
-   `invokeai_metadata` for InvokeAI's "recall parameters" (`amari.infotext`).
+   `invokeai_metadata` for InvokeAI's "recall parameters" (`amari.provenance.infotext`).
 5. A PNG text chunk `amari` holding JSON: `"synthetic": true`, the generator, and every parameter.
 
 `marked_png` makes the file in memory (marks 1, 3, 4, 5) and `fingerprint_of` its fingerprint (2), so
@@ -35,8 +35,8 @@ from PIL import Image, PngImagePlugin
 
 from amari import __version__
 from amari.errors import ImageError
-from amari.fingerprint import Fingerprint
-from amari.infotext import (
+from amari.provenance.fingerprint import Fingerprint
+from amari.provenance.infotext import (
     INVOKEAI_KEY,
     PARAMETERS_KEY,
     a1111_parameters,
@@ -44,7 +44,7 @@ from amari.infotext import (
     invokeai_metadata,
     parse_a1111_parameters,
 )
-from amari.watermark import (  # noqa: F401 - the watermark's names, for callers that import them from here
+from amari.provenance.watermark import (  # noqa: F401 - the watermark's names, for callers that import them from here
     MIN_WATERMARK_SIDE,
     PAYLOAD,
     WatermarkReading,
@@ -63,7 +63,7 @@ GENERATOR = f"amari {__version__}"
 PNG_COMPRESS_LEVEL = 4
 
 
-# 1. Watermark: amari.watermark, imported above.
+# 1. Watermark: amari.provenance.watermark, imported above.
 
 # 2. Writing ---------------------------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ def marked_png(
     Image.fromarray(marked).save(buffer, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
     data = buffer.getvalue()
     if key is not None:
-        from amari.credentials import sign_png
+        from amari.provenance.credentials import sign_png
 
         data = sign_png(data, key, params, title, agent)
     return marked, data
@@ -149,7 +149,7 @@ def write_marked(
 ) -> Path:
     """Write the file `marked_png` made at `path`, its fingerprint recorded first in `registries`
     (default: the cache's, and the workspace's or study's around `path`), then renamed into place."""
-    from amari.registries import Registries, registry_paths_for
+    from amari.provenance.registries import Registries, registry_paths_for
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +160,7 @@ def write_marked(
 def save_png(image, path: str | os.PathLike, params: dict, *, registries: list[Path] | None = None) -> Path:
     """Write `image` as a PNG at `path` with every mark amari has (`marked_png`, `write_marked`),
     signed with the configured C2PA key if there is one. The file appears atomically."""
-    from amari import credentials
+    from amari.provenance import credentials
 
     path = Path(path)
     if path.suffix.lower() != ".png":
@@ -227,7 +227,7 @@ def read_provenance(path: str | os.PathLike, data: bytes | None = None) -> Prove
 
 def read_image(path: str | os.PathLike, data: bytes | None = None) -> tuple[Provenance, np.ndarray]:
     """read_provenance and the decoded RGB pixels, for callers that go on to check the other marks."""
-    from amari.images import open_image, read_bytes, to_rgb
+    from amari.storage.images import open_image, read_bytes, to_rgb
 
     path = Path(path)
     data = read_bytes(path) if data is None else data

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from amari.errors import ModelError, UsageError
-from amari.facesettings import FaceSettings
+from amari.faces.settings import FaceSettings
 
 DESCRIPTOR_SIZE = 128
 

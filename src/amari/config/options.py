@@ -1,4 +1,4 @@
-"""Command-line options made from a config dataclass (`amari.config.setting` says how per field).
+"""Command-line options made from a config dataclass (`amari.config.settings.setting` says how per field).
 
 `add_options(parser, cls)` adds one option per field, its help text ending in the dataclass's default;
 `from_args(cls, args)` builds the config back from the parsed arguments. Nested settings (a stage's
@@ -13,7 +13,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from amari.config import UNSET, parse_text, type_hints, unwrap_optional
+from amari.config.settings import UNSET, parse_text, type_hints, unwrap_optional
 from amari.errors import UsageError
 
 

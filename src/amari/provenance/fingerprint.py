@@ -12,14 +12,14 @@ stored crop: a re-encoded, resized or cropped copy lands within MATCH_DISTANCE b
 matches it. Crops other than those 25, rotations and images pasted into a larger canvas are not
 recognised.
 
-A registry (`Registry`, one SQLite file; `amari.registries` says which ones an image belongs to) holds
+A registry (`Registry`, one SQLite file; `amari.provenance.registries` says which ones an image belongs to) holds
 fingerprints with where the image was written and what made it (seed, model, prompt), so a match says
 which image it was. The place is never a path of this machine, since `amari verify` prints it:
 relative to the registry's folder when the image is inside it, else relative to the workspace's or
 study's folder and led by that folder's name, else the file's name alone.
 
 A `Fingerprint` is computed where the image is made (a miner's worker process, beside the PNG), and
-recorded by the one process that writes the file (`amari.registries.Registries.write`).
+recorded by the one process that writes the file (`amari.provenance.registries.Registries.write`).
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ class Registry:
     """One registry file. Hashes are read once per instance, on the first match."""
 
     def __init__(self, path: str | os.PathLike, name: str | None = None):
-        from amari.sqlite import connect
+        from amari.storage.sqlite import connect
 
         self.path = Path(path)
         self.name = name or str(self.path)
