@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import ipaddress
 import secrets
@@ -133,5 +134,7 @@ def run(config: ServeConfig, layout: ServeLayout, announce: Callable[[str], None
         warn(warning)
     announce(f"amari serve: the workbench of {layout.workspace.root.name} is at\n    {server.url}")
     announce("Open it in a browser on this machine (the token is needed on every request); Ctrl-C stops it.")
-    server.serve()
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops gracefully on Ctrl-C, then raises it again
+        server.serve()
+    announce("amari serve: stopped")
     return ServeResult(server.url)

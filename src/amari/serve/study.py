@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from amari.storage.images import IMAGE_EXTENSIONS
 from amari.storage.layout import PROVENANCE_REGISTRY, REPORT_HTML, ServeLayout
 from amari.storage.results import CONTROL, CellResult, read_manifest, read_results
 
@@ -71,7 +72,8 @@ def verify(layout: ServeLayout, data: bytes, name: str) -> dict:
     """`amari verify` on an image sent by the page: every mark and the verdict, as `--json` prints it."""
     from amari.provenance.verification import Verifier, as_json
 
-    suffix = Path(name).suffix.lower() if Path(name).suffix else ".png"
+    suffix = Path(name).suffix.lower()
+    suffix = suffix if suffix in IMAGE_EXTENSIONS else ""  # the content decides; the name only hints
     with tempfile.TemporaryDirectory(prefix="amari-verify-") as folder:
         path = Path(folder) / f"upload{suffix}"
         path.write_bytes(data)
