@@ -318,6 +318,19 @@ def test_galleries_list_every_image_sorted_by_its_score_against_the_group(worksp
         unknown = client.get(f"/gallery/{UNKNOWN_PERSON}", headers=BEARER).text
         assert unknown.count("no face found") >= 2  # the faceless photos (the broken files: no score)
 
+        # Moved by hand since the miner looked: still known (by name and size), scored against the group
+        # as the folder is now. A file the miner never saw: listed, not scored.
+        leaving = members(workspace)[0]
+        os.rename(workspace / SIM_GROUP / leaving, workspace / ALMOST_SIM / leaving)
+        shutil.copy(workspace / SIM_GROUP / members(workspace)[0], workspace / SIM_GROUP / "dropped.png")
+        rest = np.array([d for (folder, name), d in found.items() if folder == SIM_GROUP and name != leaving])
+        almost = client.get(f"/api/images?folder={ALMOST_SIM}", headers=BEARER).json()["images"]
+        moved = next(i for i in almost if i["name"] == leaving)
+        distances = np.sqrt(((rest - found[(SIM_GROUP, leaving)]) ** 2).sum(axis=1))
+        assert moved["judged"] and moved["score"] == pytest.approx(distances.mean(), abs=1e-9)
+        group = client.get(f"/api/images?folder={SIM_GROUP}", headers=BEARER).json()["images"]
+        assert group[-1]["name"] == "dropped.png" and not group[-1]["judged"] and group[-1]["score"] is None
+
 
 def test_thumbnails_are_made_once_in_the_cache_and_never_in_the_workspace(workspace, isolated_state):
     def listing():

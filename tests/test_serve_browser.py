@@ -87,7 +87,10 @@ def wait_gone(page, name: str) -> None:
     )
 
 
-def test_a_click_or_a_key_moves_an_image_and_the_grid_follows(page, mined, tmp_path):
+def test_a_click_or_a_key_moves_an_image_the_grid_follows_and_a_dropped_image_is_verified(page, mined, tmp_path, data_dir):
+    from test_verify import make_images
+
+    marked = make_images(data_dir, tmp_path) / "marked.jpg"  # amari's marks, then JPEG 90
     workspace = copy_workspace(mined, tmp_path / "ws")
     hostile = "<img src=x onerror=alert(1)>.png"
     first_member = sorted(p.name for p in (workspace / SIM_GROUP).iterdir())[0]
@@ -138,6 +141,21 @@ def test_a_click_or_a_key_moves_an_image_and_the_grid_follows(page, mined, tmp_p
         page.goto(f"{server.base}/gallery/{UNKNOWN_PERSON}")
         shown = page.locator("#gallery .tile .name").all_inner_texts()
         assert hostile in shown
+
+        # An image dropped onto the verify page: the marks and the verdict.
+        page.goto(f"{server.base}/verify")
+        dropped = page.evaluate_handle(
+            """bytes => {
+                const data = new DataTransfer();
+                data.items.add(new File([new Uint8Array(bytes)], "marked.jpg", {type: "image/jpeg"}));
+                return data;
+            }""",
+            list(marked.read_bytes()),
+        )
+        page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+        page.wait_for_function("() => !document.getElementById('verdict').hidden", timeout=WAIT_MS)
+        assert page.inner_text("#verdict-name") == "marked.jpg"
+        assert page.inner_text("#verdict-text") == "synthetic, made by amari"
     assert page.problems == []
 
 

@@ -141,11 +141,10 @@ class Workbench:
     def study_page(self, request: Request):
         if self.layout.study is None:
             raise PathRefused("study")
-        report = study.report_file(self.layout)
-        return HTMLResponse(
-            self.render("study.html", title="study", current="study", report=report is not None,
-                        grids=study.grids(self.layout), live=self.live.record())
-        )  # fmt: skip
+        context = dict(
+            report=study.report_file(self.layout) is not None, grids=study.grids(self.layout), live=self.live.record()
+        )
+        return HTMLResponse(self.render("study.html", title="study", current="study", **context))
 
     def report(self, request: Request):
         path = study.report_file(self.layout)
@@ -164,7 +163,7 @@ class Workbench:
     def resolve(self, path: str) -> Path:
         """A served image: in a workspace folder, its trash, or the study's results; anything else is refused."""
         parts = parts_of(path)
-        if os_suffix(parts[-1]) not in IMAGE_EXTENSIONS:
+        if Path(parts[-1]).suffix.lower() not in IMAGE_EXTENSIONS:
             raise PathRefused(path)
         if parts[0] in self.galleries.folders and len(parts) == 2:
             return regular_file_inside(self.layout.workspace.root, parts)
@@ -316,10 +315,6 @@ def _int(text: str | None, default: int) -> int:
         return int(text) if text is not None else default
     except ValueError:
         return default
-
-
-def os_suffix(name: str) -> str:
-    return Path(name).suffix.lower()
 
 
 def _score(value) -> str:
