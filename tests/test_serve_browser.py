@@ -87,7 +87,8 @@ def wait_gone(page, name: str) -> None:
     )
 
 
-def test_a_click_or_a_key_moves_an_image_the_grid_follows_and_a_dropped_image_is_verified(page, mined, tmp_path, data_dir):
+@pytest.mark.slow
+def test_a_click_or_a_key_moves_an_image_the_grid_follows_and_a_drop_is_verified(page, mined, tmp_path, data_dir):
     from test_verify import make_images
 
     marked = make_images(data_dir, tmp_path) / "marked.jpg"  # amari's marks, then JPEG 90
