@@ -7,7 +7,7 @@ plus every earlier stage's, so a change anywhere makes that stage and the ones a
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,12 @@ def mining_source(config):
     from amari.generate import DiffusersSource
 
     return DiffusersSource(
-        config.prompt, config.generate_config(), config.enhance_config(), seed=config.seed, preset=config.preset
+        config.prompt,
+        config.generate_config(),
+        config.enhance_config(),
+        seed=config.seed,
+        preset=config.preset,
+        batch_by_memory=config.images_per_call is None,
     )
 
 
@@ -38,6 +43,14 @@ class Stage:
     per_group: bool  # one unit of work (and one marker) per training group
     run: Callable  # (study config, unit or None, log) -> summary line
     per_method: bool = False  # ... and per training method: the unit is (method, group)
+    # (study config, units, log) -> each unit's summary line in order, as each is done: for a stage whose
+    # units are cheaper together (training's groups); without it, `run` takes the units one by one.
+    run_many: Callable | None = None
+
+    def runs(self, config, units: list, log: Log) -> Iterator[str]:
+        if self.run_many is not None:
+            return self.run_many(config, units, log)
+        return (self.run(config, unit, log) for unit in units)
 
 
 def stage_units(stage: Stage, config: StudyConfig) -> list[tuple[str | None, object]]:
@@ -101,6 +114,24 @@ def _train(config: StudyConfig, unit: tuple[str, str], log: Log) -> str:
     return f"step {result.step}"
 
 
+def _train_units(config: StudyConfig, units: list[tuple[str, str]], log: Log) -> Iterator[str]:
+    """Each (method, group)'s training, in order: every Textual Inversion group in one run (the model
+    loads once, and each step is one batch of every group's samples), the other methods one at a time."""
+    from amari import train
+
+    together = [group for method, group in units if method == DEFAULT_METHOD]
+    results: dict = {}
+    for method, group in units:
+        if method != DEFAULT_METHOD or len(together) < 2:
+            yield _train(config, (method, group), log)
+            continue
+        if not results:
+            settings = config.train.replace(method=DEFAULT_METHOD, methods=None)
+            groups = [train.Group(name, settings, config.layout.train(name)) for name in together]
+            results = train.run_groups(groups, log=lambda message: log(f"train {message}"))
+        yield f"step {results[group].step}"
+
+
 def _evaluate(config: StudyConfig, _group, log: Log) -> str:
     from amari import evaluate
     from amari.progress import progress_bar
@@ -126,7 +157,7 @@ STAGES = (
     Stage("mine", False, _mine),
     Stage("select", False, _select),
     Stage("prepare", True, _prepare),
-    Stage("train", True, _train, per_method=True),
+    Stage("train", True, _train, per_method=True, run_many=_train_units),
     Stage("evaluate", False, _evaluate),
     Stage("report", False, _report),
 )

@@ -3,7 +3,8 @@
 Textual Inversion (a token's vectors), a LoRA on the UNet's attention, or pivotal tuning (both at once).
 
 `TrainConfig` holds the settings (the study's by default) and `TrainLayout` where the run reads and
-writes; `run(config, layout)` runs or resumes a run and returns a `TrainResult`. The heavy parts (torch,
+writes; `run(config, layout)` runs or resumes a run and returns a `TrainResult`; `run_groups` trains
+several groups, Textual Inversion's in one run. The heavy parts (torch,
 diffusers) load only when `run` is called.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from amari.storage.layout import TrainLayout
 from amari.train.config import METHOD_NAMES, METHODS, TrainConfig, epoch_at, learning_rate
+from amari.train.groups import Group
 
 
 def run(config: TrainConfig, layout: TrainLayout, log=None):
@@ -18,6 +20,14 @@ def run(config: TrainConfig, layout: TrainLayout, log=None):
     from amari.train.loop import train
 
     return train(config, layout, log)
+
+
+def run_groups(groups, log=None):
+    """Train (or resume) several groups, each a `Group(name, config, layout)`: Textual Inversion groups in
+    one run over one model (`amari.train.together`), the others one after another; {name: TrainResult}."""
+    from amari.train.together import train_groups
+
+    return train_groups(list(groups), log)
 
 
 def read_lora_record(path):
@@ -34,6 +44,8 @@ __all__ = [
     "TrainLayout",
     "epoch_at",
     "learning_rate",
+    "Group",
     "read_lora_record",
     "run",
+    "run_groups",
 ]

@@ -33,8 +33,8 @@ def checkpoint_dir(out_dir: Path, step: int) -> Path:
     return Path(out_dir) / CHECKPOINTS / f"step-{step:06d}"
 
 
-def complete_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
-    """(step, folder) of every complete checkpoint, oldest first."""
+def complete_checkpoints(out_dir: Path, until: int | None = None) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint (of a step up to `until`), oldest first."""
     root = Path(out_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
@@ -43,11 +43,11 @@ def complete_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
         match = _STEP_DIR.match(folder.name)
         if match and folder.is_dir() and (folder / STATE_FILE).is_file():
             found.append((int(match.group(1)), folder))
-    return sorted(found)
+    return sorted(entry for entry in found if until is None or entry[0] <= until)
 
 
-def latest_checkpoint(out_dir: Path) -> tuple[int, Path] | None:
-    found = complete_checkpoints(out_dir)
+def latest_checkpoint(out_dir: Path, until: int | None = None) -> tuple[int, Path] | None:
+    found = complete_checkpoints(out_dir, until)
     return found[-1] if found else None
 
 

@@ -12,9 +12,15 @@ from amari.storage.layout import TrainLayout
 from amari.train.config import TrainConfig, samples_per_step
 from amari.train.lora import LoraSpec
 from amari.train.model import Components
+from amari.train.scoring import Scoring
 from amari.train.tokens import PlaceholderEmbedding
 
 Log = Callable[[str], None]
+
+
+def named_log(log: Log, name: str) -> Log:
+    """`log` with each message said of `name` (a group of a run of several)."""
+    return lambda message: log(f"{name}: {message}")
 
 
 @dataclass
@@ -44,6 +50,7 @@ class Run:
     unet: object = None  # the UNet and text encoder as the step calls them (DDP-wrapped where they learn)
     text_encoder: object = None
     synced: tuple = ()  # the modules whose gradients the processes average
+    scoring: Scoring = field(default_factory=Scoring)  # the checkpoint samples' scores, made in the background
 
     @property
     def processes(self) -> int:

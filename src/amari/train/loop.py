@@ -58,12 +58,20 @@ class TrainResult:
 def train(config: TrainConfig, layout: TrainLayout, log: Log | None = None) -> TrainResult:
     """Run (or resume) the training described by `config`; see the module docstring for the steps."""
     run = prepare_run(config, layout, log)
-    start = resume(run)
-    stops = [s for s in checkpoint_steps(config.max_steps, config.checkpoint_every) if s > start]
-    if start >= config.max_steps:
-        run.log(f"already trained to step {start} of {config.max_steps}; nothing to do")
-    else:
-        _train_until(run, start, stops)
+    with run.scoring:
+        start = resume(run)
+        stops = [s for s in checkpoint_steps(config.max_steps, config.checkpoint_every) if s > start]
+        if start >= config.max_steps:
+            run.log(f"already trained to step {start} of {config.max_steps}; nothing to do")
+        else:
+            _train_until(run, start, stops)
+        return finish(run, start)
+
+
+def finish(run: Run, start: int) -> TrainResult:
+    """Wait for the samples' scores, write the final files, and say what the run made."""
+    config, layout = run.config, run.layout
+    run.scoring.wait()
     files = export_final(run) if run.is_main else {}
     run.accelerator.wait_for_everyone()
     lora_kinds = ("lora", "kohya", "record")
@@ -105,6 +113,7 @@ def _train_until(run: Run, start: int, stops: list[int]) -> None:
                     )
                 if done in stops:
                     save_checkpoint(run, done, loss, lr, epoch)
+                run.scoring.collect()
     finally:
         if metrics is not None:
             metrics.close()
@@ -168,6 +177,12 @@ def make_batch(run: Run, step: int, micro: int) -> tuple[torch.Tensor, torch.Ten
 
 def diffusion_loss(run: Run, latents, noise, timesteps, prompt_ids) -> torch.Tensor:
     """The latent diffusion objective: MSE between the UNet's prediction and its target."""
+    prediction, target = predict(run, latents, noise, timesteps, prompt_ids)
+    return F.mse_loss(prediction.float(), target.float(), reduction="mean")
+
+
+def predict(run: Run, latents, noise, timesteps, prompt_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """The UNet's prediction for the noised latents, and what it should have predicted."""
     scheduler = run.components.noise_scheduler
     noisy = scheduler.add_noise(latents, noise, timesteps)
     text_encoder = run.text_encoder or run.components.text_encoder
@@ -176,7 +191,5 @@ def diffusion_loss(run: Run, latents, noise, timesteps, prompt_ids) -> torch.Ten
         text = text_encoder(prompt_ids)[0]
     prediction = unet(noisy.to(run.weight_dtype), timesteps, text.to(run.weight_dtype)).sample
     if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
-    return F.mse_loss(prediction.float(), target.float(), reduction="mean")
+        return prediction, scheduler.get_velocity(latents, noise, timesteps)
+    return prediction, noise

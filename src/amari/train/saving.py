@@ -77,7 +77,7 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
                 if "kohya" in files
                 else None
             )
-            samples, validation = _samples_and_validation(run, partial / "samples", step, a1111, kohya)
+            samples = _samples(run, partial / "samples", step, a1111, kohya)
             ckpt.write_json(
                 partial / ckpt.STATE_FILE,
                 {
@@ -90,12 +90,12 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
                     "name": name,
                     "files": {kind: path.name for kind, path in files.items()},
                     "samples": [f"samples/{sample.path.name}" for sample in samples],
-                    "validation": validation,
+                    "validation": None,  # the samples' score, once it is back (`amari.train.scoring`)
                 },
             )
         folder = ckpt.checkpoint_dir(run.layout.out, step)
-        best = ckpt.summarize_validation(run.layout.out)
-        run.log(_checkpoint_message(step, config.max_steps, epoch, loss, validation, best))
+        run.log(f"step {step}/{config.max_steps}  epoch {epoch:.3f}  loss {loss:.4f}  checkpoint saved")
+        run.scoring.submit(run.layout.out, step, _in_checkpoint(samples, partial, folder), run.log)
     run.accelerator.wait_for_everyone()
     return folder
 
@@ -105,40 +105,31 @@ def checkpoint_name(name: str, step: int) -> str:
     return f"{name}-{step}"
 
 
-def _samples_and_validation(run: Run, folder: Path, step: int, embedding: dict | None, lora: dict | None):
+def _samples(run: Run, folder: Path, step: int, embedding: dict | None, lora: dict | None) -> list:
     config = run.config
     if not config.sample_seeds:
-        return [], None
-    from amari.train.validation import generate_samples, sample_pipeline, score_samples
+        return []
+    from amari.train.validation import generate_samples, sample_pipeline
 
     text_encoder = run.components.text_encoder
-    # Sampling runs on this process alone, so it must not go through the distributed wrapper.
+    # Sampling runs on this process alone, so it must not go through the distributed wrapper (nor, in a
+    # run of several groups, through their shared table: the samples are this group's).
     if run.placeholder is not None:
         text_encoder.set_input_embeddings(run.placeholder)
     try:
         pipe = sample_pipeline(run.components, text_encoder)
         with run.accelerator.autocast():  # the text encoder is float32, the UNet may be half precision
-            samples = generate_samples(pipe, folder, config, run.token, run.components.info, embedding, step, lora=lora)
+            return generate_samples(pipe, folder, config, run.token, run.components.info, embedding, step, lora=lora)
     finally:
         if run.placeholder is not None:
             text_encoder.set_input_embeddings(run.trainable)
-    if run.reference is None:
-        return samples, None
-    validation = score_samples(samples, run.face_encoder, run.reference)
-    return samples, validation.as_dict()
 
 
-def _checkpoint_message(step, max_steps, epoch, loss, validation, best) -> str:
-    text = f"step {step}/{max_steps}  epoch {epoch:.3f}  loss {loss:.4f}  checkpoint saved"
-    if validation:
-        mean = validation["mean_sim_score"]
-        text += (
-            f"; faces {validation['faces_found']}/{validation['images']}, "
-            f"sim-score {'n/a' if mean is None else f'{mean:.3f}'}"
-        )
-        if best and best["step"] == step:
-            text += " (best so far)"
-    return text
+def _in_checkpoint(samples: list, partial: Path, folder: Path) -> list:
+    """The samples where they are once the checkpoint's folder has its final name."""
+    from dataclasses import replace
+
+    return [replace(sample, path=folder / sample.path.relative_to(partial)) for sample in samples]
 
 
 def export_final(run: Run) -> dict[str, Path]:
