@@ -18,7 +18,14 @@ from amari.generate.config import (
     with_overrides,
 )
 from amari.generate.pipeline import LoadedModel, load_model, unload_all
-from amari.generate.run import GeneratedImage, GenerationResult, generate, generate_images, random_seeds
+from amari.generate.run import (
+    GeneratedImage,
+    GenerationResult,
+    generate,
+    generate_images,
+    pass_size,
+    random_seeds,
+)
 from amari.generate.schedulers import SAMPLERS, make_scheduler
 from amari.lazy import lazy_exports
 from amari.models.diffusion import model_source
@@ -43,6 +50,7 @@ __all__ = [
     "load_model",
     "make_scheduler",
     "model_source",
+    "pass_size",
     "preset_config",
     "random_seeds",
     "unload_all",

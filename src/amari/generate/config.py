@@ -48,7 +48,11 @@ class GenerateConfig(Settings):
     eta: float = setting(0.0, "DDIM's stochasticity; 0 is deterministic DDIM, as the study ran it")
     device: str = setting("auto", "auto: cuda, then mps, then cpu")
     dtype: str = setting("auto", "auto: float16 on cuda and mps, float32 on cpu")
-    compile: bool = setting(False, "torch.compile the UNet (CUDA; pays off after the first batches)")
+    compile: bool | None = setting(
+        None,
+        "torch.compile the UNet for fixed shapes (default: on CUDA; if compiling fails, it says so once and "
+        "runs uncompiled)",
+    )
     rng: str = setting("cpu", "where seeds draw their noise; cpu makes a seed give the same image everywhere")
     safety_checker: bool = setting(False, "load the model's NSFW checker when it ships one")
     extract_ema: bool = setting(True, "a checkpoint file with EMA and plain weights gives its EMA weights")

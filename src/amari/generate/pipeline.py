@@ -26,6 +26,8 @@ class LoadedModel:
     embeddings: dict[str, str] = field(default_factory=dict)  # token -> resolved path
     loras: dict[str, tuple[str, float]] = field(default_factory=dict)  # adapter name -> (resolved path, weight)
     scheduler_name: str | None = None
+    compiled: bool = False  # the UNet runs compiled: shapes stay fixed, LoRAs are fused into it
+    originals: dict = field(default_factory=dict)  # weights a fused LoRA changed, as they were before it
 
     @property
     def name(self) -> str:
@@ -45,28 +47,31 @@ class LoadedModel:
             self.pipe.scheduler = make_scheduler(config.scheduler, self.base_scheduler_config)
             self.scheduler_name = config.scheduler
         apply_embeddings(self.pipe, self.embeddings, config.embeddings)
-        apply_loras(self.pipe, self.loras, config.loras)
+        apply_loras(self.pipe, self.loras, config.loras, self.originals if self.compiled else None)
 
 
 _LOADED: dict[tuple, LoadedModel] = {}
 
 
-def _prepare(pipe, device: str, compile_unet: bool):
+def _prepare(pipe, device: str, compile_unet: bool | None) -> tuple[object, bool]:
+    """The pipeline on its device, and whether its UNet is compiled."""
     import torch
+
+    from amari.execution.devices import repeatable_kernels
+    from amari.models.compiling import compile_in_place, should_compile
 
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+        repeatable_kernels()  # a seed makes the same image in every run, a resumed miner's included
         # Convolutions run fastest channels-last on tensor cores; attention already goes through
         # torch's scaled_dot_product_attention (flash / memory-efficient kernels), diffusers' default.
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
-    if compile_unet:
-        pipe.unet = torch.compile(pipe.unet)
-    return pipe
+    compiled = should_compile(compile_unet, device) and compile_in_place(pipe.unet, "the UNet")
+    return pipe, compiled
 
 
 def load_model(config: GenerateConfig, log=None) -> LoadedModel:
@@ -91,10 +96,11 @@ def load_model(config: GenerateConfig, log=None) -> LoadedModel:
     pipe, info = load_pipeline(
         config.model, config.model_config, torch_dtype, config.safety_checker, config.extract_ema, log=log
     )
-    pipe = _prepare(pipe, device, config.compile)
+    pipe, compiled = _prepare(pipe, device, config.compile)
     native = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
     loaded = LoadedModel(
         pipe=pipe,
+        compiled=compiled,
         info=info,
         device=device,
         dtype=str(torch_dtype).removeprefix("torch."),

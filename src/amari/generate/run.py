@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from amari.errors import UsageError
+from amari.errors import ModelError, UsageError
 from amari.generate.config import GenerateConfig
 from amari.storage.files import safetensors_data_sha256, sha256_once
 
@@ -152,19 +152,47 @@ def generate(
                 callback_on_step_end=step_done,
                 **extra,
             )
+            flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(batch_seeds)
             batch = [
                 GeneratedImage(
-                    image=image.convert("RGB"),
+                    image=_checked(image.convert("RGB"), seed, model, blacked_out),
                     seed=seed,
                     prompt=text,
                     params=_image_params(text, seed, config, model, width, height),
                 )
-                for image, seed, text in zip(output.images, batch_seeds, batch_prompts)
+                for image, seed, text, blacked_out in zip(output.images, batch_seeds, batch_prompts, flagged)
             ]
             images.extend(batch)
             if on_batch is not None:
                 on_batch(batch)
     return GenerationResult(images=images, seconds=time.perf_counter() - started)
+
+
+def _checked(image, seed: int, model, blacked_out: bool):
+    """The image, unless the model broke down: NaN in half precision decodes to an all-black image, which
+    must be an error, never a silent "no face" (a safety checker's deliberate black is not one)."""
+    if not blacked_out and max(high for _low, high in image.getextrema()) == 0:
+        hint = (
+            "its weights give NaN or nothing"
+            if model.dtype == "float32"
+            else "NaN in half precision? Try dtype=float32, or a VAE that works in float16"
+        )
+        raise ModelError(f"{model.name} made an all-black image (seed {seed}, {model.dtype}): {hint}")
+    return image
+
+
+def pass_size(config: GenerateConfig, largest: int, gpu_only: bool = False) -> tuple[int, bool]:
+    """How many images of `config` one pass can hold in the device's free memory (at most `largest`;
+    with `gpu_only`, `config.batch_size` off a CUDA GPU), and whether its UNet is compiled (then every pass
+    must keep one shape): a model step, measured where the model runs, once it is loaded."""
+    from amari.execution.memory import free_bytes, generation_batch
+    from amari.generate.pipeline import load_model
+
+    model = load_model(config)
+    if gpu_only and not model.device.startswith("cuda"):
+        return config.batch_size, model.compiled
+    width, height = config.width or model.native_size, config.height or model.native_size
+    return generation_batch(free_bytes(model.device), width, height, largest), model.compiled
 
 
 def generate_images(prompt: str | Sequence[str], seeds: Sequence[int], config: GenerateConfig) -> list[GeneratedImage]:
