@@ -60,7 +60,12 @@ class EvaluateConfig(Settings):
     guidance: float = setting(7.5, "classifier-free guidance", cli=False)
     width: int = setting(512, "image width", cli=False)
     height: int = setting(512, "image height", cli=False)
-    batch_size: int = setting(1, "images per forward pass; each keeps its own seeded generator", cli=False)
+    batch_size: int | None = setting(
+        None,
+        "images of one prompt per forward pass, each from its own seeded generator (default: as many of the "
+        "prompt's commands as the free memory holds)",
+        cli=False,
+    )
     groups: tuple[str, ...] | None = setting(None, "training groups in the grid (default: every one)", cli=False)
     methods: tuple[str, ...] = setting(
         (DEFAULT_METHOD,), "training methods in the grid, each with every group", cli=False, study=True
