@@ -10,7 +10,7 @@ checkpoints, samples and files. A group's result equals training it alone within
 (batched kernels add in another order), and its checkpoints are a lone run's, so either way of
 training resumes the other's.
 
-What cannot go together trains one group after another, as before: LoRA and pivotal tuning (they
+What cannot go together trains one group after another: LoRA and pivotal tuning (they
 change weights every group shares), groups whose settings differ where the batch is shared (the model,
 token, templates, resolution, precision), and runs on several processes.
 """
