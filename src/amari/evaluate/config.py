@@ -87,8 +87,12 @@ class EvaluateConfig(Settings):
     ray_actors: int | None = actors_setting()
     # Filled in by the study from its other tables.
     study_name: str = setting("study", "the study's name, recorded with every image", cli=False, study=True)
-    model: str = setting(DEFAULT_MODEL, "Stable Diffusion model", cli=False, study=True)
+    model: str = setting(DEFAULT_MODEL, "the model (SD 1.x, SD 2.x, SDXL or FLUX.1)", cli=False, study=True)
     model_config: str | None = setting(None, "component configs of a single-file model", cli=False, study=True)
+    vae: str | None = setting(None, "a replacement VAE", cli=False, study=True)
+    biometric_licence: str | None = setting(
+        None, "the licence that permits scoring a model whose own forbids it (FLUX.1 [dev])", cli=False, study=True
+    )
     device: str = setting("auto", "where generation runs", cli=False, study=True)
     subject: str = setting("amari", "the word in the prompts that stands for the identity", cli=False, study=True)
     init_word: str = setting("woman", "what the control group says instead of the subject", cli=False, study=True)
@@ -126,6 +130,11 @@ class EvaluateConfig(Settings):
             require_ray(self.ray)
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        from amari.models.families.registry import guess
+        from amari.models.licences import check_biometric_use
+
+        guess(self.model).check_sampler(self.sampler)
+        check_biometric_use(self.model, self.biometric_licence, "amari evaluate")
         if self.width % 8 or self.height % 8:
             raise UsageError(f"width and height must be multiples of 8, not {self.width}×{self.height}")
         check_device(self.device)

@@ -18,7 +18,6 @@ from amari.models.diffusion import ModelInfo
 from amari.provenance.png import save_png
 
 NO_FACE_SCORE = 1.0
-SAMPLER = "ddim"
 
 
 @dataclass(frozen=True)
@@ -67,22 +66,9 @@ def score_samples(samples: list[Sample], encoder, reference: FaceGroup) -> Valid
     )
 
 
-def sample_pipeline(components, text_encoder):
-    """A text-to-image pipeline over the run's own modules (nothing is copied or reloaded)."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        vae=components.vae,
-        text_encoder=text_encoder,
-        tokenizer=components.tokenizer,
-        unet=components.unet,
-        scheduler=components.sample_scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def sample_pipeline(components):
+    """A text-to-image pipeline of the model's family over the run's own modules (nothing copied or reloaded)."""
+    return components.family.sample_pipeline(components.pipe, components.sample_scheduler)
 
 
 def generate_samples(
@@ -94,6 +80,8 @@ def generate_samples(
     embedding: dict | None,
     step: int,
     lora: dict | None = None,
+    family=None,
+    size: int | None = None,
 ) -> list[Sample]:
     """One PNG per sample prompt and seed of `config`; `{}` in a prompt becomes the placeholder token (a LoRA
     run's trigger words).
@@ -104,6 +92,13 @@ def generate_samples(
     """
     import torch
 
+    from amari.models.families.registry import guess, native_size
+
+    family = family or guess(config.model)
+    steps = config.sample_steps or family.defaults.sample_steps
+    guidance = family.defaults.guidance if config.guidance_scale is None else config.guidance_scale
+    size = size or config.resolution or native_size(config.model)
+    sampler = family.defaults.sample_sampler
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     samples = []
@@ -115,11 +110,12 @@ def generate_samples(
             with torch.no_grad():
                 image = pipe(
                     prompt,
-                    num_inference_steps=config.sample_steps,
-                    guidance_scale=config.guidance_scale,
-                    height=config.resolution,
-                    width=config.resolution,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    height=size,
+                    width=size,
                     generator=generator,
+                    **family.call_kwargs("", 1, sampler, 0.0),
                 ).images[0]
             path = folder / f"p{p}-seed{seed}.png"
             shown = template.replace("{}", embedding["name"] if embedding else token)
@@ -127,13 +123,15 @@ def generate_samples(
                 "prompt": shown + (f" <lora:{lora['name']}:1>" if lora else ""),
                 "prompt_sent": prompt,
                 "seed": seed,
-                "steps": config.sample_steps,
-                "sampler": SAMPLER,
-                "cfg_scale": config.guidance_scale,
-                "width": config.resolution,
-                "height": config.resolution,
+                "steps": steps,
+                "sampler": sampler,
+                "cfg_scale": guidance,
+                "width": size,
+                "height": size,
                 "model": model.name,
                 "model_hash": model.model_hash,
+                "model_base": family.base,
+                "family": family.name,
                 "embeddings": [{"token": token, **embedding}] if embedding else [],
                 **({"loras": [{**lora, "weight": 1.0}]} if lora else {}),
                 "step": step,
