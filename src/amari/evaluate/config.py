@@ -117,23 +117,26 @@ class EvaluateConfig(Settings):
             raise UsageError("two commands have the same name")
         check_positive(
             steps=self.steps,
-            guidance=self.guidance,
             width=self.width,
             height=self.height,
             batch_size=self.batch_size,
             tolerance=self.tolerance,
             ray_actors=self.ray_actors,
         )
+        if self.guidance < 0:  # 0: no guidance, as FLUX.1 [schnell] samples
+            raise UsageError(f"guidance must be >= 0, not {self.guidance}")
         if self.ray is not None:
             from amari.execution.cluster import require_ray
 
             require_ray(self.ray)
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        from amari.models.families.registry import guess
+        from amari.models.families.registry import known
         from amari.models.licences import check_biometric_use
 
-        guess(self.model).check_sampler(self.sampler)
+        family = known(self.model)
+        if family is not None:
+            family.check_sampler(self.sampler)
         check_biometric_use(self.model, self.biometric_licence, "amari evaluate")
         if self.width % 8 or self.height % 8:
             raise UsageError(f"width and height must be multiples of 8, not {self.width}×{self.height}")

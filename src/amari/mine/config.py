@@ -123,14 +123,19 @@ class MineConfig(Settings):
     # Generation: None takes the preset's value.
     preset: str = setting(
         "fast",
-        "named generation settings: fast, or study (the original's DDIM 250 steps)",
+        "named generation settings: fast (the model family's sampler and steps), or study (the 2022 study's "
+        "DDIM 250 steps, for SD 1.x)",
         metavar="NAME",
         group="generation",
     )
     seed: int | None = setting(None, "first seed (default: random seeds)", metavar="N", group="generation")
-    sampler: str | None = setting(None, "sampler (default: the preset's)", group="generation")
-    steps: int | None = setting(None, "denoising steps (default: the preset's)", group="generation")
-    guidance: float | None = setting(None, "classifier-free guidance (default: the preset's)", group="generation")
+    sampler: str | None = setting(None, "sampler (default: the preset's, else the model family's)", group="generation")
+    steps: int | None = setting(
+        None, "denoising steps (default: the preset's, else the model family's)", group="generation"
+    )
+    guidance: float | None = setting(
+        None, "classifier-free guidance (default: the preset's, else the model family's)", group="generation"
+    )
     width: int | None = setting(None, "image width (default: the preset's, else the model's)", group="generation")
     height: int | None = setting(None, "image height (default: the preset's, else the model's)", group="generation")
     images_per_call: int | None = setting(
@@ -225,7 +230,6 @@ class MineConfig(Settings):
         check_positive(
             max_batches=self.max_batches,
             steps=self.steps,
-            guidance=self.guidance,
             width=self.width,
             height=self.height,
             images_per_call=self.images_per_call,
@@ -233,6 +237,8 @@ class MineConfig(Settings):
             scale=self.scale,
             poll=self.poll,
         )
+        if self.guidance is not None and self.guidance < 0:  # 0: no guidance, as FLUX.1 [schnell] samples
+            raise UsageError(f"guidance must be >= 0, not {self.guidance}")
         if self.reject_margin < 0:
             raise UsageError(f"reject_margin must be >= 0, not {self.reject_margin}")
         if self.cpus is not None:
@@ -249,10 +255,14 @@ class MineConfig(Settings):
             raise UsageError(f"unknown engine {self.engine!r}: use streaming or serial")
         self.policy()
         if self.source == DIFFUSERS:
-            self.generate_config()
-            self.enhance_config()
+            from amari.models.families.registry import known
             from amari.models.licences import check_biometric_use
 
+            generate = self.generate_config()
+            self.enhance_config()
+            family = known(self.model)
+            if family is not None:
+                family.check_sampler(generate.scheduler)
             check_biometric_use(self.model, self.biometric_licence, "amari mine")
 
     @property

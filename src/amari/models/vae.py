@@ -46,7 +46,7 @@ def load_vae(spec: str, torch_dtype, config_source: str | None = None):
                 kind, location = model_source(config_source)
                 config = {"config": location, "subfolder": "vae"} if kind != "file" else {}
             vae = AutoencoderKL.from_single_file(str(path), local_files_only=is_offline(), **config, **dtype)
-            return vae, path.stem, short_hash(path)
+            return vae, path.name, short_hash(path)
         if path.suffix.lower() in _SUFFIXES or "/" not in spec:
             raise ModelError(f"--vae {spec}: not found (give a VAE folder, a Hugging Face id or a .safetensors file)")
         offline = {"local_files_only": is_offline()}

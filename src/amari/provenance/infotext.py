@@ -6,14 +6,16 @@ Written to what the consumers' own readers accept (their rules, not their code):
   `Negative prompt:`, and a last line of at least three `Key: value` pairs whose keys are word
   characters, spaces, `-` and `/` (so `TI hashes`, never `TI <*>`); a value holding `,`, `:` or a
   line break is JSON-quoted. `Model` is the checkpoint's file name without suffix, `Model hash` the
-  first 10 hex digits of its SHA-256, `TI hashes` `"name: <first 12 hex digits of the file's SHA-256>"`,
-  `Lora hashes` `"name: <12 hex digits>"` of the LoRA files the prompt calls as `<lora:name:weight>`
-  (A1111's LoRA hash is the SHA-256 of a safetensors file's tensor data, after its header).
+  first 10 hex digits of its SHA-256, `VAE` (its file name) and `VAE hash` (10 hex digits) a replacement
+  VAE's, `TI hashes` `"name: <first 12 hex digits of the file's SHA-256>"`, `Lora hashes`
+  `"name: <12 hex digits>"` of the LoRA files the prompt calls as `<lora:name:weight>` (A1111's LoRA
+  hash is the SHA-256 of a safetensors file's tensor data, after its header).
 - ComfyUI imports a `parameters` chunk only when it holds a `Negative prompt:` line before the line that
   starts with `Steps:`, so both are always written (an empty negative prompt too), and it decodes every
   text chunk as UTF-8, so text that is not ASCII goes into an uncompressed iTXt chunk.
 - InvokeAI reads `invokeai_metadata` (JSON) for "recall parameters": positive_prompt, negative_prompt,
-  seed (0..2^32-1), steps, cfg_scale, scheduler (its own names), width, height, model.
+  seed (0..2^32-1), steps, cfg_scale, scheduler (its own names), width, height, model, whose `base` names
+  the model family as InvokeAI does (`sd-1`, `sd-2`, `sdxl`, `flux`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ A1111_SAMPLER_NAMES = {
     "euler_a": "Euler a",
     "dpmpp_2m": "DPM++ 2M Karras",
     "unipc": "UniPC",
+    "flow_euler": "Euler",  # FLUX.1's flow-matching Euler, as Forge names it
 }
 # ... and as InvokeAI names them (`_k`: Karras sigmas).
 INVOKEAI_SCHEDULERS = {
@@ -44,6 +47,7 @@ INVOKEAI_SCHEDULERS = {
     "euler_a": "euler_a",
     "dpmpp_2m": "dpmpp_2m_k",
     "unipc": "unipc",
+    "flow_euler": "euler",
 }
 INVOKEAI_MAX_SEED = 2**32 - 1
 
@@ -87,6 +91,10 @@ def a1111_parameters(params: dict) -> str:
         fields["Model hash"] = params["model_hash"]
     if params.get("model"):
         fields["Model"] = params["model"]
+    if params.get("vae_hash"):  # a replacement VAE, as A1111 names the one it loaded
+        fields["VAE hash"] = params["vae_hash"]
+    if params.get("vae"):
+        fields["VAE"] = params["vae"]
     if params.get("eta"):
         fields["Eta"] = params["eta"]
     hashes = [f"{e['name']}: {e['hash']}" for e in params.get("embeddings") or () if e.get("name") and e.get("hash")]

@@ -149,7 +149,8 @@ def _describe(config: TrainConfig, family, spec, token, images: int, templates: 
         parts.append(f"trigger {token!r}")
     text = ", ".join(parts)
     if spec is not None:
-        where = spec.denoiser + (" and text encoder(s)" if spec.text_encoder_targets else "")
+        encoders = " and text encoder" + "s" * (len(spec.text_encoders) > 1) if spec.text_encoder_targets else ""
+        where = {"unet": "UNet"}.get(spec.denoiser, spec.denoiser) + encoders
         text += f"; LoRA rank {spec.rank}, alpha {spec.alpha:g} on the {where} ({', '.join(spec.unet_targets)})"
     rates = " and ".join(f"{lr:g}" for lr in lrs)
     return (

@@ -74,15 +74,20 @@ def family_of(spec: str) -> Family | None:
     return None if evidence is None else identify(evidence, Path(spec).name)
 
 
-def guess(spec: str) -> Family:
-    """The family, for defaults chosen before a model loads: the default family when the model cannot be
-    read (yet), since loading it will then say why."""
+def known(spec: str) -> Family | None:
+    """The family when the model can be read now, else None: for checks that must not guess."""
     from amari.errors import ModelError
 
     try:
-        return detect(spec)
+        return family_of(spec)
     except ModelError:
-        return DEFAULT
+        return None
+
+
+def guess(spec: str) -> Family:
+    """The family, for defaults chosen before a model loads: the default family when the model cannot be
+    read (yet), since loading it will then say why."""
+    return known(spec) or DEFAULT
 
 
 def detect(spec: str) -> Family:
