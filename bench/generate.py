@@ -122,9 +122,8 @@ def family_rows(args) -> None:
         )
         rows.append((label, (config.batch_size, seconds, how)))
         unload_all()
-    print(
-        f"torch {torch.__version__}, {'CUDA' if torch.cuda.is_available() else 'CPU'}, {torch.get_num_threads()} threads"
-    )
+    device = "CUDA" if torch.cuda.is_available() else "CPU"
+    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads")
     baseline = rows[0][1][0] / rows[0][1][1] if rows[0][1] else None
     width = max(len(label) for label, _ in rows)
     print(f"{'family and settings':<{width}}  s/image  images/s  vs SD 1.x  how")
