@@ -182,7 +182,13 @@ def _file(path, names):
 
 
 def test_the_weights_decide_the_family(sdxl, flux, flux_dev, tiny_sd, tmp_path):
+    from amari.testing.flux import build_tiny_flux
+    from amari.testing.sdxl import build_tiny_sdxl
+
     assert [detect(str(m)).name for m in (tiny_sd, sdxl, flux, flux_dev)] == ["sd1", "sdxl", "flux-schnell", "flux-dev"]
+    # The builders the rest of the suite and the benchmarks use make what they say.
+    built = build_tiny_sdxl(tmp_path / "xl"), build_tiny_flux(tmp_path / "dev", guidance=True)
+    assert [detect(str(m)).name for m in built] == ["sdxl", "flux-dev"]
     # Single files, by their keys: an SDXL checkpoint (label_emb, two embedders), BFL's FLUX.1 transformers.
     xl = _file(tmp_path / "a.safetensors", ["model.diffusion_model.label_emb.0.0.weight", "conditioner.embedders.1.x"])
     schnell = _file(tmp_path / "b.safetensors", ["double_blocks.0.img_attn.qkv.weight"])
@@ -207,6 +213,17 @@ def test_each_family_has_its_defaults(sdxl, flux):
     assert chosen.enhance_config().upscaler == "RealESRGAN_x4plus" and chosen.enhance_config().scale == 2.0
     with pytest.raises(UsageError, match="flow_euler"):
         MineConfig(prompt=PROMPT, model=str(flux), sampler="ddim", enhance=False)
+
+
+def test_doctor_says_what_each_family_needs_and_whether_the_gpu_has_it():
+    from amari.doctor.memory import memory_rows
+
+    rows = {row[0]: row for row in memory_rows(24.0)}
+    assert set(rows) == {"SD 1.x", "SD 2.x", "SDXL", "FLUX.1"}
+    assert rows["SDXL"][-1] == "yes: generates and trains" and rows["FLUX.1"][-1] == "no"
+    assert rows["FLUX.1"][4] == "not offered"
+    assert memory_rows(30.0)[-1][-1] == "only with --offload (slower)"
+    assert {row[-1] for row in memory_rows(None)} == {"no GPU"}
 
 
 # 2. Mining and the licence ---------------------------------------------------------------------
@@ -255,7 +272,9 @@ def _train(model, images, out, *extra):
 def sdxl_pivotal(sdxl, faces, tmp_path_factory):
     """Pivotal tuning on SDXL: a vector in each text encoder, a LoRA on the UNet and both encoders."""
     out = tmp_path_factory.mktemp("sdxl-pivotal") / "out"
-    return _train(sdxl, faces, out, "--method", "pivotal", "--text-encoder-lora", "--lr", "0.5", "--unet-lr", "0.05")
+    # Its own VAE given as a replacement (--vae reaches training): the same weights, so the files agree.
+    extra = ("--text-encoder-lora", "--vae", str(sdxl / "vae"), "--lr", "0.5", "--unet-lr", "0.05")
+    return _train(sdxl, faces, out, "--method", "pivotal", *extra)
 
 
 def _encoder_widths(pipe) -> tuple[int, int]:
@@ -413,3 +432,29 @@ def test_offload_without_a_gpu_is_a_usage_error(sdxl):
 
     with pytest.raises(UsageError, match="offload"):
         generate(PROMPT, seeds=[1], config=GenerateConfig(model=str(sdxl), device="cpu", offload=True), progress=False)
+
+
+def test_a_sharded_model_in_the_hub_cache_is_told_and_checked_shard_by_shard(
+    flux_dev, isolated_state, tmp_path, monkeypatch
+):
+    """FLUX.1's transformer and T5 ship in shards: the family is read from the shard index's tensor names,
+    and `amari models list` counts the model present only when every shard is there."""
+    import huggingface_hub.constants
+    from diffusers import FluxTransformer2DModel
+
+    from amari.models.inventory import check, model_need
+    from test_inventory import _hub_cache
+
+    folder = tmp_path / "sharded"
+    shutil.copytree(flux_dev, folder)
+    transformer = FluxTransformer2DModel.from_pretrained(folder / "transformer")
+    shutil.rmtree(folder / "transformer")
+    transformer.save_pretrained(folder / "transformer", max_shard_size="40KB")
+    shards = sorted((folder / "transformer").glob("diffusion_pytorch_model-*.safetensors"))
+    assert len(shards) > 1
+    snapshot = _hub_cache(isolated_state / "hf", "amari-test/flux-dev", folder)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(isolated_state / "hf" / "hub"))
+    assert detect("amari-test/flux-dev").name == "flux-dev"  # offline, from the cache: the guidance weights
+    assert check(model_need("amari-test/flux-dev")).state == "present"
+    (snapshot / "transformer" / shards[-1].name).unlink()
+    assert check(model_need("amari-test/flux-dev")).state == "missing"

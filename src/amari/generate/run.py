@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,17 +146,19 @@ def generate(
                     on_step(step)
                 return tensors
 
-            output = model.pipe(
-                prompt=batch_prompts,
-                num_inference_steps=config.steps,
-                guidance_scale=config.guidance_scale,
-                width=width,
-                height=height,
-                generator=generators,
-                output_type="np",
-                callback_on_step_end=step_done,
-                **model.family.call_kwargs(config.negative_prompt, len(batch_seeds), config.scheduler, config.eta),
-            )
+            with warnings.catch_warnings():  # diffusers' notes on its own deprecations, every call
+                warnings.simplefilter("ignore", FutureWarning)
+                output = model.pipe(
+                    prompt=batch_prompts,
+                    num_inference_steps=config.steps,
+                    guidance_scale=config.guidance_scale,
+                    width=width,
+                    height=height,
+                    generator=generators,
+                    output_type="np",
+                    callback_on_step_end=step_done,
+                    **model.family.call_kwargs(config.negative_prompt, len(batch_seeds), config.scheduler, config.eta),
+                )
             batch = [
                 GeneratedImage(
                     image=to_image(pixels, seed, model, getattr(output, "nsfw_content_detected", None), index),
