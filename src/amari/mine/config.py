@@ -146,7 +146,11 @@ class MineConfig(Settings):
         group="generation",
     )
     enhance: bool = setting(
-        True, "enhance images before judging (see --enhancement)", flag="--no-enhance", group="generation"
+        True,
+        "judge generated images as they come, without enhancing them first (see --enhancement; the study "
+        "enhanced them)",
+        flag="--no-enhance",
+        group="generation",
     )
     enhancement: str = setting(
         "auto",

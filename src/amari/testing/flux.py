@@ -101,6 +101,9 @@ def build_tiny_flux(folder: str | Path, seed: int = 0, guidance: bool = False) -
         scaling_factor=1.5035,
     )
     clip = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
         hidden_size=32,
         intermediate_size=37,
         num_attention_heads=4,

@@ -90,6 +90,9 @@ def build_tiny_sdxl(folder: str | Path, seed: int = 0) -> Path:
     )
     configs = [
         CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
             hidden_size=width,
             intermediate_size=37,
             num_attention_heads=4,

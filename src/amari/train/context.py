@@ -30,7 +30,6 @@ class Run:
     trainables: dict
     optimizer: object
     token: str  # the token string the tokenizers know, e.g. "<*>" for "*"; a LoRA run's trigger words
-    placeholder_ids: list[int]
     prompt_ids: list  # per text encoder: [templates, length] prompt token ids
     latent_mean: torch.Tensor  # [images, 2 (plain, mirrored), C, h, w]
     latent_std: torch.Tensor

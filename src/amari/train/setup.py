@@ -61,7 +61,7 @@ def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None
         components.denoiser.enable_gradient_checkpointing()
     lora_parameters = add_lora(components, spec, config.seed) if spec is not None else []
 
-    placeholders, ids = {}, []
+    placeholders = {}
     if config.trains_token:
         learners = [(slot, tok, enc) for slot, tok, enc in components.encoders() if slot.learns_token]
         vocabulary = {word for _slot, tokenizer, _encoder in learners for word in tokenizer.get_vocab()}
@@ -121,7 +121,6 @@ def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None
         trainables=trainables,
         optimizer=optimizer,
         token=token,
-        placeholder_ids=ids,
         prompt_ids=prompt_ids,
         latent_mean=mean,
         latent_std=std,
