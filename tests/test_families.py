@@ -246,16 +246,34 @@ def test_mine_writes_judged_pngs_that_name_the_family(request, family, base, tmp
 
 
 def test_flux_dev_weights_are_refused_for_biometric_work_in_one_line(flux_dev, tmp_path, capsys):
-    from amari.mine import MineConfig
-
     args = ["mine", "--workspace", str(tmp_path / "ws"), "--model", str(flux_dev), "--prompt", PROMPT]
     assert main(args) == LicenceError.exit_code
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "FLUX.1 [dev] Non-Commercial License" in err and "FLUX.1 [schnell]" in err and "--biometric-licence" in err
     assert not (tmp_path / "ws").exists()
-    # The documented way for a licence holder: name the licence.
-    MineConfig(prompt=PROMPT, model=str(flux_dev), enhance=False, biometric_licence="BFL commercial licence 42")
+    # Evaluation scores faces too; training validates against a reference group's faces, without one it does not.
+    from amari.evaluate.config import Command, EvaluateConfig
+    from amari.train.config import TrainConfig
+
+    grid = {"prompts": ("a photo of amari",), "commands": (Command(name="sd1", seed=1),), "sampler": "flow_euler"}
+    with pytest.raises(LicenceError, match="amari evaluate"):
+        EvaluateConfig(model=str(flux_dev), **grid)
+    with pytest.raises(LicenceError, match="--reference-group"):
+        TrainConfig(model=str(flux_dev), method="lora", reference_group=tmp_path)
+    TrainConfig(model=str(flux_dev), method="lora")
+
+
+@pytest.mark.slow
+def test_a_licence_holder_names_the_licence_and_the_run_says_on_what_terms(flux_dev, tmp_path, capsys, one_thread):
+    args = ["mine", "--workspace", str(tmp_path / "ws"), "--model", str(flux_dev), "--prompt", PROMPT]
+    args += ["--width", "32", "--height", "32", "--steps", "1", "--gen-batch", "1", "--max-batches", "1"]
+    assert main([*args, "--no-enhance", "--quiet", "--biometric-licence", "BFL commercial licence 42"]) == 0
+    said = capsys.readouterr()
+    assert "FLUX.1 [dev]: biometric processing under the licence you named: BFL commercial licence 42" in (
+        said.out + said.err
+    )
+    assert image_files(tmp_path / "ws" / "unknown-person")
 
 
 # 3. Training and the files -----------------------------------------------------------------------

@@ -15,17 +15,13 @@ ALTERNATIVES = "FLUX.1 [schnell] (Apache-2.0) or SDXL"
 FLAG = "--biometric-licence"
 
 
-def check_biometric_use(spec: str, permit: str | None, command: str, log=None) -> None:
+def check_biometric_use(spec: str, permit: str | None, command: str) -> None:
     """Refuse `command` on the model `spec` when its family's licence forbids biometric processing and the
     user names no licence that permits it."""
     from amari.models.families.registry import guess
 
     family = guess(spec)
-    if family.biometric_licence is None:
-        return
-    if permit and permit.strip():
-        if log is not None:
-            log(f"{family.label}: going ahead under the licence you named: {permit.strip()}")
+    if family.biometric_licence is None or (permit and permit.strip()):
         return
     raise LicenceError(
         f"{family.label} weights (their transformer has a guidance embedding) are under the "
@@ -33,3 +29,16 @@ def check_biometric_use(spec: str, permit: str | None, command: str, log=None) -
         f"and {command} computes face descriptors of its images: use {ALTERNATIVES}, or, if a licence you hold "
         f"permits it, name it with {FLAG} TEXT"
     )
+
+
+def licence_note(spec: str, permit: str | None) -> str | None:
+    """The line a run writes when it goes ahead on a model whose licence forbids biometric processing
+    because the user named one that permits it; None for every other model."""
+    if not (permit and permit.strip()):
+        return None
+    from amari.models.families.registry import guess
+
+    family = guess(spec)
+    if family.biometric_licence is None:
+        return None
+    return f"{family.label}: biometric processing under the licence you named: {permit.strip()}"

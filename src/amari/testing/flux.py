@@ -9,6 +9,7 @@ library (no download). `build_flux_random` has FLUX.1's full architecture (12 B 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from amari.testing.sd import WORDS, write_clip_tokenizer
@@ -58,10 +59,8 @@ def _save(folder: Path, transformer, vae, clip_config, t5_config, seed: int) -> 
         transformer=transformer,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
-    for source in ("_tokenizer_src", "_t5_src"):
-        for leftover in sorted((folder / source).iterdir()):
-            leftover.unlink()
-        (folder / source).rmdir()
+    shutil.rmtree(folder / "_tokenizer_src")
+    shutil.rmtree(folder / "_t5_src")
     return folder
 
 

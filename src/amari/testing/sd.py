@@ -8,6 +8,7 @@ CLIP tokenizer of their own: byte-level symbols plus whole-word merges for the w
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 WORDS = (
@@ -129,9 +130,7 @@ def _assemble(folder: Path, unet, vae, text_config, seed: int) -> Path:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
-    for leftover in sorted((folder / "_tokenizer_src").iterdir()):
-        leftover.unlink()
-    (folder / "_tokenizer_src").rmdir()
+    shutil.rmtree(folder / "_tokenizer_src")
     return folder
 
 

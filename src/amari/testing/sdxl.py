@@ -8,6 +8,7 @@ of different widths (32 and 48) so that anything that mixes them up fails; 64×6
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from amari.testing.sd import write_clip_tokenizer
@@ -43,9 +44,7 @@ def _save(folder: Path, unet, vae, configs, seed: int) -> Path:
         add_watermarker=False,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
-    for leftover in sorted((folder / "_tokenizer_src").iterdir()):
-        leftover.unlink()
-    (folder / "_tokenizer_src").rmdir()
+    shutil.rmtree(folder / "_tokenizer_src")
     return folder
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from amari.errors import AmariError, UsageError
+from amari.models.licences import licence_note
 from amari.storage.layout import TrainLayout
 from amari.train.config import TrainConfig, learning_rate
 from amari.train.context import Log, Run
@@ -44,6 +45,8 @@ def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None
     check_previous_run(config, layout, image_names, accelerator.num_processes)
     templates = config.templates or OBJECT_TEMPLATES
     reference, face_encoder = _reference_group(config, accelerator)
+    if reference is not None and (note := licence_note(config.model, config.biometric_licence)):
+        say(note)
     torch.manual_seed(config.seed)  # nothing should draw from it; this keeps any stray draw repeatable
 
     # 2. The frozen model, with the LoRA and the placeholder's vectors put in (the LoRA first: peft
