@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from amari.audit import AuditConfig
 from amari.cli import COMMANDS, build_parser
 from amari.compare import CompareConfig
 from amari.config.options import cli_fields, defaults_of, from_args
@@ -18,7 +19,19 @@ from amari.select import SelectConfig
 from amari.train import TrainConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "amari"
-STAGES = ("generate", "enhance", "mine", "select", "prepare", "train", "evaluate", "report", "score", "compare")
+STAGES = (
+    "generate",
+    "enhance",
+    "mine",
+    "audit",
+    "select",
+    "prepare",
+    "train",
+    "evaluate",
+    "report",
+    "score",
+    "compare",
+)
 
 # Each command with a config of its own, and the fewest arguments it runs with.
 COMMAND_CONFIGS = {
@@ -29,6 +42,7 @@ COMMAND_CONFIGS = {
     "select": (SelectConfig, ["--workspace", "ws", "--out", "out"]),
     "train": (TrainConfig, ["data", "--out", "out"]),
     "report": (ReportConfig, ["results"]),
+    "audit": (AuditConfig, ["--workspace", "ws"]),
 }
 
 
