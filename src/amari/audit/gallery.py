@@ -28,7 +28,7 @@ from amari.faces.embeddings import EmbeddingCache, FaceEncoder
 from amari.faces.settings import FaceSettings
 from amari.progress import progress_bar, warn
 from amari.storage.files import atomic_path
-from amari.storage.images import image_files
+from amari.storage.images import images_in
 
 INDEX_FORMAT = "amari-gallery-1"
 INDEX_SUFFIX = ".npz"
@@ -51,13 +51,21 @@ class Gallery:
         return len(self.names)
 
     def searcher(self, exact_limit: int, recall: float):
-        """Exact search up to `exact_limit` faces; above it the approximate index (built once)."""
+        """Exact search up to `exact_limit` faces; above it the approximate index (built once), unless
+        reaching `recall` makes it look into so many cells that exact search is as fast."""
         if self.search is None:
             if len(self) > exact_limit and faiss_available():
-                self.search = FaissSearch.build(self.descriptors, recall)
-            else:
-                if len(self) > exact_limit:
-                    warn(f"{len(self)} gallery faces are searched exactly: pip install 'amari[audit]' for an index")
+                index = FaissSearch.build(self.descriptors, recall)
+                if index.pays:
+                    self.search = index
+                else:
+                    warn(
+                        f"the index needs {index.index.nprobe} of its {index.index.nlist} cells for recall {recall}: "
+                        "these faces have too little structure for it, so they are searched exactly"
+                    )
+            elif len(self) > exact_limit:
+                warn(f"{len(self)} gallery faces are searched exactly: pip install 'amari[audit]' for an index")
+            if self.search is None:
                 self.search = ExactSearch(self.descriptors)
         return self.search
 
@@ -65,11 +73,7 @@ class Gallery:
 def embed_folder(folder: Path, settings: FaceSettings, cpus: int = 1, use_cache: bool = True) -> Gallery:
     """Every face of every photo under `folder`; unreadable photos are warned about and skipped."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise UsageError(f"gallery folder not found: {folder}")
-    paths = image_files(folder)
-    if not paths:
-        raise UsageError(f"the gallery {folder} holds no images")
+    paths = images_in(folder, "gallery")
     cache = EmbeddingCache() if use_cache else None
     try:
         with progress_bar(len(paths), "embedding the gallery") as advance:

@@ -24,6 +24,8 @@ from amari.faces.descriptors import DESCRIPTOR_SIZE
 
 _CHUNK = 65_536  # gallery rows per block of the exact search: a few tens of MB per query batch
 CALIBRATION_QUERIES = 256
+_SLACK = 1e-3  # distance: far beyond float32's rounding of a squared distance below 4
+_SPARE = 8  # candidates beyond k kept for the exact re-ranking
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,12 @@ def _as_rows(vectors) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).reshape(-1, DESCRIPTOR_SIZE))
 
 
+def _as_queries(vectors) -> tuple[np.ndarray, np.ndarray]:
+    """Queries as given (float64: a centroid is not a float32 value) and in float32 for the search."""
+    exact = np.asarray(vectors, dtype=np.float64).reshape(-1, DESCRIPTOR_SIZE)
+    return exact, _as_rows(exact)
+
+
 def exact_distances(queries: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Euclidean distances in float64 from exact differences (as `face_recognition` computes them)."""
     diff = np.asarray(queries, dtype=np.float64)[:, None, :] - np.asarray(faces, dtype=np.float64)[None, :, :]
@@ -44,46 +52,49 @@ def exact_distances(queries: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 class ExactSearch:
-    """Every gallery face compared with every query, in blocks (BLAS), then the pairs found re-measured."""
+    """Every gallery face compared with every query, in blocks (float32 BLAS, |q|² + |g|² - 2q·g), then the
+    pairs found measured again exactly: the blocks only choose candidates, with room for their rounding."""
 
     kind = "exact"
 
     def __init__(self, faces):
         self.faces = _as_rows(faces)
-        self.norms = np.einsum("ij,ij->i", self.faces, self.faces, dtype=np.float64)
+        self.norms = np.einsum("ij,ij->i", self.faces, self.faces)
 
     def __len__(self) -> int:
         return len(self.faces)
 
     def _blocks(self, queries: np.ndarray):
-        """(first row, squared distances of the queries to that block of the gallery)."""
-        q = queries.astype(np.float64)
-        q_norms = np.einsum("ij,ij->i", q, q)
+        """(first row, squared distances of the queries to that block of the gallery, to about 1e-6)."""
+        q_norms = np.einsum("ij,ij->i", queries, queries)
         for start in range(0, len(self.faces), _CHUNK):
-            block = self.faces[start : start + _CHUNK].astype(np.float64)
-            squared = q_norms[:, None] + self.norms[None, start : start + _CHUNK] - 2.0 * (q @ block.T)
+            block = self.faces[start : start + _CHUNK]
+            squared = q_norms[:, None] + self.norms[None, start : start + _CHUNK] - 2.0 * (queries @ block.T)
             yield start, np.maximum(squared, 0.0)
 
-    def within(self, queries, radius: float) -> list[Match]:
-        queries = _as_rows(queries)
-        found = []
-        slack = 1e-6  # the block distances lose a few digits: take a little more, then measure exactly
-        for start, squared in self._blocks(queries):
-            rows, cols = np.nonzero(squared <= (radius + slack) ** 2)
-            found += [(int(r), start + int(c)) for r, c in zip(rows, cols)]
-        return _exact_within(queries, self.faces, found, radius)
-
-    def nearest(self, queries, k: int) -> list[list[Match]]:
-        queries = _as_rows(queries)
+    def query(self, queries, radius: float, k: int) -> tuple[list[Match], list[list[Match]]]:
+        """Every face within `radius` of each query, and each query's k nearest, in one pass over the gallery."""
+        exact, queries = _as_queries(queries)
         k = min(k, len(self.faces))
-        best_d = np.full((len(queries), 0), np.inf)
+        spare = k + _SPARE  # near-ties the rounding may have swapped are settled by the exact distances
+        found: list[tuple[int, int]] = []
+        best_d = np.empty((len(queries), 0), dtype=np.float32)
         best_i = np.empty((len(queries), 0), dtype=np.int64)
         for start, squared in self._blocks(queries):
-            d = np.concatenate([best_d, squared], axis=1)
-            i = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + squared.shape[1]), squared.shape)], 1)
-            keep = np.argpartition(d, min(k + 4, d.shape[1] - 1), axis=1)[:, : k + 4]  # a few spare for re-ranking
-            best_d, best_i = np.take_along_axis(d, keep, 1), np.take_along_axis(i, keep, 1)
-        return _exact_nearest(queries, self.faces, best_i, k)
+            rows, cols = np.nonzero(squared <= (radius + _SLACK) ** 2)
+            found += [(int(r), start + int(c)) for r, c in zip(rows, cols)]
+            local = np.argpartition(squared, min(spare, squared.shape[1]) - 1, axis=1)[:, :spare]
+            best_d = np.concatenate([best_d, np.take_along_axis(squared, local, 1)], axis=1)
+            best_i = np.concatenate([best_i, local + start], axis=1)
+            keep = np.argpartition(best_d, min(spare, best_d.shape[1]) - 1, axis=1)[:, :spare]
+            best_d, best_i = np.take_along_axis(best_d, keep, 1), np.take_along_axis(best_i, keep, 1)
+        return _exact_within(exact, self.faces, found, radius), _exact_nearest(exact, self.faces, best_i, k)
+
+    def within(self, queries, radius: float) -> list[Match]:
+        return self.query(queries, radius, 1)[0]
+
+    def nearest(self, queries, k: int) -> list[list[Match]]:
+        return self.query(queries, 0.0, k)[1]
 
 
 class FaissSearch:
@@ -126,16 +137,25 @@ class FaissSearch:
             probe = min(2 * probe, self.index.nlist)
 
     def within(self, queries, radius: float) -> list[Match]:
-        queries = _as_rows(queries)
-        limits, distances, labels = self.index.range_search(queries, float((radius + 1e-6) ** 2))
+        exact, queries = _as_queries(queries)
+        limits, _, labels = self.index.range_search(queries, float((radius + _SLACK) ** 2))
         found = [(q, int(labels[j])) for q in range(len(queries)) for j in range(limits[q], limits[q + 1])]
-        return _exact_within(queries, self.faces, found, radius)
+        return _exact_within(exact, self.faces, found, radius)
 
     def nearest(self, queries, k: int) -> list[list[Match]]:
-        queries = _as_rows(queries)
+        exact, queries = _as_queries(queries)
         k = min(k, len(self.faces))
-        _, labels = self.index.search(queries, k + 4)
-        return _exact_nearest(queries, self.faces, labels, k)
+        _, labels = self.index.search(queries, k + _SPARE)
+        return _exact_nearest(exact, self.faces, labels, k)
+
+    def query(self, queries, radius: float, k: int) -> tuple[list[Match], list[list[Match]]]:
+        return self.within(queries, radius), self.nearest(queries, k)
+
+    @property
+    def pays(self) -> bool:
+        """Whether the index is cheaper than exact search at its recall: it looks into at most a quarter of
+        its cells (each cell's faces are compared one by one, where exact search multiplies matrices)."""
+        return self.index.nprobe * 4 <= self.index.nlist
 
     def to_bytes(self) -> np.ndarray:
         return require_faiss().serialize_index(self.index)

@@ -107,12 +107,12 @@ def run(config: AuditConfig, workspace: WorkspaceLayout, out: AuditLayout | None
     for identity in identities:
         queries = np.vstack([identity.centroid[None], identity.descriptors])
         labels = [CENTROID] + [path.name for path in identity.members]
-        for match in search.within(queries, config.band):
+        within, nearest = search.query(queries, config.band, config.nearest)
+        for match in within:
             level = FLAG if match.distance <= config.threshold else WARN
             path = None if match.query == 0 else identity.members[match.query - 1]
             name = gallery.names[match.face]
             rows.append(Row(identity.name, labels[match.query], name, match.distance, level, match.face, path))
-        nearest = search.nearest(queries, config.nearest)
         identity.nearest = nearest[0]
         identity.member_nearest = [found[0] if found else None for found in nearest[1:]]
     # 4. Identities against each other.
