@@ -257,3 +257,60 @@ def test_sigkill_during_mining_then_resume_ends_as_the_uninterrupted_run(mined, 
     # The serial engine decides as the streaming one did.
     assert main(mine_args(tmp_path / "serial", folder, "--engine", "serial")) == 0
     assert snapshot(tmp_path / "serial") == expected
+
+
+# -- in a study ---------------------------------------------------------------------------------------
+
+
+def study_data(folder: Path, gallery: Path | None, **audit) -> dict:
+    data = {
+        "study": {"name": "many"},
+        "mine": {"source": f"folder:{folder}", "identities": 6},
+        "evaluate": {"prompts": ["a photo of amari"], "commands": [{"name": "sd1", "seed": 1}]},
+    }
+    if gallery is not None:
+        data["audit"] = {"gallery": str(gallery), **audit}
+    return data
+
+
+def test_a_study_mines_several_identities_and_trains_the_one_it_names(photo_sets, tmp_path):
+    from amari.errors import UsageError
+    from amari.study.config import study_from_dict
+
+    folder, gallery = photo_sets
+    config = study_from_dict(study_data(folder, gallery), base=tmp_path)
+    assert config.mine.identities == 6 and config.layout.identity == 1
+    assert config.train.reference_group == tmp_path / "many" / "mine" / "identity-01" / "sim-group"
+    assert config.audit.faces == config.mine.faces and config.report.audit == tmp_path / "many" / "audit"
+    second = study_from_dict({**study_data(folder, None), "study": {"name": "many", "identity": 2}}, base=tmp_path)
+    assert second.layout.workspace.sim_group.parent.name == "identity-02" and second.report.audit is None
+    one = {**study_data(folder, None), "mine": {"source": f"folder:{folder}"}, "study": {"identity": 2}}
+    with pytest.raises(UsageError, match=r"set \[mine\] identities above 1"):
+        study_from_dict(one, base=tmp_path)
+    other_faces = {**study_data(folder, None), "audit": {"gallery": str(gallery), "faces": {"detector": "cnn"}}}
+    with pytest.raises(UsageError, match="set by the study"):
+        study_from_dict(other_faces, base=tmp_path)
+
+
+def test_a_study_audits_its_identities_and_stops_on_a_flag(mined, photo_sets, tmp_path, capsys):
+    """The study's miner resumes the mined workspace; its audit flags four identities and the study
+    stops before selecting anything; the report's section says what the audit found."""
+    from amari.report.html import audit_html
+
+    folder, gallery = photo_sets
+    root = tmp_path / "many"
+    shutil.copytree(mined, root / "mine", ignore=shutil.ignore_patterns("audit"))
+    config = tmp_path / "many.toml"
+    config.write_text(
+        f'[study]\nname = "many"\nout = "{root}"\n[mine]\nsource = "folder:{folder}"\nidentities = 6\n'
+        f'[audit]\ngallery = "{gallery}"\n[evaluate]\nprompts = ["a photo of amari"]\n'
+        'commands = [{name = "sd1", seed = 1}]\n'
+    )
+    assert main(["study", str(config), "--until", "select"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("amari study: error: the audit raised a flag")
+    assert not any("founded" in line for line in err)  # the miner resumed: nothing new to found
+    assert (root / "audit" / "audit.csv").is_file() and not (root / "groups").exists()
+    section = audit_html(root / "audit", root / "results" / "report")
+    assert "Flagged as a real person of the gallery" in section and "../../audit/index.html" in section
+    assert flagged_people(root / "mine", audit_rows(root / "audit")) == set(HELD_BACK)
