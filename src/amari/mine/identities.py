@@ -323,8 +323,9 @@ def finish(
 
     groups: each live identity's members when the batch began. candidates: this batch's new images,
     (key, descriptor of the largest face or None). unknown: the pool, faces in unknown-person (never a
-    file the user took out of a group). almost: each identity's almost-sim faces (those a reset returns
-    to its group). almost_sizes: the images in each identity's almost-sim folder (default: its faces in
+    file the user took out of a group; needed only while identities are founded). almost: each
+    identity's almost-sim faces (those a reset returns to its group; looked up only for an identity that
+    resets). almost_sizes: the images in each identity's almost-sim folder (default: its faces in
     `almost`), which decide when a relax becomes a reset.
     """
     almost = almost or {}
@@ -350,11 +351,16 @@ def finish(
     judged = {j.key: j for outcome in outcomes.values() for j in outcome.judgements}
     placed = tuple(replace(p, judgement=judged.get(p.key, p.judgement)) for p in placed)
 
-    vectors = {
-        k: v for faces in (*groups.values(), *almost.values(), unknown) for k, v in zip(faces.keys, faces.vectors)
-    }
+    vectors = {k: v for faces in (*groups.values(), unknown) for k, v in zip(faces.keys, faces.vectors)}
     vectors.update({key: vector for key, vector in candidates if vector is not None})
-    members = {n: _members_after(groups[n], outcomes.get(n), almost.get(n, Faces())) for n in sizes if n not in gone}
+    members = {}
+    for number in sizes:
+        if number in gone:
+            continue
+        outcome = outcomes.get(number)
+        back = almost.get(number, Faces()) if outcome is not None and outcome.reset else Faces()
+        vectors.update(zip(back.keys, back.vectors))
+        members[number] = _members_after(groups[number], outcome, back)
 
     fresh = [p.key for p in placed if p.judgement.verdict is Verdict.UNKNOWN and p.key in vectors]
     founded: list[Founding] = []

@@ -22,15 +22,13 @@ from amari.mine.curation import reconcile
 from amari.mine.engine import Engine
 from amari.mine.identities import IdentitiesState, Outcome, Plan
 from amari.mine.judging import Examined, place_files
-from amari.mine.loop import MineResult, early_choice, examine, gather, report
+from amari.mine.loop import STALL_LIMIT, MineResult, early_choice, examine, gather, report
 from amari.mine.policy import Faces, MinerState, Verdict
 from amari.mine.progress import MiningProgress
 from amari.mine.records import Commit, Decision
 from amari.mine.source import Source
 from amari.mine.workspace import Workspace
 from amari.storage.layout import UNKNOWN_PERSON, IdentityFolders, identity_name
-
-STALL_LIMIT = 50  # batches in a row that neither take candidates nor change a folder: the policy is stuck
 
 
 def run_many(
@@ -73,8 +71,8 @@ def run_many(
             founding,
             groups,
             [(e.content_hash, e.descriptor) for e in examined],
-            unknown=faces_in(workspace, UNKNOWN_PERSON, removed=False),
-            almost={k: faces_in(workspace, IdentityFolders(k).almost, removed=False) for k in groups},
+            unknown=faces_in(workspace, UNKNOWN_PERSON, removed=False) if plan.founding else Faces(),
+            almost=_AlmostFaces(workspace),
             almost_sizes={k: counts[IdentityFolders(k).almost] for k in groups},
         )
         change = build_commit(workspace, plan, outcome, examined)
@@ -102,6 +100,16 @@ def faces_in(workspace: Workspace, folder: str, removed: bool = True) -> Faces:
     out of a group (they never return to one by themselves)."""
     rows = [r for r in workspace.images(folder) if r.descriptor is not None and (removed or not r.user_removed)]
     return Faces(tuple(r.content_hash for r in rows), np.array([r.descriptor for r in rows]))
+
+
+class _AlmostFaces:
+    """Each identity's almost-sim faces that may return to its group, read when the policy asks (a reset)."""
+
+    def __init__(self, workspace: Workspace):
+        self.workspace = workspace
+
+    def get(self, number: int, default: Faces) -> Faces:
+        return faces_in(self.workspace, IdentityFolders(number).almost, removed=False)
 
 
 def result(workspace: Workspace, stopped: str) -> MineResult:
