@@ -16,6 +16,7 @@ from amari.prepare import PrepareConfig
 from amari.report import ReportConfig
 from amari.score import ScoreConfig
 from amari.select import SelectConfig
+from amari.serve import ServeConfig
 from amari.train import TrainConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "amari"
@@ -31,6 +32,7 @@ STAGES = (
     "report",
     "score",
     "compare",
+    "serve",
 )
 
 # Each command with a config of its own, and the fewest arguments it runs with.
@@ -43,6 +45,7 @@ COMMAND_CONFIGS = {
     "train": (TrainConfig, ["data", "--out", "out"]),
     "report": (ReportConfig, ["results"]),
     "audit": (AuditConfig, ["--workspace", "ws"]),
+    "serve": (ServeConfig, ["--workspace", "ws"]),
 }
 
 

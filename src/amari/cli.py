@@ -32,6 +32,7 @@ COMMANDS = (
     "keygen",
     "models",
     "doctor",
+    "serve",
 )
 
 

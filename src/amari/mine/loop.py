@@ -103,12 +103,30 @@ def run(
             )
             stack.callback(engine.close)  # before the cluster goes
             engine.start(source, context)
-            progress.update(source=source.description)
-            if config.identities > 1:
+            many = config.identities > 1
+            if many:
+                from amari.mine.many import result as many_result
                 from amari.mine.many import run_many
-
-                return run_many(workspace, encoder, engine, source, config, progress)
-            return _loop(workspace, encoder, engine, source, config, progress)
+            start = many_result(workspace, "starting") if many else _result(workspace, "starting")
+            progress.update(
+                source=source.description,
+                target=config.target,
+                running=True,
+                batch=start.batches,
+                group_size=start.group_size,
+                almost_size=start.almost_size,
+                unknown_size=start.unknown_size,
+                avg=start.avg,
+                hi=start.hi,
+            )
+            progress.publish_to(layout.progress)
+            try:
+                mine = run_many if many else _loop
+                result = mine(workspace, encoder, engine, source, config, progress)
+                progress.update(event=result.stopped)
+                return result
+            finally:  # while the lock is held; a killed run leaves `running` for a reader to check the pid of
+                progress.update(running=False)
     finally:
         if engine is None:
             source.close()
@@ -176,12 +194,6 @@ def report(
 ) -> None:
     """A batch's line (or panel) of progress: sizes are (group, almost-sim, unknown-person)."""
     generated, judged = engine.stats.rates()
-    depths = engine.depths()
-    pipeline = (
-        f"{generated:.2f} generated/s, {judged:.2f} judged/s; queued {depths['queued']} "
-        f"(ready {depths['ready']}), steps under way {depths['working']}; "
-        f"generator waited {engine.generator_wait_share():.0%}"
-    )
     progress.batch_done(
         batch=batch,
         batch_size=len(candidates),
@@ -193,7 +205,10 @@ def report(
         judged=progress.snapshot.judged + len(candidates),
         joined=progress.snapshot.joined + len(outcome.joined),
         event=outcome.event,
-        pipeline=pipeline,
+        generated_per_s=generated,
+        judged_per_s=judged,
+        generator_wait=engine.generator_wait_share(),
+        **engine.depths(),
     )
 
 

@@ -3,7 +3,8 @@
 STUDY/                      StudyLayout
   mine/                     WorkspaceLayout: the miner's workspace
     sim-group/ almost-sim/ unknown-person/ incoming/
-    mine.sqlite  archive.csv  .lock
+    mine.sqlite  archive.csv  progress.json  .lock
+    trash/FOLDER/             what `amari serve` deleted from FOLDER, until the user empties it
     identity-01/sim-group/ identity-01/almost-sim/ ...   instead of sim-group/ and almost-sim/, when the
                             workspace mines several identities (IdentityFolders); unknown-person/ is shared
     audit/                  the leakage audit of its identities (AuditLayout)
@@ -31,6 +32,8 @@ INCOMING = "incoming"
 MINE_DATABASE = "mine.sqlite"
 ARCHIVE_CSV = "archive.csv"
 LOCK_FILE = ".lock"
+MINE_PROGRESS = "progress.json"  # the running miner's live numbers, replaced whole after each step
+TRASH = "trash"  # `amari serve`'s deletions, one sub-folder per folder they came from
 
 # Many identities in one workspace: identity-01/, identity-02/, ... each with its sim-group/ and almost-sim/.
 IDENTITY_PREFIX = "identity-"
@@ -68,6 +71,9 @@ IMAGES = "images"
 REPORT = "report"
 REPORT_HTML = "index.html"
 REPORT_SUMMARY = "summary.json"
+
+# The cache folder's thumbnails of the images `amari serve` shows.
+THUMBNAILS = "thumbnails"
 
 
 class Inside:
@@ -162,6 +168,8 @@ class WorkspaceLayout(FolderLayout):
     database = Inside(MINE_DATABASE)
     archive = Inside(ARCHIVE_CSV)
     lock = Inside(LOCK_FILE)
+    progress = Inside(MINE_PROGRESS)
+    trash = Inside(TRASH)
 
     @property
     def sim_group(self) -> Path:
@@ -169,6 +177,14 @@ class WorkspaceLayout(FolderLayout):
 
     def folder(self, name: str) -> Path:
         return self.root / name
+
+    def judged_folders(self) -> tuple[str, ...]:
+        """The folders judged images live in, relative to the root, as a person curates them (a browser
+        lists them in this order); with `identity`, that identity's two and the shared unknown-person."""
+        if self.identity is None:
+            return JUDGED_FOLDERS
+        folders = IdentityFolders(self.identity)
+        return folders.group, folders.almost, UNKNOWN_PERSON
 
     def identities(self) -> list[int]:
         """The numbers of the identity folders the workspace holds (empty for a single identity)."""
@@ -273,6 +289,25 @@ class StudyLayout:
     @property
     def results(self) -> ResultsLayout:
         return ResultsLayout(self.results_override or self.root / "results")
+
+
+@dataclass(frozen=True)
+class ServeLayout:
+    """What `amari serve` shows: a workspace, and a study's results beside it (optional)."""
+
+    workspace: WorkspaceLayout
+    study: StudyLayout | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.workspace, WorkspaceLayout):
+            object.__setattr__(self, "workspace", WorkspaceLayout(self.workspace))
+        if self.study is not None and not isinstance(self.study, StudyLayout):
+            object.__setattr__(self, "study", StudyLayout(Path(self.study)))
+
+    @property
+    def thumbnails(self) -> Path:
+        """Made once per image and side, kept in the cache folder, never beside the images."""
+        return cache_root() / THUMBNAILS
 
 
 def cache_root() -> Path:
