@@ -39,6 +39,8 @@ def run_many(
     config: MineConfig,
     progress: MiningProgress,
 ) -> MineResult:
+    """Mine until K identities are finished, the source runs dry or max_batches is reached (the caller,
+    `amari.mine.loop.run`, opened the workspace and started the engine)."""
     rules, founding = config.policy(), config.founding()
     stalled = 0
     while True:
