@@ -122,6 +122,7 @@ def people_faces(people):
     return descriptors, labels, paths
 
 
+@pytest.fixture(scope="session")
 def mined(tmp_path_factory, data_dir):
     """A workspace mined once from real photos with `amari mine --source folder:` (the astronaut's variants
     join the group; other people, faceless and broken files go to unknown-person). Copy it before
