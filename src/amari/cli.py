@@ -26,6 +26,7 @@ COMMANDS = (
     "evaluate",
     "report",
     "study",
+    "audit",
     "verify",
     "mark",
     "keygen",

@@ -167,6 +167,30 @@ class MineConfig(Settings):
     )
     almost_band: float = setting(0.10, "width of the almost-sim band above the upper bound", metavar="D")
     max_batches: int | None = setting(None, "stop after batch N of the workspace (earlier runs count)", metavar="N")
+    # Many identities (docs/identities.md).
+    identities: int = setting(
+        1,
+        "identities to mine at once, each a sim-group under its own policy state, founded from clusters of "
+        "the faces no identity took; done when K identities each reach the target",
+        metavar="K",
+        group="identities",
+    )
+    found_size: int = setting(
+        3, "faces a cluster of unplaced faces needs to found an identity", metavar="N", group="identities"
+    )
+    separation: float = setting(
+        0.6,
+        "least distance between two identities' centroids (dlib's same-person threshold): a cluster nearer an "
+        "identity founds none, and of two identities that come nearer, the smaller is retired",
+        metavar="D",
+        group="identities",
+    )
+    cluster_threshold: float = setting(
+        0.5,
+        "unplaced faces closer than this are linked when they are clustered (Chinese Whispers)",
+        metavar="D",
+        group="identities",
+    )
     faces: FaceSettings = setting(FaceSettings(), "how faces are found", include=("detector", "upsample", "max_side"))
     engine: str = setting(
         "streaming",
@@ -203,6 +227,11 @@ class MineConfig(Settings):
             scale=self.scale,
             poll=self.poll,
         )
+        self.founding()
+        if self.identities > 1 and self.reference:
+            raise UsageError(
+                "--reference seeds a single identity; with --identities K, identities are founded from clusters"
+            )
         if self.reject_margin < 0:
             raise UsageError(f"reject_margin must be >= 0, not {self.reject_margin}")
         if self.cpus is not None:
@@ -244,6 +273,15 @@ class MineConfig(Settings):
 
         try:
             return PolicyConfig(almost_band=self.almost_band, target=self.target, stop_average=self.tolerance)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def founding(self):
+        """How identities are founded (`amari.mine.identities.FoundingConfig`)."""
+        from amari.mine.identities import FoundingConfig
+
+        try:
+            return FoundingConfig(self.identities, self.found_size, self.separation, self.cluster_threshold)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 

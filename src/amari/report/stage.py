@@ -25,7 +25,7 @@ from amari.report.charts import (
     chart_sim_per_prompt,
 )
 from amari.report.config import ReportConfig
-from amari.report.html import Section, render_html
+from amari.report.html import Section, audit_html, render_html
 from amari.report.stats import Summary, method_cells, read_mining_archive, read_training_metrics, summarise
 from amari.report.tables import comparisons_html, correlation_html, tables_html
 from amari.storage.files import claim_folder, write_atomic
@@ -99,6 +99,7 @@ def run(config: ReportConfig, layout: ResultsLayout) -> ReportResult:
         results_dir,
         report_dir,
         options.thumbnail,
+        audit_html(options.audit, report_dir),
     )
     html_path = write_atomic(report_dir / REPORT_HTML, page)
     return ReportResult(html=html_path, charts=charts, summary=summary, summary_json=summary_json)

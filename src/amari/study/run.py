@@ -76,6 +76,8 @@ def run_study(
     redo_from = STEPS.index(redo) if redo else len(STEPS)
     last = STEPS.index(until) if until else len(STEPS) - 1
     for index, stage in enumerate(STAGES[: last + 1]):
+        if not stage.wanted(config):
+            continue
         ran = False
         for marker, unit in stage_units(stage, config):
             if index < redo_from and markers.done(marker, fingerprints[stage.name]):
