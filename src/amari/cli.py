@@ -31,6 +31,7 @@ COMMANDS = (
     "keygen",
     "models",
     "doctor",
+    "serve",
 )
 
 
