@@ -281,7 +281,7 @@ def test_the_ledger_names_folders_relative_to_the_workspace_and_keeps_what_older
     source.open(workspace / "mine.sqlite")
     assert [p.name for p in source.next_batch(5, tmp_path / "incoming")] == [fresh.name]
     names = {row[0] for row in source._ledger.execute(f"SELECT DISTINCT folder FROM {LEDGER}")}
-    assert names == {"../outputs"}
+    assert names == {"../outputs"} and source.description == "folder:../outputs"  # as progress.json shows it
     source.close()
 
 

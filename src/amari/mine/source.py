@@ -137,6 +137,8 @@ class FolderSource:
         self._ledger = connect(state_path, _LEDGER_MIGRATIONS)
         workspace = Path(state_path).resolve().parent
         self.key = Path(os.path.relpath(self.folder.resolve(), workspace)).as_posix()
+        # The miner publishes its source's description in the workspace (progress.json): relative there too.
+        self.description = f"folder:{self.key}" + (" (watching)" if self.watch else "")
         # Ledgers written before named folders by absolute path: the same rows, by their relative names.
         for (folder,) in self._ledger.execute("SELECT DISTINCT folder FROM folder_source_ledger").fetchall():
             if Path(folder).is_absolute():
