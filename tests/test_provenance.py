@@ -111,12 +111,12 @@ def test_a1111_layout_and_round_trip():
         "Steps: 25, Sampler: DPM++ 2M Karras, CFG scale: 8.2653, Seed: 2565311105, "
         "Size: 512x512, Model: stable-diffusion-v1-4"
     )
-    assert "Postprocess upscaler: RealESRGAN_x4plus" in lines[2]
+    assert "Postprocess upscaler: R-ESRGAN 4x+" in lines[2]
     parsed = parse_a1111_parameters(text)
     assert parsed["prompt"] == PARAMS["prompt"] and parsed["negative_prompt"] == PARAMS["negative_prompt"]
     assert (parsed["width"], parsed["height"]) == (512, 512)
     assert parsed["Postprocess upscale by"] == "2.0"
-    assert parsed["Postprocess face restoration"] == "GFPGANv1.4"
+    assert parsed["GFPGAN visibility"] == "1.0"
 
 
 def test_values_with_commas_are_quoted_as_a1111_does():

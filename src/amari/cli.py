@@ -57,7 +57,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"amari {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback on errors, and the libraries' own warnings"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"amari.commands.{name}")
@@ -68,7 +70,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             formatter_class=HelpFormatter,
         )
         sub.add_argument(
-            "--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors"
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the full traceback on errors, and the libraries' own warnings",
         )
         if only is None or only == name:
             module.add_arguments(sub)
@@ -92,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from amari.progress import quiet_libraries
+
     try:
-        return int(args._run(args) or 0)
+        with quiet_libraries(args.debug):
+            return int(args._run(args) or 0)
     except AmariError as exc:
         if args.debug:
             raise

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from amari.generate.config import GenerateConfig
 from amari.generate.lora import apply_loras
 from amari.generate.textual_inversion import apply_embeddings
-from amari.models.diffusion import ModelInfo, load_pipeline, model_source
+from amari.models.diffusion import ModelInfo, load_pipeline, model_base, model_source
 
 
 @dataclass
@@ -34,8 +34,7 @@ class LoadedModel:
     @property
     def base(self) -> str | None:
         """The model family as InvokeAI names it (sd-1, sd-2), from the text encoder's width."""
-        width = getattr(getattr(self.pipe.text_encoder, "config", None), "hidden_size", None)
-        return {768: "sd-1", 1024: "sd-2"}.get(width)
+        return model_base(self.pipe.text_encoder)
 
     def use(self, config: GenerateConfig) -> None:
         """Set the sampler, embeddings and LoRAs `config` asks for (cheap; the model's weights stay loaded)."""

@@ -332,6 +332,7 @@ def enhance_params(config) -> dict:
         "upscaler": _file_name(config.upscaler),
         "face_restorer": _file_name(config.face_restorer),
         "scale": config.scale,
+        "restore_weight": config.restore_weight,
     }
 
 

@@ -115,7 +115,7 @@ class FolderSource:
         if not poll_interval > 0:
             raise UsageError(f"the poll interval must be positive, not {poll_interval}")
         self.folder = folder
-        self.key = str(folder.resolve())
+        self.key = str(folder.resolve())  # the ledger's name for the folder; relative to the workspace once open
         self.watch = watch
         self.poll_interval = poll_interval
         self.description = f"folder:{folder}" + (" (watching)" if self.watch else "")
@@ -128,9 +128,24 @@ class FolderSource:
         self._skipped: dict[str, tuple[int, int]] = {}  # relpath -> (size, mtime) when it could not be read
 
     def open(self, state_path: Path) -> None:
-        """Keep the ledger in the workspace database, so a rerun carries on where this one stopped."""
+        """Keep the ledger in the workspace database, so a rerun carries on where this one stopped.
+
+        The ledger names each source folder by its path relative to the workspace (the database's folder):
+        a database names no local folder, and a workspace moved together with its source keeps its ledger.
+        """
         self._ledger.close()
         self._ledger = connect(state_path, _LEDGER_MIGRATIONS)
+        workspace = Path(state_path).resolve().parent
+        self.key = Path(os.path.relpath(self.folder.resolve(), workspace)).as_posix()
+        # The miner publishes its source's description in the workspace (progress.json): relative there too.
+        self.description = f"folder:{self.key}" + (" (watching)" if self.watch else "")
+        # Ledgers written before named folders by absolute path: the same rows, by their relative names.
+        for (folder,) in self._ledger.execute("SELECT DISTINCT folder FROM folder_source_ledger").fetchall():
+            if Path(folder).is_absolute():
+                relative = Path(os.path.relpath(folder, workspace)).as_posix()
+                self._ledger.execute(
+                    "UPDATE OR REPLACE folder_source_ledger SET folder=? WHERE folder=?", (relative, folder)
+                )
 
     # -- as the miner's feed ----------------------------------------------------------------------
 

@@ -61,6 +61,17 @@ DIFFUSERS_EMBEDDING = "learned_embeds.safetensors"
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers' LoRA file name (`load_lora_weights(folder)`)
 LORA_RECORD = "lora.json"  # a LoRA's trigger, token and files
 
+
+def a1111_embedding_file(name: str) -> str:
+    """The embedding file A1111, ComfyUI and InvokeAI load, which they name after the file: NAME.safetensors."""
+    return f"{name}.safetensors"
+
+
+def kohya_lora_file(name: str) -> str:
+    """The LoRA in kohya's layout (A1111, ComfyUI, InvokeAI), beside the embedding NAME.safetensors."""
+    return f"{name}-lora.safetensors"
+
+
 # Training methods (`amari.train.config.METHODS`); a TI run keeps the folders it always had.
 DEFAULT_METHOD = "ti"
 

@@ -6,6 +6,7 @@ plus every earlier stage's, so a change anywhere makes that stage and the ones a
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,7 +136,8 @@ def _report(config: StudyConfig, _group, log: Log) -> str:
 
     result = report.run(config.report, config.layout.results)
     log(f"report: {result.html}")
-    return str(result.html)
+    # The marker keeps the page relative to the study: what amari writes names no local folder.
+    return Path(os.path.relpath(result.html, config.layout.root)).as_posix()
 
 
 STAGES = (

@@ -21,7 +21,7 @@ import torch
 
 from amari.errors import ModelError
 from amari.storage.files import atomic_path
-from amari.storage.layout import DIFFUSERS_EMBEDDING
+from amari.storage.layout import DIFFUSERS_EMBEDDING, a1111_embedding_file
 
 DIFFUSERS_FILE = DIFFUSERS_EMBEDDING
 KOHYA_KEY = "emb_params"
@@ -50,7 +50,7 @@ def save_embedding(
         raise ValueError(f"vectors must be [n, width], not {tuple(tensor.shape)}")
     meta = {"token": token, "name": name, "vectors": str(tensor.shape[0]), "width": str(tensor.shape[1])}
     meta.update({key: str(value) for key, value in (metadata or {}).items() if value is not None})
-    paths = {"diffusers": folder / DIFFUSERS_FILE, "a1111": folder / f"{name}.safetensors"}
+    paths = {"diffusers": folder / DIFFUSERS_FILE, "a1111": folder / a1111_embedding_file(name)}
     contents = {"diffusers": {token: tensor}, "a1111": {KOHYA_KEY: tensor.clone()}}
     for kind, path in paths.items():
         with atomic_path(path) as partial:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from amari.errors import UsageError, WorkspaceError
+from amari.models.diffusion import public_name
 from amari.storage.layout import TrainLayout
 from amari.train import checkpoints as ckpt
 from amari.train.config import TrainConfig
@@ -58,6 +59,9 @@ def check_previous_run(config: TrainConfig, layout: TrainLayout, image_names: li
             raise WorkspaceError(f"{out} holds checkpoints but no {previous.name}; use another --out")
         return
     before, now = ckpt.read_json(previous), _run_record(config, image_names, processes)
+    if isinstance(before.get("settings"), dict) and isinstance(before["settings"].get("model"), str):
+        # Records written before the model was kept by its public name held the path as given.
+        before["settings"]["model"] = public_name(before["settings"]["model"])
     for key in ("settings", "images", "processes"):
         if before.get(key) != now[key]:
             detail = (
@@ -72,8 +76,10 @@ def check_previous_run(config: TrainConfig, layout: TrainLayout, image_names: li
 
 
 def _run_record(config: TrainConfig, image_names: list[str], processes: int) -> dict:
+    # The model by its public name: the record travels with the run's folder, the user's paths should not
+    # (a model moved to another folder of the same name resumes the run).
     return {
-        "settings": config.resume_settings(),
+        "settings": {**config.resume_settings(), "model": public_name(config.model)},
         "placeholder": config.token,
         "name": config.embedding_name,
         "processes": processes,
