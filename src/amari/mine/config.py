@@ -127,7 +127,11 @@ class MineConfig(Settings):
         group="generation",
     )
     enhance: bool = setting(
-        True, "upscale and restore faces before judging, as the study did", flag="--no-enhance", group="generation"
+        True,
+        "judge generated images as they come, without upscaling them and restoring their faces first (the "
+        "study enhanced them)",
+        flag="--no-enhance",
+        group="generation",
     )
     upscaler: str | None = setting(
         "RealESRGAN_x4plus", "known upscaler name or a .pth/.safetensors path; none: resize only", group="generation"
@@ -140,7 +144,8 @@ class MineConfig(Settings):
     )
     early_reject: bool = setting(
         True,
-        "write a raw image without enhancing it when its face is far from the group",
+        "enhance every image, also one whose raw face is so far from the group that enhancing could not change "
+        "its verdict (by default such an image is judged raw, unenhanced)",
         flag="--no-early-reject",
         group="generation",
     )

@@ -35,7 +35,7 @@ from amari.mine.folderwatch import FolderWatch
 from amari.mine.lock import WorkspaceLock
 from amari.mine.policy import MinerState
 from amari.mine.records import MIGRATIONS, Commit, ImageRow, check_database_file, image_row, open_database
-from amari.storage.files import free_name, same_content
+from amari.storage.files import NAME_BYTES, fit_name, free_name, same_content
 from amari.storage.images import IMAGE_EXTENSIONS, is_image_path, read_bytes
 from amari.storage.layout import (
     ALMOST_SIM,
@@ -383,12 +383,15 @@ class _NamePlanner:
 
 
 def tagged_name(name: str, folder: str, bound: float | None) -> str:
-    """almost-sim names end in the bound the image failed (photo_hi0.4123.png); elsewhere the tag goes."""
+    """almost-sim names end in the bound the image failed (photo_hi0.4123.png); elsewhere the tag goes.
+    A name too long for the tag (or for a file system) is cut short first (`fit_name`)."""
     stem, suffix = os.path.splitext(name)
     stem = _BOUND_TAG.sub("", stem)
+    tag = ""
     if folder == ALMOST_SIM and bound is not None and np.isfinite(bound):
-        stem = f"{stem}_hi{min(bound, 9.9999):.4f}"
-    return stem + suffix
+        tag = f"_hi{min(bound, 9.9999):.4f}"
+    stem, suffix = os.path.splitext(fit_name(stem + suffix, NAME_BYTES - len(tag)))
+    return stem + tag + suffix
 
 
 def _copy_once(src: Path, dst: Path) -> bool:
