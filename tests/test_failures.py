@@ -276,11 +276,14 @@ def test_a_killed_miner_leaves_no_process_behind(photos, tmp_path, sig):
 # -- evaluate, config values, options ---------------------------------------------------------------
 
 
-def test_evaluate_refuses_a_folder_it_did_not_write(tmp_path):
+@pytest.mark.parametrize("csv_text", ["a,b\n1,2\n", "", "a,b\n"])
+def test_evaluate_refuses_a_folder_it_did_not_write(tmp_path, csv_text):
+    """A results.csv that is not amari's, empty or of one line included, beside the user's other files."""
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "manifest.json").write_text('{"name": "my own project"}')
-    (foreign / "results.csv").write_text("a,b\n1,2\n")
+    (foreign / "results.csv").write_text(csv_text)
+    (foreign / "notes.txt").write_text("my own notes")
     study = tmp_path / "study.toml"
     study.write_text(
         f'[study]\nout = "{tmp_path / "out"}"\n[evaluate]\nprompts = ["a photo of amari"]\n'
