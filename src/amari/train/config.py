@@ -349,6 +349,11 @@ def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> 
     return 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
 
 
+def is_checkpoint_step(step: int, max_steps: int, every: int) -> bool:
+    """Whether a checkpoint is written after `step`: every `every` steps, and always the last step."""
+    return step % every == 0 or step == max_steps
+
+
 def checkpoint_steps(max_steps: int, every: int) -> list[int]:
     """Steps at which a checkpoint is written: every `every` steps, and always the last step."""
     steps = list(range(every, max_steps + 1, every))

@@ -1,0 +1,152 @@
+"""Running a finished training again: killed between its last checkpoint and the summary, shortened,
+given its model by another path, re-run by a study with other settings; and its exports, byte for byte."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from amari.errors import UsageError
+from amari.storage.layout import TrainLayout
+from amari.train import TrainConfig, run
+from amari.train.formats import load_embedding
+from crashhooks import crash_command
+from test_train import reference_group, train_images  # noqa: F401 - fixtures
+from test_train_resume import _env
+
+EXPORTS = ("learned_embeds.safetensors", "amari.safetensors")
+SUMMARIES = ("validation.csv", "best.json")
+
+
+def config_for(tiny_sd, reference, **changes) -> TrainConfig:
+    settings = dict(
+        model=str(tiny_sd),
+        token="amari",
+        resolution=64,
+        max_steps=2,
+        checkpoint_every=1,
+        base_lr=0.05,
+        sample_seeds=(11,),
+        sample_steps=2,
+        reference_group=reference,
+    )
+    return TrainConfig(**{**settings, **changes})
+
+
+def cli_args(config: TrainConfig, data: Path, out: Path) -> list[str]:
+    return [
+        "train",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        config.model,
+        "--token",
+        config.token,
+        "--resolution",
+        str(config.resolution),
+        "--steps",
+        str(config.max_steps),
+        "--checkpoint-every",
+        str(config.checkpoint_every),
+        "--lr",
+        str(config.base_lr),
+        "--sample-seeds",
+        ",".join(map(str, config.sample_seeds)),
+        "--sample-steps",
+        str(config.sample_steps),
+        "--reference-group",
+        str(config.reference_group),
+    ]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_sd, train_images, reference_group, one_thread):  # noqa: F811
+    """A two-step run with a checkpoint and a validation at each step, in this process."""
+    config = config_for(tiny_sd, reference_group)
+    layout = TrainLayout(train_images, tmp_path_factory.mktemp("finished") / "out")
+    run(config, layout)
+    return config, layout
+
+
+def files(out: Path, names) -> dict[str, bytes]:
+    return {name: (out / name).read_bytes() for name in names}
+
+
+@pytest.mark.slow
+def test_a_kill_before_the_last_summary_then_a_rerun_ends_as_one_run_and_exports_byte_for_byte(finished, tmp_path):
+    """Killed after its last checkpoint, before validation.csv and best.json were rewritten: the rerun
+    ("already trained") summarises; and every export, written by another process, has the same bytes."""
+    config, layout = finished
+    out = tmp_path / "out"
+    killed = subprocess.run(
+        crash_command("amari.train.checkpoints:summarize_validation", 2, "before", *cli_args(config, layout.data, out)),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (out / "checkpoints" / "step-000002").is_dir() and '"step": 1' in (out / "best.json").read_text()
+    again = run(config, TrainLayout(layout.data, out))
+    assert again.resumed_from == 2
+    assert files(out, SUMMARIES) == files(layout.out, SUMMARIES)
+    assert files(out, EXPORTS) == files(layout.out, EXPORTS)
+    step = out / "checkpoints" / "step-000002"
+    assert files(step, ("learned_embeds.safetensors", "amari-2.safetensors")) == files(
+        layout.out / "checkpoints" / "step-000002", ("learned_embeds.safetensors", "amari-2.safetensors")
+    )
+
+
+def test_a_shorter_run_uses_its_own_last_step_not_a_later_checkpoint(finished, tmp_path):
+    config, layout = finished
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(layout.out, out)
+    shorter = run(config.replace(max_steps=1), TrainLayout(layout.data, out))
+    assert shorter.step == 1 and [p.name for p in shorter.checkpoints] == ["step-000001"]
+    final = load_embedding(out / "learned_embeds.safetensors")
+    at_one = load_embedding(out / "checkpoints" / "step-000001" / "learned_embeds.safetensors")
+    assert final.metadata["step"] == "1" and (final.vectors == at_one.vectors).all()
+    assert json.loads((out / "best.json").read_text())["step"] == 1
+    assert [line.split(",")[0] for line in (out / "validation.csv").read_text().splitlines()] == ["step", "1"]
+    longer = run(config, TrainLayout(layout.data, out))  # the later checkpoint is there again for the longer run
+    assert longer.resumed_from == 2 and files(out, EXPORTS + SUMMARIES) == files(layout.out, EXPORTS + SUMMARIES)
+
+
+def test_the_model_given_by_a_relative_path_is_the_same_model(finished, tmp_path, monkeypatch):
+    config, layout = finished
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(layout.out, out)
+    model = Path(config.model)
+    monkeypatch.chdir(model.parent)
+    again = run(config.replace(model=model.name), TrainLayout(layout.data, out))
+    assert again.resumed_from == 2
+    monkeypatch.chdir(model.parent.parent)
+    again = run(config.replace(model=os.path.join(model.parent.name, model.name)), TrainLayout(layout.data, out))
+    assert again.resumed_from == 2
+
+
+def test_other_settings_are_refused_or_with_start_over_trained_anew(finished, tmp_path):
+    config, layout = finished
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(layout.out, out)
+    changed = config.replace(seed=24, max_steps=1)
+    with pytest.raises(UsageError, match="seed: 23 there, 24 now"):
+        run(changed, TrainLayout(layout.data, out))
+    messages = []
+    fresh = run(changed, TrainLayout(layout.data, out), log=messages.append, start_over=True)
+    assert fresh.resumed_from == 0 and fresh.step == 1
+    assert any("training starts over" in m for m in messages)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000001"]
+    assert json.loads((out / "run.json").read_text())["settings"]["seed"] == 24
