@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from amari.config.defaults import DEFAULT_MODEL
+from amari.config.limits import MAX_COUNT, check_at_most
 from amari.config.settings import (
     Settings,
     check_cpus,
@@ -208,6 +209,7 @@ class MineConfig(Settings):
             scale=self.scale,
             poll=self.poll,
         )
+        check_at_most(MAX_COUNT, "each is counted one by one", target=self.target, max_batches=self.max_batches)
         if self.reject_margin < 0:
             raise UsageError(f"reject_margin must be >= 0, not {self.reject_margin}")
         if self.cpus is not None:
