@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -225,22 +226,38 @@ def test_a_cluster_address_where_nothing_listens_is_one_line_at_once(tmp_path):
     ]
 
 
+def _carrying(name: str, value: str) -> list[int]:
+    """Live processes whose environment holds name=value (inherited however they were started)."""
+    found = []
+    wanted = f"{name}={value}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def test_a_driver_killed_while_it_starts_its_cluster_leaves_none_of_its_processes(photos, tmp_path):  # noqa: F811
     """SIGKILL once ray.init() has started the cluster's processes and before it returns: the reaper,
-    started first, stops them (and the agents they started) within seconds."""
+    started first, stops them and the agents they started (in sessions of their own) within seconds."""
     from crashhooks import crash_command
-    from test_failures import _session_members
 
     folder, reference, _ = photos
     args = folder_args(tmp_path / "ws", folder, reference, "--ray")
-    command = crash_command("ray._private.node:Node.start_ray_processes", 1, "after", *args)
+    command = crash_command("ray._private.worker:connect", 1, "before", *args)
+    tag = os.urandom(8).hex()  # every process the driver starts, and they start, inherits it
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    miner = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    _, err = miner.communicate(timeout=300)
-    assert miner.returncode == -9, err.decode()[-2000:]
+    # Its output to a file: a pipe would be waited on until every process holding it ended.
+    with open(tmp_path / "stderr", "wb") as err:
+        miner = subprocess.run(command, env={**env, "AMARI_TEST_RUN": tag}, stdout=subprocess.DEVNULL, stderr=err)
+    assert miner.returncode == -9, (tmp_path / "stderr").read_text()[-2000:]
     deadline = time.monotonic() + 20
-    while _session_members(miner.pid) and time.monotonic() < deadline:
+    while _carrying("AMARI_TEST_RUN", tag) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _session_members(miner.pid) == []
+    assert _carrying("AMARI_TEST_RUN", tag) == []

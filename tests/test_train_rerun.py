@@ -1,12 +1,12 @@
-"""Running a finished training again: killed between its last checkpoint and the summary, shortened,
-given its model by another path, re-run by a study with other settings; and its exports, byte for byte."""
+"""Running a finished training again: its summary and exports (byte for byte), shortened, given its
+model by another path, re-run by a study with other settings. A kill between the last checkpoint and
+the summary, in a real process, is one of the study's crash points (test_study_crashes.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,9 +15,7 @@ from amari.errors import UsageError
 from amari.storage.layout import TrainLayout
 from amari.train import TrainConfig, run
 from amari.train.formats import load_embedding
-from crashhooks import crash_command
 from test_train import reference_group, train_images  # noqa: F401 - fixtures
-from test_train_resume import _env
 
 EXPORTS = ("learned_embeds.safetensors", "amari.safetensors")
 SUMMARIES = ("validation.csv", "best.json")
@@ -38,33 +36,6 @@ def config_for(tiny_sd, reference, **changes) -> TrainConfig:
     return TrainConfig(**{**settings, **changes})
 
 
-def cli_args(config: TrainConfig, data: Path, out: Path) -> list[str]:
-    return [
-        "train",
-        str(data),
-        "--out",
-        str(out),
-        "--model",
-        config.model,
-        "--token",
-        config.token,
-        "--resolution",
-        str(config.resolution),
-        "--steps",
-        str(config.max_steps),
-        "--checkpoint-every",
-        str(config.checkpoint_every),
-        "--lr",
-        str(config.base_lr),
-        "--sample-seeds",
-        ",".join(map(str, config.sample_seeds)),
-        "--sample-steps",
-        str(config.sample_steps),
-        "--reference-group",
-        str(config.reference_group),
-    ]
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, tiny_sd, train_images, reference_group, one_thread):  # noqa: F811
     """A two-step run with a checkpoint and a validation at each step, in this process."""
@@ -78,35 +49,21 @@ def files(out: Path, names) -> dict[str, bytes]:
     return {name: (out / name).read_bytes() for name in names}
 
 
-@pytest.mark.slow
-def test_a_kill_before_the_last_summary_then_a_rerun_ends_as_one_run_and_exports_byte_for_byte(finished, tmp_path):
-    """Killed after its last checkpoint, before validation.csv and best.json were rewritten: the rerun
-    ("already trained") summarises; and every export, written by another process, has the same bytes."""
+def test_a_rerun_summarises_again_and_writes_the_same_bytes(finished, tmp_path):
+    """Run again, a finished run rewrites its summary (lost if a kill came between its last checkpoint
+    and the summary) and its exports, byte for byte (safetensors' header in one order)."""
     config, layout = finished
     out = tmp_path / "out"
-    killed = subprocess.run(
-        crash_command("amari.train.checkpoints:summarize_validation", 2, "before", *cli_args(config, layout.data, out)),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert (out / "checkpoints" / "step-000002").is_dir() and '"step": 1' in (out / "best.json").read_text()
+    shutil.copytree(layout.out, out)
+    for name in SUMMARIES:
+        (out / name).unlink()
     again = run(config, TrainLayout(layout.data, out))
     assert again.resumed_from == 2
-    assert files(out, SUMMARIES) == files(layout.out, SUMMARIES)
-    assert files(out, EXPORTS) == files(layout.out, EXPORTS)
-    step = out / "checkpoints" / "step-000002"
-    assert files(step, ("learned_embeds.safetensors", "amari-2.safetensors")) == files(
-        layout.out / "checkpoints" / "step-000002", ("learned_embeds.safetensors", "amari-2.safetensors")
-    )
+    assert files(out, SUMMARIES + EXPORTS) == files(layout.out, SUMMARIES + EXPORTS)
 
 
 def test_a_shorter_run_uses_its_own_last_step_not_a_later_checkpoint(finished, tmp_path):
     config, layout = finished
-    import shutil
-
     out = tmp_path / "out"
     shutil.copytree(layout.out, out)
     shorter = run(config.replace(max_steps=1), TrainLayout(layout.data, out))
@@ -122,8 +79,6 @@ def test_a_shorter_run_uses_its_own_last_step_not_a_later_checkpoint(finished, t
 
 def test_the_model_given_by_a_relative_path_is_the_same_model(finished, tmp_path, monkeypatch):
     config, layout = finished
-    import shutil
-
     out = tmp_path / "out"
     shutil.copytree(layout.out, out)
     model = Path(config.model)
@@ -137,8 +92,6 @@ def test_the_model_given_by_a_relative_path_is_the_same_model(finished, tmp_path
 
 def test_other_settings_are_refused_or_with_start_over_trained_anew(finished, tmp_path):
     config, layout = finished
-    import shutil
-
     out = tmp_path / "out"
     shutil.copytree(layout.out, out)
     changed = config.replace(seed=24, max_steps=1)
