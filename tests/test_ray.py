@@ -83,15 +83,21 @@ def test_folder_source_on_ray_ends_as_the_local_run(mined, photos, tmp_path):  #
     assert snapshot(tmp_path / "ws") == snapshot(mined)
 
 
-def test_tiny_model_on_ray_ends_as_the_local_run(tiny_sd, tiny_esrgan, data_dir, tmp_path):  # noqa: F811
+def local_and_on_ray(tiny_sd, esrgan, data_dir, tmp_path, batches: int, *ray: str) -> list[dict]:
+    """The end states of the same mining run on the tiny model, locally and with `--ray RAY...`."""
     states = []
-    for extra in ([], ["--ray", "--ray-actors", "2"]):
+    for extra in ([], ["--ray", *ray]):
         workspace = tmp_path / str(len(extra))
         args = mine_args(workspace, tiny_sd, "--reference", str(data_dir / "astronaut.png"), "--seed", "3")
-        args += ["--max-batches", "3", "--gen-batch", "3", "--option", f"upscaler={tiny_esrgan}"]
+        args += ["--max-batches", str(batches), "--gen-batch", "3", "--option", f"upscaler={esrgan}"]
         args += ["--option", "face_restorer=none", *extra]
         assert main(args) == 0
         states.append(_end_state(workspace))
+    return states
+
+
+def test_tiny_model_on_ray_ends_as_the_local_run(tiny_sd, tiny_esrgan, data_dir, tmp_path):  # noqa: F811
+    states = local_and_on_ray(tiny_sd, tiny_esrgan, data_dir, tmp_path, 3, "--ray-actors", "2")
     assert states[0] == states[1]
 
 
@@ -178,14 +184,7 @@ def test_a_seed_gives_the_same_pixels_on_ray_as_a_local_run_on_as_many_threads(
 
     torch.set_num_threads(2)
     try:
-        states = []
-        for extra in ([], ["--ray"]):
-            workspace = tmp_path / str(len(extra))
-            args = mine_args(workspace, tiny_sd, "--reference", str(data_dir / "astronaut.png"), "--seed", "3")
-            args += ["--max-batches", "2", "--gen-batch", "3", "--option", f"upscaler={tiny_esrgan}"]
-            args += ["--option", "face_restorer=none", *extra]
-            assert main(args) == 0
-            states.append(_end_state(workspace))
+        states = local_and_on_ray(tiny_sd, tiny_esrgan, data_dir, tmp_path, 2)
     finally:
         torch.set_num_threads(1)
     assert states[0]["files"] == states[1]["files"] and len(states[0]["files"]) >= 4

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from amari.cli import main
-from amari.study.demo import write_face_folder
+from amari.study.demo import COMMANDS, PROMPTS, study_toml, write_face_folder
 from crashhooks import crash_command
 
 GROUPS = ("g_all",)
@@ -31,53 +31,23 @@ COMPARED = [
 
 
 def tiny_study(root: Path, out: Path, model: Path) -> Path:
-    """The toy study at its smallest: four faces to mine, one group trained two steps (a checkpoint and a
-    validation each), one prompt and seed to evaluate, no second look with the CNN detector."""
-    faces = root / "faces"
-    reference = root / "reference.png"
+    """The toy study (`amari study --demo`) at its smallest: one group trained two steps (a checkpoint and
+    a validation each), one prompt and seed to evaluate, no second look with the CNN detector."""
+    faces, reference = root / "faces", root / "reference.png"
     if not faces.is_dir():
         write_face_folder(faces)
+    text = study_toml(out, model, faces, reference)
+    for old, new in (
+        ('[[select.groups]]\nname = "g_2"\nimages = 2\n', ""),
+        ("max_steps = 3\ncheckpoint_every = 3", "max_steps = 2\ncheckpoint_every = 1"),
+        (f"prompts = {json.dumps(list(PROMPTS))}", f"prompts = {json.dumps(PROMPTS[:1])}\ncnn_second_pass = false"),
+        (f'\n[[evaluate.commands]]\nname = "{COMMANDS[1][0]}"\nseed = {COMMANDS[1][1]}\n', ""),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
     config = out.parent / "study.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(
-        f"""[study]
-name = "crash"
-out = {json.dumps(str(out))}
-model = {json.dumps(str(model))}
-device = "cpu"
-demo = true
-[mine]
-source = {json.dumps("folder:" + str(faces))}
-reference = [{json.dumps(str(reference))}]
-target = 3
-[[select.groups]]
-name = "g_all"
-images = "all"
-[prepare]
-size = 64
-seed = 1
-[train]
-resolution = 64
-repeats = 1
-max_steps = 2
-checkpoint_every = 1
-sample_seeds = [1]
-sample_steps = 2
-mixed_precision = "no"
-[evaluate]
-prompts = ["a photo of amari"]
-sampler = "k_lms"
-steps = 2
-width = 64
-height = 64
-cnn_second_pass = false
-[[evaluate.commands]]
-name = "sd1"
-seed = 335728730
-[report]
-thumbnail = 64
-"""
-    )
+    config.write_text(text)
     return config
 
 

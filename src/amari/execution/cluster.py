@@ -117,7 +117,7 @@ class Cluster:
         if ray.is_initialized():
             return self  # joined already in this process (a study's steps, tests)
         where = "start a local Ray cluster" if self.local else f"join the Ray cluster at {self.address}"
-        if not self.local:
+        if not self.local and self.address != "auto":  # "auto": Ray finds a cluster on this machine itself
             _check_reachable(self.address, where)
         if self.local:  # its processes end with this one, even after a SIGKILL (amari.execution.reaper)
             self._watcher = _watch_local_cluster(os.path.dirname(ray.__file__))

@@ -176,7 +176,7 @@ class DiffusersSource:
         from amari.storage.images import read_bytes
 
         self._engine, self._context = engine, context
-        context.displaced = lambda path: self._adopt(self._out_of_the_way(path))
+        context.displaced = self._adopt
         # Models load where model steps run, before any work: a missing model file fails the run here.
         default_step = self.generate_step is generate_images
         engine.warm_up(load_models, self.generate_config if default_step else None, self.enhance_config)
@@ -191,7 +191,7 @@ class DiffusersSource:
             if digest is not None and content_hash(read_bytes(path)) == digest:
                 ours.add(path.name)
             else:  # the user's own drop: judged like any other, out of the generator's way
-                self._adopt(self._out_of_the_way(path))
+                self._adopt(path)
         for index, seed, name, raw_digest, final_digest in rows:
             final_here, raw_here = name in ours, raw_name(name) in ours
             if (final_digest and context.known(final_digest)) or (raw_digest and context.known(raw_digest)):
@@ -205,21 +205,22 @@ class DiffusersSource:
         first_missing = next(i for i in range(len(self._made) + 1) if i not in self._made)
         self._batch = first_missing // self.batch_size
 
-    def _out_of_the_way(self, path: Path) -> Path:
-        """A user's file under a name the generator writes (or will write) is renamed, never overwritten."""
+    def _adopt(self, path: Path) -> None:
+        """A user's file in incoming/ becomes a candidate, judged on its own content; under a name the
+        generator writes (or will write), it is renamed first, never overwritten."""
         from amari.storage.files import free_name
 
-        if not _GENERATED_NAME.fullmatch(path.name):
-            return path
-        aside = free_name(path.parent, path.name.replace(".raw.png", "-raw.png"))
-        path.rename(aside)
-        self.notes.append(f"incoming/{path.name}: a name the generator writes; the file was renamed {aside.name}")
-        return aside
-
-    def _adopt(self, path: Path) -> None:
-        """A user's file in incoming/ becomes a candidate, judged on its own content."""
+        if _GENERATED_NAME.fullmatch(path.name):
+            aside = free_name(path.parent, path.name.replace(".raw.png", "-raw.png"))
+            try:
+                path.rename(aside)
+            except FileNotFoundError:
+                return  # the user took it away again
+            self.notes.append(f"incoming/{path.name}: a name the generator writes; the file was renamed {aside.name}")
+            path = aside
         self._seen.add(path.name)
-        self._inspect_file(self._engine.add_candidate(path.name), path, "final")
+        if path.is_file():
+            self._inspect_file(self._engine.add_candidate(path.name), path, "final")
 
     def _adopt_drops(self) -> None:
         """Files the user put into incoming/ while this run goes on are judged in this run too."""
@@ -227,7 +228,7 @@ class DiffusersSource:
 
         for path in leftover_files(self._context.incoming):
             if path.name not in self._seen:
-                self._adopt(self._out_of_the_way(path))
+                self._adopt(path)
 
     def _resume(self, index: int, seed: int, name: str, final_here: bool, raw_here: bool) -> None:
         incoming = self._context.incoming
@@ -327,7 +328,6 @@ class DiffusersSource:
         """Enhance raw images together on the generator, then finish each on a worker."""
         from amari.enhance import enhance_batch
         from amari.mine import inspect_enhanced
-        from amari.mine.engine import RAW
 
         config = self.enhance_config
 
@@ -337,7 +337,7 @@ class DiffusersSource:
                 params = {**result.params, "enhance": enhance_params(config)}
 
                 def finished(final, candidate=candidate) -> None:
-                    if candidate.choice == RAW:  # judged on its raw image meanwhile: this one is not needed
+                    if candidate.judged_raw:  # judged on its raw image meanwhile: this one is not needed
                         return
                     self._written(candidate.info["index"], "final_digest", final.digest)
                     candidate.final = self._context.accept(self._context.incoming / candidate.name, final)

@@ -62,6 +62,11 @@ class Candidate:
         return self.choice is not None and self.chosen is not None
 
     @property
+    def judged_raw(self) -> bool:
+        """Its raw image is the one judged: an enhanced one made for it is not needed."""
+        return self.choice == RAW
+
+    @property
     def discarded(self) -> Variant | None:
         """The variant not chosen, whose file the miner deletes (it made it)."""
         return self.final if self.choice == RAW else self.raw
