@@ -11,10 +11,11 @@ the stage) stays the single writer of its files.
   did not finish because the actor died is sent again, to a restarted or another actor; steps depend
   on their arguments only (seeds, not actor state), so the result is the same.
 - CPU steps run as Ray tasks (one CPU each), retried by Ray when their worker dies.
-- Joining a cluster takes at most `CONNECT_SECONDS` or so: its address is tried first (nothing listening
-  is one line at once), then Ray's own connection is bounded by its settings for that
-  (`RAY_gcs_server_port_wait_time_s`, `RAY_gcs_rpc_server_connect_timeout_s`, which the user may set).
-  What Ray's C++ core prints while it connects goes to a log file, not the terminal.
+- Joining a cluster is bounded: its address is tried first (nothing listening is one line at once, a
+  host that does not answer one after `CONNECT_SECONDS`), then Ray's own joining makes one try of about
+  40 s instead of twenty (`RAY_gcs_server_port_wait_time_s` and `RAY_gcs_rpc_server_connect_timeout_s`,
+  which the user may set otherwise). What Ray's C++ core prints while it starts or joins goes to a
+  temporary file, not the terminal.
 - Model steps compute with as many torch threads as the driver would use itself, so a seed gives the
   same pixels on a local actor as in a local run (Ray gives an actor without CPUs one thread).
 
@@ -42,7 +43,7 @@ ATTEMPTS = 4  # tries of one model step across actor deaths before the run ends
 ACTOR_RESTARTS = 3
 RESTART_SECONDS = 120  # how long a model actor Ray restarts may take to be back
 RESTART_POLL_SECONDS = 0.5
-CONNECT_SECONDS = 10  # to reach a cluster's address, and Ray's own tries to join it
+CONNECT_SECONDS = 10  # to reach a cluster's address before Ray tries to join it
 RAY_PORT = 6379  # a cluster's address without a port
 
 
