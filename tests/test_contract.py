@@ -15,10 +15,23 @@ from amari.prepare import PrepareConfig
 from amari.report import ReportConfig
 from amari.score import ScoreConfig
 from amari.select import SelectConfig
+from amari.serve import ServeConfig
 from amari.train import TrainConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "amari"
-STAGES = ("generate", "enhance", "mine", "select", "prepare", "train", "evaluate", "report", "score", "compare")
+STAGES = (
+    "generate",
+    "enhance",
+    "mine",
+    "select",
+    "prepare",
+    "train",
+    "evaluate",
+    "report",
+    "score",
+    "compare",
+    "serve",
+)
 
 # Each command with a config of its own, and the fewest arguments it runs with.
 COMMAND_CONFIGS = {
@@ -29,6 +42,7 @@ COMMAND_CONFIGS = {
     "select": (SelectConfig, ["--workspace", "ws", "--out", "out"]),
     "train": (TrainConfig, ["data", "--out", "out"]),
     "report": (ReportConfig, ["results"]),
+    "serve": (ServeConfig, ["--workspace", "ws"]),
 }
 
 

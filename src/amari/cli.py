@@ -34,6 +34,7 @@ COMMANDS = (
     "keygen",
     "models",
     "doctor",
+    "serve",
 )
 
 

@@ -94,8 +94,25 @@ def run(
             )
             stack.callback(engine.close)  # before the cluster goes
             engine.start(source, context)
-            progress.update(source=source.description)
-            return _loop(workspace, encoder, engine, source, config, progress)
+            state, counts = workspace.state(), workspace.counts()
+            progress.update(
+                source=source.description,
+                target=config.target,
+                running=True,
+                batch=state.batch,
+                group_size=counts[SIM_GROUP],
+                almost_size=counts[ALMOST_SIM],
+                unknown_size=counts[UNKNOWN_PERSON],
+                avg=state.avg,
+                hi=state.hi,
+            )
+            progress.publish_to(layout.progress)
+            try:
+                result = _loop(workspace, encoder, engine, source, config, progress)
+                progress.update(event=result.stopped)
+                return result
+            finally:  # while the lock is held; a killed run leaves `running` for a reader to check the pid of
+                progress.update(running=False)
     finally:
         if engine is None:
             source.close()
@@ -158,12 +175,6 @@ def _report(
 ) -> None:
     counts = workspace.counts()
     generated, judged = engine.stats.rates()
-    depths = engine.depths()
-    pipeline = (
-        f"{generated:.2f} generated/s, {judged:.2f} judged/s; queued {depths['queued']} "
-        f"(ready {depths['ready']}), steps under way {depths['working']}; "
-        f"generator waited {engine.generator_wait_share():.0%}"
-    )
     progress.batch_done(
         batch=planned.batch,
         batch_size=len(candidates),
@@ -175,7 +186,10 @@ def _report(
         judged=progress.snapshot.judged + len(outcome.judgements),
         joined=progress.snapshot.joined + len(outcome.joined),
         event=outcome.event,
-        pipeline=pipeline,
+        generated_per_s=generated,
+        judged_per_s=judged,
+        generator_wait=engine.generator_wait_share(),
+        **engine.depths(),
     )
 
 

@@ -5,6 +5,7 @@
       incoming/                                new images from the source, not yet judged
       mine.sqlite                              images, decisions, batches, policy state, face cache
       archive.csv                              one row per batch: the mining curve
+      progress.json                            the running miner's live numbers (`amari serve` shows them)
       .lock                                    held while a miner runs
 
 Crash safety rests on one rule: every change of a batch is first written to the database in one

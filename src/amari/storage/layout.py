@@ -3,7 +3,8 @@
 STUDY/                      StudyLayout
   mine/                     WorkspaceLayout: the miner's workspace
     sim-group/ almost-sim/ unknown-person/ incoming/
-    mine.sqlite  archive.csv  .lock
+    mine.sqlite  archive.csv  progress.json  .lock
+    trash/FOLDER/             what `amari serve` deleted from FOLDER, until the user empties it
   groups/NAME/              training groups picked from the sim-group (manifest.csv)
   prepared/NAME/            their training images (manifest.csv)
   train/NAME/               TrainLayout: checkpoints/, metrics.csv, validation.csv, best.json, run.json
@@ -27,6 +28,8 @@ INCOMING = "incoming"
 MINE_DATABASE = "mine.sqlite"
 ARCHIVE_CSV = "archive.csv"
 LOCK_FILE = ".lock"
+MINE_PROGRESS = "progress.json"  # the running miner's live numbers, replaced whole after each step
+TRASH = "trash"  # `amari serve`'s deletions, one sub-folder per folder they came from
 
 # The fingerprint registry of a workspace, a study or the cache folder (amari.provenance.fingerprint).
 PROVENANCE_REGISTRY = "provenance.sqlite"
@@ -54,6 +57,9 @@ IMAGES = "images"
 REPORT = "report"
 REPORT_HTML = "index.html"
 REPORT_SUMMARY = "summary.json"
+
+# The cache folder's thumbnails of the images `amari serve` shows.
+THUMBNAILS = "thumbnails"
 
 
 class Inside:
@@ -92,9 +98,16 @@ class WorkspaceLayout(FolderLayout):
     database = Inside(MINE_DATABASE)
     archive = Inside(ARCHIVE_CSV)
     lock = Inside(LOCK_FILE)
+    progress = Inside(MINE_PROGRESS)
+    trash = Inside(TRASH)
 
     def folder(self, name: str) -> Path:
         return self.root / name
+
+    def judged_folders(self) -> tuple[str, ...]:
+        """The folders judged images live in, relative to the root, as a person curates them (a browser
+        lists them in this order)."""
+        return JUDGED_FOLDERS
 
 
 @dataclass(frozen=True)
@@ -168,6 +181,25 @@ class StudyLayout:
     @property
     def results(self) -> ResultsLayout:
         return ResultsLayout(self.results_override or self.root / "results")
+
+
+@dataclass(frozen=True)
+class ServeLayout:
+    """What `amari serve` shows: a workspace, and a study's results beside it (optional)."""
+
+    workspace: WorkspaceLayout
+    study: StudyLayout | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.workspace, WorkspaceLayout):
+            object.__setattr__(self, "workspace", WorkspaceLayout(self.workspace))
+        if self.study is not None and not isinstance(self.study, StudyLayout):
+            object.__setattr__(self, "study", StudyLayout(Path(self.study)))
+
+    @property
+    def thumbnails(self) -> Path:
+        """Made once per image and side, kept in the cache folder, never beside the images."""
+        return cache_root() / THUMBNAILS
 
 
 def cache_root() -> Path:
