@@ -134,3 +134,39 @@ def test_small_images_say_why_they_carry_no_watermark(tmp_path, capsys):
     assert main(["verify", str(small)]) == 0
     out = capsys.readouterr().out
     assert "smaller than the 64 px" in out and "synthetic, made by amari" in out
+
+
+def test_a_cache_registry_on_a_read_only_disk_is_still_searched(data_dir, tmp_path):
+    """The cache folder mounted read-only (as root, permissions are dropped to bind): verify reads the
+    registry without writing beside it."""
+    import os
+    import subprocess
+    import sys
+
+    from amari.provenance.registries import default_registry_path
+    from test_failures import without_dac_override
+
+    marked = save_png(load_rgb(data_dir / "astronaut.png"), tmp_path / "marked.png", PARAMS)
+    cache = default_registry_path().parent
+    saved = {path: path.stat().st_mode for path in [cache, *cache.rglob("*")]}
+    for path in saved:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        command = without_dac_override([sys.executable, "-m", "amari", "verify", str(marked)])
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    finally:
+        for path, mode in saved.items():
+            path.chmod(mode)
+    assert done.returncode == 0, done.stderr
+    assert "copy of marked.png (identical file" in done.stdout and done.stderr == ""
+
+
+def test_a_registry_that_is_a_folder_is_one_line_naming_it(data_dir, tmp_path, capsys):
+    from amari.provenance.registries import default_registry_path
+
+    default_registry_path().mkdir(parents=True)
+    save = tmp_path / "plain.png"
+    Image.open(data_dir / "astronaut.png").save(save)
+    assert main(["verify", str(save)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(default_registry_path()) in err[0] and "is a folder" in err[0]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from amari.config.defaults import DEFAULT_MODEL
+from amari.config.limits import MAX_COUNT, check_at_most
 from amari.config.settings import (
     Settings,
     check_cpus,
@@ -127,7 +128,11 @@ class MineConfig(Settings):
         group="generation",
     )
     enhance: bool = setting(
-        True, "upscale and restore faces before judging, as the study did", flag="--no-enhance", group="generation"
+        True,
+        "judge generated images as they come, without upscaling them and restoring their faces first (the "
+        "study enhanced them)",
+        flag="--no-enhance",
+        group="generation",
     )
     upscaler: str | None = setting(
         "RealESRGAN_x4plus", "known upscaler name or a .pth/.safetensors path; none: resize only", group="generation"
@@ -140,7 +145,8 @@ class MineConfig(Settings):
     )
     early_reject: bool = setting(
         True,
-        "write a raw image without enhancing it when its face is far from the group",
+        "enhance every image, also one whose raw face is so far from the group that enhancing could not change "
+        "its verdict (by default such an image is judged raw, unenhanced)",
         flag="--no-early-reject",
         group="generation",
     )
@@ -232,6 +238,7 @@ class MineConfig(Settings):
             raise UsageError(
                 "--reference seeds a single identity; with --identities K, identities are founded from clusters"
             )
+        check_at_most(MAX_COUNT, "each is counted one by one", target=self.target, max_batches=self.max_batches)
         if self.reject_margin < 0:
             raise UsageError(f"reject_margin must be >= 0, not {self.reject_margin}")
         if self.cpus is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amari.storage.files import NAME_BYTES, fit_name
 from amari.storage.layout import is_almost_folder
 
 _BOUND_TAG = re.compile(r"_hi\d\.\d{4}$")
@@ -34,12 +35,15 @@ class NamePlanner:
 
 
 def tagged_name(name: str, folder: str, bound: float | None) -> str:
-    """almost-sim names end in the bound the image failed (photo_hi0.4123.png); elsewhere the tag goes."""
+    """almost-sim names end in the bound the image failed (photo_hi0.4123.png); elsewhere the tag goes.
+    A name too long for the tag (or for a file system) is cut short first (`fit_name`)."""
     stem, suffix = os.path.splitext(name)
     stem = _BOUND_TAG.sub("", stem)
+    tag = ""
     if is_almost_folder(folder) and bound is not None and np.isfinite(bound):
-        stem = f"{stem}_hi{min(bound, 9.9999):.4f}"
-    return stem + suffix
+        tag = f"_hi{min(bound, 9.9999):.4f}"
+    stem, suffix = os.path.splitext(fit_name(stem + suffix, NAME_BYTES - len(tag)))
+    return stem + tag + suffix
 
 
 def copy_once(src: Path, dst: Path) -> bool:

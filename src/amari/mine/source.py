@@ -27,7 +27,7 @@ from typing import Protocol
 from amari.errors import UsageError
 from amari.faces.embeddings import content_hash
 from amari.mine.sourcelisting import SourceListing
-from amari.storage.files import free_name, same_content
+from amari.storage.files import fit_name, free_name, same_content
 from amari.storage.images import is_image_path, read_bytes
 from amari.storage.sqlite import connect, migrate
 
@@ -344,8 +344,9 @@ def _memory_ledger() -> sqlite3.Connection:
 
 
 def _flat_name(relpath: str) -> str:
-    """Sub-folders become part of the name: 2024-05-01/00012.png → 2024-05-01__00012.png."""
-    return relpath.replace("/", "__")
+    """Sub-folders become part of the name: 2024-05-01/00012.png → 2024-05-01__00012.png (cut short when
+    too long for the names the workspace gives, `fit_name`)."""
+    return fit_name(relpath.replace("/", "__"))
 
 
 def leftover_files(incoming: Path) -> list[Path]:

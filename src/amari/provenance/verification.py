@@ -83,9 +83,9 @@ class Verifier(OpenRegistries):
         default = default_registry_path()
         # The cache's registry is named, not shown by its path: what verify prints names no local folder
         # the user did not type.
-        self.registries = [Registry(path) for path in paths]
-        if use_default and default.is_file() and all(p.resolve() != default.resolve() for p in paths):
-            self.registries.insert(0, Registry(default, name=DEFAULT_REGISTRY_NAME))
+        self.registries = [Registry(path, readonly=True) for path in paths]
+        if use_default and default.exists() and all(p.resolve() != default.resolve() for p in paths):
+            self.registries.insert(0, Registry(default, name=DEFAULT_REGISTRY_NAME, readonly=True))
         self.c2pa_note = None if credentials.is_available() else f"not checked ({credentials.INSTALL_HINT})"
 
     def check(self, path: str | os.PathLike) -> Verification:

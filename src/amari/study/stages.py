@@ -112,8 +112,12 @@ def _train(config: StudyConfig, unit: tuple[str, str], log: Log) -> str:
     method, group = unit
     name = group if method == DEFAULT_METHOD else f"{method} {group}"
     settings = config.train.replace(method=method, methods=None)
+    # The study's own folder: a run with other settings (a new seed, schedule, ...) is trained anew.
     result = train.run(
-        settings, config.layout.train(group, method), log=lambda message: log(f"train {name}: {message}")
+        settings,
+        config.layout.train(group, method),
+        log=lambda message: log(f"train {name}: {message}"),
+        start_over=True,
     )
     return f"step {result.step}"
 

@@ -71,10 +71,12 @@ def addnet_hash(path: str | Path) -> str:
 def _save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], hashed: bool = False) -> Path:
     from safetensors.torch import save
 
+    from amari.train.formats import safetensors_bytes
+
     tensors = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in tensors.items()}
     if hashed:  # the data bytes do not depend on the header, so the hash can go into it
         metadata = {**metadata, "sshs_model_hash": hashlib.sha256(_header_and_data(save(tensors))[1]).hexdigest()}
-    return write_atomic(path, save(tensors, metadata=metadata))
+    return write_atomic(path, safetensors_bytes(tensors, metadata))
 
 
 def kohya_base_version(base: str | None, v_prediction: bool = False) -> dict[str, str]:

@@ -92,7 +92,7 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
                 },
             )
         folder = ckpt.checkpoint_dir(run.layout.out, step)
-        best = ckpt.summarize_validation(run.layout.out)
+        best = ckpt.summarize_validation(run.layout.out, until=config.max_steps)
         run.log(_checkpoint_message(step, config.max_steps, epoch, loss, validation, best))
     run.accelerator.wait_for_everyone()
     return folder
@@ -155,7 +155,7 @@ def _checkpoint_message(step, max_steps, epoch, loss, validation, best) -> str:
 
 def export_final(run: Run) -> dict[str, Path]:
     """Write the last checkpoint's embedding and LoRA files to the output folder's top level."""
-    latest = ckpt.latest_checkpoint(run.layout.out)
+    latest = ckpt.latest_checkpoint(run.layout.out, until=run.config.max_steps)
     if latest is None:
         return {}
     step, folder = latest
