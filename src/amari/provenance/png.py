@@ -90,6 +90,8 @@ def marked_png(
     agent: str = "amari",
     title: str | None = None,
     key=None,
+    faces=None,
+    face_scale: float = 1.0,
 ) -> tuple[np.ndarray, bytes]:
     """`image` (PIL or uint8 RGB array) watermarked, and the PNG file holding it with amari's chunks.
 
@@ -98,10 +100,11 @@ def marked_png(
     besides amari's JSON (default: A1111's `parameters` and InvokeAI's metadata, made from `params`).
     With `key` (a `credentials.SigningKey`) the file carries C2PA credentials titled `title`, signed by
     `agent`. The pixels returned are exactly the file's, so faces can be found and the fingerprint
-    computed in them without reading the file back.
+    computed in them without reading the file back. The watermark leaves `faces` alone (found in a copy
+    `face_scale` times smaller; by default it finds them itself, see `embed_watermark`).
     """
     rgb = check_rgb(image)
-    marked = embed_watermark(rgb)
+    marked = embed_watermark(rgb, faces, face_scale)
     if text is None:
         text = {
             PARAMETERS_KEY: a1111_parameters(params),
