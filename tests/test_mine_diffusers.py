@@ -220,7 +220,7 @@ def test_every_image_the_miner_writes_carries_every_mark(tiny_sd, tiny_esrgan, p
         for path in written:
             data, rgb = path.read_bytes(), load_rgb(path)
             found = read_provenance(path)
-            assert found.watermark.method == "tile" and found.amari["synthetic"]
+            assert found.watermark.method == "tile2" and found.watermarked and found.amari["synthetic"]
             assert local.match(rgb, data).path == f"incoming/{path.name}"  # where the file first appeared
             assert cache.match(rgb, data).path == f"ws/incoming/{path.name}"
             credentials = read_credentials(data, "image/png")
@@ -346,6 +346,7 @@ def test_serial_and_streaming_end_the_same_on_real_faces(tiny_sd, tiny_esrgan, t
     assert {"accepted", "too far"} <= verdicts, verdicts
 
 
+@pytest.mark.slow
 def test_the_miner_scores_what_amari_score_reads_in_the_written_file(tiny_sd, tmp_path):
     """The miner finds faces before the watermark goes in and describes them in the marked pixels; the
     watermark leaves the faces and what the detector reads around them alone, so `amari score` on the

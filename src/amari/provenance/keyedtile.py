@@ -21,6 +21,7 @@ phases come from a fixed key, and the 40-bit payload `amari` flips the sign of 2
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -59,10 +60,10 @@ class Key:
     bit: np.ndarray  # the payload bit each frequency carries
     signed: np.ndarray  # phasors with the payload applied: the pattern amari embeds
 
-    @property
+    @functools.cached_property
     def cycles(self) -> np.ndarray:
         """(n, 2) frequencies (y, x) in cycles per frame pixel."""
-        return np.stack([self.ky, self.kx], axis=-1) / TILE
+        return (np.stack([self.ky, self.kx], axis=-1) / TILE).astype(np.float32)
 
 
 @lru_cache(maxsize=1)
@@ -102,21 +103,33 @@ def resized(plane: np.ndarray, width: int, height: int) -> np.ndarray:
 def residual(plane: np.ndarray) -> np.ndarray:
     """The luma's detail divided by its local contrast: the mark follows the contrast (the activity
     mask), so this evens out the pattern's share everywhere and keeps strong edges from dominating."""
-    from scipy import ndimage
-
-    detail = plane - ndimage.uniform_filter(plane, 17)
-    return detail / (np.sqrt(np.maximum(ndimage.uniform_filter(detail * detail, 17), 0)) + 2.0)
+    detail = plane - box_mean(plane, 17)
+    return detail / (np.sqrt(np.maximum(box_mean(detail * detail, 17), 0)) + 2.0)
 
 
-def surfaces(samples: np.ndarray) -> np.ndarray:
-    """z of the keyed pattern at every shift of the tile, for (..., n) spectrum samples at the key's
-    frequencies; only their phases count (whitening)."""
+def box_mean(plane: np.ndarray, size: int) -> np.ndarray:
+    """The mean over a size × size window (edges mirrored), as scipy's uniform_filter but five times
+    faster: the reader and the embedding run several on every image."""
+    import cv2
+
+    return cv2.blur(plane, (size, size), borderType=cv2.BORDER_REFLECT)
+
+
+def surfaces(samples: np.ndarray, every: int = 1) -> np.ndarray:
+    """z of the keyed pattern at every shift of the tile (or every `every`-th shift each way: a quarter
+    of the work for every 2nd, a screen the best shift is at most a pixel from), for (..., n) spectrum
+    samples at the key's frequencies; only their phases count (whitening)."""
+    from scipy import fft
+
     found = key()
+    size = TILE // every
     unit = samples / (np.abs(samples) + 1e-12)
-    grid = np.zeros((*samples.shape[:-1], TILE, TILE // 2 + 1), dtype=np.complex128)
-    grid[..., found.rows, found.cols] = unit * np.conj(found.signed)
+    grid = np.zeros((*samples.shape[:-1], size, size // 2 + 1), dtype=np.complex64)
+    # At every `every`-th shift, frequency k turns like k mod size: the key's rows fold (its columns
+    # are all below size / 2, so nothing lands on another frequency).
+    grid[..., found.rows % size, found.cols] = unit * np.conj(found.signed)
     # Each frequency adds Re(unit phasor) twice (with its conjugate): variance 2n/T^4 without a mark.
-    return np.fft.irfft2(grid, s=(TILE, TILE)) * TILE * TILE / np.sqrt(2 * len(found.rows))
+    return fft.irfft2(grid, s=(size, size), workers=1) * (size * size / np.sqrt(2 * len(found.rows)))
 
 
 def payload(samples: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
@@ -137,11 +150,12 @@ def _fold(plane: np.ndarray) -> np.ndarray:
 
 def activity(plane: np.ndarray) -> np.ndarray:
     # Local contrast hides the pattern; flat areas still get half strength so that every tile counts.
-    from scipy import ndimage
+    import cv2
 
-    mean = ndimage.uniform_filter(plane, 7)
-    variance = ndimage.uniform_filter(plane * plane, 7) - mean * mean
-    return ndimage.gaussian_filter(np.clip(np.sqrt(np.maximum(variance, 0)) / 8.0, 0.5, 3.0), 2)
+    mean = box_mean(plane, 7)
+    variance = box_mean(plane * plane, 7) - mean * mean
+    contrast = np.clip(np.sqrt(np.maximum(variance, 0)) / 8.0, 0.5, 3.0)
+    return cv2.GaussianBlur(contrast, (0, 0), 2, borderType=cv2.BORDER_REFLECT)
 
 
 def host_shift(frame_luma: np.ndarray) -> tuple[int, int]:

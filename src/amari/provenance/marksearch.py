@@ -3,25 +3,31 @@
 A candidate geometry is a 2×2 map from the frame the mark was laid out in to the image's pixels; it
 moves each keyed frequency k to k·A⁻¹ in the image's spectrum, where the reader samples the spectrum
 (zero-padded twice, so a frequency is never more than a quarter of a bin from a sample). Translation
-only turns phases, which the shift search absorbs, so a crop costs nothing; the eight turns and
-mirrors of the square tile are tried for every candidate. The candidates:
+only turns phases, which the shift search absorbs, so a crop costs nothing. The candidates:
 
-1. **From the image's size**: brought back to a 512 px short side (a resize of the whole frame) or long
-   side (a cut to another aspect ratio), unscaled for a crop of each size amari writes (512, 768, 1024)
-   down to 45 % of its side, and squeezed back to a square (an aspect change).
-2. **From the spectrum**: the tile repeats, so its frequencies stand out of the image's own as a
-   lattice of peaks. Their summed power (phases ignored) is scanned over scales from 0.35 to 4 at
-   0.4 % steps and over rotations within ±10° at 0.25° steps around every candidate; the best become
-   candidates too.
+1. **From the image's size**, in each of the eight turns and mirrors of the square tile: brought back
+   to a 512 px short side (a resize of the whole frame) or long side (a cut to another aspect ratio),
+   unscaled for a crop of each size amari writes (512, 768, 1024) down to 45 % of its side, squeezed
+   back to a square (an aspect change), and each of these rescaled within ±1.2 % to where the tile's
+   frequencies are strongest (a size off by a few pixels).
+2. **From the spectrum**, as they are and mirrored: the tile repeats, so its frequencies stand out of
+   the image's own as a lattice of peaks. Their summed power (phases ignored) is scanned over scales
+   from 0.35 to 4 in 0.4 % steps, and over rotations within ±10° in 0.25° steps around every
+   candidate; the best become candidates too.
 3. **Screenshots**: an image on a flat canvas (a page, a desktop) is also read alone: the canvas's
-   flat pixels are set aside and each large block of content is searched as an image of its own.
+   flat pixels are set aside and each large block of content, found to the pixel, is searched as an
+   image of its own.
 
-Images of 1,024 px and more a side are read at half size or less (the pattern is at least twice as
-large in them), so a 4,000 px photo costs what a 1,000 px one does.
+Most marked images need none of the search: the first candidates are tried as written, on the
+unpadded spectrum (a resize to a size amari writes keeps the tile on whole bins), and each later step
+runs only when nothing clear was found before it. Images of 1,024 px and more a side are read at half
+size or less (the pattern is at least twice as large in them), so a 4,000 px photo costs what a
+1,000 px one does.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,23 +86,19 @@ class Found:
         return float(width / height)
 
 
-class Spectrum:
-    """The normalised residual of a luma plane, its padded spectrum, and its power relative to the
-    power around each frequency."""
+class _Grid:
+    """The spectrum of the residual zero-padded to `pad` times its size (2: no frequency is more than a
+    quarter of a bin from a sample)."""
 
-    def __init__(self, plane: np.ndarray):
-        from scipy import fft, ndimage
+    def __init__(self, residual: np.ndarray, pad: int):
+        from scipy import fft
 
-        self.height, self.width = plane.shape
-        self.rows = fft.next_fast_len(2 * self.height, real=True)
-        self.cols = fft.next_fast_len(2 * self.width, real=True)
-        self.values = fft.rfft2(mark.residual(plane), s=(self.rows, self.cols), workers=1)
-        power = (self.values.real**2 + self.values.imag**2).astype(np.float32)
-        self.power = power / (ndimage.uniform_filter(power, 9) + 1e-12)
-        # Peaks widened by a bin either way, for scans in steps three times coarser.
-        self.pooled = ndimage.maximum_filter(self.power, 3)
+        self.height, self.width = residual.shape
+        self.rows = fft.next_fast_len(pad * self.height, real=True)
+        self.cols = fft.next_fast_len(pad * self.width, real=True)
+        self.values = fft.rfft2(residual, s=(self.rows, self.cols), workers=1)
 
-    def _index(self, frequencies: np.ndarray):
+    def index(self, frequencies: np.ndarray):
         fy, fx = frequencies[..., 0], frequencies[..., 1]
         negative = fx < 0  # a real image's spectrum at -f is the conjugate of that at f
         rows = np.rint(np.where(negative, -fy, fy) * self.rows).astype(np.int32) % self.rows
@@ -109,23 +111,55 @@ class Spectrum:
         whole image then keeps its phase wherever the frequency falls between two bins (with the corner
         as origin the phase would turn by up to 45° with the distance, and that regular error would
         echo the pattern at other shifts)."""
-        rows, cols, negative, inside = self._index(frequencies)
+        rows, cols, negative, inside = self.index(frequencies)
         signed_rows = np.where(rows < self.rows // 2, rows, rows - self.rows)
         turn = (signed_rows * (self.height - 1) / self.rows + cols * (self.width - 1) / self.cols) / 2
         values = self.values[rows, cols] * np.exp(2j * np.pi * turn)
         return np.where(inside, np.where(negative, np.conj(values), values), 0)
 
-    def lattice_power(self, frequencies: np.ndarray, pooled: bool = False) -> np.ndarray:
-        """Mean relative power at the key's frequencies, per leading index of (..., n, 2)."""
-        rows, cols, _, inside = self._index(frequencies)
-        return np.where(inside, (self.pooled if pooled else self.power)[rows, cols], 0).mean(axis=-1)
+
+class Spectrum:
+    """A luma plane's normalised residual, its spectrum (unpadded, and padded twice once needed), and
+    its power relative to the power around each frequency."""
+
+    def __init__(self, plane: np.ndarray):
+        self.residual = mark.residual(plane).astype(np.float32)
+        self.height, self.width = plane.shape
+        self.coarse = _Grid(self.residual, 1)
+
+    @functools.cached_property
+    def fine(self) -> _Grid:
+        return _Grid(self.residual, 2)
+
+    def sample(self, frequencies: np.ndarray, fine: bool = True) -> np.ndarray:
+        return (self.fine if fine else self.coarse).sample(frequencies)
+
+    @functools.cached_property
+    def _smooth(self) -> np.ndarray:
+        values = self.coarse.values
+        return mark.box_mean((values.real**2 + values.imag**2).astype(np.float32), 5) + 1e-12
+
+    @functools.cached_property
+    def _coarse_power(self) -> np.ndarray:
+        """Relative power on the unpadded grid, whose bins are wide enough for scans in coarse steps."""
+        values = self.coarse.values
+        return (values.real**2 + values.imag**2) / self._smooth
+
+    def lattice_power(self, frequencies: np.ndarray, fine: bool = True) -> np.ndarray:
+        """Mean relative power at the key's frequencies, per leading index of (..., n, 2): on the padded
+        grid (for fine steps) relative to the unpadded grid's neighbourhood, or on the unpadded grid."""
+        rows, cols, _, inside = self.coarse.index(frequencies)
+        if not fine:
+            return np.where(inside, self._coarse_power[rows, cols], 0).mean(axis=-1)
+        fine_rows, fine_cols, _, fine_inside = self.fine.index(frequencies)
+        values = self.fine.values[fine_rows, fine_cols]
+        relative = (values.real**2 + values.imag**2) / self._smooth[rows, cols]
+        return np.where(inside & fine_inside, relative, 0).mean(axis=-1)
 
 
 def frequencies(matrices: np.ndarray) -> np.ndarray:
     """The key's frequencies in the image (cycles per pixel) under each frame -> image map: (..., n, 2)."""
-    inverse = np.linalg.inv(matrices).astype(np.float32)[..., None, :, :]
-    cycles = mark.key().cycles.astype(np.float32)
-    return cycles[:, :1] * inverse[..., 0, :] + cycles[:, 1:] * inverse[..., 1, :]
+    return mark.key().cycles @ np.linalg.inv(matrices).astype(np.float32)
 
 
 def _rotations(angles: np.ndarray) -> np.ndarray:
@@ -149,55 +183,60 @@ def size_candidates(height: int, width: int) -> list[np.ndarray]:
 
 
 def _scale_peaks(spectrum: Spectrum, count: int = 2) -> list[np.ndarray]:
-    """The isotropic scales where the lattice's power peaks, found at three times the step on the
-    widened peaks, then to the step."""
+    """The isotropic scales where the lattice's power peaks: on the unpadded grid at three times the
+    step, then to the step on the padded one."""
     low, high = _SCALES[0], min(_SCALES[1], min(spectrum.height, spectrum.width) / mark.TILE)
     if high <= low:
         return []
-    scales = np.exp(np.arange(np.log(low), np.log(high), 3 * _SCALE_STEP))
-    power = spectrum.lattice_power(frequencies(scales[:, None, None] * np.eye(2)), pooled=True)
+    cycles = mark.key().cycles
+    scales = np.exp(np.arange(np.log(low), np.log(high), 3 * _SCALE_STEP)).astype(np.float32)
+    power = spectrum.lattice_power(cycles / scales[:, None, None], fine=False)
     peaks: list[float] = []
     for index in np.argsort(power)[::-1]:
         if all(abs(np.log(scales[index] / other)) > 0.03 for other in peaks):
             peaks.append(float(scales[index]))
         if len(peaks) == count:
             break
-    found = []
-    for peak in peaks:
-        near = peak * np.exp(np.arange(-3, 4) * _SCALE_STEP)
-        power = spectrum.lattice_power(frequencies(near[:, None, None] * np.eye(2)))
-        found.append(np.eye(2) * near[int(np.argmax(power))])
-    return found
+    near = np.array(peaks)[:, None] * np.exp(np.arange(-3, 4) * _SCALE_STEP)[None, :]
+    power = spectrum.lattice_power(cycles / near[..., None, None].astype(np.float32))
+    return [np.eye(2) * row[int(np.argmax(values))] for row, values in zip(near, power)]
 
 
-def _rescaled(spectrum: Spectrum, matrix: np.ndarray) -> np.ndarray:
-    """`matrix` rescaled within ±1.2 % to where the lattice's power peaks: a size off by a few pixels
-    (a canvas's block found a little wide, a size rounded twice) costs the phases more than the power."""
-    factors = np.exp(np.arange(-3, 4) * _SCALE_STEP)
-    scaled = factors[:, None, None] * matrix
-    return scaled[int(np.argmax(spectrum.lattice_power(frequencies(scaled))))]
+def _rescaled(spectrum: Spectrum, matrices: list[np.ndarray]) -> list[np.ndarray]:
+    """Each matrix rescaled within ±1.2 % to where the lattice's power peaks: a size off by a few
+    pixels (a canvas's block found a little wide, a size rounded twice) costs the phases more than the
+    power."""
+    scaled = np.exp(np.arange(-3, 4) * _SCALE_STEP)[None, :, None, None] * np.array(matrices)[:, None]
+    best = np.argmax(spectrum.lattice_power(frequencies(scaled)), axis=1)
+    return list(scaled[np.arange(len(matrices)), best])
 
 
-def _best_rotation(spectrum: Spectrum, matrix: np.ndarray) -> np.ndarray:
-    """`matrix` turned by the angle within ±10° where the lattice's power peaks (coarse, then fine)."""
+def _best_rotations(spectrum: Spectrum, matrices: list[np.ndarray]) -> list[np.ndarray]:
+    """Each matrix turned by the angle within ±10° where the lattice's power peaks (on the unpadded
+    grid in steps of 0.75°, then to 0.25° on the padded one)."""
+    bases = np.array(matrices)[:, None]
     coarse = _ANGLES[::3]
-    turned = _rotations(coarse) @ matrix
-    angle = coarse[int(np.argmax(spectrum.lattice_power(frequencies(turned), pooled=True)))]
-    fine = angle + (_ANGLES[1] - _ANGLES[0]) * np.arange(-2, 3)
-    turned = _rotations(fine) @ matrix
-    return turned[int(np.argmax(spectrum.lattice_power(frequencies(turned))))]
+    angles = coarse[np.argmax(spectrum.lattice_power(frequencies(_rotations(coarse) @ bases), fine=False), axis=1)]
+    fine = angles[:, None] + (_ANGLES[1] - _ANGLES[0]) * np.arange(-2, 3)[None, :]
+    turned = _rotations(fine) @ bases
+    best = np.argmax(spectrum.lattice_power(frequencies(turned)), axis=1)
+    return list(turned[np.arange(len(matrices)), best])
 
 
-def _test(spectrum: Spectrum, matrices: list[np.ndarray]) -> Found | None:
-    """The best of every candidate in each of the tile's eight orientations."""
+def _test(
+    spectrum: Spectrum, matrices: list[np.ndarray], symmetries: np.ndarray = _SYMMETRIES, fine: bool = True
+) -> Found | None:
+    """The best of every candidate in each of the tile's orientations (default: all eight)."""
     if not matrices:
         return None
-    oriented = np.einsum("cij,sjk->csik", np.array(matrices), _SYMMETRIES).reshape(-1, 2, 2)
-    samples = spectrum.sample(frequencies(oriented))
-    found = mark.surfaces(samples)
-    flat = found.reshape(len(oriented), -1)
-    best = int(np.argmax(flat.max(axis=1)))
+    oriented = np.einsum("cij,sjk->csik", np.array(matrices), symmetries).reshape(-1, 2, 2)
+    samples = spectrum.sample(frequencies(oriented), fine)
+    # Every candidate at every other shift, then every shift of the two best.
+    screened = np.argsort(mark.surfaces(samples, every=2).reshape(len(oriented), -1).max(axis=1))[-2:]
+    found = mark.surfaces(samples[screened])
+    best = int(np.argmax(found.reshape(len(screened), -1).max(axis=1)))
     surface = found[best]
+    best = int(screened[best])
     row, col = np.unravel_index(int(np.argmax(surface)), surface.shape)
     return Found(
         score=float(surface[row, col]),
@@ -235,15 +274,25 @@ def search(plane: np.ndarray) -> Found | None:
         plane = np.asarray(Image.fromarray(plane, mode="F").resize(size, Image.Resampling.LANCZOS))
     spectrum = Spectrum(plane)
     sized = [matrix / step for matrix in size_candidates(height, width)]
-    sized += [_rescaled(spectrum, matrix) for matrix in sized]
-    best = _test(spectrum, sized)
-    if best is None or best.score < _EARLY or not accepted(best):
-        found = sized + _scale_peaks(spectrum)
-        best = _better(best, _test(spectrum, [_best_rotation(spectrum, matrix) for matrix in found]))
-        best = _better(best, _test(spectrum, found[len(sized) :]))
+    # The common cases first: as written (only resized or cropped), then turned or mirrored, then sizes
+    # a few pixels off; the search only when none of them is clearly there.
+    best = _test(spectrum, sized, _SYMMETRIES[:1], fine=False)  # on exact bins when only resized
+    if not _clear(best):
+        best = _better(best, _test(spectrum, sized, _SYMMETRIES[:1]))
+    if not _clear(best):
+        best = _better(best, _test(spectrum, sized, _SYMMETRIES[1:]))
+    if not _clear(best):
+        best = _better(best, _test(spectrum, _rescaled(spectrum, sized)))
+        # Found by the search: as they are and mirrored (a turn by 90° and a few degrees more is rare).
+        peaks = _scale_peaks(spectrum)
+        best = _better(best, _test(spectrum, peaks + _best_rotations(spectrum, sized + peaks), _SYMMETRIES[:2]))
     if best is not None and step > 1:
         best = Found(best.score, best.second, best.bits, best.matrix * step)
     return best
+
+
+def _clear(found: Found | None) -> bool:
+    return found is not None and found.score >= _EARLY and accepted(found)
 
 
 def accepted(found: Found | None) -> bool:
@@ -258,9 +307,9 @@ def regions(plane: np.ndarray, limit: int = 3) -> list[tuple[slice, slice]]:
     """Blocks of content on a flat canvas, largest first; none when the image is not a canvas."""
     from scipy import ndimage
 
-    small = plane[::2, ::2]
-    mean = ndimage.uniform_filter(small, 3)
-    flat = np.sqrt(np.maximum(ndimage.uniform_filter(small * small, 3) - mean * mean, 0)) < 0.75
+    small = np.ascontiguousarray(plane[::2, ::2])
+    mean = mark.box_mean(small, 3)
+    flat = np.sqrt(np.maximum(mark.box_mean(small * small, 3) - mean * mean, 0)) < 0.75
     if flat.mean() < _CANVAS_FLAT:
         return []
     content = ndimage.binary_closing(~flat, iterations=4)
@@ -287,7 +336,7 @@ def read(rgb: np.ndarray) -> Found | None:
     """The best reading of the keyed tile mark in an RGB image, or None when it is too small."""
     plane = mark.luma(rgb)
     best = search(plane)
-    if accepted(best) and best.score >= _EARLY:
+    if _clear(best):
         return best
     for rows, cols in regions(plane):
         found = search(np.ascontiguousarray(plane[rows, cols]))

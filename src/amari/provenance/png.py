@@ -160,16 +160,24 @@ def write_marked(
         return opened.write(path, png, fingerprint_of(marked, png, params, agent))
 
 
-def save_png(image, path: str | os.PathLike, params: dict, *, registries: list[Path] | None = None) -> Path:
+def save_png(
+    image,
+    path: str | os.PathLike,
+    params: dict,
+    *,
+    registries: list[Path] | None = None,
+    faces=None,
+) -> Path:
     """Write `image` as a PNG at `path` with every mark amari has (`marked_png`, `write_marked`),
-    signed with the configured C2PA key if there is one. The file appears atomically."""
+    signed with the configured C2PA key if there is one. The file appears atomically. The watermark
+    leaves `faces` alone (found in the image as given; by default it finds portrait-sized faces itself)."""
     from amari.provenance import credentials
 
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"{path}: provenance is written into PNG files only")
     key = credentials.configured_key() if credentials.is_available() else None
-    marked, data = marked_png(image, params, title=path.name, key=key)
+    marked, data = marked_png(image, params, title=path.name, key=key, faces=faces)
     return write_marked(path, marked, data, params, registries=registries)
 
 
