@@ -12,8 +12,9 @@ only turns phases, which the shift search absorbs, so a crop costs nothing. The 
    frequencies are strongest (a size off by a few pixels).
 2. **From the spectrum**, as they are and mirrored: the tile repeats, so its frequencies stand out of
    the image's own as a lattice of peaks. Their summed power (phases ignored) is scanned over scales
-   from 0.35 to 4 in 0.4 % steps, and over rotations within ±10° in 0.25° steps around every
-   candidate; the best become candidates too.
+   from 0.35 to 4 in 0.4 % steps, then over rotations within ±10° in 0.25° steps around every
+   candidate, and over aspect ratios from 0.75 to 1.33 around the best scales; the best become
+   candidates too.
 3. **Screenshots**: an image on a flat canvas (a page, a desktop) is also read alone: the canvas's
    flat pixels are set aside and each large block of content, found to the pixel, is searched as an
    image of its own.
@@ -211,6 +212,25 @@ def _rescaled(spectrum: Spectrum, matrices: list[np.ndarray]) -> list[np.ndarray
     return list(scaled[np.arange(len(matrices)), best])
 
 
+def _stretch(axis: int, factor: float) -> np.ndarray:
+    return np.diag([factor, 1.0] if axis == 0 else [1.0, factor])
+
+
+def _best_aspects(spectrum: Spectrum, matrices: list[np.ndarray]) -> list[np.ndarray]:
+    """Each matrix stretched along one axis (by 0.75 to 1.33, either axis) to where the lattice's power
+    peaks: an aspect change the image's size no longer shows, after a crop (a scale the isotropic scan
+    found fits one of the axes)."""
+    ratios = np.exp(np.arange(np.log(0.75), np.log(1 / 0.75), 3 * _SCALE_STEP))
+    stretches = [(axis, ratio) for axis in (0, 1) for ratio in ratios]
+    coarse = np.array(matrices)[:, None] @ np.stack([_stretch(axis, ratio) for axis, ratio in stretches])
+    found = []
+    for matrix, index in zip(coarse, np.argmax(spectrum.lattice_power(frequencies(coarse), fine=False), axis=1)):
+        axis = stretches[index][0]
+        nudged = matrix[index] @ np.stack([_stretch(axis, f) for f in np.exp(np.arange(-2, 3) * _SCALE_STEP)])
+        found.append(nudged[int(np.argmax(spectrum.lattice_power(frequencies(nudged))))])
+    return found
+
+
 def _best_rotations(spectrum: Spectrum, matrices: list[np.ndarray]) -> list[np.ndarray]:
     """Each matrix turned by the angle within ±10° where the lattice's power peaks (on the unpadded
     grid in steps of 0.75°, then to 0.25° on the padded one)."""
@@ -285,7 +305,8 @@ def search(plane: np.ndarray) -> Found | None:
         best = _better(best, _test(spectrum, _rescaled(spectrum, sized)))
         # Found by the search: as they are and mirrored (a turn by 90° and a few degrees more is rare).
         peaks = _scale_peaks(spectrum)
-        best = _better(best, _test(spectrum, peaks + _best_rotations(spectrum, sized + peaks), _SYMMETRIES[:2]))
+        searched = peaks + _best_rotations(spectrum, sized + peaks) + _best_aspects(spectrum, peaks)
+        best = _better(best, _test(spectrum, searched, _SYMMETRIES[:2]))
     if best is not None and step > 1:
         best = Found(best.score, best.second, best.bits, best.matrix * step)
     return best
