@@ -101,7 +101,7 @@ def test_a_face_that_fills_the_frame_carries_a_faint_mark(data_dir):
 
     photo = edits.resize(load_rgb(data_dir / "Tom_Hanks_54745.png"), 512 / 112)
     written = embed_watermark(photo)
-    assert read_watermark(written).found and _psnr(photo, written) > 50
+    assert read_watermark(written).found and _psnr(photo, written) > 48
     before, after = descriptors.encode(photo), descriptors.encode(written)
     assert len(before) == len(after) == 1
     assert np.linalg.norm(before[0].descriptor - after[0].descriptor) <= 0.10

@@ -32,10 +32,10 @@ TILE = 128
 FRAME_SIDE = 512
 TARGET_PSNR = 39.0  # dB: every image at least 38 after rounding, whatever its content
 MAX_STRENGTH = 3.0  # grey levels (std of the tile) before the activity mask
-# Where faces leave less than this share of the image, the faces carry a faint mark too (a few pixels
-# change by one level, about 55 dB there): their descriptors move by about 0.03, a JPEG 90's share.
+# Where faces leave less than this share of the image, the faces carry a faint mark too (pixels change
+# by a level or two, about 51 dB there): their descriptors move by about 0.03, less than a JPEG 90's.
 MIN_FREE_SHARE = 0.2
-FACE_STRENGTH = 0.4
+FACE_STRENGTH = 0.8
 # z at the best geometry and shift. Over everything the reader tries (about 2 million shifts x
 # geometries x orientations, some 10^5 of them independent) unmarked photos peak at 4.9 on average,
 # 6.1 at most in 386 random crops, rescales and JPEGs of 60 photos and textures (6.3 once, for a brick
