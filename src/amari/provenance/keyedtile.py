@@ -52,6 +52,7 @@ _KEY_SEED = b"amari watermark v2"
 
 @dataclass(frozen=True)
 class Key:
+    size: int  # the tile's side, pixels of the frame
     rows: np.ndarray  # rfft2 row of each keyed frequency in the tile
     cols: np.ndarray
     ky: np.ndarray  # signed frequencies, cycles per tile
@@ -63,23 +64,36 @@ class Key:
     @functools.cached_property
     def cycles(self) -> np.ndarray:
         """(n, 2) frequencies (y, x) in cycles per frame pixel."""
-        return (np.stack([self.ky, self.kx], axis=-1) / TILE).astype(np.float32)
+        return (np.stack([self.ky, self.kx], axis=-1) / self.size).astype(np.float32)
+
+
+def tile_frequencies(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ky, kx): the signed frequencies, in cycles per tile, of each bin of a size × size tile's rfft2."""
+    return np.meshgrid(np.fft.fftfreq(size) * size, np.fft.rfftfreq(size) * size, indexing="ij")
+
+
+def keyed(support: np.ndarray, size: int, seed: bytes) -> Key:
+    """The key over the frequencies where `support` (a size × size tile's rfft2 mask) is set: phases and
+    the payload bit of each from a hash of `seed`, rather than numpy's generators, whose streams may
+    change."""
+    from amari.provenance.watermark import PAYLOAD_BITS, payload_bits
+
+    ky, kx = tile_frequencies(size)
+    rows, cols = np.nonzero(support)
+    stream = np.frombuffer(hashlib.shake_256(seed).digest(8 * len(rows)), dtype="<u4").astype(np.float64)
+    phasors = np.exp(2j * np.pi * stream[: len(rows)] / 2**32)
+    bit = np.argsort(stream[len(rows) :], kind="stable") % PAYLOAD_BITS
+    signs = np.where(payload_bits()[bit] == 1, 1.0, -1.0)
+    return Key(size, rows, cols, ky[rows, cols], kx[rows, cols], phasors, bit, phasors * signs)
 
 
 @lru_cache(maxsize=1)
 def key() -> Key:
-    from amari.provenance.watermark import PAYLOAD_BITS, payload_bits
-
-    ky, kx = np.meshgrid(np.fft.fftfreq(TILE) * TILE, np.fft.rfftfreq(TILE) * TILE, indexing="ij")
+    ky, kx = tile_frequencies(TILE)
     radius = np.hypot(kx, ky)
     support = (kx >= 1) & (ky != 0) & (radius >= _BAND[0]) & (radius <= _BAND[1])
     support &= (kx % _GRID_CYCLES != 0) & (ky % _GRID_CYCLES != 0)
-    rows, cols = np.nonzero(support)
-    stream = np.frombuffer(hashlib.shake_256(_KEY_SEED).digest(8 * len(rows)), dtype="<u4").astype(np.float64)
-    phasors = np.exp(2j * np.pi * stream[: len(rows)] / 2**32)
-    bit = np.argsort(stream[len(rows) :], kind="stable") % PAYLOAD_BITS
-    signs = np.where(payload_bits()[bit] == 1, 1.0, -1.0)
-    return Key(rows, cols, ky[rows, cols], kx[rows, cols], phasors, bit, phasors * signs)
+    return keyed(support, TILE, _KEY_SEED)
 
 
 def frame_scale(height: int, width: int) -> float:

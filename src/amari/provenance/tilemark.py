@@ -15,13 +15,11 @@ estimates it (which is why version 2 shifts it per image).
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from amari.provenance.keyedtile import luma, resized
+from amari.provenance.keyedtile import Key, keyed, luma, resized, tile_frequencies
 from amari.provenance.watermark import PAYLOAD_BITS, WatermarkReading, payload_bits
 
 TILE = 64
@@ -36,35 +34,16 @@ _CANCEL_TAN = 0.5  # host content across the key is cancelled down to 0.5 x the 
 _KEY_SEED = b"amari watermark v1"
 
 
-@dataclass(frozen=True)
-class _Key:
-    rows: np.ndarray  # rfft2 row index of each keyed frequency
-    cols: np.ndarray
-    ky: np.ndarray  # signed frequencies, cycles per tile
-    kx: np.ndarray
-    phasors: np.ndarray  # unit complex per frequency, before the payload's sign
-    bit: np.ndarray  # payload bit index each frequency carries
-    signed: np.ndarray  # phasors with the payload applied: the pattern amari embeds
-
-
 @lru_cache(maxsize=1)
-def _key() -> _Key:
-    ky, kx = np.meshgrid(np.fft.fftfreq(TILE) * TILE, np.fft.rfftfreq(TILE) * TILE, indexing="ij")
+def _key() -> Key:
+    ky, kx = tile_frequencies(TILE)
     radius = np.hypot(kx, ky)
     # kx >= 1 keeps one of each conjugate pair; no axis frequencies (edges in photos), none at 8
     # cycles per 64 px (JPEG's block grid).
     support = (kx >= 1) & (ky != 0) & (np.abs(ky) < 8) & (kx < 8) & (radius >= _BAND[0]) & (radius <= _BAND[1])
-    rows, cols = np.nonzero(support)
-    if len(rows) != 2 * PAYLOAD_BITS:
-        raise AssertionError(f"watermark band holds {len(rows)} frequencies, expected {2 * PAYLOAD_BITS}")
-    # Phases and bit assignment from a hash rather than numpy's generators, whose streams may change.
-    stream = np.frombuffer(hashlib.shake_256(_KEY_SEED).digest(8 * len(rows)), dtype="<u4").astype(np.float64)
-    phasors = np.exp(2j * np.pi * stream[: len(rows)] / 2**32)
-    bit = np.argsort(stream[len(rows) :], kind="stable") % PAYLOAD_BITS
-    signs = np.where(payload_bits()[bit] == 1, 1.0, -1.0)
-    return _Key(
-        rows=rows, cols=cols, ky=ky[rows, cols], kx=kx[rows, cols], phasors=phasors, bit=bit, signed=phasors * signs
-    )
+    if support.sum() != 2 * PAYLOAD_BITS:
+        raise AssertionError(f"watermark band holds {support.sum()} frequencies, expected {2 * PAYLOAD_BITS}")
+    return keyed(support, TILE, _KEY_SEED)
 
 
 def _fold(plane: np.ndarray) -> np.ndarray:
