@@ -58,7 +58,7 @@ def test_marks_every_image_and_never_changes_the_originals(data_dir, tmp_path, c
         "a1111.png",
         "comfy/ComfyUI_00001_.png",
     ]
-    assert captured.out.count("watermark (tile), fingerprint registered") == 3
+    assert captured.out.count("watermark (tile2), fingerprint registered") == 3
 
     from_png = read_provenance(out / "a1111.png")
     assert from_png.watermarked and from_png.parameters == A1111_TEXT

@@ -25,6 +25,10 @@ key usage digitalSignature, extended key usages emailProtection and documentSign
 subject and authority key identifiers. c2pa-python accepts it; other validators report it as
 "untrusted" (its root is on no trust list) while `amari verify` trusts the `root.pem` beside the key.
 For credentials others trust, use a certificate from a CA on the C2PA trust list instead.
+
+Which signers `amari verify` trusts: the root beside the configured key (your own images), the PEM
+files listed in `AMARI_C2PA_TRUST` (separated like PATH), and those given with `--trust`. A manifest
+that is valid but signed under another root is only a claim, whatever its signer's name says.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trai
 PARAMETERS_LABEL = "amari.parameters"
 KEY_ENV = "AMARI_C2PA_KEY"
 CERT_ENV = "AMARI_C2PA_CERT"
+TRUST_ENV = "AMARI_C2PA_TRUST"
 KEY_FILE, CERT_FILE, ROOT_FILE = "signer.key", "signer.pem", "root.pem"
 INSTALL_HINT = "install the optional c2pa extra: pip install 'amari[c2pa]'"
 _VALID_DAYS = 3650  # without a time-stamp authority a manifest is checked against the certificate's dates now
@@ -82,6 +87,11 @@ class Credentials:
     @property
     def valid(self) -> bool:
         return self.state in ("Valid", "Trusted")
+
+    @property
+    def trusted(self) -> bool:
+        """Valid, and signed under a root the user trusts (see `trust_files`)."""
+        return self.state == "Trusted"
 
 
 def is_available() -> bool:
@@ -180,8 +190,9 @@ def sign_png(
     return signed.getvalue()
 
 
-def read_credentials(data: bytes, mime: str | None = None, trust: Path | None = None) -> Credentials | None:
-    """The manifest in the file `data`, or None when there is none (or c2pa-python is not installed)."""
+def read_credentials(data: bytes, mime: str | None = None, trust=None) -> Credentials | None:
+    """The manifest in the file `data`, or None when there is none (or c2pa-python is not installed).
+    `trust`: the PEM file or files of the roots to trust (default: `trust_files()`)."""
     if not is_available():
         return None
     import c2pa
@@ -239,14 +250,29 @@ def _synthetic(store: dict, label: str | None, depth: int = 0) -> bool:
     return any(_synthetic(store, item.get("active_manifest"), depth + 1) for item in parents)
 
 
-def _anchors(trust: Path | None) -> str | None:
+def trust_files(extra=()) -> list[Path]:
+    """The PEM files of the roots whose signers `amari verify` trusts: the root `amari keygen` wrote beside
+    the configured key, those listed in AMARI_C2PA_TRUST, and `extra`. A listed file that does not exist
+    is an error (a trust list that silently trusts nothing would turn every verdict into a claim)."""
+    try:
+        key = configured_key()
+    except UsageError:
+        key = None
+    files = [key.root] if key is not None and key.root is not None else []
+    listed = [Path(item).expanduser() for item in os.environ.get(TRUST_ENV, "").split(os.pathsep) if item]
+    for path in [*listed, *map(Path, extra)]:
+        if not path.is_file():
+            raise UsageError(f"trusted C2PA roots {path} do not exist (from {TRUST_ENV} or --trust)")
+        files.append(path)
+    return files
+
+
+def _anchors(trust) -> str | None:
     if trust is None:
-        try:
-            key = configured_key()
-        except UsageError:
-            key = None
-        trust = key.root if key is not None else None
-    return trust.read_text(encoding="ascii") if trust is not None and trust.is_file() else None
+        trust = trust_files()
+    paths = [trust] if isinstance(trust, (str, os.PathLike)) else list(trust)
+    texts = [Path(path).read_text(encoding="ascii") for path in paths if Path(path).is_file()]
+    return "\n".join(texts) or None
 
 
 @lru_cache(maxsize=4)

@@ -33,7 +33,7 @@ AGENT = "amari mark"
 class Marked:
     source: Path
     output: Path
-    watermark: str | None  # the mark embedded: "tile", "dwtDctSvd" or None (under 64 px)
+    watermark: str | None  # the mark embedded: "tile2", "dwtDctSvd" or None (under 64 px)
     signed: bool  # C2PA credentials attached
     registries: list[Path] = field(default_factory=list)
 

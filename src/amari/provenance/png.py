@@ -91,6 +91,8 @@ def marked_png(
     title: str | None = None,
     key=None,
     parent=None,
+    faces=None,
+    face_scale: float = 1.0,
 ) -> tuple[np.ndarray, bytes]:
     """`image` (PIL or uint8 RGB array) watermarked, and the PNG file holding it with amari's chunks.
 
@@ -100,10 +102,11 @@ def marked_png(
     With `key` (a `credentials.SigningKey`) the file carries C2PA credentials titled `title`, signed by
     `agent`; with `parent` (a `credentials.Parent`), they continue the credentials of the file it came
     from. The pixels returned are exactly the file's, so faces can be found and the fingerprint computed
-    in them without reading the file back.
+    in them without reading the file back. The watermark leaves `faces` alone (found in a copy
+    `face_scale` times smaller; by default it finds them itself, see `embed_watermark`).
     """
     rgb = check_rgb(image)
-    marked = embed_watermark(rgb)
+    marked = embed_watermark(rgb, faces, face_scale)
     if text is None:
         text = {
             PARAMETERS_KEY: a1111_parameters(params),
@@ -159,16 +162,24 @@ def write_marked(
         return opened.write(path, png, fingerprint_of(marked, png, params, agent))
 
 
-def save_png(image, path: str | os.PathLike, params: dict, *, registries: list[Path] | None = None) -> Path:
+def save_png(
+    image,
+    path: str | os.PathLike,
+    params: dict,
+    *,
+    registries: list[Path] | None = None,
+    faces=None,
+) -> Path:
     """Write `image` as a PNG at `path` with every mark amari has (`marked_png`, `write_marked`),
-    signed with the configured C2PA key if there is one. The file appears atomically."""
+    signed with the configured C2PA key if there is one. The file appears atomically. The watermark
+    leaves `faces` alone (found in the image as given; by default it finds portrait-sized faces itself)."""
     from amari.provenance import credentials
 
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"{path}: provenance is written into PNG files only")
     key = credentials.configured_key() if credentials.is_available() else None
-    marked, data = marked_png(image, params, title=path.name, key=key)
+    marked, data = marked_png(image, params, title=path.name, key=key, faces=faces)
     return write_marked(path, marked, data, params, registries=registries)
 
 
