@@ -1,4 +1,5 @@
-"""The README's pictures, made from a real run: the demo study's report and the miner's progress panel.
+"""The README's pictures, made from a real run: the demo study's report, the miner's progress panel and
+the workbench.
 
     python docs/screenshots.py [--keep DIR] [--out FOLDER]
 
@@ -7,8 +8,14 @@ DIR with --keep, then renders in headless Chromium (Debian: apt-get install chro
 
   docs/images/report.png            the top of the demo's HTML report: header, notice, charts
   docs/images/mining-progress.png   the panel `amari mine` shows on a terminal, after the demo's mining
+  docs/images/workbench.png         `amari serve`: the sim-group's gallery and the live panel
+  docs/images/workbench-unknown.png the same on unknown-person: other people, scored against the group
 
-Both are shrunk to a palette of colours so that each stays under 300 KB.
+For the workbench, a second workspace is mined beside the demo from 36 real photos of the sample's six
+people (`amari.testing.photos.face_photos`), the demo's person to mine among them, and served with the
+demo's study, for real on a loopback port, driven by Playwright's Python package with the system's
+Chromium (the test extra installs it). Each picture is shrunk to a palette of colours so that it stays
+under 300 KB.
 """
 
 from __future__ import annotations
@@ -27,6 +34,16 @@ from PIL import Image, ImageChops
 IMAGES = Path(__file__).resolve().parent / "images"
 MAX_BYTES = 300_000
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+BROWSER_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+)
 
 
 def browser() -> str:
@@ -40,14 +57,7 @@ def screenshot(url: str, out: Path, width: int, height: int, profile: Path) -> I
     """A headless Chromium screenshot of `url` at width × height CSS pixels, in a fresh profile."""
     command = [
         browser(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
+        *BROWSER_FLAGS,
         "--force-device-scale-factor=1",
         f"--user-data-dir={profile}",
         f"--window-size={width},{height}",
@@ -103,7 +113,7 @@ def run_demo(folder: Path):
     # The panel names the source folder as the README's command does (amari-demo/...), not by this machine's path.
     progress.update(source=progress.snapshot.source.replace(f"{folder.parent}{os.sep}", ""))
     outcome = run_study(config, log=print)
-    return outcome.report, progress
+    return outcome.report, progress, config.layout
 
 
 def panel_page(progress, folder: Path) -> tuple[Path, int, int]:
@@ -121,6 +131,54 @@ def panel_page(progress, folder: Path) -> tuple[Path, int, int]:
     return page, int(width) + 2, int(height) + 2
 
 
+def mine_photos(folder: Path):
+    """A workspace mined from 36 real photos of six people, the demo's person to mine among them."""
+    from amari import mine
+    from amari.storage.layout import WorkspaceLayout
+    from amari.study.demo import IDENTITY, SAMPLE, SAMPLE_FACES, face_crop
+    from amari.testing.photos import face_photos
+
+    photos = folder / "photos"
+    photos.mkdir(parents=True, exist_ok=True)
+    for index, rgb in enumerate(face_photos(36, side=256, seed=5)):
+        Image.fromarray(rgb).save(photos / f"photo-{index:02d}.png")
+    reference = folder / "reference.png"
+    with Image.open(SAMPLE) as sample:
+        face_crop(sample.convert("RGB"), SAMPLE_FACES[IDENTITY]).save(reference)
+    layout = WorkspaceLayout(folder / "workspace")
+    config = mine.MineConfig(source=f"folder:{photos}", reference=(reference,))
+    print(mine.run(config, layout, mine.FolderSource(photos)).summary())
+    return layout
+
+
+def workbench_pictures(study, folder: Path, out: Path) -> None:
+    """`amari serve` in a real browser: two galleries of a freshly mined workspace, with the live panel."""
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    from amari.serve import ServeConfig, Server
+    from amari.storage.layout import SIM_GROUP, UNKNOWN_PERSON, ServeLayout
+
+    server = Server(ServeConfig(port=0), ServeLayout(mine_photos(folder), study))
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=browser(), args=list(BROWSER_FLAGS))
+            page = chromium.new_page(viewport={"width": 1280, "height": 860}, device_scale_factor=1)
+            page.goto(server.url)
+            for folder, name in ((SIM_GROUP, "workbench.png"), (UNKNOWN_PERSON, "workbench-unknown.png")):
+                page.goto(f"{server.base}/gallery/{folder}")
+                page.wait_for_function("() => [...document.images].every(image => image.complete)")
+                shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+                save_small(trim(shot), out / name, 1000)
+            chromium.close()
+    finally:
+        server.stop()
+        thread.join(timeout=15)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, metavar="DIR", help="run the demo in DIR and keep it")
@@ -128,12 +186,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="amari-screenshots-") as name:
         scratch = Path(name)
-        report, progress = run_demo((args.keep or scratch / "amari-demo").resolve())
+        report, progress, study = run_demo((args.keep or scratch / "amari-demo").resolve())
         shot = screenshot(report.as_uri(), scratch / "report.png", 1280, 1500, scratch / "profile-report")
         save_small(trim(shot), args.out / "report.png", 1000)
         page, width, height = panel_page(progress, scratch)
         shot = screenshot(page.as_uri(), scratch / "panel.png", width, height, scratch / "profile-panel")
         save_small(trim(shot), args.out / "mining-progress.png", 900)
+        workbench_pictures(study, (args.keep or scratch / "amari-demo").resolve() / "workbench", args.out)
 
 
 if __name__ == "__main__":

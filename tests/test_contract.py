@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from amari.audit import AuditConfig
 from amari.cli import COMMANDS, build_parser
 from amari.compare import CompareConfig
 from amari.config.options import cli_fields, defaults_of, from_args
@@ -15,10 +16,24 @@ from amari.prepare import PrepareConfig
 from amari.report import ReportConfig
 from amari.score import ScoreConfig
 from amari.select import SelectConfig
+from amari.serve import ServeConfig
 from amari.train import TrainConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "amari"
-STAGES = ("generate", "enhance", "mine", "select", "prepare", "train", "evaluate", "report", "score", "compare")
+STAGES = (
+    "generate",
+    "enhance",
+    "mine",
+    "audit",
+    "select",
+    "prepare",
+    "train",
+    "evaluate",
+    "report",
+    "score",
+    "compare",
+    "serve",
+)
 
 # Each command with a config of its own, and the fewest arguments it runs with.
 COMMAND_CONFIGS = {
@@ -29,6 +44,8 @@ COMMAND_CONFIGS = {
     "select": (SelectConfig, ["--workspace", "ws", "--out", "out"]),
     "train": (TrainConfig, ["data", "--out", "out"]),
     "report": (ReportConfig, ["results"]),
+    "audit": (AuditConfig, ["--workspace", "ws"]),
+    "serve": (ServeConfig, ["--workspace", "ws"]),
 }
 
 

@@ -7,11 +7,9 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from amari.errors import ModelError, UsageError
 from amari.generate.config import GenerateConfig, with_family_defaults
-from amari.storage.files import safetensors_data_sha256, sha256_once
 
 MAX_SEED = 2**32  # A1111's seed range; the study's seeds fit it
 
@@ -50,7 +48,20 @@ def _check_request(prompt, seeds) -> list[str]:
     return prompts
 
 
-def _image_params(prompt: str, seed: int, config: GenerateConfig, model, width: int, height: int) -> dict:
+def _file_params(config: GenerateConfig) -> dict:
+    """What every image of a request records about its embeddings and LoRAs: the files other tools load,
+    by the names they give them (`amari.provenance.names`), never a local folder."""
+    from amari.provenance.names import embedding_entry, lora_entry
+
+    params: dict = {}
+    if config.embeddings:
+        params["embeddings"] = [embedding_entry(e.path, e.token) for e in config.embeddings]
+    if config.loras:
+        params["loras"] = [lora_entry(lora.path, lora.weight) for lora in config.loras]
+    return params
+
+
+def _image_params(prompt: str, seed: int, config: GenerateConfig, model, width: int, height: int, files: dict) -> dict:
     params = {
         "prompt": prompt,
         "negative_prompt": config.negative_prompt,
@@ -72,25 +83,7 @@ def _image_params(prompt: str, seed: int, config: GenerateConfig, model, width: 
         params["eta"] = config.eta
     params["model_base"] = model.base
     params["family"] = model.family.name
-    if config.embeddings:
-        # File names only: metadata travels with shared images, the user's folders should not. `name` and
-        # `hash` are what A1111 calls the file (its stem) and its short hash, for `TI hashes`.
-        params["embeddings"] = [
-            {"token": e.token, "path": Path(e.path).name, "name": Path(e.path).stem, "hash": sha256_once(e.path)[:12]}
-            for e in config.embeddings
-        ]
-    if config.loras:
-        # A1111 names a LoRA by its file's stem and hashes its tensor data (`Lora hashes`).
-        params["loras"] = [
-            {
-                "path": Path(lora.path).name,
-                "name": Path(lora.path).stem,
-                "hash": safetensors_data_sha256(lora.path)[:12],
-                "weight": lora.weight,
-            }
-            for lora in config.loras
-        ]
-    return params
+    return {**params, **files}
 
 
 def generate(
@@ -129,6 +122,7 @@ def generate(
     width = config.width or model.native_size
     height = config.height or model.native_size
     noise_device = "cpu" if config.rng == "cpu" else model.device
+    files = _file_params(config)
 
     # 3. Denoise pass by pass, one generator per image.
     images: list[GeneratedImage] = []
@@ -164,7 +158,7 @@ def generate(
                     image=to_image(pixels, seed, model, getattr(output, "nsfw_content_detected", None), index),
                     seed=seed,
                     prompt=text,
-                    params=_image_params(text, seed, config, model, width, height),
+                    params=_image_params(text, seed, config, model, width, height, files),
                 )
                 for index, (pixels, seed, text) in enumerate(zip(output.images, batch_seeds, batch_prompts))
             ]

@@ -8,7 +8,8 @@
 - `engine`: how a source's steps run, serially or streaming (generator thread, worker processes);
 - `work`: the CPU work on each image (watermark, PNG, faces) that a source hands to the workers;
 - `judging`: a batch's verdicts as one change to commit;
-- `loop`: the resumable batch loop (`run`); `progress`: live progress on stderr.
+- `loop`: the resumable batch loop (`run`); `progress`: live progress on stderr and in a status file;
+- `view`: a workspace read by another process, read-only (`WorkspaceView`).
 """
 
 from amari.lazy import lazy_exports
@@ -26,6 +27,7 @@ __getattr__ = lazy_exports(
         "inspect_generated": "amari.mine.work:inspect_generated",
         "inspect_enhanced": "amari.mine.work:inspect_enhanced",
         "inspect_file": "amari.mine.work:inspect_file",
+        "WorkspaceView": "amari.mine.view:WorkspaceView",
     },
 )
 
@@ -35,6 +37,7 @@ __all__ = [
     "MineResult",
     "MiningProgress",
     "Source",
+    "WorkspaceView",
     "inspect_enhanced",
     "inspect_file",
     "inspect_generated",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from amari.config.defaults import DEFAULT_MODEL
+from amari.config.limits import MAX_COUNT, check_at_most
 from amari.config.settings import (
     Settings,
     check_cpus,
@@ -179,7 +180,8 @@ class MineConfig(Settings):
     )
     early_reject: bool = setting(
         True,
-        "write a raw image without enhancing it when its face is far from the group",
+        "enhance every image, also one whose raw face is so far from the group that enhancing could not change "
+        "its verdict (by default such an image is judged raw, unenhanced)",
         flag="--no-early-reject",
         group="generation",
     )
@@ -206,6 +208,30 @@ class MineConfig(Settings):
     )
     almost_band: float = setting(0.10, "width of the almost-sim band above the upper bound", metavar="D")
     max_batches: int | None = setting(None, "stop after batch N of the workspace (earlier runs count)", metavar="N")
+    # Many identities (docs/identities.md).
+    identities: int = setting(
+        1,
+        "identities to mine at once, each a sim-group under its own policy state, founded from clusters of "
+        "the faces no identity took; done when K identities each reach the target",
+        metavar="K",
+        group="identities",
+    )
+    found_size: int = setting(
+        3, "faces a cluster of unplaced faces needs to found an identity", metavar="N", group="identities"
+    )
+    separation: float = setting(
+        0.6,
+        "least distance between two identities' centroids (dlib's same-person threshold): a cluster nearer an "
+        "identity founds none, and of two identities that come nearer, the smaller is retired",
+        metavar="D",
+        group="identities",
+    )
+    cluster_threshold: float = setting(
+        0.5,
+        "unplaced faces closer than this are linked when they are clustered (Chinese Whispers)",
+        metavar="D",
+        group="identities",
+    )
     faces: FaceSettings = setting(FaceSettings(), "how faces are found", include=("detector", "upsample", "max_side"))
     engine: str = setting(
         "streaming",
@@ -243,6 +269,12 @@ class MineConfig(Settings):
         )
         if self.guidance is not None and self.guidance < 0:  # 0: no guidance, as FLUX.1 [schnell] samples
             raise UsageError(f"guidance must be >= 0, not {self.guidance}")
+        self.founding()
+        if self.identities > 1 and self.reference:
+            raise UsageError(
+                "--reference seeds a single identity; with --identities K, identities are founded from clusters"
+            )
+        check_at_most(MAX_COUNT, "each is counted one by one", target=self.target, max_batches=self.max_batches)
         if self.reject_margin < 0:
             raise UsageError(f"reject_margin must be >= 0, not {self.reject_margin}")
         if self.cpus is not None:
@@ -293,6 +325,15 @@ class MineConfig(Settings):
 
         try:
             return PolicyConfig(almost_band=self.almost_band, target=self.target, stop_average=self.tolerance)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def founding(self):
+        """How identities are founded (`amari.mine.identities.FoundingConfig`)."""
+        from amari.mine.identities import FoundingConfig
+
+        try:
+            return FoundingConfig(self.identities, self.found_size, self.separation, self.cluster_threshold)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 

@@ -1,11 +1,14 @@
-"""Live progress of a mining run on stderr: a rich panel on a terminal, one line per batch elsewhere."""
+"""Live progress of a mining run on stderr: a rich panel on a terminal, one line per batch elsewhere;
+and the same numbers in the workspace's status file for other processes (`amari serve`'s live panel)."""
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
+from amari.storage import status
 from amari.storage.layout import SIM_GROUP
 
 
@@ -22,7 +25,15 @@ class Snapshot:
     joined: int = 0  # of which joined the group
     event: str = "starting"
     source: str = ""
-    pipeline: str = ""  # the engine's rates, queue depths and how long the generator waited
+    # The engine: rates since the run started, what waits where, and the generator's idle share.
+    generated_per_s: float | None = None  # None: no batch has finished yet
+    judged_per_s: float = 0.0
+    queued: int = 0
+    ready: int = 0
+    working: int = 0
+    generator_wait: float = 0.0
+    target: int = 0  # the group size the run stops at
+    running: bool = True
 
 
 class MiningProgress:
@@ -34,6 +45,16 @@ class MiningProgress:
         self.snapshot = Snapshot()
         self.started = time.monotonic()
         self._live = None
+        self._status: Path | None = None
+
+    def publish_to(self, path: Path) -> None:
+        """From now on, every change is also written to the status file at `path`."""
+        self._status = path
+        self._publish()
+
+    def _publish(self) -> None:
+        if self._status is not None:
+            status.publish(self._status, {**asdict(self.snapshot), "acceptance": self.acceptance_rate})
 
     def __enter__(self) -> MiningProgress:
         if self.enabled and self.stream.isatty():
@@ -52,6 +73,7 @@ class MiningProgress:
 
     def update(self, **fields) -> None:
         self.snapshot = replace(self.snapshot, **fields)
+        self._publish()
         if self._live is not None:
             self._live.update(self.panel())
 
@@ -78,13 +100,24 @@ class MiningProgress:
         s = self.snapshot
         return s.joined / s.judged if s.judged else 0.0
 
+    @property
+    def pipeline(self) -> str:
+        """The engine's rates, queue depths and how long the generator waited ('' before the first batch)."""
+        s = self.snapshot
+        if s.generated_per_s is None:
+            return ""
+        return (
+            f"{s.generated_per_s:.2f} generated/s, {s.judged_per_s:.2f} judged/s; queued {s.queued} "
+            f"(ready {s.ready}), steps under way {s.working}; generator waited {s.generator_wait:.0%}"
+        )
+
     def line(self) -> str:
         s = self.snapshot
         return (
             f"batch {s.batch} (n={s.batch_size}): group {s.group_size} avg {s.avg:.4f} hi {s.hi:.4f}, "
             f"almost {s.almost_size}, unknown {s.unknown_size}; accepted {self.acceptance_rate:.0%} "
             f"of {s.judged}, {self.images_per_minute:.1f} images/min; {s.event}"
-            + (f" | {s.pipeline}" if s.pipeline else "")
+            + (f" | {self.pipeline}" if self.pipeline else "")
         )
 
     def panel(self):
@@ -103,6 +136,6 @@ class MiningProgress:
             "accepted", f"{self.acceptance_rate:.1%} of {s.judged}  ({self.images_per_minute:.1f} images/min)"
         )
         table.add_row("last event", s.event)
-        if s.pipeline:
-            table.add_row("pipeline", s.pipeline)
+        if self.pipeline:
+            table.add_row("pipeline", self.pipeline)
         return table

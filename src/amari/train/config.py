@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amari.config.defaults import DEFAULT_MODEL, STUDY_SEEDS
+from amari.config.limits import MAX_COUNT, MAX_DENOISING_STEPS, MAX_STEPS, check_at_most, check_image_size
 from amari.config.settings import Settings, setting
 from amari.errors import UsageError
 
@@ -244,6 +245,7 @@ class TrainConfig(Settings):
             raise UsageError(f"--resolution must be a multiple of 8, not {self.resolution}")
         if self.guidance_scale is not None and not (self.guidance_scale >= 0 and math.isfinite(self.guidance_scale)):
             raise UsageError(f"--guidance-scale must be a number >= 0, not {self.guidance_scale}")
+        self._check_limits()
         if not 0.0 <= self.flip_p <= 1.0:
             raise UsageError(f"flip probability must be between 0 and 1, not {self.flip_p}")
         if not (self.base_lr > 0 and math.isfinite(self.base_lr)):
@@ -281,6 +283,13 @@ class TrainConfig(Settings):
             raise UsageError(f"--resolution must be a multiple of {family.size_multiple} for {family.label}")
         if self.reference_group is not None:
             check_biometric_use(self.model, self.biometric_licence, "amari train --reference-group")
+
+    def _check_limits(self) -> None:
+        steps = dict(max_steps=self.max_steps, checkpoint_every=self.checkpoint_every)
+        check_at_most(MAX_STEPS, "years of a GPU's time", **steps)
+        check_at_most(MAX_DENOISING_STEPS, "the schedulers' training timesteps", sample_steps=self.sample_steps)
+        check_at_most(MAX_COUNT, "each is counted one by one", repeats=self.repeats, grad_accum=self.grad_accum)
+        check_image_size(self.resolution, self.resolution, self.batch_size, "training on images", ("resolution",) * 2)
 
     def _check_lora(self) -> None:
         _at_least(1, lora_rank=self.lora_rank)
@@ -388,6 +397,11 @@ def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> 
     if schedule == "linear":
         return 1.0 - progress
     return 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
+
+
+def is_checkpoint_step(step: int, max_steps: int, every: int) -> bool:
+    """Whether a checkpoint is written after `step`: every `every` steps, and always the last step."""
+    return step % every == 0 or step == max_steps
 
 
 def checkpoint_steps(max_steps: int, every: int) -> list[int]:

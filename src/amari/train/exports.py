@@ -32,7 +32,7 @@ import torch
 from amari.errors import ModelError
 from amari.models.families.sd1 import SD1
 from amari.storage.files import safetensors_data_sha256, write_atomic
-from amari.storage.layout import LORA_RECORD, LORA_WEIGHTS
+from amari.storage.layout import LORA_RECORD, LORA_WEIGHTS, kohya_lora_file
 from amari.train.lora import LoraSpec
 
 DIFFUSERS_LORA = LORA_WEIGHTS
@@ -40,11 +40,6 @@ RECORD = LORA_RECORD
 ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # the header key diffusers reads the adapters' configs from
 # The embedding files' kinds (`amari.train.formats.save_embedding`) as lora.json names them.
 _RECORD_KINDS = {"diffusers": "embedding", "a1111": "embedding_a1111"}
-
-
-def kohya_file(name: str) -> str:
-    """The kohya/A1111 file of a LoRA named `name`: NAME-lora.safetensors, beside the embedding NAME.safetensors."""
-    return f"{name}-lora.safetensors"
 
 
 def kohya_module(key: str, family=SD1) -> tuple[str | None, str]:
@@ -82,10 +77,22 @@ def addnet_hash(path: str | Path) -> str:
 def _save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], hashed: bool = False) -> Path:
     from safetensors.torch import save
 
+    from amari.train.formats import safetensors_bytes
+
     tensors = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in tensors.items()}
     if hashed:  # the data bytes do not depend on the header, so the hash can go into it
         metadata = {**metadata, "sshs_model_hash": hashlib.sha256(_header_and_data(save(tensors))[1]).hexdigest()}
-    return write_atomic(path, save(tensors, metadata=metadata))
+    return write_atomic(path, safetensors_bytes(tensors, metadata))
+
+
+def kohya_base_version(family=SD1, v_prediction: bool = False) -> dict[str, str]:
+    """kohya's keys for the model a LoRA was trained on: the family's (`ss_base_model_version`, and `ss_v2`
+    for SD 1.x and 2.x, which A1111 reads to show an SD 2 LoRA with SD 2 models only), with `_v` added to
+    `sd_v1`/`sd_v2` for a v-prediction model, as kohya spells it."""
+    metadata = dict(family.kohya_metadata)
+    if v_prediction and metadata.get("ss_base_model_version") in ("sd_v1", "sd_v2"):
+        metadata["ss_base_model_version"] += "_v"
+    return metadata
 
 
 def save_lora(
@@ -95,9 +102,10 @@ def save_lora(
     name: str,
     metadata: dict | None = None,
     family=SD1,
+    v_prediction: bool = False,
 ) -> dict[str, Path]:
     """Write the diffusers and (where the family has one) the kohya file into `folder`; returns
-    {"lora": path, "kohya": path}."""
+    {"lora": path, "kohya": path}. `family` is the model's it was trained on (`amari.models.families`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     common = {key: str(value) for key, value in (metadata or {}).items() if value is not None}
@@ -110,14 +118,14 @@ def save_lora(
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(spec.rank),
         "ss_network_alpha": repr(spec.alpha),
-        **family.kohya_metadata,
-        "ss_output_name": Path(kohya_file(name)).stem,
+        **kohya_base_version(family, v_prediction),
+        "ss_output_name": Path(kohya_lora_file(name)).stem,
         **common,
     }
     files = {"lora": _save(folder / DIFFUSERS_LORA, state, diffusers_meta)}
     kohya = kohya_state(state, spec, family)
     if kohya is not None:
-        files["kohya"] = _save(folder / kohya_file(name), kohya, kohya_meta, hashed=True)
+        files["kohya"] = _save(folder / kohya_lora_file(name), kohya, kohya_meta, hashed=True)
     return files
 
 

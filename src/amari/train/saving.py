@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amari.storage.files import sha256_once
 from amari.train import checkpoints as ckpt
 from amari.train.context import Run
-from amari.train.exports import addnet_hash, lora_record, save_lora, write_record
+from amari.train.exports import lora_record, save_lora, write_record
 from amari.train.formats import save_embedding
 from amari.train.lora import LoraSpec, lora_state
 
@@ -22,7 +21,8 @@ def _save_files(run: Run, folder: Path, name: str, step: int, vectors, lora) -> 
     if lora is not None:
         spec = run.lora or LoraSpec.of(run.config, run.family)
         extra = {**metadata, "method": run.config.method, "trigger": run.token}
-        saved = save_lora(folder, lora, spec, name, extra, run.family)
+        v_prediction = run.components.noise_scheduler.config.get("prediction_type") == "v_prediction"
+        saved = save_lora(folder, lora, spec, name, extra, run.family, v_prediction)
         token = run.token if vectors is not None else None
         record = lora_record(run.config.method, name, step, run.token, token, {**files, **saved}, spec)
         files.update(saved, record=write_record(folder, record))
@@ -63,17 +63,7 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
                 optimizer=run.optimizer.state_dict(), scaler=scaler.state_dict() if scaler is not None else None
             )
             ckpt.save_training_state(partial, state)
-            a1111 = (
-                {"name": name, "path": files["a1111"].name, "hash": sha256_once(files["a1111"])[:12]}
-                if "a1111" in files
-                else None
-            )
-            kohya = (
-                {"name": files["kohya"].stem, "path": files["kohya"].name, "hash": addnet_hash(files["kohya"])[:12]}
-                if "kohya" in files
-                else None
-            )
-            samples, validation = _samples_and_validation(run, partial / "samples", step, a1111, kohya)
+            samples, validation = _samples_and_validation(run, partial / "samples", step, _named_files(run, files))
             ckpt.write_json(
                 partial / ckpt.STATE_FILE,
                 {
@@ -90,7 +80,7 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
                 },
             )
         folder = ckpt.checkpoint_dir(run.layout.out, step)
-        best = ckpt.summarize_validation(run.layout.out)
+        best = ckpt.summarize_validation(run.layout.out, until=config.max_steps)
         run.log(_checkpoint_message(step, config.max_steps, epoch, loss, validation, best))
     run.accelerator.wait_for_everyone()
     return folder
@@ -101,7 +91,20 @@ def checkpoint_name(name: str, step: int) -> str:
     return f"{name}-{step}"
 
 
-def _samples_and_validation(run: Run, folder: Path, step: int, embedding: dict | None, lora: dict | None):
+def _named_files(run: Run, files: dict[str, Path]) -> dict:
+    """What the samples record about the checkpoint's files: its A1111 embedding and kohya LoRA, named as
+    generation and evaluation name theirs."""
+    from amari.provenance.names import embedding_entry, lora_entry
+
+    named: dict = {}
+    if "a1111" in files:
+        named["embeddings"] = [embedding_entry(files["a1111"], run.token)]
+    if "kohya" in files:
+        named["loras"] = [lora_entry(files["kohya"])]
+    return named
+
+
+def _samples_and_validation(run: Run, folder: Path, step: int, files: dict):
     config = run.config
     if not config.sample_seeds:
         return [], None
@@ -115,7 +118,7 @@ def _samples_and_validation(run: Run, folder: Path, step: int, embedding: dict |
         pipe = sample_pipeline(run.components)
         with run.accelerator.autocast():  # the text encoders are float32, the denoiser may be half precision
             samples = generate_samples(
-                pipe, folder, config, run.token, run.components.info, embedding, step, lora, run.family, run.resolution
+                pipe, folder, config, run.token, run.components.info, files, step, run.family, run.resolution
             )
     finally:
         for name, trainable in run.trainables.items():
@@ -141,7 +144,7 @@ def _checkpoint_message(step, max_steps, epoch, loss, validation, best) -> str:
 
 def export_final(run: Run) -> dict[str, Path]:
     """Write the last checkpoint's embedding and LoRA files to the output folder's top level."""
-    latest = ckpt.latest_checkpoint(run.layout.out)
+    latest = ckpt.latest_checkpoint(run.layout.out, until=run.config.max_steps)
     if latest is None:
         return {}
     step, folder = latest

@@ -21,7 +21,7 @@ from amari.train.context import Log, Run
 from amari.train.data import OBJECT_TEMPLATES, load_training_images, placeholder_prompt, to_pixels
 from amari.train.lora import LoraSpec, add_lora
 from amari.train.model import freeze, load_components
-from amari.train.resume import check_previous_run
+from amari.train.resume import check_previous_run, clear_run
 from amari.train.tokens import (
     add_placeholder,
     init_vectors,
@@ -31,8 +31,9 @@ from amari.train.tokens import (
 )
 
 
-def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None) -> Run:
-    """Check the inputs, load and freeze the model, put in what learns, encode the images."""
+def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None, start_over: bool = False) -> Run:
+    """Check the inputs, load and freeze the model, put in what learns, encode the images (`start_over`:
+    see `amari.train.loop.train`)."""
     from amari.models.families.registry import guess, native_size
 
     # 1. Inputs, checked before the model loads.
@@ -42,7 +43,12 @@ def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None
     resolution = config.resolution or native_size(config.model)
     names, images = load_training_images(layout.data, resolution, config.center_crop)
     image_names = [path.name for path in names]
-    check_previous_run(config, layout, image_names, accelerator.num_processes)
+    changed = check_previous_run(config, layout, image_names, accelerator.num_processes, start_over)
+    if changed is not None:
+        say(f"{layout.out} holds a run with other settings ({changed}): training starts over")
+        if accelerator.is_main_process:
+            clear_run(layout)
+        accelerator.wait_for_everyone()
     templates = config.templates or OBJECT_TEMPLATES
     reference, face_encoder = _reference_group(config, accelerator)
     if reference is not None and (note := licence_note(config.model, config.biometric_licence)):

@@ -77,18 +77,19 @@ def generate_samples(
     config,
     token: str,
     model: ModelInfo,
-    embedding: dict | None,
+    files: dict,
     step: int,
-    lora: dict | None = None,
     family=None,
     size: int | None = None,
 ) -> list[Sample]:
     """One PNG per sample prompt and seed of `config`; `{}` in a prompt becomes the placeholder token (a LoRA
     run's trigger words).
 
-    `embedding` is the checkpoint's A1111 file ({"name", "hash"}): the infotext names it instead of the
-    token, so that pasting a sample's parameters into A1111 with that file installed triggers it. `lora` is
-    the checkpoint's kohya file, which the infotext calls in A1111's way (`<lora:NAME:1>`, `Lora hashes`).
+    `files` holds what the image records about the checkpoint's embedding and LoRA
+    (`amari.provenance.names`: its A1111 and kohya files), so that the infotext names them as A1111, ComfyUI
+    and InvokeAI do and pasting a sample's parameters there with those files installed makes it again;
+    `family` is the model's (`amari.models.families`, which names its base as InvokeAI does) and `size` the
+    images' side (default: the training resolution, else the model's native size).
     """
     import torch
 
@@ -118,10 +119,8 @@ def generate_samples(
                     **family.call_kwargs("", 1, sampler, 0.0),
                 ).images[0]
             path = folder / f"p{p}-seed{seed}.png"
-            shown = template.replace("{}", embedding["name"] if embedding else token)
             params = {
-                "prompt": shown + (f" <lora:{lora['name']}:1>" if lora else ""),
-                "prompt_sent": prompt,
+                "prompt": prompt,
                 "seed": seed,
                 "steps": steps,
                 "sampler": sampler,
@@ -132,8 +131,7 @@ def generate_samples(
                 "model_hash": model.model_hash,
                 "model_base": family.base,
                 "family": family.name,
-                "embeddings": [{"token": token, **embedding}] if embedding else [],
-                **({"loras": [{**lora, "weight": 1.0}]} if lora else {}),
+                **files,
                 "step": step,
             }
             save_png(image, path, params)

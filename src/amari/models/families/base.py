@@ -16,6 +16,7 @@ torch and diffusers are imported inside the methods, so that reading a family's 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from amari.errors import ModelError, UsageError
@@ -149,7 +150,9 @@ class Family:
     def unload_embeddings(self, pipe, tokens: list[str]) -> None:
         for slot, tokenizer, encoder in self.encoders(pipe):
             if slot.learns_token:
-                pipe.unload_textual_inversion(tokens, tokenizer=tokenizer, text_encoder=encoder)
+                # A multi-vector embedding added `token_1`, `token_2`, ... too; unloading removes only the tokens named.
+                names = [name for name in tokenizer.get_vocab() if any(_of_token(name, token) for token in tokens)]
+                pipe.unload_textual_inversion(names, tokenizer=tokenizer, text_encoder=encoder)
 
     # 5. Training ----------------------------------------------------------------------------------
 
@@ -227,3 +230,7 @@ def refuse(what: str, evidence) -> ModelError:
     return ModelError(
         f"{what}: not a model amari knows ({evidence.describe()}); amari reads SD 1.x, SD 2.x, SDXL and FLUX.1"
     )
+
+
+def _of_token(name: str, token: str) -> bool:
+    return name == token or re.fullmatch(re.escape(token) + r"_\d+", name) is not None

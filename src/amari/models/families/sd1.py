@@ -57,6 +57,10 @@ SD1 = StableDiffusion(
         sample_sampler="ddim",
         sample_steps=50,
     ),
-    kohya_metadata={"ss_base_model_version": "sd_v1", "modelspec.architecture": "stable-diffusion-v1/lora"},
+    kohya_metadata={
+        "ss_base_model_version": "sd_v1",
+        "ss_v2": "False",
+        "modelspec.architecture": "stable-diffusion-v1/lora",
+    },
     parameters={"unet": 0.860, "text_encoder": 0.123, "vae": 0.084},
 )
