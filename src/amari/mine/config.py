@@ -148,8 +148,8 @@ class MineConfig(Settings):
     )
     enhance: bool = setting(
         True,
-        "judge generated images as they come, without enhancing them first (see --enhancement; the study "
-        "enhanced them)",
+        "judge generated images as they come, without upscaling them or restoring their faces first (see "
+        "--enhancement; the study enhanced them)",
         flag="--no-enhance",
         group="generation",
     )
