@@ -69,6 +69,26 @@ def _stop(noted: dict[int, float]) -> None:
             continue
 
 
+def _in_group(group: int | None, package: str) -> dict[int, float]:
+    """{pid: start time} of Ray's processes in the driver's process group (a shell's job, or the
+    driver's own session): Ray's agents, which a raylet starts without the mark and which may start after
+    the watcher's last look, are re-parented when the driver dies but stay in its group."""
+    import psutil
+
+    found: dict[int, float] = {}
+    if group is None:
+        return found
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            command = process.info["cmdline"] or []
+            ours = any(package in part for part in command[:2]) or (command and command[0].startswith("ray::"))
+            if ours and os.getpgid(process.pid) == group:
+                found[process.pid] = process.create_time()
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
 def _marked(mark: str) -> dict[int, float]:
     """{pid: start time} of the processes that carry `mark` in their environment (however they were
     re-parented when the driver died)."""
@@ -77,7 +97,8 @@ def _marked(mark: str) -> dict[int, float]:
     found: dict[int, float] = {}
     for process in psutil.process_iter(["pid"]):
         try:
-            if process.environ().get(MARK) == mark:
+            # The watcher itself may carry the mark (started from the environment ray.init is given).
+            if process.pid != os.getpid() and process.environ().get(MARK) == mark:
                 found[process.pid] = process.create_time()
         except psutil.Error:
             continue
@@ -86,12 +107,17 @@ def _marked(mark: str) -> dict[int, float]:
 
 def watch(driver: int, package: str, mark: str) -> None:
     noted: dict[int, float] = {}
+    try:
+        group = os.getpgid(driver)
+    except OSError:
+        group = None  # the driver is gone already: the mark alone finds what it started
     while True:
         noted.update(_ray_processes(driver, package))
         ready, _, _ = select.select([sys.stdin], [], [], LOOK_SECONDS)
         if ready and not os.read(sys.stdin.fileno(), 1):
             break  # the driver's end closed: it shut down or died
     noted.update(_marked(mark))
+    noted.update(_in_group(group, package))
     _stop(noted)
 
 
