@@ -142,6 +142,7 @@ def make_results(folder: Path, photos: list[Path], seed: int = 7, all_missed: bo
             control="ctrl",
             tolerance=TOLERANCE,
             model="tiny",
+            family="SDXL",
             sampler="k_lms",
             steps=250,
             guidance=7.5,
@@ -348,6 +349,7 @@ def test_training_and_mining_charts_use_their_inputs(synthetic_results, report, 
 
 def test_html_is_one_self_contained_file(report):
     page = report.html.read_text(encoding="utf-8")
+    assert "Model <code>tiny</code> (SDXL); sampler k_lms, 250 steps" in page  # which family and sampler made it
     sources = re.findall(r'<img[^>]* src="([^"]+)"', page)
     assert len(sources) == 80 + len(report.charts)
     assert all(src.startswith("data:image/") for src in sources)

@@ -70,3 +70,9 @@ def describe_failure(exc: BaseException) -> str:
     reason = exc.strerror or str(exc) or type(exc).__name__
     hint = _HINTS.get(name)
     return f"{where}: {reason}" + (f"; {hint}" if hint else "")
+
+
+class LicenceError(AmariError):
+    """Weights whose licence forbids what the command would do with them (biometric processing)."""
+
+    exit_code = 3

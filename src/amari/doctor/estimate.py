@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from amari.doctor.plan import StudyPlan
 from amari.doctor.render import duration
 from amari.doctor.timing import Timings, train_stage
+from amari.models.families.registry import guess
 from amari.models.inventory import human_size
 from amari.train.config import checkpoint_steps
 
@@ -65,7 +66,8 @@ def estimate(plan: StudyPlan, timings: Timings, acceptance: float = ACCEPTANCE_2
         * len(train.sample_prompts)
         * len(train.sample_seeds)
     )
-    sample_image = evaluate_image * train.sample_steps / max(1, plan.evaluate.steps)
+    sample_steps = train.sample_steps or guess(train.model).defaults.sample_steps
+    sample_image = evaluate_image * sample_steps / max(1, plan.evaluate.steps)
     per_group = train.max_steps * sum(steps.values()) + len(steps) * samples * sample_image
     training = plan.groups * per_group
     # 3. Evaluation: one image per cell, generated and scored.
@@ -95,7 +97,7 @@ def estimate(plan: StudyPlan, timings: Timings, acceptance: float = ACCEPTANCE_2
             f"{CANDIDATES_2022:,}); another prompt may need more or fewer: --acceptance RATE"
         ),
         "the group analysis reuses cached descriptors, and select, prepare and report take seconds: not counted",
-        f"checkpoint sample images cost an evaluation image scaled to {train.sample_steps} steps",
+        f"checkpoint sample images cost an evaluation image scaled to {sample_steps} steps",
         (
             f"the workspace needs about {human_size(candidates * timings.candidate_bytes)} "
             f"({candidates} candidate PNGs of {human_size(timings.candidate_bytes)})"

@@ -243,7 +243,9 @@ def time_training_steps(plan: StudyPlan, folder: Path, log: Log) -> list[StageTi
     """One step of each method the study trains, at its training settings (each after one untimed step)."""
     from PIL import Image
 
-    resolution = plan.train.resolution
+    from amari.models.families.registry import native_size
+
+    resolution = plan.train.resolution or native_size(plan.train.model)
     data = folder / "train-data"
     data.mkdir()
     Image.fromarray(sample_face(resolution, resolution)).save(data / "face.png")
@@ -251,14 +253,21 @@ def time_training_steps(plan: StudyPlan, folder: Path, log: Log) -> list[StageTi
 
 
 def _time_training_step(plan: StudyPlan, method: str, data: Path, out: Path, log: Log) -> StageTime:
+    # Two steps, no checkpoint samples and no reference group: only the step itself is timed.
+    from amari.models.families.registry import native_size
     from amari.storage.layout import TrainLayout
     from amari.train import METHOD_NAMES
     from amari.train.loop import train_step
     from amari.train.setup import prepare_run
 
-    # Two steps, no checkpoint samples and no reference group: only the step itself is timed.
     config = plan.train.replace(
-        method=method, methods=None, max_steps=2, checkpoint_every=2, sample_seeds=(), reference_group=None
+        method=method,
+        methods=None,
+        max_steps=2,
+        checkpoint_every=2,
+        sample_seeds=(),
+        reference_group=None,
+        resolution=plan.train.resolution or native_size(plan.train.model),
     )
     log(f"timing one {method} training step ({config.resolution} px, batch {config.batch_size}) ...")
     run = prepare_run(config, TrainLayout(data, out))

@@ -88,8 +88,12 @@ class EvaluateConfig(Settings):
     ray_actors: int | None = actors_setting()
     # Filled in by the study from its other tables.
     study_name: str = setting("study", "the study's name, recorded with every image", cli=False, study=True)
-    model: str = setting(DEFAULT_MODEL, "Stable Diffusion model", cli=False, study=True)
+    model: str = setting(DEFAULT_MODEL, "the model (SD 1.x, SD 2.x, SDXL or FLUX.1)", cli=False, study=True)
     model_config: str | None = setting(None, "component configs of a single-file model", cli=False, study=True)
+    vae: str | None = setting(None, "a replacement VAE", cli=False, study=True)
+    biometric_licence: str | None = setting(
+        None, "the licence that permits scoring a model whose own forbids it (FLUX.1 [dev])", cli=False, study=True
+    )
     device: str = setting("auto", "where generation runs", cli=False, study=True)
     subject: str = setting("amari", "the word in the prompts that stands for the identity", cli=False, study=True)
     init_word: str = setting("woman", "what the control group says instead of the subject", cli=False, study=True)
@@ -114,19 +118,27 @@ class EvaluateConfig(Settings):
             raise UsageError("two commands have the same name")
         check_positive(
             steps=self.steps,
-            guidance=self.guidance,
             width=self.width,
             height=self.height,
             batch_size=self.batch_size,
             tolerance=self.tolerance,
             ray_actors=self.ray_actors,
         )
+        if self.guidance < 0:  # 0: no guidance, as FLUX.1 [schnell] samples
+            raise UsageError(f"guidance must be >= 0, not {self.guidance}")
         if self.ray is not None:
             from amari.execution.cluster import require_ray
 
             require_ray(self.ray)
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        from amari.models.families.registry import known
+        from amari.models.licences import check_biometric_use
+
+        family = known(self.model)
+        if family is not None:
+            family.check_sampler(self.sampler)
+        check_biometric_use(self.model, self.biometric_licence, "amari evaluate")
         if self.width % 8 or self.height % 8:
             raise UsageError(f"width and height must be multiples of 8, not {self.width}×{self.height}")
         check_at_most(MAX_DENOISING_STEPS, "the schedulers' training timesteps", steps=self.steps)

@@ -99,6 +99,7 @@ def cell_fingerprint(config: EvaluateConfig, prompt_sent: str, seed: int, embedd
         config.height,
         seed,
         embedding_sha,
+        *((config.vae,) if config.vae else ()),  # a replaced VAE changes every image; none keeps old fingerprints
     )
 
 
@@ -128,6 +129,7 @@ def generation_config(config: EvaluateConfig, unit: tuple[str, str], files: Unit
         height=config.height,
         batch_size=config.batch_size,
         device=config.device,
+        vae=config.vae,
         embeddings=embeddings,
         loras=() if files.lora is None else (Lora(str(files.lora)),),
     )

@@ -156,6 +156,7 @@ def _relative(path: Path, start: Path) -> str:
 
 def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers, group_faces: int) -> ResultsManifest:
     from amari.models.diffusion import describe
+    from amari.models.families.registry import guess
 
     root = layout.results.root
     metrics, sizes = [], []
@@ -178,6 +179,7 @@ def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers
         group_sizes=tuple(sizes),
         tolerance=config.tolerance,
         model=describe(config.model).name,
+        family=guess(config.model).label,
         sampler=config.sampler,
         steps=config.steps,
         guidance=config.guidance,

@@ -1,16 +1,18 @@
-"""Stable Diffusion pipelines for generation: loaded once per process (`amari.models.diffusion` does the
-loading, from a Hugging Face id, a diffusers folder or one checkpoint file) and kept; sampler and
-embeddings and LoRAs change on the loaded pipeline between calls, the weights never reload.
+"""Diffusion pipelines for generation: loaded once per process (`amari.models.diffusion` does the loading,
+from a Hugging Face id, a diffusers folder or one checkpoint file, as the pipeline of the model's family)
+and kept; sampler and embeddings and LoRAs change on the loaded pipeline between calls, the weights never
+reload.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from amari.errors import UsageError
 from amari.generate.config import GenerateConfig
 from amari.generate.lora import apply_loras
 from amari.generate.textual_inversion import apply_embeddings
-from amari.models.diffusion import ModelInfo, load_pipeline, model_base, model_source
+from amari.models.diffusion import ModelInfo, load_pipeline, model_source
 
 
 @dataclass
@@ -19,6 +21,7 @@ class LoadedModel:
 
     pipe: object
     info: ModelInfo  # its public name (never a local path) and, for a file, A1111's short hash
+    family: object  # its amari.models.families.base.Family
     device: str
     dtype: str
     base_scheduler_config: dict
@@ -32,73 +35,92 @@ class LoadedModel:
         return self.info.name
 
     @property
-    def base(self) -> str | None:
-        """The model family as InvokeAI names it (sd-1, sd-2), from the text encoder's width."""
-        return model_base(self.pipe.text_encoder)
+    def base(self) -> str:
+        """The model family as InvokeAI names it (sd-1, sd-2, sdxl, flux)."""
+        return self.family.base
 
     def use(self, config: GenerateConfig) -> None:
         """Set the sampler, embeddings and LoRAs `config` asks for (cheap; the model's weights stay loaded)."""
         from amari.generate.schedulers import make_scheduler
 
+        self.family.check_sampler(config.scheduler)
         if self.scheduler_name != config.scheduler:
             self.pipe.scheduler = make_scheduler(config.scheduler, self.base_scheduler_config)
             self.scheduler_name = config.scheduler
-        apply_embeddings(self.pipe, self.embeddings, config.embeddings)
+        apply_embeddings(self.pipe, self.family, self.embeddings, config.embeddings)
         apply_loras(self.pipe, self.loras, config.loras)
 
 
 _LOADED: dict[tuple, LoadedModel] = {}
 
 
-def _prepare(pipe, device: str, compile_unet: bool):
+def _prepare(pipe, family, device: str, compile_model: bool, offload: bool):
     import torch
 
     pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to(device)
+    denoiser = getattr(pipe, family.denoiser)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
         # Convolutions run fastest channels-last on tensor cores; attention already goes through
         # torch's scaled_dot_product_attention (flash / memory-efficient kernels), diffusers' default.
-        pipe.unet.to(memory_format=torch.channels_last)
+        denoiser.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
-    if compile_unet:
-        pipe.unet = torch.compile(pipe.unet)
+    if offload:
+        if device in ("cpu", "mps"):
+            raise UsageError(f"offload moves the model's parts between the CPU and a CUDA GPU; the device is {device}")
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe = pipe.to(device)
+    if compile_model:
+        setattr(pipe, family.denoiser, torch.compile(denoiser))
     return pipe
 
 
 def load_model(config: GenerateConfig, log=None) -> LoadedModel:
     """The pipeline for `config.model` on its device, loaded on first use and kept for the process."""
     from amari.execution.devices import resolve_device, resolve_dtype
+    from amari.models.families.registry import by_name
 
     kind, location = model_source(config.model)
     device = resolve_device(config.device)
-    torch_dtype = resolve_dtype(config.dtype, device)
     key = (
         kind,
         location,
         config.model_config,
         device,
-        str(torch_dtype),
+        config.dtype,
         config.safety_checker,
         config.compile,
         config.extract_ema,
+        config.vae,
+        config.offload,
     )
     if key in _LOADED:
         return _LOADED[key]
+    from amari.models.families.registry import guess
+
+    torch_dtype = resolve_dtype(config.dtype, device, guess(config.model).defaults.dtype)
     pipe, info = load_pipeline(
-        config.model, config.model_config, torch_dtype, config.safety_checker, config.extract_ema, log=log
+        config.model,
+        config.model_config,
+        torch_dtype,
+        config.safety_checker,
+        config.extract_ema,
+        log=log,
+        vae=config.vae,
     )
-    pipe = _prepare(pipe, device, config.compile)
-    native = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    family = by_name(info.family)
+    pipe = _prepare(pipe, family, device, config.compile, config.offload)
     loaded = LoadedModel(
         pipe=pipe,
         info=info,
+        family=family,
         device=device,
         dtype=str(torch_dtype).removeprefix("torch."),
         base_scheduler_config=dict(pipe.scheduler.config),
-        native_size=native,
+        native_size=family.native_size(pipe),
     )
     _LOADED[key] = loaded
     return loaded

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import secrets
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from amari.errors import UsageError
-from amari.generate.config import GenerateConfig
+from amari.errors import ModelError, UsageError
+from amari.generate.config import GenerateConfig, with_family_defaults
 
 MAX_SEED = 2**32  # A1111's seed range; the study's seeds fit it
 
@@ -74,10 +75,14 @@ def _image_params(prompt: str, seed: int, config: GenerateConfig, model, width: 
     }
     if model.info.model_hash:
         params["model_hash"] = model.info.model_hash
+    if model.info.vae:
+        params["vae"] = model.info.vae
+        if model.info.vae_hash:
+            params["vae_hash"] = model.info.vae_hash
     if config.scheduler == "ddim" and config.eta:
         params["eta"] = config.eta
-    if model.base:
-        params["model_base"] = model.base
+    params["model_base"] = model.base
+    params["family"] = model.family.name
     return {**params, **files}
 
 
@@ -109,13 +114,14 @@ def generate(
     seeds = list(seeds)
     prompts = _check_request(prompt, seeds)
 
-    # 2. The model, with this request's sampler, embeddings and LoRAs.
+    # 2. The model, with its family's defaults where the config has none, and this request's sampler,
+    #    embeddings and LoRAs.
     model = load_model(config)
+    config = with_family_defaults(config, model.family)
     model.use(config)
     width = config.width or model.native_size
     height = config.height or model.native_size
     noise_device = "cpu" if config.rng == "cpu" else model.device
-    extra = {"eta": config.eta} if config.scheduler == "ddim" else {}
     files = _file_params(config)
 
     # 3. Denoise pass by pass, one generator per image.
@@ -134,31 +140,48 @@ def generate(
                     on_step(step)
                 return tensors
 
-            output = model.pipe(
-                prompt=batch_prompts,
-                negative_prompt=[config.negative_prompt] * len(batch_seeds) if config.negative_prompt else None,
-                num_inference_steps=config.steps,
-                guidance_scale=config.guidance_scale,
-                width=width,
-                height=height,
-                generator=generators,
-                output_type="pil",
-                callback_on_step_end=step_done,
-                **extra,
-            )
+            with warnings.catch_warnings():  # diffusers' notes on its own deprecations, every call
+                warnings.simplefilter("ignore", FutureWarning)
+                output = model.pipe(
+                    prompt=batch_prompts,
+                    num_inference_steps=config.steps,
+                    guidance_scale=config.guidance_scale,
+                    width=width,
+                    height=height,
+                    generator=generators,
+                    output_type="np",
+                    callback_on_step_end=step_done,
+                    **model.family.call_kwargs(config.negative_prompt, len(batch_seeds), config.scheduler, config.eta),
+                )
             batch = [
                 GeneratedImage(
-                    image=image.convert("RGB"),
+                    image=to_image(pixels, seed, model, getattr(output, "nsfw_content_detected", None), index),
                     seed=seed,
                     prompt=text,
                     params=_image_params(text, seed, config, model, width, height, files),
                 )
-                for image, seed, text in zip(output.images, batch_seeds, batch_prompts)
+                for index, (pixels, seed, text) in enumerate(zip(output.images, batch_seeds, batch_prompts))
             ]
             images.extend(batch)
             if on_batch is not None:
                 on_batch(batch)
     return GenerationResult(images=images, seconds=time.perf_counter() - started)
+
+
+def to_image(pixels, seed: int, model, flagged=None, index: int = 0):
+    """An RGB image from the pipeline's [0, 1] floats (rounded as diffusers rounds them); NaN or all-black
+    output is an error, never a silent "no face" (a safety checker's deliberate black is not one)."""
+    import numpy as np
+    from PIL import Image
+
+    if flagged is not None and flagged[index]:
+        return Image.fromarray(np.zeros(pixels.shape, np.uint8))
+    broken = (
+        "NaN values" if not np.isfinite(pixels).all() else "an all-black image" if pixels.max() < 0.5 / 255 else None
+    )
+    if broken is not None:
+        raise ModelError(f"{model.name} made {broken} (seed {seed}, {model.dtype}): {model.family.broken_image_hint}")
+    return Image.fromarray((pixels * 255).round().astype("uint8")).convert("RGB")
 
 
 def generate_images(prompt: str | Sequence[str], seeds: Sequence[int], config: GenerateConfig) -> list[GeneratedImage]:

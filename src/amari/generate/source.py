@@ -118,10 +118,12 @@ class DiffusersSource:
 
     @property
     def description(self) -> str:
+        from amari.models.families.registry import guess
+
         g = self.generate_config
         text = (
-            f"diffusers {Path(g.model).name if Path(g.model).exists() else g.model} "
-            f"({self.preset}: {g.scheduler}, {g.steps} steps, CFG {g.guidance_scale:g})"
+            f"diffusers {Path(g.model).name if Path(g.model).exists() else g.model} ({guess(g.model).label}; "
+            f"{self.preset}: {g.scheduler}, {g.steps} steps, CFG {g.guidance_scale:g})"
         )
         if self.counts["generated"]:
             text += f": {self.counts['generated']} generated, {self.counts['enhanced']} enhanced"

@@ -49,6 +49,7 @@ _OPTION_FIELDS = (
     "device",
     "model_config",
     "enhance",
+    "enhancement",
     "upscaler",
     "face_restorer",
     "scale",
@@ -107,17 +108,35 @@ class MineConfig(Settings):
         study=True,
     )
     device: str = setting("auto", "where generation and enhancement run: auto, cuda[:N], mps or cpu", study=True)
+    vae: str | None = setting(
+        None,
+        "a replacement VAE: folder, Hugging Face id or file (e.g. madebyollin/sdxl-vae-fp16-fix for SDXL in float16)",
+        metavar="DIR_ID_OR_FILE",
+        study=True,
+    )
+    biometric_licence: str | None = setting(
+        None,
+        "the licence that permits biometric processing with a model whose own licence forbids it (FLUX.1 "
+        "[dev]); without it such weights are refused",
+        metavar="TEXT",
+        study=True,
+    )
     # Generation: None takes the preset's value.
     preset: str = setting(
         "fast",
-        "named generation settings: fast, or study (the original's DDIM 250 steps)",
+        "named generation settings: fast (the model family's sampler and steps), or study (the 2022 study's "
+        "DDIM 250 steps, for SD 1.x)",
         metavar="NAME",
         group="generation",
     )
     seed: int | None = setting(None, "first seed (default: random seeds)", metavar="N", group="generation")
-    sampler: str | None = setting(None, "sampler (default: the preset's)", group="generation")
-    steps: int | None = setting(None, "denoising steps (default: the preset's)", group="generation")
-    guidance: float | None = setting(None, "classifier-free guidance (default: the preset's)", group="generation")
+    sampler: str | None = setting(None, "sampler (default: the preset's, else the model family's)", group="generation")
+    steps: int | None = setting(
+        None, "denoising steps (default: the preset's, else the model family's)", group="generation"
+    )
+    guidance: float | None = setting(
+        None, "classifier-free guidance (default: the preset's, else the model family's)", group="generation"
+    )
     width: int | None = setting(None, "image width (default: the preset's, else the model's)", group="generation")
     height: int | None = setting(None, "image height (default: the preset's, else the model's)", group="generation")
     images_per_call: int | None = setting(
@@ -129,9 +148,23 @@ class MineConfig(Settings):
     )
     enhance: bool = setting(
         True,
-        "judge generated images as they come, without upscaling them and restoring their faces first (the "
-        "study enhanced them)",
+        "judge generated images as they come, without upscaling them or restoring their faces first (see "
+        "--enhancement; the study enhanced them)",
         flag="--no-enhance",
+        group="generation",
+    )
+    enhancement: str = setting(
+        "auto",
+        "upscale: Real-ESRGAN then GFPGAN face restoration (the 2022 study's, for 512² models); restore: "
+        "face restoration alone, at the generated size; auto: the model family's (upscale for SD 1.x/2.x, "
+        "restore for SDXL and FLUX.1)",
+        choices=("auto", "upscale", "restore"),
+        group="generation",
+    )
+    offload: bool = setting(
+        False,
+        "model CPU offload: each part of the model moves to the GPU only while it runs (FLUX.1 on a GPU "
+        "with less memory than it needs in bf16; slower)",
         group="generation",
     )
     upscaler: str | None = setting(
@@ -141,7 +174,9 @@ class MineConfig(Settings):
         "GFPGANv1.4", "known GFPGAN name or a model path; none: no restoration", group="generation"
     )
     scale: float | None = setting(
-        None, "final size of enhanced images relative to generated ones (default: the preset's, 2)", group="generation"
+        None,
+        "final size of enhanced images relative to generated ones (default: 2 with upscale, 1 with restore)",
+        group="generation",
     )
     early_reject: bool = setting(
         True,
@@ -225,7 +260,6 @@ class MineConfig(Settings):
         check_positive(
             max_batches=self.max_batches,
             steps=self.steps,
-            guidance=self.guidance,
             width=self.width,
             height=self.height,
             images_per_call=self.images_per_call,
@@ -233,6 +267,8 @@ class MineConfig(Settings):
             scale=self.scale,
             poll=self.poll,
         )
+        if self.guidance is not None and self.guidance < 0:  # 0: no guidance, as FLUX.1 [schnell] samples
+            raise UsageError(f"guidance must be >= 0, not {self.guidance}")
         self.founding()
         if self.identities > 1 and self.reference:
             raise UsageError(
@@ -249,12 +285,21 @@ class MineConfig(Settings):
             if self.engine == "serial":
                 raise UsageError("--ray runs the streaming engine; leave out --engine serial")
             require_ray(self.ray)
+        if self.enhancement not in ("auto", "upscale", "restore"):
+            raise UsageError(f"enhancement must be auto, upscale or restore, not {self.enhancement!r}")
         if self.engine not in ("streaming", "serial"):
             raise UsageError(f"unknown engine {self.engine!r}: use streaming or serial")
         self.policy()
         if self.source == DIFFUSERS:
-            self.generate_config()
+            from amari.models.families.registry import known
+            from amari.models.licences import check_biometric_use
+
+            generate = self.generate_config()
             self.enhance_config()
+            family = known(self.model)
+            if family is not None:
+                family.check_sampler(generate.scheduler)
+            check_biometric_use(self.model, self.biometric_licence, "amari mine")
 
     @property
     def worker_processes(self) -> int:
@@ -336,18 +381,32 @@ class MineConfig(Settings):
             device=self.device,
             model_config=self.model_config,
             negative_prompt=self.negative_prompt or None,
+            vae=self.vae,
+            offload=self.offload or None,
         )
         overrides.update(self._extra["generate"])
         return preset_config(self.preset, model=self.model, **overrides)
 
+    def enhancement_mode(self) -> str:
+        """upscale or restore: the setting, or the model family's when it is auto."""
+        if self.enhancement != "auto":
+            return self.enhancement
+        from amari.models.families.registry import guess
+
+        return guess(self.model).defaults.enhancement
+
     def enhance_config(self):
-        """None when enhancement is off."""
+        """None when enhancement is off (or restores faces, with no face restorer)."""
         from amari.enhance import EnhanceConfig
-        from amari.generate import check_preset
 
         if not self.enhance:
             return None
-        scale = self.scale if self.scale is not None else check_preset(self.preset).upscale
-        values = dict(upscaler=self.upscaler, face_restorer=self.face_restorer, scale=scale, device=self.device)
+        if self.enhancement_mode() == "upscale":
+            upscaler, scale = self.upscaler, 2.0 if self.scale is None else self.scale
+        else:  # faces restored at the generated size: a 1024² image gains nothing from upscaling to judge it
+            if self.face_restorer is None:
+                return None
+            upscaler, scale = None, 1.0 if self.scale is None else self.scale
+        values = dict(upscaler=upscaler, face_restorer=self.face_restorer, scale=scale, device=self.device)
         values.update(self._extra["enhance"])
         return EnhanceConfig(**values)

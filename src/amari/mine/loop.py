@@ -24,7 +24,7 @@ from amari.errors import UsageError
 from amari.faces import descriptors as face_lib
 from amari.faces.embeddings import EmbeddingCache, FaceEncoder
 from amari.mine import policy
-from amari.mine.config import MineConfig
+from amari.mine.config import DIFFUSERS, MineConfig
 from amari.mine.curation import reconcile, seed_references
 from amari.mine.engine import FINAL, RAW, Candidate, Engine, FeedContext
 from amari.mine.judging import Examined, build_commit
@@ -33,6 +33,7 @@ from amari.mine.progress import MiningProgress
 from amari.mine.records import Commit
 from amari.mine.source import Source
 from amari.mine.workspace import MANY_IDENTITIES, Workspace, settings_meta
+from amari.models.licences import licence_note
 from amari.storage.layout import ALMOST_SIM, INCOMING, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout
 
 STALL_LIMIT = 50  # batches in a row that neither take candidates nor change a folder: the policy is stuck
@@ -77,6 +78,8 @@ def run(
         for path in config.reference:  # before the workspace exists, so a typo leaves nothing behind
             if not Path(path).is_file():
                 raise UsageError(f"reference image {path} does not exist")
+        if config.source == DIFFUSERS and (note := licence_note(config.model, config.biometric_licence)):
+            progress.note(note)
         # Descriptors of other face settings are not comparable with the ones already in the workspace.
         settings = settings_meta(face_settings=config.faces.key, **{MANY_IDENTITIES: config.identities > 1})
         with (

@@ -6,7 +6,8 @@ Written to what the consumers' own readers accept (their rules, not their code):
   `Negative prompt:`, and a last line of at least three `Key: value` pairs whose keys are word
   characters, spaces, `-` and `/` (so `TI hashes`, never `TI <*>`); a value holding `,`, `:` or a
   line break is JSON-quoted. `Model` is the checkpoint's file name without suffix, `Model hash` the
-  first 10 hex digits of its SHA-256. A1111 names an embedding after its file and applies it where that
+  first 10 hex digits of its SHA-256, `VAE` (its file name) and `VAE hash` (10 hex digits) a replacement
+  VAE's. A1111 names an embedding after its file and applies it where that
   name is in the prompt, so the prompt holds each embedding's name (`amari.provenance.names`) where the
   pipeline got its token, and `TI hashes` lists `"name: <first 12 hex digits of the file's SHA-256>"`;
   a LoRA is called from the prompt as `<lora:NAME:weight>` with NAME its kohya file's, and `Lora hashes`
@@ -19,7 +20,8 @@ Written to what the consumers' own readers accept (their rules, not their code):
   into a LoRA loader of the installed file whose name starts with NAME, and an installed embedding's name
   in the prompt into `embedding:NAME`.
 - InvokeAI reads `invokeai_metadata` (JSON) for "recall parameters": positive_prompt, negative_prompt,
-  seed (0..2^32-1), steps, cfg_scale, scheduler (its own names), width, height, model, and `loras`
+  seed (0..2^32-1), steps, cfg_scale, scheduler (its own names), width, height, model, whose `base` names
+  the model family as InvokeAI does (`sd-1`, `sd-2`, `sdxl`, `flux`), and `loras`
   (`[{"model": {...}, "weight": w}]`, each model found by name and base when it has no InvokeAI key).
   Its prompts call an embedding as `<name>` (and never hold `<lora:...>`, which is A1111's syntax).
 - Text chunks: every JSON chunk is ASCII (non-ASCII characters escaped as JSON allows), so it is a
@@ -46,6 +48,7 @@ A1111_SAMPLER_NAMES = {
     "euler_a": "Euler a",
     "dpmpp_2m": "DPM++ 2M Karras",
     "unipc": "UniPC",
+    "flow_euler": "Euler",  # FLUX.1's flow-matching Euler, as Forge names it
 }
 # ... and as InvokeAI names them (`_k`: Karras sigmas).
 INVOKEAI_SCHEDULERS = {
@@ -56,6 +59,7 @@ INVOKEAI_SCHEDULERS = {
     "euler_a": "euler_a",
     "dpmpp_2m": "dpmpp_2m_k",
     "unipc": "unipc",
+    "flow_euler": "euler",
 }
 INVOKEAI_MAX_SEED = 2**32 - 1
 # Upscaler files by stem, as A1111 lists them (its Real-ESRGAN upscalers); any other file is listed by stem.
@@ -124,6 +128,10 @@ def a1111_parameters(params: dict) -> str:
         fields["Model hash"] = params["model_hash"]
     if params.get("model"):
         fields["Model"] = params["model"]
+    if params.get("vae_hash"):  # a replacement VAE, as A1111 names the one it loaded
+        fields["VAE hash"] = params["vae_hash"]
+    if params.get("vae"):
+        fields["VAE"] = params["vae"]
     if params.get("eta"):
         fields["Eta"] = params["eta"]
     hashes = [f"{e['name']}: {e['hash']}" for e in params.get("embeddings") or () if e.get("name") and e.get("hash")]

@@ -232,8 +232,9 @@ def render_html(
     settings = ""
     if manifest is not None and manifest.model:
         settings = (
-            f"<p>Model <code>{html.escape(model_label(manifest.model))}</code>; "
-            f"{html.escape(manifest.sampler)}, "
+            f"<p>Model <code>{html.escape(model_label(manifest.model))}</code>"
+            f"{f' ({html.escape(manifest.family)})' if manifest.family else ''}; "
+            f"sampler {html.escape(manifest.sampler)}, "
             f"{manifest.steps} steps, CFG {manifest.guidance:g}, {manifest.width}×{manifest.height}. "
             f"Scored against {manifest.sim_group_faces} faces of the sim-group; sim-score = mean "
             f"dlib face distance (0 = same face). * marks a score within the tolerance "

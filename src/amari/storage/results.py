@@ -187,6 +187,7 @@ class ResultsManifest:
     group_sizes: tuple[tuple[str, int], ...] = ()  # (group, training images): the dose-response chart's x
     tolerance: float = 0.40
     model: str = ""
+    family: str = ""  # the model family that made every image of the grid (SD 1.x, SDXL, FLUX.1 [schnell], ...)
     sampler: str = ""
     steps: int = 0
     guidance: float = 0.0

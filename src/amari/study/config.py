@@ -40,8 +40,14 @@ _WORD = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 class StudySettings(Settings):
     name: str = setting("study", "the study's name (letters, digits, '_', '-', '.')")
     out: Path | None = setting(None, "where every step writes (default: a folder named after the study)")
-    model: str = setting(DEFAULT_MODEL, "Stable Diffusion model: Hugging Face id, diffusers folder or single file")
+    model: str = setting(
+        DEFAULT_MODEL, "the model (SD 1.x, SD 2.x, SDXL or FLUX.1): Hugging Face id, diffusers folder or single file"
+    )
     model_config: str | None = setting(None, "a diffusers folder or id giving a single-file model its configs")
+    vae: str | None = setting(None, "a replacement VAE for mining, training and evaluation (folder, id or file)")
+    biometric_licence: str | None = setting(
+        None, "the licence that permits biometric processing with a model whose own forbids it (FLUX.1 [dev])"
+    )
     subject: str = setting("amari", "the word in the prompts that stands for the trained identity")
     device: str = setting("auto", "auto, cuda[:N], mps or cpu")
     demo: bool = setting(
@@ -121,7 +127,9 @@ def studied_identity(study: StudySettings, mine: MineConfig) -> int | None:
 
 def _shared(name: str, study: StudySettings, built: dict[str, Any], layout: StudyLayout) -> dict[str, Any]:
     """What the study hands to a stage: the values its config marks as the study's to set."""
-    model = dict(model=study.model, model_config=study.model_config)
+    model = dict(
+        model=study.model, model_config=study.model_config, vae=study.vae, biometric_licence=study.biometric_licence
+    )
     if name == "mine":
         return {**model, "device": study.device}
     if name == "audit":

@@ -124,8 +124,12 @@ def _train(config: StudyConfig, unit: tuple[str, str], log: Log) -> str:
 
 def _evaluate(config: StudyConfig, _group, log: Log) -> str:
     from amari import evaluate
+    from amari.models.licences import licence_note
     from amari.progress import progress_bar
 
+    note = licence_note(config.evaluate.model, config.evaluate.biometric_licence)
+    if note:
+        log(f"evaluate: {note}")
     with progress_bar(len(evaluate.plan_cells(config.evaluate)), "evaluating") as advance:
         result = evaluate.run(
             config.evaluate, config.layout, on_progress=lambda what, _cell: advance() if what != "generate" else None

@@ -8,6 +8,7 @@ CLIP tokenizer of their own: byte-level symbols plus whole-word merges for the w
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 WORDS = (
@@ -129,13 +130,12 @@ def _assemble(folder: Path, unet, vae, text_config, seed: int) -> Path:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
-    for leftover in sorted((folder / "_tokenizer_src").iterdir()):
-        leftover.unlink()
-    (folder / "_tokenizer_src").rmdir()
+    shutil.rmtree(folder / "_tokenizer_src")
     return folder
 
 
-# The text encoder's width of each family (amari.models.diffusion.BASES); the tiny SD 2.x has it at one layer.
+# The text encoder's width of each family (SD 2.x's is how amari.models.families tells it from SD 1.x); the
+# tiny SD 2.x has it at one layer.
 _TEXT_WIDTHS = {"sd-1": 32, "sd-2": 1024}
 
 

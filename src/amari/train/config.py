@@ -77,16 +77,33 @@ class TrainConfig(Settings):
     """One training run, with the study's settings as defaults (where it reads and writes is its
     `TrainLayout`)."""
 
-    model: str = setting(DEFAULT_MODEL, "diffusers folder, Hugging Face id or .safetensors/.ckpt file", study=True)
+    model: str = setting(
+        DEFAULT_MODEL,
+        "the model (SD 1.x, SD 2.x, SDXL or FLUX.1): diffusers folder, Hugging Face id or .safetensors/.ckpt file",
+        study=True,
+    )
     model_config: str | None = setting(
         None,
         "a diffusers folder or Hugging Face id that gives a single-file model its component configs (needed offline)",
         metavar="DIR_OR_ID",
         study=True,
     )
+    vae: str | None = setting(
+        None,
+        "a replacement VAE for encoding the images and the samples (folder, Hugging Face id or file)",
+        metavar="DIR_ID_OR_FILE",
+        study=True,
+    )
+    biometric_licence: str | None = setting(
+        None,
+        "the licence that permits scoring samples (--reference-group) of a model whose own forbids it (FLUX.1 [dev])",
+        metavar="TEXT",
+        study=True,
+    )
     method: str = setting(
         "ti",
-        "what learns the identity: ti (the token's vectors), lora (a LoRA on the UNet's attention, the token "
+        "what learns the identity: ti (the token's vectors; SDXL: one vector in each of its two text encoders; "
+        "not offered for FLUX.1), lora (a LoRA on the UNet's or FLUX.1 transformer's attention, the token "
         "written as plain text), pivotal (the token's vectors and the LoRA together)",
         choices=METHODS,
         group=_LEARNED,
@@ -110,7 +127,9 @@ class TrainConfig(Settings):
         cli_type=read_templates,
         group=_LEARNED,
     )
-    resolution: int = setting(512, "training image side in pixels", group=_DATA)
+    resolution: int | None = setting(
+        None, "training image side in pixels (default: the model's native size, 512 for SD 1.x)", group=_DATA
+    )
     center_crop: bool = setting(
         True,
         "squash non-square images to a square instead of centre-cropping them",
@@ -162,7 +181,9 @@ class TrainConfig(Settings):
         group=_LORA,
     )
     text_encoder_lora: bool = setting(
-        False, "also put a LoRA on the text encoder's attention projections (q, k, v, out)", group=_LORA
+        False,
+        "also put a LoRA on the CLIP text encoders' attention projections (q, k, v, out; SDXL: both encoders)",
+        group=_LORA,
     )
     unet_lr: float = setting(
         1e-4, "learning rate of the LoRA weights, scaled like --lr (the token keeps --lr)", group=_LORA
@@ -186,8 +207,12 @@ class TrainConfig(Settings):
     sample_seeds: tuple[int, ...] = setting(
         STUDY_SEEDS, "seeds of the samples (the study's five; '' for no samples)", metavar="N,N,...", group=_CHECKPOINTS
     )
-    sample_steps: int = setting(50, "denoising steps of the samples", group=_CHECKPOINTS)
-    guidance_scale: float = setting(7.5, "CFG of the samples", group=_CHECKPOINTS)
+    sample_steps: int | None = setting(
+        None, "denoising steps of the samples (default: the family's, 50 for SD 1.x)", group=_CHECKPOINTS
+    )
+    guidance_scale: float | None = setting(
+        None, "CFG of the samples (default: the family's, 7.5 for SD 1.x)", group=_CHECKPOINTS
+    )
 
     def check(self) -> None:
         self._check()
@@ -208,16 +233,18 @@ class TrainConfig(Settings):
         _at_least(
             1,
             num_vectors=self.num_vectors,
-            resolution=self.resolution,
             repeats=self.repeats,
             batch_size=self.batch_size,
             grad_accum=self.grad_accum,
             max_steps=self.max_steps,
             checkpoint_every=self.checkpoint_every,
-            sample_steps=self.sample_steps,
+            **({"resolution": self.resolution} if self.resolution is not None else {}),
+            **({"sample_steps": self.sample_steps} if self.sample_steps is not None else {}),
         )
-        if self.resolution % 8:
+        if self.resolution is not None and self.resolution % 8:
             raise UsageError(f"--resolution must be a multiple of 8, not {self.resolution}")
+        if self.guidance_scale is not None and not (self.guidance_scale >= 0 and math.isfinite(self.guidance_scale)):
+            raise UsageError(f"--guidance-scale must be a number >= 0, not {self.guidance_scale}")
         self._check_limits()
         if not 0.0 <= self.flip_p <= 1.0:
             raise UsageError(f"flip probability must be between 0 and 1, not {self.flip_p}")
@@ -242,6 +269,20 @@ class TrainConfig(Settings):
             raise UsageError("--reference-group scores the sample images; give --sample-seeds too")
         if self.num_vectors > 75:
             raise UsageError("--vectors must leave room in CLIP's 77-token prompt (at most 75)")
+        self._check_family()
+
+    def _check_family(self) -> None:
+        from amari.models.families.registry import guess
+        from amari.models.licences import check_biometric_use
+
+        family = guess(self.model)
+        taken = [method for method in self.study_methods() if method in ("ti", "pivotal")]
+        if taken and family.no_token_training:
+            raise UsageError(f"--method {taken[0]}: {family.no_token_training}")
+        if self.resolution is not None and self.resolution % family.size_multiple:
+            raise UsageError(f"--resolution must be a multiple of {family.size_multiple} for {family.label}")
+        if self.reference_group is not None:
+            check_biometric_use(self.model, self.biometric_licence, "amari train --reference-group")
 
     def _check_limits(self) -> None:
         steps = dict(max_steps=self.max_steps, checkpoint_every=self.checkpoint_every)
@@ -295,7 +336,7 @@ class TrainConfig(Settings):
     def resume_settings(self) -> dict:
         """The settings that must match for a run to continue from another run's checkpoint."""
         values = asdict(self)
-        keys = RESUME_KEYS + (LORA_RESUME_KEYS if self.trains_lora else ())
+        keys = RESUME_KEYS + (LORA_RESUME_KEYS if self.trains_lora else ()) + (("vae",) if self.vae else ())
         return {key: _jsonable(values[key]) for key in keys}
 
 

@@ -7,6 +7,10 @@
   tensor and name the embedding after the file; InvokeAI looks for `emb_params` by name when it probes
   an embedding's width. A1111's `.pt` layout (`string_to_param: {"*": tensor}`) is a nested dict that
   safetensors cannot hold; these tools read `emb_params` in its place.
+- SDXL (two text encoders): both files hold `{"clip_l": float32[n, 768], "clip_g": float32[n, 1280]}`,
+  the layout kohya's SDXL trainer writes and A1111 (`create_embedding_from_data`), ComfyUI (its
+  `embedding_key` per encoder) and InvokeAI read; diffusers loads it with one `load_textual_inversion`
+  call per encoder and tokenizer.
 
 `load_embedding` reads all of these back, and A1111's `.pt`/`.bin` files through torch's weights-only
 loader (never running code from the file).
@@ -57,18 +61,31 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 
 
 def save_embedding(
-    folder: str | Path, vectors: torch.Tensor, token: str, name: str, metadata: dict | None = None
+    folder: str | Path,
+    vectors: torch.Tensor | dict,
+    token: str,
+    name: str,
+    metadata: dict | None = None,
+    family=None,
 ) -> dict[str, Path]:
-    """Write both files into `folder`; returns {"diffusers": path, "a1111": path}."""
+    """Write both files into `folder`; returns {"diffusers": path, "a1111": path}. `vectors` is one tensor,
+    or a two-encoder family's {key: tensor} (SDXL's clip_l and clip_g)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensor = vectors.detach().to("cpu", torch.float32).contiguous()
-    if tensor.ndim != 2:
-        raise ValueError(f"vectors must be [n, width], not {tuple(tensor.shape)}")
-    meta = {"token": token, "name": name, "vectors": str(tensor.shape[0]), "width": str(tensor.shape[1])}
+    parts = vectors if isinstance(vectors, dict) else {None: vectors}
+    parts = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in parts.items()}
+    if any(tensor.ndim != 2 for tensor in parts.values()):
+        raise ValueError(f"vectors must be [n, width], not {[tuple(t.shape) for t in parts.values()]}")
+    first = next(iter(parts.values()))
+    widths = ",".join(f"{key}={t.shape[1]}" if key else str(t.shape[1]) for key, t in parts.items())
+    meta = {"token": token, "name": name, "vectors": str(first.shape[0]), "width": widths}
     meta.update({key: str(value) for key, value in (metadata or {}).items() if value is not None})
     paths = {"diffusers": folder / DIFFUSERS_FILE, "a1111": folder / a1111_embedding_file(name)}
-    contents = {"diffusers": {token: tensor}, "a1111": {KOHYA_KEY: tensor.clone()}}
+    if None in parts:
+        contents = {"diffusers": {token: first}, "a1111": {KOHYA_KEY: first.clone()}}
+    else:  # one layout serves every tool
+        layout = family.embedding_file(parts)
+        contents = {"diffusers": layout, "a1111": {key: value.clone() for key, value in layout.items()}}
     for kind, path in paths.items():
         write_atomic(path, safetensors_bytes(contents[kind], meta))
     return paths

@@ -144,8 +144,8 @@ def train_step(run: Run, step: int) -> tuple[float, float]:
     return float(mean), lr
 
 
-def make_batch(run: Run, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(latents, noise, timesteps, prompt ids) of this process's share of `step`, all on the device."""
+def make_batch(run: Run, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+    """(latents, noise, timesteps, prompt ids per text encoder) of this process's share of `step`, on the device."""
     config = run.config
     timesteps_total = run.components.noise_scheduler.config.num_train_timesteps
     shape = run.latent_mean.shape[2:]
@@ -162,28 +162,24 @@ def make_batch(run: Run, step: int, micro: int) -> tuple[torch.Tensor, torch.Ten
         side = int(sample.flip)
         mean, std = run.latent_mean[sample.image, side], run.latent_std[sample.image, side]
         latents.append(mean + std * latent_noise.to(mean.device))
-        prompts.append(run.template_ids[sample.template])
+        prompts.append(sample.template)
     device = run.accelerator.device
-    scale = run.components.vae.config.scaling_factor
     return (
-        torch.stack(latents).to(device) * scale,
+        run.family.scale_latents(run.components.vae, torch.stack(latents).to(device)),
         torch.stack(noises).to(device),
         torch.cat(timesteps).to(device),
-        torch.stack(prompts).to(device),
+        [ids[prompts].to(device) for ids in run.prompt_ids],
     )
 
 
 def diffusion_loss(run: Run, latents, noise, timesteps, prompt_ids) -> torch.Tensor:
-    """The latent diffusion objective: MSE between the UNet's prediction and its target."""
-    scheduler = run.components.noise_scheduler
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    text_encoder = run.text_encoder or run.components.text_encoder
-    unet = run.unet or run.components.unet
-    with nullcontext() if run.trains_text else torch.no_grad():  # a frozen text encoder needs no graph
-        text = text_encoder(prompt_ids)[0]
-    prediction = unet(noisy.to(run.weight_dtype), timesteps, text.to(run.weight_dtype)).sample
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
+    """The family's objective: MSE between the denoiser's prediction and its target (the noise, the velocity,
+    or FLUX.1's flow)."""
+    family = run.family
+    noisy, time, target = family.noisy_input(run.components.noise_scheduler, latents, noise, timesteps)
+    encoders = run.text_encoders or run.components.text_encoders
+    with nullcontext() if run.trains_text else torch.no_grad():  # frozen text encoders need no graph
+        conditioning = family.encode_text(encoders, prompt_ids)
+    denoiser = run.denoiser or run.components.denoiser
+    prediction = family.predict(denoiser, noisy, time, conditioning, run.weight_dtype, run.resolution)
     return F.mse_loss(prediction.float(), target.float(), reduction="mean")

@@ -8,8 +8,6 @@ import re
 import shutil
 from pathlib import Path
 
-import torch
-
 from amari.errors import UsageError, WorkspaceError
 from amari.models.diffusion import public_name
 from amari.storage.files import remove_stale_temporaries
@@ -41,9 +39,8 @@ def resume(run: Run) -> int:
     state = ckpt.load_training_state(folder)
     if state.get("token", run.token) != run.token:
         raise WorkspaceError(f"{folder} was trained for token {state['token']!r}, this run uses {run.token!r}")
-    if run.placeholder is not None:
-        with torch.no_grad():
-            run.placeholder.vectors.copy_(state["vectors"].to(run.placeholder.vectors.device))
+    if run.placeholders:
+        run.load_vectors(state["vectors"])
     if run.lora is not None:
         load_lora_state(run.components, run.lora, state["lora"])
     run.optimizer.load_state_dict(state["optimizer"])

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from amari.models.diffusion import model_base
 from amari.train import checkpoints as ckpt
 from amari.train.context import Run
 from amari.train.exports import lora_record, save_lora, write_record
@@ -15,27 +12,17 @@ from amari.train.formats import save_embedding
 from amari.train.lora import LoraSpec, lora_state
 
 
-def current_vectors(run: Run) -> torch.Tensor:
-    return run.placeholder.vectors.detach().float().cpu().clone()
-
-
 def _save_files(run: Run, folder: Path, name: str, step: int, vectors, lora) -> dict[str, Path]:
     """The token's embedding files and the LoRA's files (and lora.json), as far as the run has them."""
     files: dict[str, Path] = {}
     metadata = _embedding_metadata(run, step)
     if vectors is not None:
-        files.update(save_embedding(folder, vectors, run.token, name, metadata))
+        files.update(save_embedding(folder, vectors, run.token, name, metadata, run.family))
     if lora is not None:
-        spec = run.lora or LoraSpec.of(run.config)
-        saved = save_lora(
-            folder,
-            lora,
-            spec,
-            name,
-            {**metadata, "method": run.config.method, "trigger": run.token},
-            base=model_base(run.components.text_encoder),
-            v_prediction=run.components.noise_scheduler.config.get("prediction_type") == "v_prediction",
-        )
+        spec = run.lora or LoraSpec.of(run.config, run.family)
+        extra = {**metadata, "method": run.config.method, "trigger": run.token}
+        v_prediction = run.components.noise_scheduler.config.get("prediction_type") == "v_prediction"
+        saved = save_lora(folder, lora, spec, name, extra, run.family, v_prediction)
         token = run.token if vectors is not None else None
         record = lora_record(run.config.method, name, step, run.token, token, {**files, **saved}, spec)
         files.update(saved, record=write_record(folder, record))
@@ -50,6 +37,7 @@ def _embedding_metadata(run: Run, step: int) -> dict:
         "init_word": config.init_word,
         "sd_checkpoint_name": run.components.info.name,
         "sd_checkpoint_hash": run.components.info.model_hash,
+        "model_family": run.family.name,
         "trainer": "amari train",
         "synthetic_identity": "true",
     }
@@ -61,7 +49,7 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
     if run.is_main:
         config = run.config
         with ckpt.writing_checkpoint(run.layout.out, step) as partial:
-            vectors = current_vectors(run) if run.placeholder is not None else None
+            vectors = run.current_vectors() if run.placeholders else None
             lora = lora_state(run.components, run.lora) if run.lora is not None else None
             # Each checkpoint's A1111 files have their own names, since A1111 and ComfyUI name embeddings and
             # LoRAs by their files.
@@ -122,18 +110,19 @@ def _samples_and_validation(run: Run, folder: Path, step: int, files: dict):
         return [], None
     from amari.train.validation import generate_samples, sample_pipeline, score_samples
 
-    text_encoder = run.components.text_encoder
+    encoders = dict(zip((slot.encoder for slot in run.components.slots), run.components.text_encoders))
     # Sampling runs on this process alone, so it must not go through the distributed wrapper.
-    if run.placeholder is not None:
-        text_encoder.set_input_embeddings(run.placeholder)
+    for name, placeholder in run.placeholders.items():
+        encoders[name].set_input_embeddings(placeholder)
     try:
-        pipe = sample_pipeline(run.components, text_encoder)
-        with run.accelerator.autocast():  # the text encoder is float32, the UNet may be half precision
-            base = model_base(text_encoder)
-            samples = generate_samples(pipe, folder, config, run.token, run.components.info, files, step, base)
+        pipe = sample_pipeline(run.components)
+        with run.accelerator.autocast():  # the text encoders are float32, the denoiser may be half precision
+            samples = generate_samples(
+                pipe, folder, config, run.token, run.components.info, files, step, run.family, run.resolution
+            )
     finally:
-        if run.placeholder is not None:
-            text_encoder.set_input_embeddings(run.trainable)
+        for name, trainable in run.trainables.items():
+            encoders[name].set_input_embeddings(trainable)
     if run.reference is None:
         return samples, None
     validation = score_samples(samples, run.face_encoder, run.reference)

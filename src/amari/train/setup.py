@@ -1,9 +1,12 @@
 """What a run trains with, built once: the checked inputs, the frozen model with what learns put into it,
 the images' latents and the optimizer (steps 1-3 of `amari.train.loop`).
 
-What learns depends on the method: the placeholder's vectors spliced into the text encoder's token table
-(ti), LoRA adapters on the UNet's attention and optionally the text encoder's (lora), or both, each with
-its own learning rate (pivotal). The optimizer holds one parameter group per part, the token's first.
+What learns depends on the method: the placeholder's vectors spliced into each text encoder's token table
+(ti; SDXL has two, and learns a vector in each), LoRA adapters on the denoiser's attention (a UNet's, or
+FLUX.1's transformer's) and optionally the CLIP text encoders' (lora), or both, each with its own learning
+rate (pivotal). The optimizer holds one parameter group per part, the token's first. What the model
+family does differently (its text encoders, latents, noise and conditioning) it says itself
+(`amari.models.families`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from amari.errors import AmariError, UsageError
+from amari.models.licences import licence_note
 from amari.storage.layout import TrainLayout
 from amari.train.config import TrainConfig, learning_rate
 from amari.train.context import Log, Run
@@ -30,10 +34,14 @@ from amari.train.tokens import (
 def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None, start_over: bool = False) -> Run:
     """Check the inputs, load and freeze the model, put in what learns, encode the images (`start_over`:
     see `amari.train.loop.train`)."""
+    from amari.models.families.registry import guess, native_size
+
     # 1. Inputs, checked before the model loads.
     accelerator = _accelerator(config)
     say = log if (log is not None and accelerator.is_main_process) else (lambda message: None)
-    names, images = load_training_images(layout.data, config.resolution, config.center_crop)
+    family = guess(config.model)
+    resolution = config.resolution or native_size(config.model)
+    names, images = load_training_images(layout.data, resolution, config.center_crop)
     image_names = [path.name for path in names]
     changed = check_previous_run(config, layout, image_names, accelerator.num_processes, start_over)
     if changed is not None:
@@ -43,37 +51,50 @@ def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None
         accelerator.wait_for_everyone()
     templates = config.templates or OBJECT_TEMPLATES
     reference, face_encoder = _reference_group(config, accelerator)
+    if reference is not None and (note := licence_note(config.model, config.biometric_licence)):
+        say(note)
     torch.manual_seed(config.seed)  # nothing should draw from it; this keeps any stray draw repeatable
 
     # 2. The frozen model, with the LoRA and the placeholder's vectors put in (the LoRA first: peft
     #    freezes every parameter it did not make).
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    components = load_components(config.model, config.model_config, weight_dtype, log=say)
+    spec = LoraSpec.of(config, family) if config.trains_lora else None
+    learning = frozenset(
+        slot.encoder
+        for slot in family.text_encoders
+        if (config.trains_token and slot.learns_token) or (spec and spec.text_encoder_targets and slot.kohya_prefix)
+    )
+    components = load_components(config.model, config.model_config, weight_dtype, say, learning, config.vae)
     freeze(components, accelerator.device)
     if _gradient_checkpointing(config, accelerator):
-        components.unet.enable_gradient_checkpointing()
-    spec = LoraSpec.of(config) if config.trains_lora else None
+        components.denoiser.enable_gradient_checkpointing()
     lora_parameters = add_lora(components, spec, config.seed) if spec is not None else []
 
-    tokenizer = components.tokenizer
-    placeholder, ids = None, []
+    placeholders = {}
     if config.trains_token:
-        token = training_token(config.token, tokenizer.get_vocab())
-        table = components.text_encoder.get_input_embeddings().weight
-        vectors = init_vectors(tokenizer, table, config.init_word, config.num_vectors)
-        ids = add_placeholder(tokenizer, token, config.num_vectors)
-        placeholder = splice(components.text_encoder, ids, vectors)
+        learners = [(slot, tok, enc) for slot, tok, enc in components.encoders() if slot.learns_token]
+        vocabulary = {word for _slot, tokenizer, _encoder in learners for word in tokenizer.get_vocab()}
+        token = training_token(config.token, vocabulary)
+        for slot, tokenizer, encoder in learners:
+            table = encoder.get_input_embeddings().weight
+            vectors = init_vectors(tokenizer, table, config.init_word, config.num_vectors)
+            ids = add_placeholder(tokenizer, token, config.num_vectors)
+            placeholders[slot.encoder] = splice(encoder, ids, vectors)
         words = vector_tokens(token, config.num_vectors)
     else:
         token = config.trigger
         words = [token]
-    template_ids = _tokenize_templates(tokenizer, components.text_encoder, templates, words)
+    prompt_ids = [
+        _tokenize_templates(tokenizer, family.max_tokens(slot, tokenizer, encoder), templates, words)
+        for slot, tokenizer, encoder in components.encoders()
+    ]
 
     # 3. The images' latent distributions, and the optimizer: one parameter group per part that learns.
-    mean, std = encode_images(components.vae, images, accelerator.device, weight_dtype)
+    mean, std = encode_images(components.vae, images, accelerator.device)
     groups = []
-    if placeholder is not None:
-        groups.append((learning_rate(config, accelerator.num_processes), [placeholder.vectors]))
+    if placeholders:
+        vectors = [placeholder.vectors for placeholder in placeholders.values()]
+        groups.append((learning_rate(config, accelerator.num_processes), vectors))
     if lora_parameters:
         groups.append((learning_rate(config, accelerator.num_processes, config.unet_lr), lora_parameters))
     optimizer = torch.optim.AdamW(
@@ -84,31 +105,32 @@ def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None
         weight_decay=config.weight_decay,
     )
     # Each module that holds trainable weights is prepared (DDP with several processes, which averages its
-    # gradients): a text encoder with a LoRA holds the placeholder too, so it is prepared whole.
-    text_lora = spec is not None and bool(spec.text_encoder_targets)
-    modules = [components.text_encoder] if text_lora else ([placeholder] if placeholder is not None else [])
-    modules += [components.unet] if spec is not None else []
+    # gradients): a text encoder with a LoRA holds its placeholder too, so it is prepared whole.
+    with_lora = set(spec.text_encoders) if spec is not None and spec.text_encoder_targets else set()
+    encoders = dict(zip((slot.encoder for slot in components.slots), components.text_encoders))
+    modules = [encoders[name] if name in with_lora else placeholders[name] for name in sorted(learning)]
+    modules += [components.denoiser] if spec is not None else []
     *prepared, optimizer = accelerator.prepare(*modules, optimizer)
-    trainable, text_encoder, unet = placeholder, components.text_encoder, components.unet
-    if text_lora:
-        text_encoder = prepared[0]
-    elif placeholder is not None:
-        trainable = prepared[0]
-        components.text_encoder.set_input_embeddings(trainable)
-    if spec is not None:
-        unet = prepared[-1]
-    say(_describe(config, spec, token, len(images), len(templates), [lr for lr, _ in groups], accelerator))
+    trainables = {}
+    for name, module in zip(sorted(learning), prepared):
+        if name in with_lora:
+            encoders[name] = module
+        else:
+            trainables[name] = module
+            encoders[name].set_input_embeddings(module)
+    denoiser = prepared[-1] if spec is not None else components.denoiser
+    rates = [lr for lr, _ in groups]
+    say(_describe(config, family, spec, token, len(images), len(templates), rates, accelerator, resolution))
     return Run(
         config=config,
         layout=layout,
         accelerator=accelerator,
         components=components,
-        placeholder=placeholder,
-        trainable=trainable,
+        placeholders=placeholders,
+        trainables=trainables,
         optimizer=optimizer,
         token=token,
-        placeholder_ids=ids,
-        template_ids=template_ids,
+        prompt_ids=prompt_ids,
         latent_mean=mean,
         latent_std=std,
         image_names=image_names,
@@ -117,16 +139,17 @@ def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None
         reference=reference,
         face_encoder=face_encoder,
         log=say,
-        lrs=tuple(lr for lr, _ in groups),
+        lrs=tuple(rates),
         lora=spec,
-        unet=unet,
-        text_encoder=text_encoder,
+        denoiser=denoiser,
+        text_encoders=[encoders[slot.encoder] for slot in components.slots],
         synced=tuple(prepared),
+        resolution=resolution,
     )
 
 
-def _describe(config: TrainConfig, spec, token: str, images: int, templates: int, lrs, accelerator) -> str:
-    parts = [f"{images} images × {config.repeats} repeats, {templates} templates"]
+def _describe(config: TrainConfig, family, spec, token, images: int, templates: int, lrs, accelerator, size) -> str:
+    parts = [f"{family.label}, {images} images at {size}² × {config.repeats} repeats, {templates} templates"]
     if config.trains_token:
         vectors = f"{config.num_vectors} vector{'s' * (config.num_vectors > 1)}"
         parts.append(f"token {token!r} ({vectors}, from {config.init_word!r})")
@@ -134,7 +157,8 @@ def _describe(config: TrainConfig, spec, token: str, images: int, templates: int
         parts.append(f"trigger {token!r}")
     text = ", ".join(parts)
     if spec is not None:
-        where = "UNet" + (" and text encoder" if spec.text_encoder_targets else "")
+        encoders = " and text encoder" + "s" * (len(spec.text_encoders) > 1) if spec.text_encoder_targets else ""
+        where = {"unet": "UNet"}.get(spec.denoiser, spec.denoiser) + encoders
         text += f"; LoRA rank {spec.rank}, alpha {spec.alpha:g} on the {where} ({', '.join(spec.unet_targets)})"
     rates = " and ".join(f"{lr:g}" for lr in lrs)
     return (
@@ -193,15 +217,14 @@ def _gradient_checkpointing(config: TrainConfig, accelerator) -> bool:
     return config.gradient_checkpointing
 
 
-def _tokenize_templates(tokenizer, text_encoder, templates, tokens: list[str]) -> torch.Tensor:
+def _tokenize_templates(tokenizer, length: int, templates, tokens: list[str]) -> torch.Tensor:
     prompts = [placeholder_prompt(template, tokens) for template in templates]
-    length = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
     encoded = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
     return encoded.input_ids
 
 
 @torch.no_grad()
-def encode_images(vae, images, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_images(vae, images, device) -> tuple[torch.Tensor, torch.Tensor]:
     """The VAE's latent distribution (mean, std) of every image and its mirror image, computed once.
 
     The encoder is deterministic, so drawing `mean + std × noise` per sample is exactly what encoding
@@ -211,7 +234,7 @@ def encode_images(vae, images, device, dtype) -> tuple[torch.Tensor, torch.Tenso
     for rgb in images:
         pair_mean, pair_std = [], []
         for flip in (False, True):
-            pixels = to_pixels(rgb, flip).unsqueeze(0).to(device=device, dtype=dtype)
+            pixels = to_pixels(rgb, flip).unsqueeze(0).to(device=device, dtype=vae.dtype)
             distribution = vae.encode(pixels).latent_dist
             pair_mean.append(distribution.mean[0].float())
             pair_std.append(distribution.std[0].float())

@@ -18,7 +18,6 @@ from amari.models.diffusion import ModelInfo
 from amari.provenance.png import save_png
 
 NO_FACE_SCORE = 1.0
-SAMPLER = "ddim"
 
 
 @dataclass(frozen=True)
@@ -67,26 +66,21 @@ def score_samples(samples: list[Sample], encoder, reference: FaceGroup) -> Valid
     )
 
 
-def sample_pipeline(components, text_encoder):
-    """A text-to-image pipeline over the run's own modules (nothing is copied or reloaded)."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        vae=components.vae,
-        text_encoder=text_encoder,
-        tokenizer=components.tokenizer,
-        unet=components.unet,
-        scheduler=components.sample_scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def sample_pipeline(components):
+    """A text-to-image pipeline of the model's family over the run's own modules (nothing copied or reloaded)."""
+    return components.family.sample_pipeline(components.pipe, components.sample_scheduler)
 
 
 def generate_samples(
-    pipe, folder: Path, config, token: str, model: ModelInfo, files: dict, step: int, base: str | None = None
+    pipe,
+    folder: Path,
+    config,
+    token: str,
+    model: ModelInfo,
+    files: dict,
+    step: int,
+    family=None,
+    size: int | None = None,
 ) -> list[Sample]:
     """One PNG per sample prompt and seed of `config`; `{}` in a prompt becomes the placeholder token (a LoRA
     run's trigger words).
@@ -94,10 +88,18 @@ def generate_samples(
     `files` holds what the image records about the checkpoint's embedding and LoRA
     (`amari.provenance.names`: its A1111 and kohya files), so that the infotext names them as A1111, ComfyUI
     and InvokeAI do and pasting a sample's parameters there with those files installed makes it again;
-    `base` is the model's family as InvokeAI names it.
+    `family` is the model's (`amari.models.families`, which names its base as InvokeAI does) and `size` the
+    images' side (default: the training resolution, else the model's native size).
     """
     import torch
 
+    from amari.models.families.registry import guess, native_size
+
+    family = family or guess(config.model)
+    steps = config.sample_steps or family.defaults.sample_steps
+    guidance = family.defaults.guidance if config.guidance_scale is None else config.guidance_scale
+    size = size or config.resolution or native_size(config.model)
+    sampler = family.defaults.sample_sampler
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     samples = []
@@ -109,24 +111,26 @@ def generate_samples(
             with torch.no_grad():
                 image = pipe(
                     prompt,
-                    num_inference_steps=config.sample_steps,
-                    guidance_scale=config.guidance_scale,
-                    height=config.resolution,
-                    width=config.resolution,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    height=size,
+                    width=size,
                     generator=generator,
+                    **family.call_kwargs("", 1, sampler, 0.0),
                 ).images[0]
             path = folder / f"p{p}-seed{seed}.png"
             params = {
                 "prompt": prompt,
                 "seed": seed,
-                "steps": config.sample_steps,
-                "sampler": SAMPLER,
-                "cfg_scale": config.guidance_scale,
-                "width": config.resolution,
-                "height": config.resolution,
+                "steps": steps,
+                "sampler": sampler,
+                "cfg_scale": guidance,
+                "width": size,
+                "height": size,
                 "model": model.name,
                 "model_hash": model.model_hash,
-                **({"model_base": base} if base else {}),
+                "model_base": family.base,
+                "family": family.name,
                 **files,
                 "step": step,
             }
