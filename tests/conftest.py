@@ -120,3 +120,24 @@ def mined(tmp_path_factory, data_dir):
     face_variant(astronaut, ASTRONAUT_FACE, np.random.default_rng(99)).save(reference)
     assert main(mine_args(root / "ws", root / "photos", reference)) == 0
     return Mined(root / "ws", root / "photos", reference, kinds)
+
+
+@pytest.fixture(scope="session")
+def people(data_dir) -> dict[str, list[Path]]:
+    """Real photos of several people (tests/data/people, one folder per person), by person."""
+    folders = sorted(p for p in (data_dir / "people").iterdir() if p.is_dir())
+    return {folder.name: sorted(folder.glob("*.jpg")) for folder in folders}
+
+
+@pytest.fixture(scope="session")
+def people_faces(people):
+    """(descriptors, labels, paths) of every photo of `people`: one face each, found once per session."""
+    import numpy as np
+
+    from amari.faces import descriptors as face_lib
+    from amari.storage.images import load_rgb
+
+    paths = [path for photos in people.values() for path in photos]
+    descriptors = np.array([face_lib.encode(load_rgb(path))[0].descriptor for path in paths])
+    labels = np.array([path.parent.name for path in paths])
+    return descriptors, labels, paths
