@@ -8,6 +8,7 @@ from amari.config.defaults import DEFAULT_MODEL
 from amari.config.settings import Settings, setting
 from amari.errors import UsageError
 from amari.execution.devices import check_device
+from amari.generate.ip_adapter import IpAdapter
 from amari.generate.schedulers import check_sampler
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -54,6 +55,7 @@ class GenerateConfig(Settings):
     extract_ema: bool = setting(True, "a checkpoint file with EMA and plain weights gives its EMA weights")
     embeddings: tuple[Embedding, ...] = setting((), "textual-inversion embeddings to load", cli=False, toml=False)
     loras: tuple[Lora, ...] = setting((), "LoRA files to load (needs peft)", cli=False, toml=False)
+    ip_adapter: IpAdapter | None = setting(None, "an IP-Adapter and the images it is guided by", cli=False, toml=False)
 
     def check(self):
         check_sampler(self.scheduler)

@@ -49,7 +49,9 @@ def _check_request(prompt, seeds) -> list[str]:
     return prompts
 
 
-def _image_params(prompt: str, seed: int, config: GenerateConfig, model, width: int, height: int) -> dict:
+def _image_params(
+    prompt: str, seed: int, config: GenerateConfig, model, width: int, height: int, adapter: dict | None = None
+) -> dict:
     params = {
         "prompt": prompt,
         "negative_prompt": config.negative_prompt,
@@ -85,6 +87,8 @@ def _image_params(prompt: str, seed: int, config: GenerateConfig, model, width: 
             }
             for lora in config.loras
         ]
+    if adapter is not None:
+        params["ip_adapter"] = adapter
     return params
 
 
@@ -118,11 +122,17 @@ def generate(
 
     # 2. The model, with this request's sampler, embeddings and LoRAs.
     model = load_model(config)
-    model.use(config)
+    guided = model.use(config)
     width = config.width or model.native_size
     height = config.height or model.native_size
     noise_device = "cpu" if config.rng == "cpu" else model.device
     extra = {"eta": config.eta} if config.scheduler == "ddim" else {}
+    extra.update(guided)
+    adapter = None
+    if config.ip_adapter is not None:
+        from amari.generate.ip_adapter import adapter_params
+
+        adapter = adapter_params(config.ip_adapter, model.base)  # recorded with every image it guides
 
     # 3. Denoise pass by pass, one generator per image.
     images: list[GeneratedImage] = []
@@ -157,7 +167,7 @@ def generate(
                     image=image.convert("RGB"),
                     seed=seed,
                     prompt=text,
-                    params=_image_params(text, seed, config, model, width, height),
+                    params=_image_params(text, seed, config, model, width, height, adapter),
                 )
                 for image, seed, text in zip(output.images, batch_seeds, batch_prompts)
             ]
