@@ -323,7 +323,7 @@ class MineConfig(Settings):
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 
-        # -- --option KEY=VALUE ---------------------------------------------------------------------------
+    # -- --option KEY=VALUE ---------------------------------------------------------------------------
 
     def _resolve_options(self) -> dict[str, dict[str, Any]]:
         """Typed values of --option: the miner's own fields are set, the rest kept for generate/enhance."""

@@ -14,21 +14,8 @@ import numpy as np
 
 from amari.errors import ImageError
 from amari.faces import clusters
-from amari.faces import descriptors as face_lib
-from amari.storage.images import load_rgb, shrink_to
+from amari.faces.crops import face_crop
 from amari.storage.layout import SIM_GROUP
-
-CROP_SIDE = 2.0  # a crop's side in face-box sides: the face and some hair and neck, as face adapters take it
-
-
-def face_crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """A square around the face, `CROP_SIDE` times its box, cut to the image."""
-    top, right, bottom, left = box
-    half = max(bottom - top, right - left) * CROP_SIDE / 2
-    cy, cx = (top + bottom) / 2, (left + right) / 2
-    y0, y1 = max(0, int(cy - half)), min(image.shape[0], int(cy + half))
-    x0, x1 = max(0, int(cx - half)), min(image.shape[1], int(cx + half))
-    return image[y0:y1, x0:x1]
 
 
 class Guidance:
@@ -71,12 +58,7 @@ class Guidance:
         if row.content_hash not in self.crops:
             path = workspace.root / SIM_GROUP / row.name
             try:
-                image = load_rgb(path)
-            except ImageError:
+                self.crops[row.content_hash] = face_crop(path, self.encoder.faces(path), self.config.faces)
+            except ImageError:  # gone since the group was read
                 return None
-            settings = self.config.faces
-            if settings.max_side:  # boxes were found on the shrunk image
-                image = shrink_to(image, settings.max_side)
-            face = face_lib.largest(self.encoder.faces(path))
-            self.crops[row.content_hash] = face_crop(image, face.box) if face is not None else image
         return self.crops[row.content_hash]
