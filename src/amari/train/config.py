@@ -94,6 +94,13 @@ class TrainConfig(Settings):
         None, "a study trains every group with each of these methods (default: method alone)", cli=False
     )
     token: str = setting("*", "placeholder written in prompts", group=_LEARNED)
+    warm_start: Path | None = setting(
+        None,
+        "a finished run's folder to begin from: its token's vectors and its LoRA instead of the init word and a "
+        "fresh LoRA (default: a cold start)",
+        metavar="DIR",
+        group=_LEARNED,
+    )
     init_word: str = setting("woman", "word whose embedding starts the vectors", group=_LEARNED)
     num_vectors: int = setting(1, "vectors per token", flag="--vectors", group=_LEARNED)
     name: str | None = setting(
@@ -287,7 +294,12 @@ class TrainConfig(Settings):
         """The settings that must match for a run to continue from another run's checkpoint."""
         values = asdict(self)
         keys = RESUME_KEYS + (LORA_RESUME_KEYS if self.trains_lora else ())
-        return {key: _jsonable(values[key]) for key in keys}
+        settings = {key: _jsonable(values[key]) for key in keys}
+        if self.warm_start is not None:  # what it began from, by content (a record names no local folder)
+            from amari.train.warm import warm_digest
+
+            settings["warm_start"] = warm_digest(self.warm_start, self.trains_token, self.trains_lora)
+        return settings
 
 
 def _at_least(minimum: int, **values: int) -> None:

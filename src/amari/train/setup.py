@@ -25,6 +25,7 @@ from amari.train.tokens import (
     training_token,
     vector_tokens,
 )
+from amari.train.warm import warm_lora, warm_vectors
 
 
 def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None) -> Run:
@@ -48,6 +49,8 @@ def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None
         components.unet.enable_gradient_checkpointing()
     spec = LoraSpec.of(config) if config.trains_lora else None
     lora_parameters = add_lora(components, spec, config.seed) if spec is not None else []
+    if spec is not None and config.warm_start is not None:
+        warm_lora(components, spec, config.warm_start)
 
     tokenizer = components.tokenizer
     placeholder, ids = None, []
@@ -55,6 +58,8 @@ def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None
         token = training_token(config.token, tokenizer.get_vocab())
         table = components.text_encoder.get_input_embeddings().weight
         vectors = init_vectors(tokenizer, table, config.init_word, config.num_vectors)
+        if config.warm_start is not None:
+            vectors = warm_vectors(config.warm_start, config.num_vectors, vectors.shape[1])
         ids = add_placeholder(tokenizer, token, config.num_vectors)
         placeholder = splice(components.text_encoder, ids, vectors)
         words = vector_tokens(token, config.num_vectors)
