@@ -81,3 +81,62 @@ def test_the_miner_guides_generation_with_its_group(tmp_path, tiny_sd, tiny_ip_a
         assert found.fields == parse_a1111_parameters(found.parameters)
         fields = found.fields
         assert fields["IP-Adapter scale"] == "0.6" and fields["IP-Adapter"].startswith(tiny_ip_adapter.stem)
+
+
+def test_a_study_compares_ip_adapter_without_training_it(tmp_path, tiny_ip_adapter):
+    from amari.study.config import study_from_dict
+    from amari.study.stages import STAGES, stage_units
+
+    data = {
+        "evaluate": {"prompts": ["a photo of amari"], "commands": [{"name": "sd1", "seed": 1}]},
+        "train": {"methods": ["ti", "ip-adapter"]},
+        "select": {"groups": [{"name": "g_3", "images": 3}]},
+    }
+    with pytest.raises(UsageError, match="needs \\[evaluate\\] ip_adapter"):
+        study_from_dict(data, base=tmp_path)
+    data["evaluate"]["ip_adapter"] = str(tiny_ip_adapter)
+    config = study_from_dict(data, base=tmp_path)
+    assert config.train.study_methods() == ("ti",) and config.evaluate.methods == ("ti", "ip-adapter")
+    train = next(stage for stage in STAGES if stage.name == "train")
+    assert [unit for _marker, unit in stage_units(train, config)] == [("ti", "g_3")]
+
+
+def test_the_ip_adapter_cells_are_conditioned_on_each_groups_images(tmp_path, tiny_sd, tiny_ip_adapter, people):
+    import shutil
+
+    from amari import evaluate
+    from amari.evaluate import Command, EvaluateConfig
+    from amari.storage.layout import StudyLayout
+
+    layout = StudyLayout(tmp_path / "study")
+    for folder, photos in (
+        (layout.workspace.sim_group, people["obama"][:2]),
+        (layout.prepared("g_3"), people["obama"]),
+    ):
+        folder.mkdir(parents=True)
+        for photo in photos:
+            shutil.copy(photo, folder)
+    config = EvaluateConfig(
+        prompts=("a photo of amari",),
+        commands=(Command("sd1", 1),),
+        sampler="ddim",
+        steps=2,
+        width=64,
+        height=64,
+        methods=("ip-adapter",),
+        training_groups=("g_3",),
+        ip_adapter=str(tiny_ip_adapter),
+        model=str(tiny_sd),
+        device="cpu",
+        cnn_second_pass=False,
+    )
+    result = evaluate.run(config, layout)
+    guided, control = (next(c for c in result.cells if c.method == m) for m in ("ip-adapter", ""))
+    assert guided.prompt_sent == control.prompt_sent == "a photo of woman"  # the subject is the init word
+    images = [layout.results.root / cell.image for cell in (guided, control)]
+    assert images[0].parent.parent.name == "ip-adapter"
+    adapter = read_provenance(images[0]).amari["ip_adapter"]
+    assert adapter["images"] == len(people["obama"]) and adapter["scale"] == 0.6
+    assert "ip_adapter" not in read_provenance(images[1]).amari
+    assert not np.array_equal(load_rgb(images[0]), load_rgb(images[1]))  # same seed and prompt; the adapter differs
+    assert evaluate.run(config, layout).kept == 2  # nothing changed: both kept

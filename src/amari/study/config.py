@@ -117,7 +117,7 @@ def _shared(name: str, study: StudySettings, built: dict[str, Any], layout: Stud
             "study_name": study.name,
             "init_word": built["train"].init_word,
             "training_groups": tuple(g.name for g in built["select"].groups),
-            "methods": built["train"].study_methods(),
+            "methods": built["train"].compared_methods(),
             "demo": study.demo,
         }
     return {}

@@ -19,7 +19,15 @@ from amari.errors import UsageError
 # ti: the token's vectors alone; lora: a LoRA on the UNet's attention (the token is plain text);
 # pivotal: the token's vectors and the LoRA together, each with its own learning rate.
 METHODS = ("ti", "lora", "pivotal")
-METHOD_NAMES = {"ti": "Textual Inversion", "lora": "LoRA", "pivotal": "pivotal tuning (token + LoRA)"}
+# A study may compare these with the trained ones: nothing is trained, the evaluation conditions on each group.
+UNTRAINED_METHODS = ("ip-adapter",)
+STUDY_METHODS = METHODS + UNTRAINED_METHODS
+METHOD_NAMES = {
+    "ti": "Textual Inversion",
+    "lora": "LoRA",
+    "pivotal": "pivotal tuning (token + LoRA)",
+    "ip-adapter": "IP-Adapter (no training)",
+}
 UNET_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_ENCODER_ATTENTION = ("q_proj", "k_proj", "v_proj", "out_proj")
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
@@ -91,7 +99,9 @@ class TrainConfig(Settings):
         group=_LEARNED,
     )
     methods: tuple[str, ...] | None = setting(
-        None, "a study trains every group with each of these methods (default: method alone)", cli=False
+        None,
+        "a study compares these methods on every group (default: method alone); ip-adapter trains nothing",
+        cli=False,
     )
     token: str = setting("*", "placeholder written in prompts", group=_LEARNED)
     warm_start: Path | None = setting(
@@ -199,9 +209,11 @@ class TrainConfig(Settings):
         self._check()
 
     def _check(self) -> None:
-        for method in (self.method, *(self.methods or ())):
-            if method not in METHODS:
-                raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+        if self.method not in METHODS:
+            raise UsageError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
+        for method in self.methods or ():
+            if method not in STUDY_METHODS:
+                raise UsageError(f"unknown method {method!r}: use some of {', '.join(STUDY_METHODS)}")
         if self.methods is not None and (not self.methods or len(set(self.methods)) != len(self.methods)):
             raise UsageError(f"methods must list each method once, not {list(self.methods)}")
         self._check_lora()
@@ -280,6 +292,10 @@ class TrainConfig(Settings):
 
     def study_methods(self) -> tuple[str, ...]:
         """The methods a study trains each group with."""
+        return tuple(m for m in self.compared_methods() if m in METHODS)
+
+    def compared_methods(self) -> tuple[str, ...]:
+        """The methods a study evaluates on each group: those it trains, and those that need no training."""
         return self.methods or (self.method,)
 
     @property
