@@ -23,6 +23,7 @@ STAGES = (
     "generate",
     "enhance",
     "mine",
+    "refine",
     "select",
     "prepare",
     "train",

@@ -195,6 +195,7 @@ def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers
         scorers=tuple(scorers.names.split("+")),
         training_metrics=tuple(metrics),
         mining_archive=_relative(layout.workspace.archive, root),
+        refine_rounds=_relative(layout.refine.rounds_csv, root) if layout.refine.rounds_csv.is_file() else "",
         extra={"demo": True} if config.demo else {},
     )
 

@@ -36,6 +36,9 @@ class Verdict(str, Enum):
     UNKNOWN = UNKNOWN_PERSON
 
 
+JUDGED = {Verdict.SIM: "accepted", Verdict.ALMOST: "almost", Verdict.UNKNOWN: "too far"}  # a scored face's reason
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     """What the user may tune; everything else is the original's constants above."""
@@ -353,8 +356,7 @@ def judge(
             judgements.append(Judgement(key, Verdict.UNKNOWN, score, "no group yet"))
             continue
         verdict = classify(score, hi, almost_band)
-        reason = {Verdict.SIM: "accepted", Verdict.ALMOST: "almost", Verdict.UNKNOWN: "too far"}[verdict]
-        judgements.append(Judgement(key, verdict, score, reason))
+        judgements.append(Judgement(key, verdict, score, JUDGED[verdict]))
     return tuple(judgements)
 
 

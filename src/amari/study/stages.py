@@ -44,6 +44,8 @@ def stage_units(stage: Stage, config: StudyConfig) -> list[tuple[str | None, obj
     """(marker name, unit) of each piece of work of `stage`: STAGE, STAGE-GROUP, or STAGE-METHOD-GROUP (a
     Textual Inversion group keeps the marker STAGE-GROUP it always had)."""
     groups = [g.name for g in config.select.groups]
+    if stage.name == "refine" and not config.refine.rounds:
+        return []  # no refinement asked for
     if not stage.per_group:
         return [(stage.name, None)]
     if not stage.per_method:
@@ -63,6 +65,24 @@ def _mine(config: StudyConfig, _group, log: Log) -> str:
         result = mine.run(config.mine, layout, mining_source(config.mine), progress)
     log(f"mine: {result.summary()}")
     return result.summary()
+
+
+def refine_rounds(config: StudyConfig, log: Log, progress=None):
+    """The refinement loop over the study's workspace, with its [mine], [train] and [prepare] settings."""
+    from amari import refine
+
+    return refine.run(
+        config.refine, config.layout.refine, config.mine, config.train, config.prepare, progress=progress, log=log
+    )
+
+
+def _refine(config: StudyConfig, _group, log: Log) -> str:
+    from amari import mine
+
+    with mine.MiningProgress(enabled=True) as progress:
+        result = refine_rounds(config, log, progress)
+    log(f"refine: {result.table()}")
+    return f"{len(result.rounds)} rounds, {result.stopped}"
 
 
 def _select(config: StudyConfig, _group, log: Log) -> str:
@@ -124,6 +144,7 @@ def _report(config: StudyConfig, _group, log: Log) -> str:
 
 STAGES = (
     Stage("mine", False, _mine),
+    Stage("refine", False, _refine),
     Stage("select", False, _select),
     Stage("prepare", True, _prepare),
     Stage("train", True, _train, per_method=True),
@@ -138,7 +159,8 @@ def stage_fingerprints(config: StudyConfig) -> dict[str, str]:
     holds where it mines, since a workspace belongs to one place."""
     fingerprints, previous = {}, str(config.layout.root)
     for stage in STAGES:
-        previous = fingerprint(previous, getattr(config, stage.name))
+        if stage.name != "refine" or config.refine.rounds:  # a study without rounds keeps the chain it had
+            previous = fingerprint(previous, getattr(config, stage.name))
         fingerprints[stage.name] = previous
     return fingerprints
 
