@@ -23,9 +23,7 @@ class RefineConfig(Settings):
     method: str = setting(
         "ti", "what each round learns: ti, lora or pivotal (train's settings otherwise)", choices=METHODS
     )
-    warm_start: bool = setting(
-        True, "train every round from scratch, not from the round before", flag="--scratch", show_default=False
-    )
+    scratch: bool = setting(False, "train every round from the init word, not from the round before's files")
     steps: int = setting(500, "training steps per round", metavar="N")
     target_acceptance: float = setting(
         0.5, "done when a round's candidates join the group at least this often ...", metavar="SHARE"

@@ -189,7 +189,7 @@ def _mine(config: RefineConfig, layout: RefineLayout, number: int, step: Step, m
 
 def _round_train(config: RefineConfig, train, number: int, layout: RefineLayout):
     """Round `number`'s training settings: the round's method, length and name, warm from the round before."""
-    warm = layout.train(number - 1).out if config.warm_start and number > 1 else None
+    warm = layout.train(number - 1).out if not config.scratch and number > 1 else None
     return train.replace(
         method=config.method,
         methods=None,
