@@ -1,5 +1,6 @@
 """`amari refine` on the tiny model: two rounds, the table, round 2 mining with round 1's identity (and saying
-so in every image), warm starts, and SIGKILL in each round resumed to the uninterrupted run's result.
+so in every image; pivotal rounds with its embedding and its LoRA), warm starts, and SIGKILL in each round
+resumed to the uninterrupted run's result.
 
 Real photos of one person seed the group (`[mine] reference`): the tiny model draws noise, so no
 candidate ever joins, but every step of every round runs for real."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -182,3 +184,24 @@ def test_killed_in_each_round_resumes_to_the_uninterrupted_result(refined, tmp_p
     assert state["steps"]["2"]["mined"] and not state["steps"]["2"]["trained"]  # killed where intended
     refine(config)
     assert comparable(config.parent / "study") == comparable(refined)
+
+
+@pytest.mark.slow
+def test_pivotal_rounds_mine_with_the_last_rounds_embedding_and_lora(tmp_path, tiny_sd, people):
+    config = study_toml(tmp_path, tiny_sd, people["obama"], method="pivotal")
+    refine(config)
+    study, before = config.parent / "study", config.parent / "study/refine/round-01/train"
+    named = set()
+    for path in image_files(study / "mine/unknown-person"):
+        found = read_provenance(path)
+        lora = re.sub("[0-9a-f]{12}$", "HASH", found.fields.get("Lora hashes") or "")
+        named.add((found.fields.get("TI hashes"), lora, found.amari["prompt"]))
+    embedding = file_sha256(before / "amari-r1.safetensors")[:12]
+    assert named == {
+        (None, "", "a photo of a woman"),  # round 1: the plain prompt
+        (f"amari-r1: {embedding}", "amari-r1-lora: HASH", "a photo of a amari-r1"),
+    }
+    warm = json.loads((study / "refine/round-02/train/run.json").read_text())["settings"]["warm_start"]
+    assert warm == "+".join(
+        file_sha256(before / name) for name in ("learned_embeds.safetensors", "pytorch_lora_weights.safetensors")
+    )
