@@ -111,27 +111,6 @@ def astronaut(data_dir):
 
 
 @pytest.fixture(scope="session")
-def mined(tmp_path_factory, data_dir):
-    """A workspace mined once from real photos with `amari mine --source folder:` (the astronaut's variants
-    join the group; other people, faceless and broken files go to unknown-person). Copy it before
-    changing it (`serving.copy_workspace`)."""
-    import numpy as np
-    from PIL import Image
-
-    from amari.cli import main
-    from serving import Mined
-    from test_mine_run import ASTRONAUT_FACE, build_photo_folder, face_variant, mine_args
-
-    root = tmp_path_factory.mktemp("mined")
-    kinds = build_photo_folder(root / "photos", data_dir)
-    reference = root / "reference.png"
-    astronaut = Image.open(data_dir / "astronaut.png").convert("RGB")
-    face_variant(astronaut, ASTRONAUT_FACE, np.random.default_rng(99)).save(reference)
-    assert main(mine_args(root / "ws", root / "photos", reference)) == 0
-    return Mined(root / "ws", root / "photos", reference, kinds)
-
-
-@pytest.fixture(scope="session")
 def people(data_dir) -> dict[str, list[Path]]:
     """Real photos of several people (tests/data/people, one folder per person), by person."""
     folders = sorted(p for p in (data_dir / "people").iterdir() if p.is_dir())
@@ -150,3 +129,24 @@ def people_faces(people):
     descriptors = np.array([face_lib.encode(load_rgb(path))[0].descriptor for path in paths])
     labels = np.array([path.parent.name for path in paths])
     return descriptors, labels, paths
+
+
+@pytest.fixture(scope="session")
+def mined(tmp_path_factory, data_dir):
+    """A workspace mined once from real photos with `amari mine --source folder:` (the astronaut's variants
+    join the group; other people, faceless and broken files go to unknown-person). Copy it before
+    changing it (`serving.copy_workspace`)."""
+    import numpy as np
+    from PIL import Image
+
+    from amari.cli import main
+    from serving import Mined
+    from test_mine_run import ASTRONAUT_FACE, build_photo_folder, face_variant, mine_args
+
+    root = tmp_path_factory.mktemp("mined")
+    kinds = build_photo_folder(root / "photos", data_dir)
+    reference = root / "reference.png"
+    astronaut = Image.open(data_dir / "astronaut.png").convert("RGB")
+    face_variant(astronaut, ASTRONAUT_FACE, np.random.default_rng(99)).save(reference)
+    assert main(mine_args(root / "ws", root / "photos", reference)) == 0
+    return Mined(root / "ws", root / "photos", reference, kinds)

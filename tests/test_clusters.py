@@ -25,6 +25,18 @@ def test_chinese_whispers_groups_real_photos_by_person_and_is_reproducible(peopl
     assert found[0] == 0 and set(found) == set(range(found.max() + 1))
 
 
+def test_chinese_whispers_gives_dlibs_own_labels(people_faces):
+    import dlib
+
+    descriptors, _, _ = people_faces
+    shuffled = descriptors[np.random.default_rng(1).permutation(len(descriptors))]
+    for faces in (descriptors, shuffled):
+        theirs = dlib.chinese_whispers_clustering([dlib.vector(row.tolist()) for row in faces], 0.5)
+        ours = clusters.chinese_whispers(faces, 0.5)
+        assert len(set(zip(ours, theirs))) == len(set(ours)) == len(set(theirs))  # the same partition
+    assert clusters.links(np.zeros((2, DESCRIPTOR_SIZE)), 0.5, block=1) == [(0, 0), (0, 1), (1, 1)]
+
+
 def test_dbscan_follows_its_rule_on_points_by_hand():
     # Within 0.5 (inclusive): 0, 0.4, 0.8 chain (0.4 apart); 0.8 has two neighbours besides itself.
     points = on_axis(0.0, 0.4, 0.8, 3.0, 3.5, 9.0)

@@ -18,6 +18,7 @@ import pytest
 
 from amari.cli import main
 from amari.errors import UsageError
+from amari.mine import MineConfig
 from amari.provenance.png import read_provenance
 from amari.refine import RefineConfig
 from amari.storage.files import file_sha256
@@ -165,6 +166,11 @@ def test_what_the_rounds_cannot_work_with_is_refused(tmp_path, tiny_sd, people, 
     config.write_text(text.replace("[mine]\n", f'[mine]\nsource = "folder:{tmp_path}"\n'))
     assert main(["refine", str(config)]) == 2
     assert "a folder source cannot be steered" in capsys.readouterr().err
+    config.write_text(re.sub(r"reference = .*\n", "identities = 2\n", text))
+    assert main(["refine", str(config)]) == 2
+    assert "refine grows a single identity" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="steer a single identity"):
+        MineConfig(source=f"folder:{tmp_path}", identities=2, start="cluster")
     with pytest.raises(UsageError, match="lower-case"):
         RefineConfig(name="Amari")
     assert load_refine(config).refine.rounds == 2  # a study's other tables are not needed

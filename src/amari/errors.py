@@ -33,6 +33,12 @@ class WorkspaceError(AmariError):
     """A workspace that is locked, damaged, or not what a command expected."""
 
 
+class LeakageFound(AmariError):
+    """The leakage audit raised a flag: a mined identity is too near a real person's face."""
+
+    exit_code = 3
+
+
 _HINTS = {
     "ENOSPC": "the disk is full: free some space and run the same command again (what was written is kept)",
     "EDQUOT": "the disk quota is used up: free some space and run the same command again",

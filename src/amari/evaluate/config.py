@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from amari.config.defaults import DEFAULT_MODEL
+from amari.config.limits import MAX_DENOISING_STEPS, check_at_most, check_image_size
 from amari.config.settings import Settings, check_positive, convert, from_table, setting
 from amari.errors import UsageError
 from amari.execution.cluster import actors_setting, address_setting
@@ -138,6 +139,8 @@ class EvaluateConfig(Settings):
             raise UsageError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.width % 8 or self.height % 8:
             raise UsageError(f"width and height must be multiples of 8, not {self.width}×{self.height}")
+        check_at_most(MAX_DENOISING_STEPS, "the schedulers' training timesteps", steps=self.steps)
+        check_image_size(self.width, self.height, self.batch_size, "generating images")
         check_device(self.device)
         if not self.methods or len(set(self.methods)) != len(self.methods) or set(self.methods) - set(STUDY_METHODS):
             raise UsageError(

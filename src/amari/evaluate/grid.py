@@ -199,8 +199,9 @@ def generate_cells(
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from amari.execution.workers import InlineExecutor
+    from amari.faces.descriptors import locate
     from amari.generate import generate_images
-    from amari.provenance.png import save_png
+    from amari.provenance.png import check_rgb, save_png
 
     executor = executor or InlineExecutor()
     size = config.batch_size
@@ -229,7 +230,10 @@ def generate_cells(
                     "prompt": cell.prompt,
                     "fingerprint": fresh.fingerprint,
                 }
-                save_png(image.image, results_dir / cell.image, {**image.params, STUDY_KEY: record})
+                # The watermark leaves alone every face the primary scorer will find (its settings are
+                # the defaults), small ones included.
+                faces = locate(check_rgb(image.image))
+                save_png(image.image, results_dir / cell.image, {**image.params, STUDY_KEY: record}, faces=faces)
                 on_image(cell, fresh)
 
 

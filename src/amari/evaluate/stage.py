@@ -25,13 +25,14 @@ from amari.evaluate.grid import (
     plan_cells,
     read_fingerprint,
 )
-from amari.storage.files import claim_folder, file_sha256
+from amari.storage.files import claim_folder, file_sha256, remove_stale_temporaries
 from amari.storage.images import image_files
 from amari.storage.layout import StudyLayout
 from amari.storage.results import (
     DEFAULT_METHOD,
     CellResult,
     ResultsManifest,
+    has_results_header,
     read_manifest,
     read_results,
     unit_name,
@@ -137,15 +138,25 @@ def _previous(csv: Path) -> dict[tuple[int, str, str, str], CellResult]:
         return {cell.key: cell for cell in read_results(csv)}
     except UsageError:
         # A damaged results file loses only its scores: images are kept and scored again.
-        os.replace(csv, csv.with_suffix(".damaged.csv"))
+        os.replace(csv, _damaged(csv))
         return {}
 
 
+def _damaged(csv: Path) -> Path:
+    return csv.with_suffix(".damaged.csv")
+
+
 def _earlier_results(folder: Path) -> bool:
-    """A results folder written before amari marked its folders: its CSV and manifest read as amari's."""
+    """A results folder written before amari marked its folders: nothing in it but what evaluate and report
+    write, and a CSV with amari's header (an empty or foreign one is someone else's) that reads whole."""
     from amari.storage.layout import ResultsLayout
 
     layout = ResultsLayout(folder)
+    written = {layout.csv.name, layout.manifest.name, layout.images.name, layout.report.name, _damaged(layout.csv).name}
+    if any(not p.name.startswith(".") and p.name not in written for p in folder.iterdir()):
+        return False
+    if not has_results_header(layout.csv):
+        return False
     try:
         read_results(layout.csv)
         read_manifest(folder)
@@ -219,6 +230,7 @@ def run(
     files_sha = _units_sha(config, files)
     scorers = scorers or default_scorers(config)
     claim_folder(results.root, "evaluation results", ours=_earlier_results)
+    remove_stale_temporaries(results.root, recursive=True)  # a killed run's half-written files, images too
     previous = _previous(results.csv)
     # 2. Decide per cell: keep, score again, or generate.
     cells = plan_cells(config)

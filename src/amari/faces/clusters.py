@@ -3,8 +3,8 @@
 Pure functions over (N × 128) descriptor arrays and label arrays; no files, no models. Labels are
 integers, one per face; -1 means "in no cluster" (DBSCAN's noise, a face an identity never took).
 
-- `chinese_whispers`: dlib's Chinese Whispers over the graph of pairs closer than a threshold (dlib's
-  `face_clustering.py` example uses 0.5), deterministic for the same faces in the same order;
+- `chinese_whispers`: dlib's Chinese Whispers over the graph of pairs closer than a threshold (`links`;
+  dlib's `face_clustering.py` example uses 0.5), deterministic for the same faces in the same order;
 - `dbscan`: DBSCAN's rule (a core face has at least `min_samples` faces within `eps`, itself included;
   clusters are the core faces linked within `eps` and the faces within `eps` of one), as scikit-learn
   defines it;
@@ -41,16 +41,36 @@ def _first_seen_order(labels) -> np.ndarray:
     return out
 
 
+def links(descriptors, threshold: float, block: int = 1024) -> list[tuple[int, int]]:
+    """Every pair (i, j), j >= i (each face with itself too), whose distance is below `threshold`, in
+    the order dlib's `chinese_whispers_clustering` lists them: matrix products choose the candidates
+    (blocks of `block` rows), exact differences decide them."""
+    rows = _rows(descriptors)
+    norms = np.einsum("ij,ij->i", rows, rows)
+    edges: list[tuple[int, int]] = []
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block]
+        squared = norms[start : start + block, None] + norms[None, :] - 2.0 * (part @ rows.T)
+        first, second = np.nonzero(squared < (threshold + 1e-6) ** 2)
+        first = first + start
+        upper = second >= first
+        first, second = first[upper], second[upper]
+        diff = rows[first] - rows[second]
+        near = np.sqrt(np.einsum("ij,ij->i", diff, diff)) < threshold
+        edges += list(zip(first[near].tolist(), second[near].tolist()))
+    return edges
+
+
 def chinese_whispers(descriptors, threshold: float = CLUSTER_THRESHOLD) -> np.ndarray:
-    """dlib's Chinese Whispers: faces linked when their distance is below `threshold`; every face gets a
-    label (a face linked to none is a cluster of one). Labels are numbered by first appearance."""
+    """dlib's Chinese Whispers over `links(descriptors, threshold)`: the labels dlib's
+    `chinese_whispers_clustering` gives, a few times faster on thousands of faces. Every face gets a
+    label (a face linked to none is a cluster of one); labels are numbered by first appearance."""
     rows = _rows(descriptors)
     if len(rows) == 0:
         return np.empty(0, dtype=np.int64)
     import dlib
 
-    labels = dlib.chinese_whispers_clustering([dlib.vector(row.tolist()) for row in rows], float(threshold))
-    return _first_seen_order(labels)
+    return _first_seen_order(dlib.chinese_whispers(links(rows, threshold)))
 
 
 def dbscan(descriptors, eps: float = CLUSTER_THRESHOLD, min_samples: int = 2) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from amari.config.defaults import DEFAULT_MODEL
+from amari.config.limits import MAX_DENOISING_STEPS, check_at_most, check_image_size
 from amari.config.settings import Settings, setting
 from amari.errors import UsageError
 from amari.execution.devices import check_device
@@ -70,6 +71,8 @@ class GenerateConfig(Settings):
         for name, value in (("width", self.width), ("height", self.height)):
             if value is not None and (value < 8 or value % 8):
                 raise UsageError(f"{name} must be a positive multiple of 8, got {value}")
+        check_at_most(MAX_DENOISING_STEPS, "the schedulers' training timesteps", steps=self.steps)
+        check_image_size(self.width, self.height, self.batch_size, "generating images")
         check_device(self.device)
         if self.dtype not in DTYPES:
             raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")

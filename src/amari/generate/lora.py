@@ -25,8 +25,11 @@ def apply_loras(pipe, loaded: dict[str, tuple[str, float]], wanted) -> None:
         pipe.unload_lora_weights()
         loaded.clear()
     for name, (path, _weight) in target.items():
+        # A file is named to diffusers as folder + weight_name: offline, diffusers 0.34 refuses to guess
+        # the weight's file name even for a file given by its path.
+        where = {"weight_name": Path(path).name} if Path(path).is_file() else {}
         try:
-            pipe.load_lora_weights(path, adapter_name=name)
+            pipe.load_lora_weights(str(Path(path).parent) if where else path, adapter_name=name, **where)
         except (ValueError, KeyError, OSError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "PEFT backend is required" in first:

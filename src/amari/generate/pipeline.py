@@ -11,7 +11,7 @@ from amari.generate.config import GenerateConfig
 from amari.generate.ip_adapter import AdapterState, apply_ip_adapter
 from amari.generate.lora import apply_loras
 from amari.generate.textual_inversion import apply_embeddings
-from amari.models.diffusion import ModelInfo, load_pipeline, model_source
+from amari.models.diffusion import ModelInfo, load_pipeline, model_base, model_source
 
 
 @dataclass
@@ -36,8 +36,7 @@ class LoadedModel:
     @property
     def base(self) -> str | None:
         """The model family as InvokeAI names it (sd-1, sd-2), from the text encoder's width."""
-        width = getattr(getattr(self.pipe.text_encoder, "config", None), "hidden_size", None)
-        return {768: "sd-1", 1024: "sd-2"}.get(width)
+        return model_base(self.pipe.text_encoder)
 
     def use(self, config: GenerateConfig) -> dict:
         """Set the sampler, embeddings, LoRAs and IP-Adapter `config` asks for (cheap; the model's weights stay

@@ -6,11 +6,9 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from amari.errors import UsageError
 from amari.generate.config import GenerateConfig
-from amari.storage.files import safetensors_data_sha256, sha256_once
 
 MAX_SEED = 2**32  # A1111's seed range; the study's seeds fit it
 
@@ -49,9 +47,20 @@ def _check_request(prompt, seeds) -> list[str]:
     return prompts
 
 
-def _image_params(
-    prompt: str, seed: int, config: GenerateConfig, model, width: int, height: int, adapter: dict | None = None
-) -> dict:
+def _file_params(config: GenerateConfig) -> dict:
+    """What every image of a request records about its embeddings and LoRAs: the files other tools load,
+    by the names they give them (`amari.provenance.names`), never a local folder."""
+    from amari.provenance.names import embedding_entry, lora_entry
+
+    params: dict = {}
+    if config.embeddings:
+        params["embeddings"] = [embedding_entry(e.path, e.token) for e in config.embeddings]
+    if config.loras:
+        params["loras"] = [lora_entry(lora.path, lora.weight) for lora in config.loras]
+    return params
+
+
+def _image_params(prompt: str, seed: int, config: GenerateConfig, model, width: int, height: int, files: dict) -> dict:
     params = {
         "prompt": prompt,
         "negative_prompt": config.negative_prompt,
@@ -69,27 +78,7 @@ def _image_params(
         params["eta"] = config.eta
     if model.base:
         params["model_base"] = model.base
-    if config.embeddings:
-        # File names only: metadata travels with shared images, the user's folders should not. `name` and
-        # `hash` are what A1111 calls the file (its stem) and its short hash, for `TI hashes`.
-        params["embeddings"] = [
-            {"token": e.token, "path": Path(e.path).name, "name": Path(e.path).stem, "hash": sha256_once(e.path)[:12]}
-            for e in config.embeddings
-        ]
-    if config.loras:
-        # A1111 names a LoRA by its file's stem and hashes its tensor data (`Lora hashes`).
-        params["loras"] = [
-            {
-                "path": Path(lora.path).name,
-                "name": Path(lora.path).stem,
-                "hash": safetensors_data_sha256(lora.path)[:12],
-                "weight": lora.weight,
-            }
-            for lora in config.loras
-        ]
-    if adapter is not None:
-        params["ip_adapter"] = adapter
-    return params
+    return {**params, **files}
 
 
 def generate(
@@ -128,11 +117,11 @@ def generate(
     noise_device = "cpu" if config.rng == "cpu" else model.device
     extra = {"eta": config.eta} if config.scheduler == "ddim" else {}
     extra.update(guided)
-    adapter = None
+    files = _file_params(config)
     if config.ip_adapter is not None:
         from amari.generate.ip_adapter import adapter_params
 
-        adapter = adapter_params(config.ip_adapter, model.base)  # recorded with every image it guides
+        files["ip_adapter"] = adapter_params(config.ip_adapter, model.base)  # recorded with every image it guides
 
     # 3. Denoise pass by pass, one generator per image.
     images: list[GeneratedImage] = []
@@ -167,7 +156,7 @@ def generate(
                     image=image.convert("RGB"),
                     seed=seed,
                     prompt=text,
-                    params=_image_params(text, seed, config, model, width, height, adapter),
+                    params=_image_params(text, seed, config, model, width, height, files),
                 )
                 for image, seed, text in zip(output.images, batch_seeds, batch_prompts)
             ]

@@ -7,6 +7,7 @@ files go through amari's weights-only loader, so an embedding cannot run code.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from amari.errors import ModelError, UsageError
@@ -39,6 +40,10 @@ def embedding_tensor(state: dict, path: str | Path):
     return tensor
 
 
+def _of_token(name: str, token: str) -> bool:
+    return name == token or re.fullmatch(re.escape(token) + r"_\d+", name) is not None
+
+
 def apply_embeddings(pipe, loaded: dict[str, str], wanted) -> None:
     """Make `pipe` hold exactly the `wanted` Embedding(path, token) list; `loaded` maps token -> path.
 
@@ -49,7 +54,9 @@ def apply_embeddings(pipe, loaded: dict[str, str], wanted) -> None:
     wanted_paths = {e.token: str(Path(e.path).expanduser().resolve()) for e in wanted}
     stale = [token for token, path in loaded.items() if wanted_paths.get(token) != path]
     if stale:
-        pipe.unload_textual_inversion(stale)
+        # A multi-vector embedding added `token_1`, `token_2`, ... too; unloading removes only the tokens named.
+        vocabulary = pipe.tokenizer.get_vocab()
+        pipe.unload_textual_inversion([t for t in vocabulary if any(_of_token(t, token) for token in stale)])
         for token in stale:
             del loaded[token]
     for token, path in wanted_paths.items():

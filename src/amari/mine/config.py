@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from amari.config.defaults import DEFAULT_MODEL
+from amari.config.limits import MAX_COUNT, check_at_most
 from amari.config.settings import (
     Settings,
     check_cpus,
@@ -127,7 +128,11 @@ class MineConfig(Settings):
         group="generation",
     )
     enhance: bool = setting(
-        True, "upscale and restore faces before judging, as the study did", flag="--no-enhance", group="generation"
+        True,
+        "judge generated images as they come, without upscaling them and restoring their faces first (the "
+        "study enhanced them)",
+        flag="--no-enhance",
+        group="generation",
     )
     upscaler: str | None = setting(
         "RealESRGAN_x4plus", "known upscaler name or a .pth/.safetensors path; none: resize only", group="generation"
@@ -140,7 +145,8 @@ class MineConfig(Settings):
     )
     early_reject: bool = setting(
         True,
-        "write a raw image without enhancing it when its face is far from the group",
+        "enhance every image, also one whose raw face is so far from the group that enhancing could not change "
+        "its verdict (by default such an image is judged raw, unenhanced)",
         flag="--no-early-reject",
         group="generation",
     )
@@ -218,6 +224,30 @@ class MineConfig(Settings):
     guide_images: int = setting(
         8, "the group's most typical faces (lowest member score) whose mean guides", metavar="N", group="guidance"
     )
+    # Many identities (docs/identities.md).
+    identities: int = setting(
+        1,
+        "identities to mine at once, each a sim-group under its own policy state, founded from clusters of "
+        "the faces no identity took; done when K identities each reach the target",
+        metavar="K",
+        group="identities",
+    )
+    found_size: int = setting(
+        3, "faces a cluster of unplaced faces needs to found an identity", metavar="N", group="identities"
+    )
+    separation: float = setting(
+        0.6,
+        "least distance between two identities' centroids (dlib's same-person threshold): a cluster nearer an "
+        "identity founds none, and of two identities that come nearer, the smaller is retired",
+        metavar="D",
+        group="identities",
+    )
+    cluster_threshold: float = setting(
+        0.5,
+        "unplaced faces closer than this are linked when they are clustered (Chinese Whispers)",
+        metavar="D",
+        group="identities",
+    )
     faces: FaceSettings = setting(FaceSettings(), "how faces are found", include=("detector", "upsample", "max_side"))
     engine: str = setting(
         "streaming",
@@ -254,6 +284,17 @@ class MineConfig(Settings):
             scale=self.scale,
             poll=self.poll,
         )
+        self.founding()
+        if self.identities > 1 and self.reference:
+            raise UsageError(
+                "--reference seeds a single identity; with --identities K, identities are founded from clusters"
+            )
+        if self.identities > 1 and (self.start != "pair" or self.ip_adapter is not None):
+            raise UsageError(
+                "--start cluster and --ip-adapter steer a single identity; with --identities K, identities are "
+                "founded from clusters"
+            )
+        check_at_most(MAX_COUNT, "each is counted one by one", target=self.target, max_batches=self.max_batches)
         if self.reject_margin < 0:
             raise UsageError(f"reject_margin must be >= 0, not {self.reject_margin}")
         if self.cpus is not None:
@@ -320,6 +361,15 @@ class MineConfig(Settings):
             return StartConfig(
                 self.start, self.start_candidates, self.start_min_size, self.start_clustering, self.start_threshold
             )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def founding(self):
+        """How identities are founded (`amari.mine.identities.FoundingConfig`)."""
+        from amari.mine.identities import FoundingConfig
+
+        try:
+            return FoundingConfig(self.identities, self.found_size, self.separation, self.cluster_threshold)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 

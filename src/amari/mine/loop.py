@@ -13,8 +13,9 @@ The loop is the single writer; the engine (`amari.mine.engine`) makes candidates
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from amari.mine.progress import MiningProgress
 from amari.mine.records import Commit
 from amari.mine.source import Source
 from amari.mine.start import starter, waiting_note
-from amari.mine.workspace import Workspace, settings_meta
+from amari.mine.workspace import MANY_IDENTITIES, Workspace, settings_meta
 from amari.storage.layout import ALMOST_SIM, INCOMING, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout
 
 STALL_LIMIT = 50  # batches in a row that neither take candidates nor change a folder: the policy is stuck
@@ -43,13 +44,20 @@ STALL_LIMIT = 50  # batches in a row that neither take candidates nor change a f
 class MineResult:
     stopped: str  # done | max-batches | source exhausted | stalled
     batches: int
-    group_size: int
+    group_size: int  # with several identities: their members together
     almost_size: int
     unknown_size: int
     avg: float
     hi: float
+    identities: tuple[str, ...] = ()  # one line per live identity, when the workspace mines several
 
     def summary(self) -> str:
+        if self.identities:
+            return (
+                f"{self.stopped} after batch {self.batches}: {len(self.identities)} identities, "
+                f"{self.group_size} images in their groups, almost-sim {self.almost_size}, "
+                f"unknown-person {self.unknown_size}\n" + "\n".join(f"  {line}" for line in self.identities)
+            )
         return (
             f"{self.stopped} after batch {self.batches}: sim-group {self.group_size} "
             f"(average {self.avg:.4f}, upper bound {self.hi:.4f}), almost-sim {self.almost_size}, "
@@ -72,8 +80,9 @@ def run(
             if not Path(path).is_file():
                 raise UsageError(f"reference image {path} does not exist")
         # Descriptors of other face settings are not comparable with the ones already in the workspace.
+        settings = settings_meta(face_settings=config.faces.key, **{MANY_IDENTITIES: config.identities > 1})
         with (
-            Workspace.open(layout.root, settings_meta(face_settings=config.faces.key)) as workspace,
+            Workspace.open(layout.root, settings) as workspace,
             ExitStack() as stack,
         ):
             cache = EmbeddingCache(connection=workspace.conn)
@@ -96,22 +105,29 @@ def run(
             )
             stack.callback(engine.close)  # before the cluster goes
             engine.start(source, context)
-            state, counts = workspace.state(), workspace.counts()
+            many = config.identities > 1
+            if many:
+                from amari.mine.many import result as many_result
+                from amari.mine.many import run_many
+            start = many_result(workspace, "starting") if many else _result(workspace, "starting")
             progress.update(
                 source=source.description,
                 target=config.target,
                 running=True,
-                batch=state.batch,
-                group_size=counts[SIM_GROUP],
-                almost_size=counts[ALMOST_SIM],
-                unknown_size=counts[UNKNOWN_PERSON],
-                avg=state.avg,
-                hi=state.hi,
+                batch=start.batches,
+                group_size=start.group_size,
+                almost_size=start.almost_size,
+                unknown_size=start.unknown_size,
+                avg=start.avg,
+                hi=start.hi,
             )
             progress.publish_to(layout.progress)
             try:
-                guidance = Guidance(config, encoder) if config.ip_adapter else None
-                result = _loop(workspace, encoder, engine, source, config, progress, guidance)
+                if many:
+                    result = run_many(workspace, encoder, engine, source, config, progress)
+                else:
+                    guidance = Guidance(config, encoder) if config.ip_adapter else None
+                    result = _loop(workspace, encoder, engine, source, config, progress, guidance)
                 progress.update(event=result.stopped)
                 return result
             finally:  # while the lock is held; a killed run leaves `running` for a reader to check the pid of
@@ -159,7 +175,8 @@ def _loop(
             if config.max_batches is not None and state.batch + 1 >= config.max_batches:
                 engine.ahead = 0  # the last batch: nothing is made that no batch would judge
             wanted = _wanted(workspace, planned, group, config)
-            candidates = gather(workspace, engine, source, replace(planned, n=wanted), group, config, notes)
+            judging = [(group.vectors, planned.hi)] if len(group) else []
+            candidates = gather(workspace, engine, source, wanted, early_choice(config, judging), notes)
             if not candidates:
                 return _result(workspace, "source exhausted")
             progress.update(event=f"judging {len(candidates)} images")
@@ -170,30 +187,34 @@ def _loop(
         for message in notes + judged_notes:
             progress.note(message)
         stalled = 0 if candidates or outcome.joined or change.relocations else stalled + 1
-        _report(workspace, engine, progress, planned, candidates, outcome)
+        counts = workspace.counts()
+        sizes = (counts[SIM_GROUP], counts[ALMOST_SIM], counts[UNKNOWN_PERSON])
+        report(engine, progress, planned.batch, candidates, outcome, sizes, outcome.state.avg, outcome.state.hi)
         if stalled >= STALL_LIMIT:
             return _result(workspace, "stalled")
 
 
-def _report(
-    workspace: Workspace,
+def report(
     engine: Engine,
     progress: MiningProgress,
-    planned: MinerState,
+    batch: int,
     candidates: list[Candidate],
-    outcome: BatchOutcome,
+    outcome,
+    sizes: tuple[int, int, int],
+    avg: float,
+    hi: float,
 ) -> None:
-    counts = workspace.counts()
+    """A batch's line (or panel) of progress: sizes are (group, almost-sim, unknown-person)."""
     generated, judged = engine.stats.rates()
     progress.batch_done(
-        batch=planned.batch,
+        batch=batch,
         batch_size=len(candidates),
-        group_size=counts[SIM_GROUP],
-        almost_size=counts[ALMOST_SIM],
-        unknown_size=counts[UNKNOWN_PERSON],
-        avg=outcome.state.avg,
-        hi=outcome.state.hi,
-        judged=progress.snapshot.judged + len(outcome.judgements),
+        group_size=sizes[0],
+        almost_size=sizes[1],
+        unknown_size=sizes[2],
+        avg=avg,
+        hi=hi,
+        judged=progress.snapshot.judged + len(candidates),
         joined=progress.snapshot.joined + len(outcome.joined),
         event=outcome.event,
         generated_per_s=generated,
@@ -251,34 +272,42 @@ def raw_distance(found, group: np.ndarray) -> float | None:
     return float(face_lib.sim_score(face.descriptor, group))
 
 
+def early_choice(config: MineConfig, judging: list[tuple[np.ndarray, float]]) -> Callable[[Candidate], str]:
+    """Which variant of a candidate with a raw and an enhanced image is judged: the enhanced one, unless
+    its raw face is so far from every group judging the batch (each at its own bound) that enhancing
+    could not change its verdict: then the raw one, as the original miner skipped enhancing such images.
+    `judging`: (the group's descriptors, its bound) of each group that judges this batch."""
+
+    def choose(candidate: Candidate) -> str:
+        if not config.early_reject or not judging:
+            return FINAL
+        for vectors, bound in judging:
+            distance = raw_distance(candidate.raw.faces, vectors)
+            if not policy.rejects_early(distance, bound, config.almost_band, config.reject_margin):
+                return FINAL
+        return RAW
+
+    return choose
+
+
 def gather(
     workspace: Workspace,
     engine: Engine,
     source: Source,
-    planned: MinerState,
-    group: Faces,
-    config: MineConfig,
+    n: int,
+    choose: Callable[[Candidate], str],
     notes: list[str],
 ) -> list[Candidate]:
-    """Up to n candidates with content new to the workspace, in order.
+    """Up to n candidates with content new to the workspace, in order, each judged on the variant
+    `choose` picks (`early_choice`).
 
-    Each candidate with a raw and an enhanced image is judged on the enhanced one, unless its raw face
-    is so far from the group (at this batch's bound) that enhancing could not have mattered: then on
-    the raw one, as the original miner skipped enhancing such images. A candidate the source made
-    whose content the workspace already holds is deleted at once and does not count, so a batch is the
-    same whether or not an earlier run died after writing a file but before noting it. A file the user
-    put in incoming/ with such content is left alone.
+    A candidate the source made whose content the workspace already holds is deleted at once and does
+    not count, so a batch is the same whether or not an earlier run died after writing a file but
+    before noting it. A file the user put in incoming/ with such content is left alone.
     """
-
-    def choose(candidate: Candidate) -> str:
-        if not config.early_reject or len(group) == 0:
-            return FINAL
-        distance = raw_distance(candidate.raw.faces, group.vectors)
-        return RAW if policy.rejects_early(distance, planned.hi, config.almost_band, config.reject_margin) else FINAL
-
     chosen: dict[str, Candidate] = {}
-    while len(chosen) < planned.n:
-        wanted = planned.n - len(chosen)
+    while len(chosen) < n:
+        wanted = n - len(chosen)
         taken = engine.take(wanted, choose)
         notes.extend(source.notes)
         source.notes.clear()

@@ -39,6 +39,17 @@ class ModelInfo:
     weights: str | None = None  # "ema" or "non-ema" for a file that holds both, else None
 
 
+# Stable Diffusion's families by the width of their text encoder (SD 1.x: CLIP ViT-L, 768; SD 2.x: OpenCLIP
+# ViT-H, 1024), as InvokeAI names them.
+BASES = {768: "sd-1", 1024: "sd-2"}
+
+
+def model_base(text_encoder) -> str | None:
+    """The model's family as InvokeAI names it (sd-1, sd-2) from its text encoder, or None when unknown."""
+    width = getattr(getattr(text_encoder, "config", None), "hidden_size", None)
+    return BASES.get(width)
+
+
 def model_source(spec: str) -> tuple[str, str]:
     """("folder" | "file" | "hub", location) for a model spec, or ModelError when it names nothing."""
     path = Path(spec).expanduser()
@@ -71,12 +82,24 @@ def short_hash(path: str | Path) -> str:
 def describe(spec: str) -> ModelInfo:
     """The public description of a model spec (computes a file's hash, once per process)."""
     kind, location = model_source(spec)
+    name = _public_name(kind, location)
+    return ModelInfo(name, kind, model_hash=short_hash(location) if kind == "file" else None)
+
+
+def public_name(spec: str) -> str:
+    """How outputs name a model, without reading it: a hub id, a folder's name, a file's name without its
+    suffix; a spec that names nothing (any more) keeps its last part."""
+    try:
+        return _public_name(*model_source(spec))
+    except ModelError:
+        path = Path(spec)
+        return _public_name("file" if path.suffix.lower() in SINGLE_FILE_SUFFIXES else "folder", spec)
+
+
+def _public_name(kind: str, location: str) -> str:
     if kind == "hub":
-        return ModelInfo(location, kind)
-    path = Path(location)
-    if kind == "folder":
-        return ModelInfo(path.name, kind)
-    return ModelInfo(path.stem, kind, model_hash=short_hash(path))
+        return location
+    return Path(location).stem if kind == "file" else Path(location).name
 
 
 def checked_config_source(model_config: str | None) -> str | None:

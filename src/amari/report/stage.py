@@ -16,6 +16,7 @@ from amari.errors import UsageError
 from amari.report.charts import (
     ARCFACE_CHART,
     CHARTS,
+    REFINEMENT_CHART,
     chart_arcface,
     chart_dose_response,
     chart_epochs,
@@ -26,10 +27,10 @@ from amari.report.charts import (
     chart_sim_per_prompt,
 )
 from amari.report.config import ReportConfig
-from amari.report.html import Section, render_html
+from amari.report.html import Section, audit_html, render_html
 from amari.report.stats import Summary, method_cells, read_mining_archive, read_training_metrics, summarise
 from amari.report.tables import comparisons_html, correlation_html, refinement_html, tables_html
-from amari.storage.files import claim_folder, write_atomic
+from amari.storage.files import claim_folder, remove_stale_temporaries, write_atomic
 from amari.storage.layout import REPORT_HTML, REPORT_SUMMARY, ResultsLayout
 from amari.storage.results import DEFAULT_METHOD, read_manifest, read_results
 from amari.storage.rounds import read_rounds
@@ -70,6 +71,7 @@ def run(config: ReportConfig, layout: ResultsLayout) -> ReportResult:
     manifest = read_manifest(results_dir)
     report_dir = Path(options.out) if options.out else layout.report
     claim_folder(report_dir, "a report", ours=_earlier_report)
+    remove_stale_temporaries(report_dir)  # a killed run's half-written files
     # 2. The numbers.
     summary = summarise(cells, manifest)
     summary_json = write_atomic(
@@ -96,7 +98,7 @@ def run(config: ReportConfig, layout: ResultsLayout) -> ReportResult:
     across = comparisons_html(summary.comparisons, "methods", summary.groups, "methods-comparisons")
     across += correlation_html(summary.rank_correlation)
     if rounds:
-        charts["refinement"] = chart_refinement(rounds, report_dir / CHARTS["refinement"])
+        charts["refinement"] = chart_refinement(rounds, report_dir / REFINEMENT_CHART)
         across += refinement_html(rounds)
     page = render_html(
         summary,
@@ -106,6 +108,7 @@ def run(config: ReportConfig, layout: ResultsLayout) -> ReportResult:
         results_dir,
         report_dir,
         options.thumbnail,
+        audit_html(options.audit, report_dir),
     )
     html_path = write_atomic(report_dir / REPORT_HTML, page)
     return ReportResult(html=html_path, charts=charts, summary=summary, summary_json=summary_json)

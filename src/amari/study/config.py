@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amari.audit import AuditConfig
 from amari.config.defaults import DEFAULT_MODEL
 from amari.config.settings import Settings, convert, from_table, plain, read_toml, setting
 from amari.errors import UsageError
@@ -47,8 +48,13 @@ class StudySettings(Settings):
     demo: bool = setting(
         False, "the offline toy study (amari study --demo): its report says the model has random weights"
     )
+    identity: int | None = setting(
+        None, "with [mine] identities above 1: the identity the study selects, trains and evaluates (default 1)"
+    )
 
     def check(self):
+        if self.identity is not None and self.identity < 1:
+            raise UsageError(f"identity must be 1 or more, not {self.identity}")
         if not NAME.match(self.name):
             raise UsageError(f"name {self.name!r} must be letters, digits, '_', '-' or '.'")
         if not _WORD.match(self.subject):
@@ -69,6 +75,7 @@ STUDY_DEFAULTS: dict[str, dict[str, Any]] = {
 SECTIONS = {
     "study": StudySettings,
     "mine": MineConfig,
+    "audit": AuditConfig,
     "refine": RefineConfig,
     "select": SelectConfig,
     "prepare": PrepareConfig,
@@ -82,6 +89,7 @@ SECTIONS = {
 class StudyConfig:
     study: StudySettings
     mine: MineConfig
+    audit: AuditConfig
     refine: RefineConfig
     select: SelectConfig
     prepare: PrepareConfig
@@ -92,7 +100,8 @@ class StudyConfig:
 
     @property
     def layout(self) -> StudyLayout:
-        return StudyLayout(self.study.out or Path(self.study.name).resolve(), self.evaluate.results)
+        root = self.study.out or Path(self.study.name).resolve()
+        return StudyLayout(root, self.evaluate.results, studied_identity(self.study, self.mine))
 
     @property
     def evaluated_groups(self) -> tuple[str, ...]:
@@ -103,15 +112,33 @@ class StudyConfig:
         return {name: plain(getattr(self, name)) for name in SECTIONS}
 
 
+def studied_identity(study: StudySettings, mine: MineConfig) -> int | None:
+    """The identity the study trains and evaluates: None when it mines one (its sim-group/)."""
+    if mine.identities == 1:
+        if study.identity is not None:
+            raise UsageError("[study] identity picks one of several identities: set [mine] identities above 1")
+        return None
+    if study.identity is not None and study.identity > mine.identities:
+        raise UsageError(f"[study] identity {study.identity} is more than the {mine.identities} [mine] identities")
+    return study.identity or 1
+
+
 def _shared(name: str, study: StudySettings, built: dict[str, Any], layout: StudyLayout) -> dict[str, Any]:
     """What the study hands to a stage: the values its config marks as the study's to set."""
     model = dict(model=study.model, model_config=study.model_config)
     if name == "mine":
         return {**model, "device": study.device}
+    if name == "audit":
+        return {"faces": built["mine"].faces}  # the gallery's faces are found as the miner's were
+    if name == "report":
+        return {"audit": layout.audit.root if built["audit"].gallery is not None else None}
     if name == "select":
         return {"tolerance": built["mine"].tolerance}  # the miner's tolerance decides who is the identity
     if name == "train":
-        sim_group = built.get("evaluate_sim_group") or layout.workspace.sim_group
+        identity = studied_identity(study, built["mine"])
+        sim_group = (
+            built.get("evaluate_sim_group") or dataclasses.replace(layout, identity=identity).workspace.sim_group
+        )
         return {**model, "reference_group": sim_group}
     if name == "evaluate":
         return {
@@ -186,7 +213,7 @@ def _section(cls, table: Any, name: str, base: Path, fixed: dict[str, Any], shar
         raise UsageError(f"{name} must be a table ([{name}])")
     taken = sorted(set(table) & shared)
     if taken:
-        where = "[study]" if name != "select" else "[mine] tolerance"
+        where = {"select": "[mine] tolerance", "audit": "[mine] (the miner's face settings)"}.get(name, "[study]")
         raise UsageError(f"[{name}] {', '.join(taken)}: set by the study from {where}, not here")
     values = {k: v for k, v in fixed.items() if k not in table}
     return from_table(cls, table, name, base, defaults=_Defaults(cls, values), in_study=True)

@@ -6,6 +6,7 @@ plus every earlier stage's, so a change anywhere makes that stage and the ones a
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,14 +39,13 @@ class Stage:
     per_group: bool  # one unit of work (and one marker) per training group
     run: Callable  # (study config, unit or None, log) -> summary line
     per_method: bool = False  # ... and per training method: the unit is (method, group)
+    wanted: Callable[[StudyConfig], bool] = lambda _config: True  # a study without it leaves it out
 
 
 def stage_units(stage: Stage, config: StudyConfig) -> list[tuple[str | None, object]]:
     """(marker name, unit) of each piece of work of `stage`: STAGE, STAGE-GROUP, or STAGE-METHOD-GROUP (a
     Textual Inversion group keeps the marker STAGE-GROUP it always had)."""
     groups = [g.name for g in config.select.groups]
-    if stage.name == "refine" and not config.refine.rounds:
-        return []  # no refinement asked for
     if not stage.per_group:
         return [(stage.name, None)]
     if not stage.per_method:
@@ -65,6 +65,21 @@ def _mine(config: StudyConfig, _group, log: Log) -> str:
         result = mine.run(config.mine, layout, mining_source(config.mine), progress)
     log(f"mine: {result.summary()}")
     return result.summary()
+
+
+def _audit(config: StudyConfig, _group, log: Log) -> str:
+    """The leakage audit of every mined identity, when the study names a gallery; a flag stops the study
+    here, before anything is trained on a real person's face, unless [audit] stop = false."""
+    from amari import audit
+    from amari.errors import LeakageFound
+    from amari.storage.layout import WorkspaceLayout
+
+    workspace = WorkspaceLayout(config.layout.workspace.root)  # every identity, not only the one studied
+    result = audit.run(config.audit, workspace, config.layout.audit)
+    log(f"audit: {result.summary()}")
+    if result.flagged and config.audit.stop:
+        raise LeakageFound(f"the audit raised a flag ({config.layout.audit.html}); set [audit] stop = false to go on")
+    return result.summary().splitlines()[0]
 
 
 def refine_rounds(config: StudyConfig, log: Log, progress=None):
@@ -115,8 +130,12 @@ def _train(config: StudyConfig, unit: tuple[str, str], log: Log) -> str:
     method, group = unit
     name = group if method == DEFAULT_METHOD else f"{method} {group}"
     settings = config.train.replace(method=method, methods=None)
+    # The study's own folder: a run with other settings (a new seed, schedule, ...) is trained anew.
     result = train.run(
-        settings, config.layout.train(group, method), log=lambda message: log(f"train {name}: {message}")
+        settings,
+        config.layout.train(group, method),
+        log=lambda message: log(f"train {name}: {message}"),
+        start_over=True,
     )
     return f"step {result.step}"
 
@@ -139,12 +158,14 @@ def _report(config: StudyConfig, _group, log: Log) -> str:
 
     result = report.run(config.report, config.layout.results)
     log(f"report: {result.html}")
-    return str(result.html)
+    # The marker keeps the page relative to the study: what amari writes names no local folder.
+    return Path(os.path.relpath(result.html, config.layout.root)).as_posix()
 
 
 STAGES = (
     Stage("mine", False, _mine),
-    Stage("refine", False, _refine),
+    Stage("audit", False, _audit, wanted=lambda config: config.audit.gallery is not None),
+    Stage("refine", False, _refine, wanted=lambda config: config.refine.rounds > 0),
     Stage("select", False, _select),
     Stage("prepare", True, _prepare),
     Stage("train", True, _train, per_method=True),
@@ -159,7 +180,7 @@ def stage_fingerprints(config: StudyConfig) -> dict[str, str]:
     holds where it mines, since a workspace belongs to one place."""
     fingerprints, previous = {}, str(config.layout.root)
     for stage in STAGES:
-        if stage.name != "refine" or config.refine.rounds:  # a study without rounds keeps the chain it had
+        if stage.name != "refine" or stage.wanted(config):  # a study without rounds keeps the chain it had
             previous = fingerprint(previous, getattr(config, stage.name))
         fingerprints[stage.name] = previous
     return fingerprints

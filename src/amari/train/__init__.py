@@ -21,11 +21,12 @@ from amari.train.config import (
 )
 
 
-def run(config: TrainConfig, layout: TrainLayout, log=None):
-    """Run (or resume) the training described by `config` (see `amari.train.loop`)."""
+def run(config: TrainConfig, layout: TrainLayout, log=None, start_over: bool = False):
+    """Run (or resume) the training described by `config` (see `amari.train.loop`); `start_over`: a run
+    with other settings in the output folder is trained anew instead of refused."""
     from amari.train.loop import train
 
-    return train(config, layout, log)
+    return train(config, layout, log, start_over)
 
 
 def read_lora_record(path):

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amari.config.defaults import DEFAULT_MODEL, STUDY_SEEDS
+from amari.config.limits import MAX_COUNT, MAX_DENOISING_STEPS, MAX_STEPS, check_at_most, check_image_size
 from amari.config.settings import Settings, setting
 from amari.errors import UsageError
 
@@ -236,6 +237,7 @@ class TrainConfig(Settings):
         )
         if self.resolution % 8:
             raise UsageError(f"--resolution must be a multiple of 8, not {self.resolution}")
+        self._check_limits()
         if not 0.0 <= self.flip_p <= 1.0:
             raise UsageError(f"flip probability must be between 0 and 1, not {self.flip_p}")
         if not (self.base_lr > 0 and math.isfinite(self.base_lr)):
@@ -259,6 +261,13 @@ class TrainConfig(Settings):
             raise UsageError("--reference-group scores the sample images; give --sample-seeds too")
         if self.num_vectors > 75:
             raise UsageError("--vectors must leave room in CLIP's 77-token prompt (at most 75)")
+
+    def _check_limits(self) -> None:
+        steps = dict(max_steps=self.max_steps, checkpoint_every=self.checkpoint_every)
+        check_at_most(MAX_STEPS, "years of a GPU's time", **steps)
+        check_at_most(MAX_DENOISING_STEPS, "the schedulers' training timesteps", sample_steps=self.sample_steps)
+        check_at_most(MAX_COUNT, "each is counted one by one", repeats=self.repeats, grad_accum=self.grad_accum)
+        check_image_size(self.resolution, self.resolution, self.batch_size, "training on images", ("resolution",) * 2)
 
     def _check_lora(self) -> None:
         _at_least(1, lora_rank=self.lora_rank)
@@ -375,6 +384,11 @@ def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> 
     if schedule == "linear":
         return 1.0 - progress
     return 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
+
+
+def is_checkpoint_step(step: int, max_steps: int, every: int) -> bool:
+    """Whether a checkpoint is written after `step`: every `every` steps, and always the last step."""
+    return step % every == 0 or step == max_steps
 
 
 def checkpoint_steps(max_steps: int, every: int) -> list[int]:

@@ -28,7 +28,7 @@ import torch
 
 from amari.errors import ModelError
 from amari.storage.files import safetensors_data_sha256, write_atomic
-from amari.storage.layout import LORA_RECORD, LORA_WEIGHTS
+from amari.storage.layout import LORA_RECORD, LORA_WEIGHTS, kohya_lora_file
 from amari.train.lora import TEXT_ENCODER, UNET, LoraSpec
 
 DIFFUSERS_LORA = LORA_WEIGHTS
@@ -37,11 +37,6 @@ KOHYA_PREFIXES = {UNET: "lora_unet_", TEXT_ENCODER: "lora_te_"}
 ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # the header key diffusers reads the adapters' configs from
 # The embedding files' kinds (`amari.train.formats.save_embedding`) as lora.json names them.
 _RECORD_KINDS = {"diffusers": "embedding", "a1111": "embedding_a1111"}
-
-
-def kohya_file(name: str) -> str:
-    """The kohya/A1111 file of a LoRA named `name`: NAME-lora.safetensors, beside the embedding NAME.safetensors."""
-    return f"{name}-lora.safetensors"
 
 
 def kohya_module(key: str) -> tuple[str, str]:
@@ -76,16 +71,35 @@ def addnet_hash(path: str | Path) -> str:
 def _save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], hashed: bool = False) -> Path:
     from safetensors.torch import save
 
+    from amari.train.formats import safetensors_bytes
+
     tensors = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in tensors.items()}
     if hashed:  # the data bytes do not depend on the header, so the hash can go into it
         metadata = {**metadata, "sshs_model_hash": hashlib.sha256(_header_and_data(save(tensors))[1]).hexdigest()}
-    return write_atomic(path, save(tensors, metadata=metadata))
+    return write_atomic(path, safetensors_bytes(tensors, metadata))
+
+
+def kohya_base_version(base: str | None, v_prediction: bool = False) -> dict[str, str]:
+    """kohya's keys for the model a LoRA was trained on: `ss_v2` ("True" for SD 2.x, which A1111 reads to
+    show the LoRA with SD 2 models only) and `ss_base_model_version` (`sd_v1`, `sd_v2`, `_v` added for a
+    v-prediction model)."""
+    v2 = base == "sd-2"
+    version = ("sd_v2" if v2 else "sd_v1") + ("_v" if v_prediction else "")
+    return {"ss_v2": str(v2), "ss_base_model_version": version}
 
 
 def save_lora(
-    folder: str | Path, state: dict[str, torch.Tensor], spec: LoraSpec, name: str, metadata: dict | None = None
+    folder: str | Path,
+    state: dict[str, torch.Tensor],
+    spec: LoraSpec,
+    name: str,
+    metadata: dict | None = None,
+    base: str | None = None,
+    v_prediction: bool = False,
 ) -> dict[str, Path]:
-    """Write the diffusers and the kohya file into `folder`; returns {"lora": path, "kohya": path}."""
+    """Write the diffusers and the kohya file into `folder`; returns {"lora": path, "kohya": path}.
+
+    `base` is the family of the model it was trained on, as InvokeAI names it (`amari.models.diffusion`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     common = {key: str(value) for key, value in (metadata or {}).items() if value is not None}
@@ -98,13 +112,13 @@ def save_lora(
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(spec.rank),
         "ss_network_alpha": repr(spec.alpha),
-        "ss_base_model_version": "sd_v1",
-        "ss_output_name": Path(kohya_file(name)).stem,
+        **kohya_base_version(base, v_prediction),
+        "ss_output_name": Path(kohya_lora_file(name)).stem,
         **common,
     }
     return {
         "lora": _save(folder / DIFFUSERS_LORA, state, diffusers_meta),
-        "kohya": _save(folder / kohya_file(name), kohya_state(state, spec), kohya_meta, hashed=True),
+        "kohya": _save(folder / kohya_lora_file(name), kohya_state(state, spec), kohya_meta, hashed=True),
     }
 
 

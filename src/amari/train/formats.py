@@ -14,14 +14,16 @@ loader (never running code from the file).
 
 from __future__ import annotations
 
+import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from amari.errors import ModelError
-from amari.storage.files import atomic_path
-from amari.storage.layout import DIFFUSERS_EMBEDDING
+from amari.storage.files import write_atomic
+from amari.storage.layout import DIFFUSERS_EMBEDDING, a1111_embedding_file
 
 DIFFUSERS_FILE = DIFFUSERS_EMBEDDING
 KOHYA_KEY = "emb_params"
@@ -37,12 +39,27 @@ class EmbeddingFile:
     metadata: dict
 
 
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file's bytes with its header's keys in one order. safetensors writes the metadata in
+    an order that changes from process to process; fixed, the same tensors and metadata make the same file,
+    so a file written again unchanged keeps its hash (evaluation keys its cells on it)."""
+    from safetensors.torch import save
+
+    payload = save(tensors, metadata=metadata)
+    (length,) = struct.unpack("<Q", payload[:8])
+    header = json.loads(payload[8 : 8 + length])
+    ordered = {
+        key: dict(sorted(value.items())) if key == "__metadata__" else value for key, value in sorted(header.items())
+    }
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the tensor data starts 8-byte aligned, as safetensors pads it
+    return struct.pack("<Q", len(text)) + text + payload[8 + length :]
+
+
 def save_embedding(
     folder: str | Path, vectors: torch.Tensor, token: str, name: str, metadata: dict | None = None
 ) -> dict[str, Path]:
     """Write both files into `folder`; returns {"diffusers": path, "a1111": path}."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensor = vectors.detach().to("cpu", torch.float32).contiguous()
@@ -50,11 +67,10 @@ def save_embedding(
         raise ValueError(f"vectors must be [n, width], not {tuple(tensor.shape)}")
     meta = {"token": token, "name": name, "vectors": str(tensor.shape[0]), "width": str(tensor.shape[1])}
     meta.update({key: str(value) for key, value in (metadata or {}).items() if value is not None})
-    paths = {"diffusers": folder / DIFFUSERS_FILE, "a1111": folder / f"{name}.safetensors"}
+    paths = {"diffusers": folder / DIFFUSERS_FILE, "a1111": folder / a1111_embedding_file(name)}
     contents = {"diffusers": {token: tensor}, "a1111": {KOHYA_KEY: tensor.clone()}}
     for kind, path in paths.items():
-        with atomic_path(path) as partial:
-            save_file(contents[kind], str(partial), metadata=meta)
+        write_atomic(path, safetensors_bytes(contents[kind], meta))
     return paths
 
 

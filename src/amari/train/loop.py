@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from amari.errors import WorkspaceError
 from amari.storage.layout import TrainLayout
 from amari.train import checkpoints as ckpt
-from amari.train.config import TrainConfig, checkpoint_steps, epoch_at, lr_factor
+from amari.train.config import TrainConfig, epoch_at, is_checkpoint_step, lr_factor
 from amari.train.context import Log, Run
 from amari.train.data import draw, sample_index, seed_for
 from amari.train.resume import check_previous_run, resume
@@ -55,32 +55,39 @@ class TrainResult:
     lora_files: dict[str, Path] = field(default_factory=dict)  # the LoRA's files and lora.json (lora, pivotal)
 
 
-def train(config: TrainConfig, layout: TrainLayout, log: Log | None = None) -> TrainResult:
-    """Run (or resume) the training described by `config`; see the module docstring for the steps."""
-    run = prepare_run(config, layout, log)
+def train(config: TrainConfig, layout: TrainLayout, log: Log | None = None, start_over: bool = False) -> TrainResult:
+    """Run (or resume) the training described by `config`; see the module docstring for the steps.
+
+    start_over: a run in `layout.out` with other settings is deleted and trained anew (a study's step,
+    whose folder is the study's own), instead of refused.
+    """
+    run = prepare_run(config, layout, log, start_over=start_over)
     start = resume(run)
-    stops = [s for s in checkpoint_steps(config.max_steps, config.checkpoint_every) if s > start]
     if start >= config.max_steps:
         run.log(f"already trained to step {start} of {config.max_steps}; nothing to do")
     else:
-        _train_until(run, start, stops)
-    files = export_final(run) if run.is_main else {}
+        _train_until(run, start)
+    files = {}
+    if run.is_main:
+        # Also after a kill between the last checkpoint and its summary: the summary follows the checkpoints.
+        ckpt.summarize_validation(layout.out, until=config.max_steps)
+        files = export_final(run)
     run.accelerator.wait_for_everyone()
     lora_kinds = ("lora", "kohya", "record")
     best = ckpt.read_json(layout.best) if layout.best.is_file() else None
     return TrainResult(
         out_dir=layout.out,
-        step=max(start, config.max_steps),
+        step=config.max_steps,
         resumed_from=start,
         token=run.token,
         embedding_files={kind: path for kind, path in files.items() if kind not in lora_kinds},
-        checkpoints=[path for _step, path in ckpt.complete_checkpoints(layout.out)],
+        checkpoints=[path for _step, path in ckpt.complete_checkpoints(layout.out, until=config.max_steps)],
         best=best,
         lora_files={kind: path for kind, path in files.items() if kind in lora_kinds},
     )
 
 
-def _train_until(run: Run, start: int, stops: list[int]) -> None:
+def _train_until(run: Run, start: int) -> None:
     from amari.progress import progress_bar
 
     config = run.config
@@ -103,7 +110,7 @@ def _train_until(run: Run, start: int, stops: list[int]) -> None:
                         f"loss became {loss} at step {done}; lower --lr or use "
                         f"--mixed-precision no. Checkpoints so far are kept"
                     )
-                if done in stops:
+                if is_checkpoint_step(done, config.max_steps, config.checkpoint_every):
                     save_checkpoint(run, done, loss, lr, epoch)
     finally:
         if metrics is not None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from amari.storage.files import sha256_once
+from amari.models.diffusion import model_base
 from amari.train import checkpoints as ckpt
 from amari.train.context import Run
-from amari.train.exports import addnet_hash, lora_record, save_lora, write_record
+from amari.train.exports import lora_record, save_lora, write_record
 from amari.train.formats import save_embedding
 from amari.train.lora import LoraSpec, lora_state
 
@@ -27,7 +27,15 @@ def _save_files(run: Run, folder: Path, name: str, step: int, vectors, lora) -> 
         files.update(save_embedding(folder, vectors, run.token, name, metadata))
     if lora is not None:
         spec = run.lora or LoraSpec.of(run.config)
-        saved = save_lora(folder, lora, spec, name, {**metadata, "method": run.config.method, "trigger": run.token})
+        saved = save_lora(
+            folder,
+            lora,
+            spec,
+            name,
+            {**metadata, "method": run.config.method, "trigger": run.token},
+            base=model_base(run.components.text_encoder),
+            v_prediction=run.components.noise_scheduler.config.get("prediction_type") == "v_prediction",
+        )
         token = run.token if vectors is not None else None
         record = lora_record(run.config.method, name, step, run.token, token, {**files, **saved}, spec)
         files.update(saved, record=write_record(folder, record))
@@ -67,17 +75,7 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
                 optimizer=run.optimizer.state_dict(), scaler=scaler.state_dict() if scaler is not None else None
             )
             ckpt.save_training_state(partial, state)
-            a1111 = (
-                {"name": name, "path": files["a1111"].name, "hash": sha256_once(files["a1111"])[:12]}
-                if "a1111" in files
-                else None
-            )
-            kohya = (
-                {"name": files["kohya"].stem, "path": files["kohya"].name, "hash": addnet_hash(files["kohya"])[:12]}
-                if "kohya" in files
-                else None
-            )
-            samples, validation = _samples_and_validation(run, partial / "samples", step, a1111, kohya)
+            samples, validation = _samples_and_validation(run, partial / "samples", step, _named_files(run, files))
             ckpt.write_json(
                 partial / ckpt.STATE_FILE,
                 {
@@ -94,7 +92,7 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
                 },
             )
         folder = ckpt.checkpoint_dir(run.layout.out, step)
-        best = ckpt.summarize_validation(run.layout.out)
+        best = ckpt.summarize_validation(run.layout.out, until=config.max_steps)
         run.log(_checkpoint_message(step, config.max_steps, epoch, loss, validation, best))
     run.accelerator.wait_for_everyone()
     return folder
@@ -105,7 +103,20 @@ def checkpoint_name(name: str, step: int) -> str:
     return f"{name}-{step}"
 
 
-def _samples_and_validation(run: Run, folder: Path, step: int, embedding: dict | None, lora: dict | None):
+def _named_files(run: Run, files: dict[str, Path]) -> dict:
+    """What the samples record about the checkpoint's files: its A1111 embedding and kohya LoRA, named as
+    generation and evaluation name theirs."""
+    from amari.provenance.names import embedding_entry, lora_entry
+
+    named: dict = {}
+    if "a1111" in files:
+        named["embeddings"] = [embedding_entry(files["a1111"], run.token)]
+    if "kohya" in files:
+        named["loras"] = [lora_entry(files["kohya"])]
+    return named
+
+
+def _samples_and_validation(run: Run, folder: Path, step: int, files: dict):
     config = run.config
     if not config.sample_seeds:
         return [], None
@@ -118,7 +129,8 @@ def _samples_and_validation(run: Run, folder: Path, step: int, embedding: dict |
     try:
         pipe = sample_pipeline(run.components, text_encoder)
         with run.accelerator.autocast():  # the text encoder is float32, the UNet may be half precision
-            samples = generate_samples(pipe, folder, config, run.token, run.components.info, embedding, step, lora=lora)
+            base = model_base(text_encoder)
+            samples = generate_samples(pipe, folder, config, run.token, run.components.info, files, step, base)
     finally:
         if run.placeholder is not None:
             text_encoder.set_input_embeddings(run.trainable)
@@ -143,7 +155,7 @@ def _checkpoint_message(step, max_steps, epoch, loss, validation, best) -> str:
 
 def export_final(run: Run) -> dict[str, Path]:
     """Write the last checkpoint's embedding and LoRA files to the output folder's top level."""
-    latest = ckpt.latest_checkpoint(run.layout.out)
+    latest = ckpt.latest_checkpoint(run.layout.out, until=run.config.max_steps)
     if latest is None:
         return {}
     step, folder = latest

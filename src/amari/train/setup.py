@@ -17,7 +17,7 @@ from amari.train.context import Log, Run
 from amari.train.data import OBJECT_TEMPLATES, load_training_images, placeholder_prompt, to_pixels
 from amari.train.lora import LoraSpec, add_lora
 from amari.train.model import freeze, load_components
-from amari.train.resume import check_previous_run
+from amari.train.resume import check_previous_run, clear_run
 from amari.train.tokens import (
     add_placeholder,
     init_vectors,
@@ -28,14 +28,20 @@ from amari.train.tokens import (
 from amari.train.warm import warm_lora, warm_vectors
 
 
-def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None) -> Run:
-    """Check the inputs, load and freeze the model, put in what learns, encode the images."""
+def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None, start_over: bool = False) -> Run:
+    """Check the inputs, load and freeze the model, put in what learns, encode the images (`start_over`:
+    see `amari.train.loop.train`)."""
     # 1. Inputs, checked before the model loads.
     accelerator = _accelerator(config)
     say = log if (log is not None and accelerator.is_main_process) else (lambda message: None)
     names, images = load_training_images(layout.data, config.resolution, config.center_crop)
     image_names = [path.name for path in names]
-    check_previous_run(config, layout, image_names, accelerator.num_processes)
+    changed = check_previous_run(config, layout, image_names, accelerator.num_processes, start_over)
+    if changed is not None:
+        say(f"{layout.out} holds a run with other settings ({changed}): training starts over")
+        if accelerator.is_main_process:
+            clear_run(layout)
+        accelerator.wait_for_everyone()
     templates = config.templates or OBJECT_TEMPLATES
     reference, face_encoder = _reference_group(config, accelerator)
     torch.manual_seed(config.seed)  # nothing should draw from it; this keeps any stray draw repeatable

@@ -86,21 +86,15 @@ def sample_pipeline(components, text_encoder):
 
 
 def generate_samples(
-    pipe,
-    folder: Path,
-    config,
-    token: str,
-    model: ModelInfo,
-    embedding: dict | None,
-    step: int,
-    lora: dict | None = None,
+    pipe, folder: Path, config, token: str, model: ModelInfo, files: dict, step: int, base: str | None = None
 ) -> list[Sample]:
     """One PNG per sample prompt and seed of `config`; `{}` in a prompt becomes the placeholder token (a LoRA
     run's trigger words).
 
-    `embedding` is the checkpoint's A1111 file ({"name", "hash"}): the infotext names it instead of the
-    token, so that pasting a sample's parameters into A1111 with that file installed triggers it. `lora` is
-    the checkpoint's kohya file, which the infotext calls in A1111's way (`<lora:NAME:1>`, `Lora hashes`).
+    `files` holds what the image records about the checkpoint's embedding and LoRA
+    (`amari.provenance.names`: its A1111 and kohya files), so that the infotext names them as A1111, ComfyUI
+    and InvokeAI do and pasting a sample's parameters there with those files installed makes it again;
+    `base` is the model's family as InvokeAI names it.
     """
     import torch
 
@@ -122,10 +116,8 @@ def generate_samples(
                     generator=generator,
                 ).images[0]
             path = folder / f"p{p}-seed{seed}.png"
-            shown = template.replace("{}", embedding["name"] if embedding else token)
             params = {
-                "prompt": shown + (f" <lora:{lora['name']}:1>" if lora else ""),
-                "prompt_sent": prompt,
+                "prompt": prompt,
                 "seed": seed,
                 "steps": config.sample_steps,
                 "sampler": SAMPLER,
@@ -134,8 +126,8 @@ def generate_samples(
                 "height": config.resolution,
                 "model": model.name,
                 "model_hash": model.model_hash,
-                "embeddings": [{"token": token, **embedding}] if embedding else [],
-                **({"loras": [{**lora, "weight": 1.0}]} if lora else {}),
+                **({"model_base": base} if base else {}),
+                **files,
                 "step": step,
             }
             save_png(image, path, params)
