@@ -10,11 +10,15 @@ B. Those pieces timed alone on the finished workspace: measuring a round with no
    round) and with every member's pose cached (later rounds), and writing the table and the chart.
 C. The cluster start: Chinese Whispers and DBSCAN over the descriptors of --faces real photos, against
    describing one face with dlib (what every candidate costs the miner anyway).
+D. Guided generation: a batch generated with an IP-Adapter (16 image tokens, as the plus-face variants
+   give; random weights, a small image encoder) against the same batch without it, on the same model.
 
 Prints seconds and ratios. On the tiny model mining and training are a small fraction of what they are at
-full size, so the overhead's share printed here is an upper bound of the share on a real model.
+full size, so the overhead's share printed here is an upper bound of the share on a real model. On a GPU,
+`--full --method lora --steps 500` times a round's parts at full size with random weights: its mining, 500
+LoRA steps, the loop's own work, and generation with and without the IP-Adapter.
 
-    python bench/refine.py [--rounds 2] [--batches 1] [--steps 4] [--faces 32] [--full | --model PATH]
+    python bench/refine.py [--rounds 2] [--batches 1] [--steps 4] [--method ti] [--faces 32] [--full | --model PATH]
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ engine = "serial"
 rounds = {args.rounds}
 batches = {args.batches}
 steps = {args.steps}
+method = "{args.method}"
 
 [prepare]
 size = {size}
@@ -154,11 +159,38 @@ def clustering(count: int) -> None:
         print(f"   {method} over {count} faces: {seconds * 1000:.2f} ms = {seconds / describe:.3f} face descriptions")
 
 
+def guided_generation(args) -> None:
+    from _models import OUT
+    from amari.generate import GenerateConfig, IpAdapter, generate, make_guide
+    from amari.storage.images import load_rgb
+    from amari.testing.ip_adapter import build_tiny_ip_adapter
+
+    model = model_folder(args)
+    folder = OUT / f"ip-adapter-{Path(model).name}"
+    weights = next(folder.glob("models/*.safetensors"), None) or build_tiny_ip_adapter(folder, model, queries=16)
+    photos = sorted((DATA / "people" / "obama").glob("*.jpg"))
+    guide = make_guide([load_rgb(path) for path in photos], [path.name for path in photos])
+    size = 512 if args.full else 64
+    config = GenerateConfig(model=model, steps=25 if args.full else 4, batch_size=4, width=size, height=size)
+    seeds = [1, 2, 3, 4]
+
+    def batch(adapter) -> float:
+        return generate("a photo of a woman", seeds=seeds, config=config.replace(ip_adapter=adapter), progress=False)
+
+    adapter = IpAdapter(str(weights), 0.5, guide)
+    batch(None), batch(adapter)  # loads the model and the adapter, computes the guide's embedding once
+    plain = statistics.median(batch(None).seconds for _ in range(3))
+    guided = statistics.median(batch(adapter).seconds for _ in range(3))
+    print(f"D. a batch of 4 at {size} px, {config.steps} steps: {plain:.2f} s plain, {guided:.2f} s guided ", end="")
+    print(f"= {guided / plain:.2f}x")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batches", type=int, default=1)
     parser.add_argument("--steps", type=int, default=4, help="training steps per round")
+    parser.add_argument("--method", default="ti", choices=("ti", "lora", "pivotal"), help="what each round learns")
     parser.add_argument("--faces", type=int, default=32, help="faces the cluster start clusters")
     parser.add_argument("--full", action="store_true", help="SD 1.5's architecture, random weights, 512 px (GPU)")
     parser.add_argument("--model", help="any Stable Diffusion model amari can load")
@@ -167,6 +199,7 @@ def main() -> int:
         layout = loop_overhead(Path(folder), args)
         pieces(layout)
     clustering(args.faces)
+    guided_generation(args)
     return 0
 
 
