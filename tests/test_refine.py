@@ -1,5 +1,5 @@
 """`amari refine` on the tiny model: two rounds, the table, round 2 mining with round 1's identity (and saying
-so in every image; pivotal rounds with its embedding and its LoRA), warm starts, and SIGKILL in each round
+so in every image: the rounds are pivotal, so round 1's embedding and its LoRA), warm starts, and SIGKILL in each round
 resumed to the uninterrupted run's result.
 
 Real photos of one person seed the group (`[mine] reference`): the tiny model draws noise, so no
@@ -86,7 +86,7 @@ def refine(config: Path) -> None:
 @pytest.fixture(scope="session")
 def refined(tmp_path_factory, tiny_sd, people):
     """Two uninterrupted rounds (for the whole session: the crash test, in the slow lane, compares with it)."""
-    config = study_toml(tmp_path_factory.mktemp("refined"), tiny_sd, people["obama"])
+    config = study_toml(tmp_path_factory.mktemp("refined"), tiny_sd, people["obama"], method="pivotal")
     refine(config)
     return config.parent / "study"
 
@@ -96,8 +96,9 @@ def comparable(study: Path) -> dict:
     images' pixels, and each round's identity. Files are compared by what they hold, since safetensors
     writes its header's metadata in an order of its own in each process (and images name those files'
     hashes)."""
+    from safetensors.torch import load_file
+
     from amari.storage.images import load_rgb
-    from amari.train.formats import load_embedding
 
     rows = [{k: v for k, v in vars(r).items() if k not in TIMINGS} for r in read_rounds(study / "refine/rounds.csv")]
     conn = sqlite3.connect(study / "mine/mine.sqlite")
@@ -112,7 +113,7 @@ def comparable(study: Path) -> dict:
         path.name: load_rgb(path).tobytes() for path in image_files(study / "mine") if "incoming" not in path.parts
     }
     identities = {
-        path.relative_to(study).as_posix(): load_embedding(path).vectors.tolist()
+        path.relative_to(study).as_posix(): {key: value.tolist() for key, value in load_file(path).items()}
         for path in sorted((study / "refine").glob("round-*/train/*.safetensors"))
     }
     return {"rounds": rows, "decisions": decisions, "pixels": pixels, "identities": identities}
@@ -133,28 +134,29 @@ def test_two_rounds_write_their_table_and_round_2_names_round_1s_identity(refine
     assert header == COLUMNS + ["acceptance", "seconds_per_accepted"]
     assert (refined / "refine/rounds.png").read_bytes()[:4] == b"\x89PNG"
 
-    embedding = refined / "refine/round-01/train/amari-r1.safetensors"
-    by_batch = {}
+    named = set()
     for path in image_files(refined / "mine/unknown-person"):
         found = read_provenance(path)
-        by_batch.setdefault(found.fields.get("TI hashes"), []).append(found.amari["prompt"])
-    assert (
-        by_batch
-        == {
-            None: ["a photo of a woman"] * 4,  # round 1: the plain prompt
-            f"amari-r1: {file_sha256(embedding)[:12]}": ["a photo of a amari-r1"] * 4,  # A1111 finds the file by name
-        }
-    )
+        lora = re.sub("[0-9a-f]{12}$", "HASH", found.fields.get("Lora hashes") or "")
+        named.add((found.fields.get("TI hashes"), lora, found.amari["prompt"]))
+    embedding = file_sha256(refined / "refine/round-01/train/amari-r1.safetensors")[:12]
+    assert named == {  # A1111 finds each file by its name
+        (None, "", "a photo of a woman"),  # round 1: the plain prompt
+        (f"amari-r1: {embedding}", "amari-r1-lora: HASH", "a photo of a amari-r1"),
+    }
 
 
 @pytest.mark.slow
 def test_each_round_starts_from_the_last_and_a_finished_loop_does_nothing_more(refined):
+    before = refined / "refine/round-01/train"
     record = json.loads((refined / "refine/round-02/train/run.json").read_text())
-    assert record["settings"]["warm_start"] == file_sha256(refined / "refine/round-01/train/learned_embeds.safetensors")
+    assert record["settings"]["warm_start"] == "+".join(  # the token's vectors and the LoRA, both
+        file_sha256(before / name) for name in ("learned_embeds.safetensors", "pytorch_lora_weights.safetensors")
+    )
     assert "warm_start" not in json.loads((refined / "refine/round-01/train/run.json").read_text())["settings"]
-    before = comparable(refined)
+    finished = comparable(refined)
     refine(refined.parent / "study.toml")
-    assert comparable(refined) == before
+    assert comparable(refined) == finished
 
 
 def test_what_the_rounds_cannot_work_with_is_refused(tmp_path, tiny_sd, people, capsys):
@@ -178,7 +180,7 @@ def test_what_the_rounds_cannot_work_with_is_refused(tmp_path, tiny_sd, people, 
 
 @pytest.mark.slow
 def test_killed_in_each_round_resumes_to_the_uninterrupted_result(refined, tmp_path, tiny_sd, people):
-    config = study_toml(tmp_path, tiny_sd, people["obama"])
+    config = study_toml(tmp_path, tiny_sd, people["obama"], method="pivotal")
     args = ("refine", str(config), "--quiet")
     # Round 1: after its mining's first batch is written, before the loop notes that the round has mined.
     # Round 2: in its first training step (round 1 trains two steps first, in the resumed run).
@@ -190,24 +192,3 @@ def test_killed_in_each_round_resumes_to_the_uninterrupted_result(refined, tmp_p
     assert state["steps"]["2"]["mined"] and not state["steps"]["2"]["trained"]  # killed where intended
     refine(config)
     assert comparable(config.parent / "study") == comparable(refined)
-
-
-@pytest.mark.slow
-def test_pivotal_rounds_mine_with_the_last_rounds_embedding_and_lora(tmp_path, tiny_sd, people):
-    config = study_toml(tmp_path, tiny_sd, people["obama"], method="pivotal")
-    refine(config)
-    study, before = config.parent / "study", config.parent / "study/refine/round-01/train"
-    named = set()
-    for path in image_files(study / "mine/unknown-person"):
-        found = read_provenance(path)
-        lora = re.sub("[0-9a-f]{12}$", "HASH", found.fields.get("Lora hashes") or "")
-        named.add((found.fields.get("TI hashes"), lora, found.amari["prompt"]))
-    embedding = file_sha256(before / "amari-r1.safetensors")[:12]
-    assert named == {
-        (None, "", "a photo of a woman"),  # round 1: the plain prompt
-        (f"amari-r1: {embedding}", "amari-r1-lora: HASH", "a photo of a amari-r1"),
-    }
-    warm = json.loads((study / "refine/round-02/train/run.json").read_text())["settings"]["warm_start"]
-    assert warm == "+".join(
-        file_sha256(before / name) for name in ("learned_embeds.safetensors", "pytorch_lora_weights.safetensors")
-    )
