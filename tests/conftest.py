@@ -82,6 +82,15 @@ def tiny_sd(tmp_path_factory) -> Path:
     return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model")
 
 
+@pytest.fixture(scope="session")
+def tiny_ip_adapter(tmp_path_factory, tiny_sd) -> Path:
+    """A tiny random-weight IP-Adapter ("plus" layout) for `tiny_sd`, its image encoder in image_encoder/
+    beside it, as h94/IP-Adapter lays them out; the weights file's path."""
+    from amari.testing.ip_adapter import build_tiny_ip_adapter
+
+    return build_tiny_ip_adapter(tmp_path_factory.mktemp("ip-adapter"), tiny_sd)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread: for models this small, two threads spin more than they compute."""

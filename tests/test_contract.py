@@ -25,6 +25,7 @@ STAGES = (
     "enhance",
     "mine",
     "audit",
+    "refine",
     "select",
     "prepare",
     "train",

@@ -218,3 +218,17 @@ def test_the_miner_gets_the_2022_mining_settings(tmp_path):
     assert (enhance.upscaler, enhance.face_restorer, enhance.scale) == ("RealESRGAN_x4plus", "GFPGANv1.4", 2.0)
     plain = study_from_dict(minimal(mine={"enhance": False}), base=tmp_path).mine
     assert plain.enhance_config() is None
+
+
+def test_a_study_refines_only_when_its_refine_table_asks_for_rounds(tmp_path):
+    from amari.study.stages import STAGES, stage_units
+
+    refine = next(stage for stage in STAGES if stage.name == "refine")
+    base = study_from_dict(minimal(), base=tmp_path)
+    assert base.refine.rounds == 0 and not refine.wanted(base)
+    before = step_fingerprints(base)
+    assert step_fingerprints(study_from_dict(minimal(refine={"batches": 3}), base=tmp_path)) == before
+    refined = study_from_dict(minimal(refine={"rounds": 2}), base=tmp_path)
+    assert refine.wanted(refined) and stage_units(refine, refined) == [("refine", None)]
+    after = step_fingerprints(refined)
+    assert {step for step in STEPS if before[step] != after[step]} == set(STEPS) - {"mine", "audit"}

@@ -21,6 +21,7 @@ from amari.errors import AmariError, describe_failure
 
 COMMANDS = (
     "mine",
+    "refine",
     "compare",
     "score",
     "prepare",

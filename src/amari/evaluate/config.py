@@ -14,7 +14,7 @@ from amari.errors import UsageError
 from amari.execution.cluster import actors_setting, address_setting
 from amari.execution.devices import check_device
 from amari.storage.results import CONTROL, DEFAULT_METHOD
-from amari.train import METHODS
+from amari.train import STUDY_METHODS, UNTRAINED_METHODS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -74,6 +74,16 @@ class EvaluateConfig(Settings):
         "group = embedding file, instead of the trained one (Textual Inversion's)",
         cli=False,
         toml_type=embeddings_table,
+    )
+    ip_adapter: str | None = setting(
+        None,
+        "the ip-adapter method's adapter, conditioned on each group's training images: plus-face, full-face "
+        "(h94/IP-Adapter's face variants for the model's family) or a .safetensors file",
+        cli=False,
+    )
+    ip_adapter_scale: float = setting(0.6, "how strongly the ip-adapter method's images follow the group", cli=False)
+    image_encoder: str | None = setting(
+        None, "the adapter's CLIP image encoder folder (default: image_encoder/ beside the file)", cli=False
     )
     sim_group: Path | None = setting(None, "faces to score against (default: the miner's sim-group)", metavar="DIR")
     results: Path | None = setting(None, "results folder (default: the study's OUT/results)", metavar="DIR")
@@ -144,15 +154,25 @@ class EvaluateConfig(Settings):
         check_at_most(MAX_DENOISING_STEPS, "the schedulers' training timesteps", steps=self.steps)
         check_image_size(self.width, self.height, self.batch_size, "generating images")
         check_device(self.device)
-        if not self.methods or len(set(self.methods)) != len(self.methods) or set(self.methods) - set(METHODS):
-            raise UsageError(f"methods must list some of {', '.join(METHODS)} once each, not {list(self.methods)}")
+        if not self.methods or len(set(self.methods)) != len(self.methods) or set(self.methods) - set(STUDY_METHODS):
+            raise UsageError(
+                f"methods must list some of {', '.join(STUDY_METHODS)} once each, not {list(self.methods)}"
+            )
+        if set(self.methods) & set(UNTRAINED_METHODS) and self.ip_adapter is None:
+            raise UsageError("the ip-adapter method needs [evaluate] ip_adapter (plus-face, full-face or a file)")
+        if self.ip_adapter is not None:
+            from amari.generate import check_adapter_weights
+
+            check_adapter_weights(self.ip_adapter)
+        if not self.ip_adapter_scale >= 0:
+            raise UsageError(f"ip_adapter_scale must be >= 0, not {self.ip_adapter_scale}")
         if self.training_groups:
             self._check_groups()
 
     def _check_groups(self):
         if CONTROL in self.training_groups:
             raise UsageError(f"{CONTROL!r} is the control group's name; name the training group otherwise")
-        taken = sorted(set(self.training_groups) & set(METHODS))
+        taken = sorted(set(self.training_groups) & set(STUDY_METHODS))
         if taken:
             raise UsageError(f"{taken[0]!r} names a training method (its folders); name the training group otherwise")
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", self.init_word):

@@ -50,12 +50,14 @@ class Cell:
 
 @dataclass(frozen=True)
 class UnitFiles:
-    """What a trained unit (method × group) generates with: its embedding and its LoRA, as far as it has them,
-    and what its prompts say for the subject (None: the embedding's token)."""
+    """What a unit (method × group) generates with: its embedding and its LoRA, as far as it has them, and
+    what its prompts say for the subject (None: the embedding's token); an untrained method's unit, the
+    group's training images that an IP-Adapter is conditioned on."""
 
     embedding: Path | None = None
     lora: Path | None = None
     trigger: str | None = None
+    guide: Path | None = None
 
     @property
     def names(self) -> str:
@@ -119,7 +121,13 @@ def generation_config(config: EvaluateConfig, unit: tuple[str, str], files: Unit
         if files.embedding is None
         else (Embedding(str(files.embedding), group_token(config.subject, group, method)),)
     )
+    adapter = None
+    if files.guide is not None:
+        from amari.generate import IpAdapter
+
+        adapter = IpAdapter(config.ip_adapter, config.ip_adapter_scale, group_guide(files.guide), config.image_encoder)
     return GenerateConfig(
+        ip_adapter=adapter,
         model=config.model,
         model_config=config.model_config,
         scheduler=config.sampler,
@@ -133,6 +141,30 @@ def generation_config(config: EvaluateConfig, unit: tuple[str, str], files: Unit
         embeddings=embeddings,
         loras=() if files.lora is None else (Lora(str(files.lora)),),
     )
+
+
+def group_guide(folder: Path):
+    """A group's training images as an IP-Adapter's guide: each one's largest face with its surroundings."""
+    from amari.errors import ImageError
+    from amari.faces.crops import face_crop
+    from amari.faces.embeddings import EmbeddingCache, FaceEncoder
+    from amari.faces.settings import FaceSettings
+    from amari.generate import make_guide
+    from amari.storage.files import file_sha256
+    from amari.storage.images import image_files
+
+    cache = EmbeddingCache()
+    encoder, crops, hashes = FaceEncoder(FaceSettings(), cache), [], []
+    try:
+        for path in image_files(folder, recursive=False):
+            try:
+                crops.append(face_crop(path, encoder.faces(path), encoder.settings))
+            except ImageError:
+                continue
+            hashes.append(file_sha256(path))
+    finally:
+        cache.close()
+    return make_guide(crops, hashes)
 
 
 def read_fingerprint(path: Path) -> str | None:

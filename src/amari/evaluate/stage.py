@@ -39,6 +39,7 @@ from amari.storage.results import (
     write_manifest,
     write_results,
 )
+from amari.train import UNTRAINED_METHODS
 
 
 @dataclass
@@ -68,6 +69,11 @@ def embedding_path(config: EvaluateConfig, layout: StudyLayout, group: str) -> P
 def unit_files(config: EvaluateConfig, layout: StudyLayout, method: str, group: str) -> UnitFiles:
     """What a trained unit generates with: a TI group's embedding; a LoRA group's LoRA and its trigger words
     (from the run's lora.json); a pivotal group's embedding and LoRA. Refuses files that are not there."""
+    if method in UNTRAINED_METHODS:  # conditioned on the group's training images; the subject is the init word
+        images = layout.prepared(group)
+        if not image_files(images, recursive=False):
+            raise UsageError(f"no training images for group {group} in {images} (prepare it first)")
+        return UnitFiles(trigger=config.init_word, guide=images)
     if method == DEFAULT_METHOD:
         path = embedding_path(config, layout, group)
         if not path.is_file():
@@ -105,14 +111,24 @@ def check_inputs(config: EvaluateConfig, layout: StudyLayout) -> tuple[list[Path
     return group_images, files
 
 
-def _units_sha(files: dict[tuple[str, str], UnitFiles]) -> dict[tuple[str, str], str]:
-    """Each unit's files' hash: a TI group's embedding's (what its fingerprint always held), else both joined."""
+def _units_sha(config: EvaluateConfig, files: dict[tuple[str, str], UnitFiles]) -> dict[tuple[str, str], str]:
+    """Each unit's files' hash: a TI group's embedding's (what its fingerprint always held), else both joined;
+    an untrained unit's, its guide images' and its adapter's settings."""
     return {
-        unit: "+".join(file_sha256(path) if path is not None else "" for path in (found.embedding, found.lora))
+        unit: _guide_sha(config, found.guide)
+        if found.guide is not None
+        else "+".join(file_sha256(path) if path is not None else "" for path in (found.embedding, found.lora))
         if found.lora is not None
         else file_sha256(found.embedding)
         for unit, found in files.items()
     }
+
+
+def _guide_sha(config: EvaluateConfig, folder: Path) -> str:
+    from amari.config.settings import fingerprint
+
+    images = [file_sha256(path) for path in image_files(folder, recursive=False)]
+    return fingerprint(config.ip_adapter, config.ip_adapter_scale, config.image_encoder, *images)
 
 
 def _previous(csv: Path) -> dict[tuple[int, str, str, str], CellResult]:
@@ -161,7 +177,9 @@ def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers
     root = layout.results.root
     metrics, sizes = [], []
     for method, group in config.evaluated_units:
-        if group == CONTROL or (method == DEFAULT_METHOD and config.embedding_for(group) is not None):
+        if group == CONTROL or method in UNTRAINED_METHODS:
+            continue
+        if method == DEFAULT_METHOD and config.embedding_for(group) is not None:
             continue
         metrics.append((unit_name(method, group), _relative(layout.train(group, method).metrics, root)))
     for group in config.evaluated_groups:
@@ -190,6 +208,7 @@ def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers
         scorers=tuple(scorers.names.split("+")),
         training_metrics=tuple(metrics),
         mining_archive=_relative(layout.workspace.archive, root),
+        refine_rounds=_relative(layout.refine.rounds_csv, root) if layout.refine.rounds_csv.is_file() else "",
         extra={"demo": True} if config.demo else {},
     )
 
@@ -210,7 +229,7 @@ def run(
     results = layout.results
     # 1. Check the inputs before any model loads.
     group_images, files = check_inputs(config, layout)
-    files_sha = _units_sha(files)
+    files_sha = _units_sha(config, files)
     scorers = scorers or default_scorers(config)
     claim_folder(results.root, "evaluation results", ours=_earlier_results)
     remove_stale_temporaries(results.root, recursive=True)  # a killed run's half-written files, images too

@@ -15,6 +15,7 @@ from amari.config.limits import MAX_DENOISING_STEPS, check_at_most, check_image_
 from amari.config.settings import Settings, setting
 from amari.errors import UsageError
 from amari.execution.devices import check_device
+from amari.generate.ip_adapter import IpAdapter
 from amari.generate.schedulers import check_sampler
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -67,6 +68,7 @@ class GenerateConfig(Settings):
     )
     embeddings: tuple[Embedding, ...] = setting((), "textual-inversion embeddings to load", cli=False, toml=False)
     loras: tuple[Lora, ...] = setting((), "LoRA files to load (needs peft)", cli=False, toml=False)
+    ip_adapter: IpAdapter | None = setting(None, "an IP-Adapter and the images it is guided by", cli=False, toml=False)
 
     def check(self):
         if self.scheduler is not None:

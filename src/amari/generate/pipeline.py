@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from amari.errors import UsageError
 from amari.generate.config import GenerateConfig
+from amari.generate.ip_adapter import AdapterState, apply_ip_adapter
 from amari.generate.lora import apply_loras
 from amari.generate.textual_inversion import apply_embeddings
 from amari.models.diffusion import ModelInfo, load_pipeline, model_source
@@ -29,6 +30,7 @@ class LoadedModel:
     embeddings: dict[str, str] = field(default_factory=dict)  # token -> resolved path
     loras: dict[str, tuple[str, float]] = field(default_factory=dict)  # adapter name -> (resolved path, weight)
     scheduler_name: str | None = None
+    ip_adapter: AdapterState = field(default_factory=AdapterState)
 
     @property
     def name(self) -> str:
@@ -39,8 +41,9 @@ class LoadedModel:
         """The model family as InvokeAI names it (sd-1, sd-2, sdxl, flux)."""
         return self.family.base
 
-    def use(self, config: GenerateConfig) -> None:
-        """Set the sampler, embeddings and LoRAs `config` asks for (cheap; the model's weights stay loaded)."""
+    def use(self, config: GenerateConfig) -> dict:
+        """Set the sampler, embeddings, LoRAs and IP-Adapter `config` asks for (cheap; the model's weights stay
+        loaded); returns what the pipeline's call needs besides (the IP-Adapter's image embeddings)."""
         from amari.generate.schedulers import make_scheduler
 
         self.family.check_sampler(config.scheduler)
@@ -49,6 +52,7 @@ class LoadedModel:
             self.scheduler_name = config.scheduler
         apply_embeddings(self.pipe, self.family, self.embeddings, config.embeddings)
         apply_loras(self.pipe, self.loras, config.loras)
+        return apply_ip_adapter(self.pipe, self.ip_adapter, config.ip_adapter, self.base, config.guidance_scale)
 
 
 _LOADED: dict[tuple, LoadedModel] = {}

@@ -118,11 +118,15 @@ def generate(
     #    embeddings and LoRAs.
     model = load_model(config)
     config = with_family_defaults(config, model.family)
-    model.use(config)
+    guided = model.use(config)  # the IP-Adapter's image embeddings, when one guides
     width = config.width or model.native_size
     height = config.height or model.native_size
     noise_device = "cpu" if config.rng == "cpu" else model.device
     files = _file_params(config)
+    if config.ip_adapter is not None:
+        from amari.generate.ip_adapter import adapter_params
+
+        files["ip_adapter"] = adapter_params(config.ip_adapter, model.base)  # recorded with every image it guides
 
     # 3. Denoise pass by pass, one generator per image.
     images: list[GeneratedImage] = []
@@ -152,6 +156,7 @@ def generate(
                     output_type="np",
                     callback_on_step_end=step_done,
                     **model.family.call_kwargs(config.negative_prompt, len(batch_seeds), config.scheduler, config.eta),
+                    **guided,
                 )
             batch = [
                 GeneratedImage(

@@ -30,6 +30,7 @@ import re
 import secrets
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from amari.errors import UsageError
@@ -152,6 +153,11 @@ class DiffusersSource:
 
     def _written(self, index: int, column: str, digest: str) -> None:
         self._state.execute(f"UPDATE generated_candidates SET {column}=? WHERE idx=?", (digest, index))
+
+    def guide(self, adapter) -> None:
+        """Guide what is generated from now on with an IP-Adapter (`amari.generate.ip_adapter.IpAdapter`),
+        or stop guiding (None); batches already under way keep the guide they started with."""
+        self.generate_config = replace(self.generate_config, ip_adapter=adapter)
 
     def release(self, candidates: list) -> None:
         pass  # what was generated waits in incoming/ for the next run: no GPU work is thrown away

@@ -208,6 +208,57 @@ class MineConfig(Settings):
     )
     almost_band: float = setting(0.10, "width of the almost-sim band above the upper bound", metavar="D")
     max_batches: int | None = setting(None, "stop after batch N of the workspace (earlier runs count)", metavar="N")
+    # How an empty group starts without --reference (docs/mining.md, "The cluster start").
+    start: str = setting(
+        "pair",
+        "how an empty group starts without --reference: pair (the two closest faces seen so far) or cluster "
+        "(the largest coherent cluster of the first --start-candidates faces)",
+        choices=("pair", "cluster"),
+        group="start",
+    )
+    start_candidates: int = setting(
+        32,
+        "cluster start: faces to gather first (a folder with fewer is clustered once read)",
+        metavar="N",
+        group="start",
+    )
+    start_min_size: int = setting(
+        3, "cluster start: faces a cluster needs to seed the group", metavar="N", group="start"
+    )
+    start_clustering: str = setting(
+        "chinese-whispers",
+        "cluster start: chinese-whispers (dlib's) or dbscan",
+        choices=("chinese-whispers", "dbscan"),
+        group="start",
+    )
+    start_threshold: float = setting(
+        0.6,
+        "cluster start: faces closer than this are linked (dlib's same-person threshold)",
+        metavar="D",
+        group="start",
+    )
+    # Guided generation (docs/mining.md, "Guided generation").
+    ip_adapter: str | None = setting(
+        None,
+        "guide generation with an IP-Adapter once the group holds --guide-from faces: plus-face or full-face "
+        "(h94/IP-Adapter's face variants for the model's family; never FaceID, whose insightface weights are "
+        "non-commercial), or a .safetensors file",
+        metavar="NAME_OR_FILE",
+        group="guidance",
+    )
+    image_encoder: str | None = setting(
+        None,
+        "the IP-Adapter's CLIP image encoder folder (default: image_encoder/ beside the file, or the variant's)",
+        metavar="DIR",
+        group="guidance",
+    )
+    ip_adapter_scale: float = setting(
+        0.5, "how strongly the group's faces steer generation (0: not at all)", metavar="S", group="guidance"
+    )
+    guide_from: int = setting(4, "group size from which generation is guided", metavar="K", group="guidance")
+    guide_images: int = setting(
+        8, "the group's most typical faces (lowest member score) whose mean guides", metavar="N", group="guidance"
+    )
     # Many identities (docs/identities.md).
     identities: int = setting(
         1,
@@ -274,6 +325,11 @@ class MineConfig(Settings):
             raise UsageError(
                 "--reference seeds a single identity; with --identities K, identities are founded from clusters"
             )
+        if self.identities > 1 and (self.start != "pair" or self.ip_adapter is not None):
+            raise UsageError(
+                "--start cluster and --ip-adapter steer a single identity; with --identities K, identities are "
+                "founded from clusters"
+            )
         check_at_most(MAX_COUNT, "each is counted one by one", target=self.target, max_batches=self.max_batches)
         if self.reject_margin < 0:
             raise UsageError(f"reject_margin must be >= 0, not {self.reject_margin}")
@@ -290,6 +346,8 @@ class MineConfig(Settings):
         if self.engine not in ("streaming", "serial"):
             raise UsageError(f"unknown engine {self.engine!r}: use streaming or serial")
         self.policy()
+        self.start_config()
+        self._check_guidance()
         if self.source == DIFFUSERS:
             from amari.models.families.registry import known
             from amari.models.licences import check_biometric_use
@@ -300,6 +358,18 @@ class MineConfig(Settings):
             if family is not None:
                 family.check_sampler(generate.scheduler)
             check_biometric_use(self.model, self.biometric_licence, "amari mine")
+
+    def _check_guidance(self) -> None:
+        if self.ip_adapter is None:
+            return
+        from amari.generate import check_adapter_weights
+
+        if self.source != DIFFUSERS:
+            raise UsageError("--ip-adapter guides Stable Diffusion; a folder source takes images as they are")
+        check_adapter_weights(self.ip_adapter)
+        check_positive(guide_from=self.guide_from, guide_images=self.guide_images)
+        if not self.ip_adapter_scale >= 0:
+            raise UsageError(f"--ip-adapter-scale must be >= 0, not {self.ip_adapter_scale}")
 
     @property
     def worker_processes(self) -> int:
@@ -325,6 +395,17 @@ class MineConfig(Settings):
 
         try:
             return PolicyConfig(almost_band=self.almost_band, target=self.target, stop_average=self.tolerance)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def start_config(self):
+        """How an empty group starts (`amari.mine.start.StartConfig`)."""
+        from amari.mine.start import StartConfig
+
+        try:
+            return StartConfig(
+                self.start, self.start_candidates, self.start_min_size, self.start_clustering, self.start_threshold
+            )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 

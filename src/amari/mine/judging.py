@@ -118,7 +118,12 @@ def _destinations(
         )
     for key in outcome.seeds:
         folder[key] = SIM_GROUP
-        change.decisions.append(Decision(key, SIM_GROUP, "bootstrap: tightest pair", None, outcome.bound))
+        change.decisions.append(Decision(key, SIM_GROUP, f"bootstrap: {outcome.seed_reason}", None, outcome.bound))
+    for judgement in outcome.placed:  # faces seen before the group started, judged against it now
+        folder[judgement.key], bound[judgement.key] = judgement.verdict.value, outcome.bound
+        reason = f"judged against the started group: {judgement.reason}"
+        verdict = judgement.verdict.value
+        change.decisions.append(Decision(judgement.key, verdict, reason, judgement.score, outcome.bound))
     if outcome.analysis is not None:
         analysis = outcome.analysis
         reason = f"reset round {analysis.reset_round}" if analysis.reset_round else "analysis"

@@ -27,11 +27,13 @@ from amari.mine import policy
 from amari.mine.config import DIFFUSERS, MineConfig
 from amari.mine.curation import reconcile, seed_references
 from amari.mine.engine import FINAL, RAW, Candidate, Engine, FeedContext
+from amari.mine.guidance import Guidance
 from amari.mine.judging import Examined, build_commit
 from amari.mine.policy import BatchOutcome, Faces, MinerState
 from amari.mine.progress import MiningProgress
 from amari.mine.records import Commit
 from amari.mine.source import Source
+from amari.mine.start import starter, waiting_note
 from amari.mine.workspace import MANY_IDENTITIES, Workspace, settings_meta
 from amari.models.licences import licence_note
 from amari.storage.layout import ALMOST_SIM, INCOMING, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout
@@ -124,8 +126,11 @@ def run(
             )
             progress.publish_to(layout.progress)
             try:
-                mine = run_many if many else _loop
-                result = mine(workspace, encoder, engine, source, config, progress)
+                if many:
+                    result = run_many(workspace, encoder, engine, source, config, progress)
+                else:
+                    guidance = Guidance(config, encoder) if config.ip_adapter else None
+                    result = _loop(workspace, encoder, engine, source, config, progress, guidance)
                 progress.update(event=result.stopped)
                 return result
             finally:  # while the lock is held; a killed run leaves `running` for a reader to check the pid of
@@ -151,6 +156,7 @@ def _loop(
     source: Source,
     config: MineConfig,
     progress: MiningProgress,
+    guidance: Guidance | None = None,
 ) -> MineResult:
     stalled = 0
     while True:
@@ -158,6 +164,9 @@ def _loop(
             progress.note(message)
         state = workspace.state()
         group = members(workspace)
+        note = guidance.update(workspace, source) if guidance is not None else None
+        if note:
+            progress.note(note)
         stop = _stop_reason(state, len(group), config)
         if stop:
             return _result(workspace, stop)
@@ -168,12 +177,15 @@ def _loop(
             progress.update(batch=planned.batch, batch_size=planned.n, event=f"waiting for {source.description}")
             if config.max_batches is not None and state.batch + 1 >= config.max_batches:
                 engine.ahead = 0  # the last batch: nothing is made that no batch would judge
+            wanted = _wanted(workspace, planned, group, config)
             judging = [(group.vectors, planned.hi)] if len(group) else []
-            candidates = gather(workspace, engine, source, planned.n, early_choice(config, judging), notes)
+            candidates = gather(workspace, engine, source, wanted, early_choice(config, judging), notes)
             if not candidates:
                 return _result(workspace, "source exhausted")
             progress.update(event=f"judging {len(candidates)} images")
-        change, outcome, judged_notes = run_batch(workspace, planned, group, candidates, config)
+        # The source had no more (a folder read to its end): a start need not wait for more faces.
+        complete = bool(candidates) and len(candidates) < wanted and not config.watch
+        change, outcome, judged_notes = run_batch(workspace, planned, group, candidates, config, complete)
         workspace.commit(change)
         for message in notes + judged_notes:
             progress.note(message)
@@ -243,6 +255,13 @@ def bootstrap_pool(workspace: Workspace) -> Faces:
     """Faces that may start an empty group: outside it, and never one the user took out of it."""
     rows = [r for r in workspace.images(ALMOST_SIM, UNKNOWN_PERSON) if r.descriptor is not None and not r.user_removed]
     return Faces(tuple(r.content_hash for r in rows), np.array([r.descriptor for r in rows]))
+
+
+def _wanted(workspace: Workspace, planned: MinerState, group: Faces, config: MineConfig) -> int:
+    """Candidates this batch asks for: the policy's n, or what the cluster start still needs to see."""
+    if len(group) or config.start != "cluster":
+        return planned.n
+    return max(planned.n, config.start_candidates - len(bootstrap_pool(workspace)))
 
 
 # 2. Candidates ----------------------------------------------------------------------------------
@@ -327,18 +346,32 @@ def examine(candidate: Candidate) -> Examined:
 
 
 def run_batch(
-    workspace: Workspace, planned: MinerState, group: Faces, candidates: list[Candidate], config: MineConfig
+    workspace: Workspace,
+    planned: MinerState,
+    group: Faces,
+    candidates: list[Candidate],
+    config: MineConfig,
+    complete: bool = False,
 ) -> tuple[Commit, BatchOutcome, list[str]]:
-    """Judge one batch; returns the change to commit, the policy's outcome and lines to report."""
+    """Judge one batch; returns the change to commit, the policy's outcome and lines to report.
+
+    complete: the source gave fewer candidates than asked for, so a start waits for no more."""
     examined = [examine(candidate) for candidate in candidates]
     almost_before = workspace.counts()[ALMOST_SIM]
+    pool = bootstrap_pool(workspace) if len(group) == 0 else Faces()
     outcome = policy.finish_batch(
         planned,
         config.policy(),
         group,
         [(e.content_hash, e.descriptor) for e in examined],
-        pool=bootstrap_pool(workspace) if len(group) == 0 else Faces(),
+        pool=pool,
         almost_size=almost_before,
+        start=starter(config.start_config(), complete),
     )
     notes = [f"{e.candidate.name}: unreadable ({e.error}), moved to {UNKNOWN_PERSON}/" for e in examined if e.error]
+    if outcome.seeds:
+        notes.append(f"the group starts with {len(outcome.seeds)} faces: {outcome.seed_reason}")
+    elif len(group) == 0 and not outcome.joined:
+        faces = len(pool) + sum(e.descriptor is not None for e in examined)
+        notes.extend(filter(None, [waiting_note(config.start_config(), faces)]))
     return build_commit(workspace, planned, outcome, examined), outcome, notes

@@ -140,6 +140,10 @@ def a1111_parameters(params: dict) -> str:
     lora_hashes = [f"{e['name']}: {e['hash']}" for e in params.get("loras") or () if e.get("name") and e.get("hash")]
     if lora_hashes:
         fields["Lora hashes"] = ", ".join(lora_hashes)
+    adapter = params.get("ip_adapter") or {}
+    if adapter.get("name"):  # not a field A1111 acts on: "PNG info" shows it, a pasted prompt ignores it
+        fields["IP-Adapter"] = f"{adapter['name']} [{adapter.get('hash', '')}]"
+        fields["IP-Adapter scale"] = adapter.get("scale")
     enhance = params.get("enhance") or {}
     if enhance.get("scale") and enhance.get("upscaler"):
         fields["Postprocess upscale by"] = enhance["scale"]

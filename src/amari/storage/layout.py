@@ -13,6 +13,7 @@ STUDY/                      StudyLayout
   prepared/NAME/            their training images (manifest.csv)
   train/NAME/               TrainLayout: checkpoints/, metrics.csv, validation.csv, best.json, run.json
   train/METHOD/NAME/        the same, for a group trained with LoRA or pivotal tuning (TI keeps train/NAME/)
+  refine/                   RefineLayout: refine.json, rounds.csv, rounds.png, round-NN/{data,train}/
   results/                  ResultsLayout: results.csv, manifest.json, images/, report/
   .steps/                   the study's completion markers
 """
@@ -74,6 +75,14 @@ def kohya_lora_file(name: str) -> str:
 
 # Training methods (`amari.train.config.METHODS`); a TI run keeps the folders it always had.
 DEFAULT_METHOD = "ti"
+
+# The refinement loop: one folder per round (its training images and its run), a state file, the table.
+REFINE = "refine"
+REFINE_STATE = "refine.json"
+ROUNDS_CSV = "rounds.csv"
+ROUNDS_CHART = "rounds.png"
+TRAINING_IMAGES = "data"
+TRAINING_RUN = "train"
 
 # The evaluation and its report.
 RESULTS_CSV = "results.csv"
@@ -263,6 +272,29 @@ class TrainLayout:
 
 
 @dataclass(frozen=True)
+class RefineLayout(FolderLayout):
+    """ROOT/refine.json (where the loop is), rounds.csv (a row per round), rounds.png, round-NN/{data,train}/;
+    the workspace the rounds mine into."""
+
+    workspace: WorkspaceLayout = None
+
+    state = Inside(REFINE_STATE)
+    rounds_csv = Inside(ROUNDS_CSV)
+    chart = Inside(ROUNDS_CHART)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.workspace, WorkspaceLayout):
+            raise TypeError("a RefineLayout needs the workspace its rounds mine into")
+
+    def round(self, number: int) -> Path:
+        return self.root / f"round-{number:02d}"
+
+    def train(self, number: int) -> TrainLayout:
+        return TrainLayout(self.round(number) / TRAINING_IMAGES, self.round(number) / TRAINING_RUN)
+
+
+@dataclass(frozen=True)
 class ResultsLayout(FolderLayout):
     csv = Inside(RESULTS_CSV)
     manifest = Inside(RESULTS_MANIFEST)
@@ -289,6 +321,10 @@ class StudyLayout:
 
     def group(self, name: str) -> Path:
         return self.groups / name
+
+    @property
+    def refine(self) -> RefineLayout:
+        return RefineLayout(self.root / REFINE, self.workspace)
 
     def prepared(self, group: str) -> Path:
         return self.root / "prepared" / group

@@ -198,6 +198,7 @@ class ResultsManifest:
     scorers: tuple[str, ...] = ()
     training_metrics: tuple[tuple[str, str], ...] = ()  # (unit name, metrics CSV path)
     mining_archive: str = ""
+    refine_rounds: str = ""  # the refinement loop's rounds.csv, when the study refined
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -28,6 +28,7 @@ from amari.evaluate import CONTROL, EvaluateConfig
 from amari.execution.devices import check_device
 from amari.mine import MineConfig
 from amari.prepare import PrepareConfig
+from amari.refine import RefineConfig
 from amari.report import ReportConfig
 from amari.select import NAME, SelectConfig
 from amari.storage.layout import StudyLayout
@@ -74,12 +75,14 @@ STUDY_DEFAULTS: dict[str, dict[str, Any]] = {
     "mine": {"prompt": "a photo of a woman", "preset": "study"},
     "select": {"force": True},
     "prepare": {"seed": 0},
+    "refine": {"rounds": 0},  # a study refines only when its [refine] table asks for rounds
 }
 
 SECTIONS = {
     "study": StudySettings,
     "mine": MineConfig,
     "audit": AuditConfig,
+    "refine": RefineConfig,
     "select": SelectConfig,
     "prepare": PrepareConfig,
     "train": TrainConfig,
@@ -93,6 +96,7 @@ class StudyConfig:
     study: StudySettings
     mine: MineConfig
     audit: AuditConfig
+    refine: RefineConfig
     select: SelectConfig
     prepare: PrepareConfig
     train: TrainConfig
@@ -152,14 +156,14 @@ def _shared(name: str, study: StudySettings, built: dict[str, Any], layout: Stud
             "study_name": study.name,
             "init_word": built["train"].init_word,
             "training_groups": tuple(g.name for g in built["select"].groups),
-            "methods": built["train"].study_methods(),
+            "methods": built["train"].compared_methods(),
             "demo": study.demo,
         }
     return {}
 
 
-def study_from_dict(data: dict[str, Any], base: str | Path | None = None, source: Path | None = None) -> StudyConfig:
-    base = Path(base) if base is not None else Path.cwd()
+def _build(data: dict[str, Any], base: Path, sections) -> dict[str, Any]:
+    """The study's settings and each of `sections`' configs, in SECTIONS' order (later ones share earlier ones')."""
     if not isinstance(data, dict):
         raise UsageError("a study config must be a TOML document of tables")
     unknown = sorted(set(data) - set(SECTIONS))
@@ -175,13 +179,40 @@ def study_from_dict(data: dict[str, Any], base: str | Path | None = None, source
         built["evaluate_sim_group"] = convert(evaluate_table["sim_group"], Path, "evaluate.sim_group", base)
     layout = StudyLayout(study.out)
     for name, cls in SECTIONS.items():
-        if name == "study":
+        if name == "study" or name not in sections:
             continue
         table = data.get(name, {})
         shared = _shared(name, study, built, layout)
         defaults = STUDY_DEFAULTS.get(name, {})
         built[name] = _section(cls, table, name, base, {**defaults, **shared}, set(shared))
+    return built
+
+
+def study_from_dict(data: dict[str, Any], base: str | Path | None = None, source: Path | None = None) -> StudyConfig:
+    built = _build(data, Path(base) if base is not None else Path.cwd(), SECTIONS)
     return StudyConfig(**{name: built[name] for name in SECTIONS}, source=source)
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """What `amari refine` reads of a study config: the tables the rounds use (the others are not checked)."""
+
+    study: StudySettings
+    mine: MineConfig
+    refine: RefineConfig
+    prepare: PrepareConfig
+    train: TrainConfig
+
+    @property
+    def layout(self) -> StudyLayout:
+        return StudyLayout(self.study.out or Path(self.study.name).resolve())
+
+
+def load_refine(path: str | Path, base: str | Path | None = None) -> RefineSettings:
+    """The refinement loop's settings from a study config (its [study], [mine], [refine], [prepare], [train])."""
+    names = ("study", "mine", "refine", "prepare", "train")
+    built = _build(read_toml(Path(path)), Path(base) if base is not None else Path.cwd(), names)
+    return RefineSettings(**{name: built[name] for name in names})
 
 
 def _section(cls, table: Any, name: str, base: Path, fixed: dict[str, Any], shared: set[str]):
@@ -232,6 +263,8 @@ __all__ = [
     "STUDY_DEFAULTS",
     "StudyConfig",
     "StudySettings",
+    "RefineSettings",
+    "load_refine",
     "load_study",
     "replace",
     "study_from_dict",

@@ -82,6 +82,24 @@ def _audit(config: StudyConfig, _group, log: Log) -> str:
     return result.summary().splitlines()[0]
 
 
+def refine_rounds(config: StudyConfig, log: Log, progress=None):
+    """The refinement loop over the study's workspace, with its [mine], [train] and [prepare] settings."""
+    from amari import refine
+
+    return refine.run(
+        config.refine, config.layout.refine, config.mine, config.train, config.prepare, progress=progress, log=log
+    )
+
+
+def _refine(config: StudyConfig, _group, log: Log) -> str:
+    from amari import mine
+
+    with mine.MiningProgress(enabled=True) as progress:
+        result = refine_rounds(config, log, progress)
+    log(f"refine: {result.table()}")
+    return f"{len(result.rounds)} rounds, {result.stopped}"
+
+
 def _select(config: StudyConfig, _group, log: Log) -> str:
     from amari import select
     from amari.storage.layout import SelectLayout
@@ -151,6 +169,7 @@ def _report(config: StudyConfig, _group, log: Log) -> str:
 STAGES = (
     Stage("mine", False, _mine),
     Stage("audit", False, _audit, wanted=lambda config: config.audit.gallery is not None),
+    Stage("refine", False, _refine, wanted=lambda config: config.refine.rounds > 0),
     Stage("select", False, _select),
     Stage("prepare", True, _prepare),
     Stage("train", True, _train, per_method=True),
@@ -165,7 +184,8 @@ def stage_fingerprints(config: StudyConfig) -> dict[str, str]:
     holds where it mines, since a workspace belongs to one place."""
     fingerprints, previous = {}, str(config.layout.root)
     for stage in STAGES:
-        previous = fingerprint(previous, getattr(config, stage.name))
+        if stage.name != "refine" or stage.wanted(config):  # a study without rounds keeps the chain it had
+            previous = fingerprint(previous, getattr(config, stage.name))
         fingerprints[stage.name] = previous
     return fingerprints
 

@@ -10,7 +10,15 @@ diffusers) load only when `run` is called.
 from __future__ import annotations
 
 from amari.storage.layout import TrainLayout
-from amari.train.config import METHOD_NAMES, METHODS, TrainConfig, epoch_at, learning_rate
+from amari.train.config import (
+    METHOD_NAMES,
+    METHODS,
+    STUDY_METHODS,
+    UNTRAINED_METHODS,
+    TrainConfig,
+    epoch_at,
+    learning_rate,
+)
 
 
 def run(config: TrainConfig, layout: TrainLayout, log=None, start_over: bool = False):
@@ -31,8 +39,10 @@ def read_lora_record(path):
 __all__ = [
     "METHOD_NAMES",
     "METHODS",
+    "STUDY_METHODS",
     "TrainConfig",
     "TrainLayout",
+    "UNTRAINED_METHODS",
     "epoch_at",
     "learning_rate",
     "read_lora_record",

@@ -20,7 +20,15 @@ from amari.errors import UsageError
 # ti: the token's vectors alone; lora: a LoRA on the UNet's attention (the token is plain text);
 # pivotal: the token's vectors and the LoRA together, each with its own learning rate.
 METHODS = ("ti", "lora", "pivotal")
-METHOD_NAMES = {"ti": "Textual Inversion", "lora": "LoRA", "pivotal": "pivotal tuning (token + LoRA)"}
+# A study may compare these with the trained ones: nothing is trained, the evaluation conditions on each group.
+UNTRAINED_METHODS = ("ip-adapter",)
+STUDY_METHODS = METHODS + UNTRAINED_METHODS
+METHOD_NAMES = {
+    "ti": "Textual Inversion",
+    "lora": "LoRA",
+    "pivotal": "pivotal tuning (token + LoRA)",
+    "ip-adapter": "IP-Adapter (no training)",
+}
 UNET_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_ENCODER_ATTENTION = ("q_proj", "k_proj", "v_proj", "out_proj")
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
@@ -109,9 +117,18 @@ class TrainConfig(Settings):
         group=_LEARNED,
     )
     methods: tuple[str, ...] | None = setting(
-        None, "a study trains every group with each of these methods (default: method alone)", cli=False
+        None,
+        "a study compares these methods on every group (default: method alone); ip-adapter trains nothing",
+        cli=False,
     )
     token: str = setting("*", "placeholder written in prompts", group=_LEARNED)
+    warm_start: Path | None = setting(
+        None,
+        "a finished run's folder to begin from: its token's vectors and its LoRA instead of the init word and a "
+        "fresh LoRA (default: a cold start)",
+        metavar="DIR",
+        group=_LEARNED,
+    )
     init_word: str = setting("woman", "word whose embedding starts the vectors", group=_LEARNED)
     num_vectors: int = setting(1, "vectors per token", flag="--vectors", group=_LEARNED)
     name: str | None = setting(
@@ -218,9 +235,11 @@ class TrainConfig(Settings):
         self._check()
 
     def _check(self) -> None:
-        for method in (self.method, *(self.methods or ())):
-            if method not in METHODS:
-                raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+        if self.method not in METHODS:
+            raise UsageError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
+        for method in self.methods or ():
+            if method not in STUDY_METHODS:
+                raise UsageError(f"unknown method {method!r}: use some of {', '.join(STUDY_METHODS)}")
         if self.methods is not None and (not self.methods or len(set(self.methods)) != len(self.methods)):
             raise UsageError(f"methods must list each method once, not {list(self.methods)}")
         self._check_lora()
@@ -323,6 +342,10 @@ class TrainConfig(Settings):
 
     def study_methods(self) -> tuple[str, ...]:
         """The methods a study trains each group with."""
+        return tuple(m for m in self.compared_methods() if m in METHODS)
+
+    def compared_methods(self) -> tuple[str, ...]:
+        """The methods a study evaluates on each group: those it trains, and those that need no training."""
         return self.methods or (self.method,)
 
     @property
@@ -337,7 +360,12 @@ class TrainConfig(Settings):
         """The settings that must match for a run to continue from another run's checkpoint."""
         values = asdict(self)
         keys = RESUME_KEYS + (LORA_RESUME_KEYS if self.trains_lora else ()) + (("vae",) if self.vae else ())
-        return {key: _jsonable(values[key]) for key in keys}
+        settings = {key: _jsonable(values[key]) for key in keys}
+        if self.warm_start is not None:  # what it began from, by content (a record names no local folder)
+            from amari.train.warm import warm_digest
+
+            settings["warm_start"] = warm_digest(self.warm_start, self.trains_token, self.trains_lora)
+        return settings
 
 
 def _at_least(minimum: int, **values: int) -> None:

@@ -29,6 +29,7 @@ from amari.train.tokens import (
     training_token,
     vector_tokens,
 )
+from amari.train.warm import warm_lora, warm_vectors
 
 
 def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None, start_over: bool = False) -> Run:
@@ -69,15 +70,23 @@ def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None
     if _gradient_checkpointing(config, accelerator):
         components.denoiser.enable_gradient_checkpointing()
     lora_parameters = add_lora(components, spec, config.seed) if spec is not None else []
+    if spec is not None and config.warm_start is not None:
+        warm_lora(components, spec, config.warm_start)
 
     placeholders = {}
     if config.trains_token:
         learners = [(slot, tok, enc) for slot, tok, enc in components.encoders() if slot.learns_token]
         vocabulary = {word for _slot, tokenizer, _encoder in learners for word in tokenizer.get_vocab()}
         token = training_token(config.token, vocabulary)
+        if config.warm_start is not None and len(learners) > 1:
+            raise UsageError(
+                f"--warm-start reads one text encoder's vectors; {family.name} learns the token in {len(learners)}"
+            )
         for slot, tokenizer, encoder in learners:
             table = encoder.get_input_embeddings().weight
             vectors = init_vectors(tokenizer, table, config.init_word, config.num_vectors)
+            if config.warm_start is not None:
+                vectors = warm_vectors(config.warm_start, config.num_vectors, vectors.shape[1])
             ids = add_placeholder(tokenizer, token, config.num_vectors)
             placeholders[slot.encoder] = splice(encoder, ids, vectors)
         words = vector_tokens(token, config.num_vectors)
