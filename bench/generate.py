@@ -9,6 +9,12 @@ provenance, as the miner does.
     python bench/generate.py                 # tiny random model, CPU-sized, a few minutes
     python bench/generate.py --full          # SD 1.5's full architecture, random weights (GPU)
     python bench/generate.py --model PATH    # any Stable Diffusion model amari can load
+    python bench/generate.py --family sdxl [--full] [--timing-steps 2]   # SDXL (or flux) against SD 1.x
+
+With --family, each family runs with its own defaults (native size, sampler, steps, dtype) on a
+random-weight model (--full: its real architecture, where this machine's memory allows), SD 1.x first
+as the baseline; --timing-steps N times N denoising steps and extrapolates to the family's steps, so a
+CPU can size a full-size model in minutes (no claims: a CPU says little about a GPU).
 
 Targets on one H100 with --full: the fast preset at >= 8 images/s at 512x512, and >= 20x the
 original's images/s. --quick cuts the study's 250 steps to 25 so a CPU run of --full ends in minutes;
@@ -25,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _models import model_folder
+from _models import family_folder, model_folder
 
 PROMPT = "a photo of a woman"
 
@@ -87,6 +93,50 @@ def run_amari(config, count: int, out: Path, label: str) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
+# 3. One family against SD 1.x ----------------------------------------------------------------------
+
+
+def family_rows(args) -> None:
+    """Images per second of SD 1.x and of `--family`, each at its own defaults, in one run."""
+    import torch
+
+    from amari.doctor.timing import time_generation
+    from amari.generate import load_model, preset_config, unload_all
+
+    rows = []
+    for family in ("sd1", args.family):
+        model = family_folder(family, args.full)
+        if model is None:
+            rows.append((family, None))
+            continue
+        options = {"batch_size": args.batch_size or 1, "compile": args.compile}
+        if args.size:
+            options.update(width=args.size, height=args.size)
+        config = preset_config("fast", model=model, **options)
+        seconds, how = time_generation(config, PROMPT, config.batch_size, args.timing_steps)
+        loaded = load_model(config)
+        side = args.size or loaded.native_size
+        label = (
+            f"{loaded.family.label}: {config.scheduler} {config.steps} steps, CFG {config.guidance_scale:g}, "
+            f"{side}x{side}, batch {config.batch_size}, {loaded.dtype}{', compiled' if args.compile else ''}"
+        )
+        rows.append((label, (config.batch_size, seconds, how)))
+        unload_all()
+    device = "CUDA" if torch.cuda.is_available() else "CPU"
+    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads")
+    baseline = rows[0][1][0] / rows[0][1][1] if rows[0][1] else None
+    width = max(len(label) for label, _ in rows)
+    print(f"{'family and settings':<{width}}  s/image  images/s  vs SD 1.x  how")
+    for label, measured in rows:
+        if measured is None:
+            print(f"{label:<{width}}  skipped: not enough memory here for the full-size model")
+            continue
+        images, seconds, how = measured
+        rate = images / seconds
+        ratio = f"{rate / baseline:.3f}x" if baseline else "-"
+        print(f"{label:<{width}}  {seconds / images:>7.2f}  {rate:>8.4f}  {ratio:>9}  {how}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="SD 1.5's full architecture with random weights")
@@ -97,6 +147,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="image side (default: the model's native size)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet for amari's rows")
     parser.add_argument("--quick", action="store_true", help="25 study steps instead of 250 (smoke runs)")
+    parser.add_argument("--family", choices=("sdxl", "flux"), help="time SDXL or FLUX.1 [schnell] against SD 1.x")
+    parser.add_argument("--timing-steps", type=int, help="with --family: time N steps and extrapolate")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -104,6 +156,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.family:
+        family_rows(args)
         return
 
     import torch

@@ -1,17 +1,30 @@
 """How well each provenance mark survives what happens to images online, on real photos.
 
-The images are real photo content from tests/data: the six faces of t1.jpg framed tight and wide, six
-regions of it, the astronaut and three parts of it, and Tom Hanks: 23 distinct pictures, each scaled to
-512² and to 1024². Each is written with `save_png` (watermark, fingerprint in a fresh registry, C2PA
-signed with a key from `amari keygen` when c2pa-python is installed), edited, and checked with
-`amari verify`'s code. A fingerprint counts only when it names the right image. False positives: every
-unmarked photo, after every edit, checked against a registry holding all the *other* marked photos.
+Four parts:
 
-    .venv/bin/python bench/provenance.py [--sizes 512 1024] [--candidates]
+1. **The watermark alone** (no registry, no metadata), the checks it was built to pass: real faces
+   cropped like a generator's portraits (`amari.testing.photos.face_photos`, marked and clean halves)
+   and the 23 pictures below, at 512², through mirror + JPEG 75, a 3° rotation in the same frame, an
+   aspect change to 0.9, a centre crop keeping 60 % of each side, a screenshot (0.6× on a 1920×1080
+   page), and averaging: each marked image minus the residual averaged over 10 others, each clean
+   photo plus such an average (as it comes, and scaled to a mark's energy).
+2. **Faces**: the dlib descriptor's shift for every face in the photos, and the same/different
+   decisions at 0.40 it flips, beside PSNR, for JPEG 90, the version 1 tile and the tile2 mark.
+3. **Every mark** (watermark, fingerprint, C2PA, verdict): 23 distinct real pictures from tests/data
+   (the six faces of t1.jpg framed tight and wide, six regions of it, the astronaut and three parts of
+   it, and Tom Hanks), each at 512² and 1024², written with `save_png` (watermark, fingerprint in a
+   fresh registry, C2PA signed with a key from `amari keygen` when c2pa-python is installed), edited,
+   and checked with `amari verify`'s code. A fingerprint counts only when it names the right image.
+   False positives: every unmarked photo, after every edit, against a registry of all *other* photos.
+4. **Time**: to embed and to read the watermark, and to write and verify a file with every mark, with
+   the version 1 tile (what amari wrote before) and with tile2, in this run.
 
---candidates also measures, at 512², the watermarks this one was chosen over: invisible-watermark's
-dwtDctSvd as amari used it before, and its RivaGAN model (needs onnxruntime; its decoder is given the
-image rescaled to 512² and a 256² centre crop, as slow as it is, ~4 minutes).
+    .venv/bin/python bench/provenance.py [--sizes 512 1024] [--photos 40] [--candidates] [--more]
+
+--candidates also measures, at 512², the watermarks the version 1 tile was chosen over:
+invisible-watermark's dwtDctSvd as amari used it before, and its RivaGAN model (needs onnxruntime; its
+decoder is given the image rescaled to 512² and a 256² centre crop, as slow as it is, ~4 minutes).
+--more adds harder edits beyond the checks (corner crops, larger rotations, a rescale with a corner crop).
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+import _watermark  # noqa: E402 - the watermark's own parts of this benchmark
 from amari.study.demo import SAMPLE_FACES  # noqa: E402 - dlib's boxes of the six faces in t1.jpg
 
 DATA = ROOT / "tests" / "data"
@@ -316,30 +330,139 @@ def report(results: dict, attacks: dict, c2pa: bool) -> None:
         )
 
 
+def _as_version_1():
+    """Write and read as amari did before tile2: the 64 px tile on every image, the faces included."""
+    from amari.provenance import tilemark
+
+    return {
+        "embed_watermark": lambda rgb, faces=None, face_scale=1.0: tilemark.embed(rgb),
+        "read_watermark": _watermark.version_1_read,
+    }
+
+
+def write_and_verify_seconds(photos: list[np.ndarray], work: Path) -> dict:
+    """CPU seconds per image to write a file with every mark (`save_png`), to verify it, and to verify the
+    photo as it was (a PNG without marks), with the version 1 tile and with tile2."""
+    from amari.provenance import png
+    from amari.provenance.verification import Verifier
+
+    seconds = {}
+    for version, replaced in (("version 1", _as_version_1()), ("tile2", {})):
+        saved = {name: getattr(png, name) for name in replaced}
+        for name, function in replaced.items():
+            setattr(png, name, function)
+        try:
+            folder = work / version.replace(" ", "")
+            registry = folder / "provenance.sqlite"
+            png.save_png(photos[0], folder / "warm.png", {"seed": 0}, registries=[registry])
+            started = time.process_time()
+            paths = [
+                png.save_png(rgb, folder / f"{index}.png", {"seed": index}, registries=[registry])
+                for index, rgb in enumerate(photos)
+            ]
+            written = (time.process_time() - started) / len(photos)
+            plain = []
+            for index, rgb in enumerate(photos):
+                plain.append(folder / f"plain{index}.png")
+                plain[-1].write_bytes(_png(rgb))
+            with Verifier([registry], use_default=False) as verifier:
+                verifier.check(paths[0])
+                started = time.process_time()
+                for path in paths:
+                    verifier.check(path)
+                marked = (time.process_time() - started) / len(photos)
+                started = time.process_time()
+                for path in plain:
+                    verifier.check(path)
+                seconds[version] = (written, marked, (time.process_time() - started) / len(photos))
+        finally:
+            for name, function in saved.items():
+                setattr(png, name, function)
+    return seconds
+
+
+def watermark_checks(count: int, more: bool) -> None:
+    from amari.provenance.watermark import embed_watermark
+    from amari.testing.photos import face_photos
+
+    faces = face_photos(2 * count, side=512, seed=28)
+    pictures = [rgb for _, rgb in photo_set(512)]
+    marked_faces = [embed_watermark(rgb) for rgb in faces[:count]]
+    marked_pictures = [embed_watermark(rgb) for rgb in pictures]
+    print(
+        f"\n1. The watermark alone (no registry), detection rate on the marked half and clean photos read as "
+        f"marked: {count} + {count} face photos, and the 23 pictures marked and as they were (512²)"
+    )
+    _watermark.print_attack_table(
+        {
+            f"{count} face photos, 512²": _watermark.attack_table(faces[:count], marked_faces, faces[count:], more),
+            "23 pictures, 512²": _watermark.attack_table(pictures, marked_pictures, pictures, more),
+        }
+    )
+    from amari.provenance import tilemark
+
+    print("\n2. Faces: dlib's descriptor in the original and in the copy, and PSNR")
+    for label, originals, marked in (
+        (f"{count} face photos, 512²", faces[:count], marked_faces),
+        ("23 pictures, 512²", pictures, marked_pictures),
+    ):
+        versions = {
+            "JPEG 90": [_decode(_jpeg(rgb, 90)) for rgb in originals],
+            "version 1 tile": [tilemark.embed(rgb) for rgb in originals],
+            "tile2": marked,
+        }
+        _watermark.print_face_shifts(label, _watermark.face_shifts(originals, versions))
+
+
+def print_times(sizes: list[int], work: Path) -> None:
+    print("\n4. CPU seconds per image (12 of the pictures), version 1 tile -> tile2 (ratio):")
+    for side in sizes:
+        photos = [rgb for _, rgb in photo_set(side)][:12]
+        rows = {
+            "watermark": (_watermark.timings(photos), ("embed", "read marked", "read unmarked")),
+            "file with every mark": (
+                write_and_verify_seconds(photos, work / f"timing{side}"),
+                ("write", "verify marked", "verify unmarked"),
+            ),
+        }
+        for label, (found, names) in rows.items():
+            cells = [
+                f"{name} {before:.3f} -> {after:.3f} ({after / before:.2f}x)"
+                for name, before, after in zip(names, found["version 1"], found["tile2"])
+            ]
+            print(f"  {side}², {label}: " + "; ".join(cells))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="square sizes (default 512 1024)")
+    parser.add_argument("--photos", type=int, default=20, help="marked face photos, and as many clean (default 20)")
     parser.add_argument("--candidates", action="store_true", help="also measure dwtDctSvd and RivaGAN at 512²")
-    parser.add_argument("--no-extra", action="store_true", help="only the issue's edits")
+    parser.add_argument("--more", action="store_true", help="also harder edits beyond the checks")
+    parser.add_argument("--no-extra", action="store_true", help="every mark: only the first round's edits")
     args = parser.parse_args()
+    if args.photos <= _watermark.OTHERS:
+        parser.error(f"--photos must be more than {_watermark.OTHERS} (the averaging attack uses 10 others)")
     attacks = dict(ATTACKS) if args.no_extra else {**ATTACKS, **EXTRA_ATTACKS}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ["AMARI_CACHE_DIR"] = str(work / "cache")  # never the user's registry or key
         os.environ.pop("AMARI_C2PA_KEY", None)
+        watermark_checks(args.photos, args.more)
         from amari.provenance import credentials
 
         c2pa = credentials.is_available()
         if c2pa:
             credentials.keygen()
         print(
-            f"{len(sources())} real photos from tests/data per size, written with save_png (C2PA: "
+            f"\n3. Every mark: {len(sources())} real photos from tests/data per size, written with save_png (C2PA: "
             f"{'signed with a fresh amari keygen key' if c2pa else 'c2pa-python not installed'}); "
             f"detection rate of each mark"
         )
         results = {side: run_size(side, work, attacks) for side in args.sizes}
-    report(results, attacks, c2pa)
+        report(results, attacks, c2pa)
+        print_times(args.sizes, work)
     if args.candidates:
         print("\nwatermark alone at 512², the candidates (detection rate; false positives over unmarked x edits):")
         found = candidates()

@@ -92,12 +92,12 @@ class CommonRecipe:
         encoder = components.text_encoder
         encoder.set_input_embeddings(run.placeholder.table)  # back to the plain table
         table = encoder.get_input_embeddings()
-        with_vectors = self._grow(table, run.placeholder_ids, run.placeholder.vectors)
+        with_vectors = self._grow(table, run.placeholder.placeholder_ids, run.placeholder.vectors)
         encoder.set_input_embeddings(with_vectors)
         self.table = with_vectors.weight
         self.original = self.table.detach().clone()
         self.keep = torch.ones(self.table.shape[0], dtype=torch.bool, device=self.table.device)
-        self.keep[run.placeholder_ids] = False
+        self.keep[run.placeholder.placeholder_ids] = False
         self.table.requires_grad_(True)
         self.optimizer = run.accelerator.prepare(
             torch.optim.AdamW([self.table], lr=run.lr, weight_decay=run.config.weight_decay)

@@ -82,6 +82,15 @@ def tiny_sd(tmp_path_factory) -> Path:
     return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model")
 
 
+@pytest.fixture(scope="session")
+def tiny_ip_adapter(tmp_path_factory, tiny_sd) -> Path:
+    """A tiny random-weight IP-Adapter ("plus" layout) for `tiny_sd`, its image encoder in image_encoder/
+    beside it, as h94/IP-Adapter lays them out; the weights file's path."""
+    from amari.testing.ip_adapter import build_tiny_ip_adapter
+
+    return build_tiny_ip_adapter(tmp_path_factory.mktemp("ip-adapter"), tiny_sd)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread: for models this small, two threads spin more than they compute."""
@@ -99,6 +108,27 @@ def astronaut(data_dir):
     from amari.storage.images import load_rgb
 
     return load_rgb(data_dir / "astronaut.png")
+
+
+@pytest.fixture(scope="session")
+def people(data_dir) -> dict[str, list[Path]]:
+    """Real photos of several people (tests/data/people, one folder per person), by person."""
+    folders = sorted(p for p in (data_dir / "people").iterdir() if p.is_dir())
+    return {folder.name: sorted(folder.glob("*.jpg")) for folder in folders}
+
+
+@pytest.fixture(scope="session")
+def people_faces(people):
+    """(descriptors, labels, paths) of every photo of `people`: one face each, found once per session."""
+    import numpy as np
+
+    from amari.faces import descriptors as face_lib
+    from amari.storage.images import load_rgb
+
+    paths = [path for photos in people.values() for path in photos]
+    descriptors = np.array([face_lib.encode(load_rgb(path))[0].descriptor for path in paths])
+    labels = np.array([path.parent.name for path in paths])
+    return descriptors, labels, paths
 
 
 @pytest.fixture(scope="session")

@@ -1,3 +1,4 @@
+import os
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,19 @@ def test_folder_output_follows_face_recognition(capsys, folders):
         f"{unknown / 'stranger.png'},unknown_person",
     ]
     assert "broken.jpg" in err and "notes.png" in err
+
+
+def test_paths_are_spelled_as_face_recognition_spells_them(capsys, folders, monkeypatch):
+    """face_recognition_cli.py (`image_files_in_folder`) prints `os.path.join(folder, name)` with the folder
+    exactly as typed, so `./unknown/` gives `./unknown/empty.png`; a single file prints as typed too."""
+    known, unknown = folders
+    monkeypatch.chdir(unknown.parent)
+    _, lines, err = _run(capsys, "./known/", "./unknown/")
+    names = ("empty.png", "mirrored2.png", "stranger.png")
+    assert [line.split(",")[0] for line in lines] == [os.path.join("./unknown/", name) for name in names]
+    assert "./unknown/broken.jpg" in err
+    _, lines, _ = _run(capsys, "known", "./unknown//stranger.png")
+    assert lines == ["./unknown//stranger.png,unknown_person"]
 
 
 def test_distances_equal_dlib_own_numbers(capsys, folders):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from amari.audit import AuditConfig
 from amari.cli import COMMANDS, build_parser
 from amari.compare import CompareConfig
 from amari.config.options import cli_fields, defaults_of, from_args
@@ -23,6 +24,8 @@ STAGES = (
     "generate",
     "enhance",
     "mine",
+    "audit",
+    "refine",
     "select",
     "prepare",
     "train",
@@ -42,6 +45,7 @@ COMMAND_CONFIGS = {
     "select": (SelectConfig, ["--workspace", "ws", "--out", "out"]),
     "train": (TrainConfig, ["data", "--out", "out"]),
     "report": (ReportConfig, ["results"]),
+    "audit": (AuditConfig, ["--workspace", "ws"]),
     "serve": (ServeConfig, ["--workspace", "ws"]),
 }
 

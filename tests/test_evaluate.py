@@ -135,7 +135,9 @@ def test_one_row_per_cell_with_images_that_carry_their_provenance(evaluated):
         assert provenance.amari["synthetic"] is True
         assert provenance.amari["study"]["fingerprint"] == row["fingerprint"]
         assert provenance.fields["Seed"] == row["seed"] and provenance.fields["Sampler"] == "LMS"
-        assert provenance.fields["prompt"] == row["prompt_sent"]
+        assert provenance.amari["prompt"] == row["prompt_sent"]
+        # A1111 reads the embedding's name (the given file's stem) where the pipeline got its token.
+        assert provenance.fields["prompt"] == row["prompt_sent"].replace("<amari-a_3>", "learned_embeds")
         tokens = [e["token"] for e in provenance.amari.get("embeddings", [])]
         assert tokens == ([] if row["group"] == "ctrl" else ["<amari-a_3>"])
     digests = {digest(result.results_dir / r["image"]) for r in rows}
@@ -317,9 +319,7 @@ def test_each_method_of_a_group_is_a_column_of_the_grid(three_methods, evaluated
     assert pivotal["embedding"] == "learned_embeds.safetensors+pytorch_lora_weights.safetensors"
     provenance = read_provenance(result.results_dir / pivotal["image"])
     assert [e["token"] for e in provenance.amari["embeddings"]] == ["<amari-pivotal-a_3>"]
-    assert [e["name"] for e in provenance.amari["loras"]] == ["pytorch_lora_weights"]
     assert provenance.amari["study"]["method"] == "pivotal"
-    assert "<lora:pytorch_lora_weights:1>" in provenance.fields["prompt"]
     # The LoRA changes the picture; the control group, generated after it, sees the plain model.
     ti = by_unit[("ti", "a_3", PROMPTS[0], "sd1")]
     ctrl = by_unit[("", "ctrl", PROMPTS[0], "sd1")]
@@ -329,6 +329,50 @@ def test_each_method_of_a_group_is_a_column_of_the_grid(three_methods, evaluated
     manifest = read_manifest(result.results_dir)
     assert manifest.methods == ("ti", "lora", "pivotal") and dict(manifest.group_sizes) == {"a_3": 3}
     assert set(dict(manifest.training_metrics)) == {"lora/a_3", "pivotal/a_3"}  # ti's embedding was given
+
+
+def test_grid_images_name_the_files_other_tools_load(three_methods):
+    """The pivotal group was made with diffusers' files (`learned_embeds`, `pytorch_lora_weights`), which no
+    other tool names; its images name the A1111 and kohya files beside them, by the tools' own rules:
+    A1111 (`textual_inversion.py`: an embedding is its file's stem, applied where that name is in the
+    prompt; `<lora:NAME:w>` and `Lora hashes` by the kohya file's name and tensor-data hash), ComfyUI
+    (`pnginfo.ts`, `importA1111`: the installed LoRA file whose name starts with NAME, `embedding:NAME`
+    for an installed embedding's name) and InvokeAI (`ti_utils.py`: `<name>` triggers; `parsing.tsx`:
+    `loras[].model` by name and base)."""
+    from amari.storage.files import file_sha256, safetensors_data_sha256
+    from test_infotext import (
+        a1111_hashes,
+        a1111_parse,
+        comfyui_embeddings,
+        comfyui_imports,
+        comfyui_loras,
+        comfyui_png_text,
+        invokeai_recalled_loras,
+        invokeai_triggers,
+    )
+
+    config, result = three_methods
+    rows = list(csv.DictReader(open(result.csv, newline="")))
+    pivotal = next(r for r in rows if r["method"] == "pivotal" and r["prompt"] == PROMPTS[1])
+    folder = config.layout.train("a_3", "pivotal").out
+    chunks = comfyui_png_text(result.results_dir / pivotal["image"])
+    fields = a1111_parse(chunks["parameters"])
+    assert fields["prompt"] == "a side profile image of amari <lora:amari-lora:1>"
+    assert a1111_hashes(fields["TI hashes"]) == {"amari": file_sha256(folder / "amari.safetensors")[:12]}
+    kohya_hash = safetensors_data_sha256(folder / "amari-lora.safetensors")[:12]
+    assert a1111_hashes(fields["Lora hashes"]) == {"amari-lora": kohya_hash}
+    installed = sorted(path.name for path in folder.glob("*.safetensors"))  # every file of the run installed
+    positive, loras = comfyui_loras(comfyui_imports(chunks["parameters"])["positive"], installed)
+    assert loras == [("amari-lora.safetensors", 1.0)]
+    assert comfyui_embeddings(positive, ["amari"]).strip() == "a side profile image of embedding:amari"
+    meta = json.loads(chunks["invokeai_metadata"])
+    assert meta["positive_prompt"] == "a side profile image of <amari>" and "<lora:" not in meta["positive_prompt"]
+    assert invokeai_triggers(meta["positive_prompt"]) == ["amari"]
+    assert invokeai_recalled_loras(meta) == [("amari-lora", meta["model"]["base_model"], 1.0)]
+    lora = next(r for r in rows if r["method"] == "lora" and r["prompt"] == PROMPTS[1])
+    lora_fields = a1111_parse(comfyui_png_text(result.results_dir / lora["image"])["parameters"])
+    assert lora_fields["prompt"] == "a side profile image of amari woman <lora:amari-lora:1>"
+    assert "TI hashes" not in lora_fields
 
 
 def test_results_without_a_method_column_read_as_textual_inversion(three_methods, tmp_path):

@@ -132,3 +132,18 @@ def test_detection_scores_separate_real_faces_from_hog_false_faces(data_dir):
     assert real[1] > 0.3 > 0.2 > badge[1]
     t1_scores = [score for _, score in faces.detect_scored(load_rgb(data_dir / "t1.jpg"))]
     assert len(t1_scores) == 6 and min(t1_scores) > 0.3
+
+
+def test_an_image_too_large_to_search_at_its_upsample_is_refused_before_dlib_runs(data_dir):
+    """Upsampled four times, a photo this size would need more than half of this machine's memory."""
+    import math
+
+    from amari.config.limits import detector_memory, machine_memory
+    from amari.errors import ImageError
+
+    side = math.isqrt(machine_memory() // 2 // detector_memory(1, 1, 4)) + 64
+    photo = np.asarray(Image.open(data_dir / "t1.jpg").convert("RGB").resize((side, side)))
+    with pytest.raises(ImageError, match="too large to find faces in at upsample 4"):
+        faces.encode(photo, FaceSettings(upsample=4))
+    with pytest.raises(UsageError, match="upsample must be at most 4"):
+        FaceSettings(upsample=5)

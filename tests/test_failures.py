@@ -151,6 +151,50 @@ def test_a_full_disk_stops_mining_with_one_line_and_keeps_what_was_judged(photos
     assert resumed.returncode == 0, resumed.stderr  # the same command carries on once there is room
 
 
+# The disk fills up exactly while torch writes a checkpoint's training state.
+_FILL_AT_TORCH_SAVE = """
+import sys, torch
+real = torch.save
+
+def filling(*args, **kwargs):
+    handle = open(sys.argv[1], "wb")
+    try:
+        while True:
+            handle.write(bytes(1 << 16))
+            handle.flush()
+    except OSError:
+        pass
+    try:
+        handle.close()
+    except OSError:
+        pass
+    return real(*args, **kwargs)
+
+torch.save = filling
+from amari.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_disk_filling_while_a_checkpoint_is_saved_is_one_line(small_disk, tiny_sd, t1_people):
+    out = small_disk / "train"
+    args = ["train", str(t1_people[0].parent), "--out", str(out), "--model", str(tiny_sd), "--resolution", "64"]
+    args += ["--steps", "1", "--sample-seeds", "", "--mixed-precision", "no"]
+    result = subprocess.run(
+        [sys.executable, "-c", _FILL_AT_TORCH_SAVE, str(small_disk / "filler"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    # The run's own progress lines come first; the failure is one line, the last.
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("amari train: error: cannot write checkpoint") and "disk is full" in last, last
+    assert not (out / "checkpoints" / "step-000001").exists()  # no checkpoint that looks complete
+
+
 # -- a damaged or unusable workspace ----------------------------------------------------------------
 
 
@@ -265,22 +309,43 @@ def test_a_killed_miner_leaves_no_process_behind(photos, tmp_path, sig):
         sig=sig,
     )
     miner = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    _, err = miner.communicate(timeout=300)
+    _, err = miner.communicate(timeout=300)  # until every holder of its stderr is gone, resource tracker included
     assert miner.returncode == -getattr(signal, sig), err.decode()[-2000:]
     deadline = time.monotonic() + 10
     while _session_members(miner.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _session_members(miner.pid) == []
+    lines = err.decode().strip().splitlines()
+    assert not [line for line in lines if "resource_tracker" in line or "leaked" in line], lines
+    if sig == "SIGTERM":  # said in one line, after every step closed what it held
+        assert lines[-1] == "amari mine: stopped by SIGTERM; run the same command again to go on", lines
+
+
+@pytest.mark.slow
+def test_a_killed_worker_process_is_one_line_and_the_run_resumes(photos, tmp_path):
+    folder, reference, _ = photos
+    args = mine_args(tmp_path / "ws", folder, reference, "--cpus", "2")
+    killed = subprocess.run(
+        crash_command("amari.mine.engine:Engine._pump", 2, "before", *args, victim="worker"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert_one_line_error(killed, "worker process", "run the same command again")
+    assert amari(*args).returncode == 0
 
 
 # -- evaluate, config values, options ---------------------------------------------------------------
 
 
-def test_evaluate_refuses_a_folder_it_did_not_write(tmp_path):
+@pytest.mark.parametrize("csv_text", ["a,b\n1,2\n", "", "a,b\n"])
+def test_evaluate_refuses_a_folder_it_did_not_write(tmp_path, csv_text):
+    """A results.csv that is not amari's, empty or of one line included, beside the user's other files."""
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "manifest.json").write_text('{"name": "my own project"}')
-    (foreign / "results.csv").write_text("a,b\n1,2\n")
+    (foreign / "results.csv").write_text(csv_text)
+    (foreign / "notes.txt").write_text("my own notes")
     study = tmp_path / "study.toml"
     study.write_text(
         f'[study]\nout = "{tmp_path / "out"}"\n[evaluate]\nprompts = ["a photo of amari"]\n'
@@ -303,6 +368,12 @@ def test_evaluate_refuses_a_folder_it_did_not_write(tmp_path):
         (["select", "--workspace", "w", "--out", "o", "--cpus", "0"], ["cpus"]),
         (["mine", "--workspace", "ws", "--source", "folder:.", "--option", "foo=1"], ["unknown source option 'foo'"]),
         (["train", "d", "--out", "o", "--lr", "nan"], ["--lr"]),
+        (["train", "d", "--out", "o", "--steps", str(10**20)], ["max_steps", "at most"]),
+        (["train", "d", "--out", "o", "--resolution", "1000000"], ["resolution", "at most"]),
+        (["train", "d", "--out", "o", "--resolution", "8192", "--batch-size", "64"], ["memory", "GiB"]),
+        (["mine", "--workspace", "ws", "--source", "folder:.", "--upsample", "100"], ["upsample", "at most 4"]),
+        (["mine", "--workspace", "ws", "--prompt", "a face", "--option", "steps=100000"], ["steps", "at most"]),
+        (["mine", "--workspace", "ws", "--prompt", "a face", "--width", "1000000"], ["width", "at most"]),
     ],
 )
 def test_bad_numbers_and_options_are_one_line(tmp_path, args, words):
@@ -328,6 +399,8 @@ def test_a_generation_option_with_a_folder_source_says_it_is_not_used(photos, tm
         ("evaluate", "guidance", "inf"),
         ("report", "thumbnail", "-5"),
         ("mine", "tolerance", "-inf"),
+        ("train", "max_steps", str(10**20)),
+        ("train", "resolution", "1000000"),
     ],
 )
 def test_a_study_config_is_checked_whole_before_any_step(tmp_path, section, key, value):
@@ -336,6 +409,7 @@ def test_a_study_config_is_checked_whole_before_any_step(tmp_path, section, key,
         "mine": [f'source = "folder:{tmp_path}"'],
         "evaluate": ['prompts = ["a photo of amari"]'],
         "report": [],
+        "train": [],
     }
     tables[section].append(f"{key} = {value}")
     text = "".join(f"[{name}]\n" + "".join(f"{line}\n" for line in lines) for name, lines in tables.items())

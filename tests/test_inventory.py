@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -212,7 +213,7 @@ def test_pull_refuses_and_deletes_a_file_whose_checksum_does_not_match(tmp_path)
     )
     assert done.returncode == 1
     for name in (SMALL, "RealESRGAN_x4plus"):
-        [said] = [line for line in lines_about(done.stdout, f"{name}: not pulled")]
+        [said] = [line for line in lines_about(done.stderr, f"{name}: not pulled")]
         assert "failed its checksum" in said and "nothing was kept" in said
     assert list(faces.iterdir()) == []
     assert not models_dir().exists() or list(models_dir().iterdir()) == []
@@ -221,7 +222,7 @@ def test_pull_refuses_and_deletes_a_file_whose_checksum_does_not_match(tmp_path)
 def test_pull_offline_says_in_one_line_per_missing_model_where_to_put_it():
     done = amari("models", "pull", str(STUDY_2022), env={"HF_HUB_OFFLINE": "1"})
     assert done.returncode == 1
-    said = [line for line in done.stdout.splitlines() if ": not pulled: " in line]
+    said = [line for line in done.stderr.splitlines() if ": not pulled: " in line]
     assert [line.split(":")[0] for line in said] == ["CompVis/stable-diffusion-v1-4", "RealESRGAN_x4plus", "GFPGANv1.4"]
     assert "offline" in said[0] and "models--CompVis--stable-diffusion-v1-4" in said[0]
     assert str(models_dir() / "RealESRGAN_x4plus.pth") in said[1] and "offline" in said[1]
@@ -231,3 +232,85 @@ def test_pull_offline_says_in_one_line_per_missing_model_where_to_put_it():
 def test_pull_of_a_local_path_is_explained_not_attempted(tmp_path):
     with pytest.raises(ModelError, match="cannot download a local path"):
         pull(Need(str(tmp_path / "sd-v1-4.ckpt"), "Stable Diffusion", "file"))
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """Answers at once, then sends the body a byte at a time, a quarter of a second apart, for ever;
+    `/moved/NAME` redirects to the same server under another host name."""
+
+    asked: list[float] = []
+
+    def do_GET(self):
+        if self.path.startswith("/moved/"):
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{self.server.server_address[1]}/{self.path[7:]}")
+            self.end_headers()
+            return
+        type(self).asked.append(time.monotonic())
+        self.send_response(200)
+        self.send_header("Content-Length", str(DLIB_MODELS[SMALL].size))
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                time.sleep(0.25)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def trickle():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_server_that_trickles_ends_the_pull_within_its_timeout(trickle, tmp_path):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    _Trickle.asked.clear()
+    done = amari(
+        "models", "pull", SMALL, "--mirror", trickle, "--timeout", "2", env={**ONLINE, "AMARI_FACE_MODELS": str(faces)}
+    )
+    ended = time.monotonic()
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"{SMALL}: not pulled: ") and "stalled" in line and "2 s" in line, line
+    assert ended - _Trickle.asked[0] < 2 + 2.5  # the timeout, and the process ending
+    assert list(faces.iterdir()) == []
+
+
+def test_a_redirect_to_another_host_is_refused(trickle, tmp_path):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    done = amari(
+        "models", "pull", SMALL, "--mirror", trickle + "/moved", env={**ONLINE, "AMARI_FACE_MODELS": str(faces)}
+    )
+    [line] = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and "redirects to another host (localhost)" in line, line
+
+
+def test_a_download_killed_before_its_rename_leaves_nothing_once_pulled_again(server, tmp_path):
+    from crashhooks import crash_command
+
+    served, url = server
+    shutil.copyfile(model_dir() / DLIB_MODELS[SMALL].filename, served / DLIB_MODELS[SMALL].filename)
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **ONLINE, "AMARI_FACE_MODELS": str(faces)}
+    args = ["models", "pull", SMALL, "--mirror", url]
+    killed = subprocess.run(
+        crash_command("amari.models.download:download", 1, "after", *args), env=env, capture_output=True, timeout=300
+    )
+    assert killed.returncode == -9 and [p.name for p in faces.iterdir() if p.name.endswith(".part")]
+    assert amari(*args, env={**ONLINE, "AMARI_FACE_MODELS": str(faces)}).returncode == 0
+    assert [p.name for p in faces.iterdir()] == [DLIB_MODELS[SMALL].filename]

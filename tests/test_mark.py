@@ -58,7 +58,7 @@ def test_marks_every_image_and_never_changes_the_originals(data_dir, tmp_path, c
         "a1111.png",
         "comfy/ComfyUI_00001_.png",
     ]
-    assert captured.out.count("watermark (tile), fingerprint registered") == 3
+    assert captured.out.count("watermark (tile2), fingerprint registered") == 3
 
     from_png = read_provenance(out / "a1111.png")
     assert from_png.watermarked and from_png.parameters == A1111_TEXT
@@ -115,6 +115,39 @@ def test_signs_with_the_configured_key(data_dir, tmp_path, capsys):
     found = read_credentials((tmp_path / "out" / "a1111.png").read_bytes(), trust=tmp_path / "keys" / "root.pem")
     assert found.state == "Trusted" and found.synthetic
     assert found.parameters["source"]["file"] == "a1111.png" and found.parameters["seed"] == "1234"
+
+
+def test_marking_an_image_with_credentials_continues_its_chain(data_dir, tmp_path, capsys):
+    """The C2PA specification (Actions: `c2pa.opened`; Ingredients: `parentOf`): an asset made from one that
+    has a manifest opens it, and that asset and its manifest become the new manifest's parentOf ingredient,
+    referenced from the `c2pa.opened` action; a manifest's first action is `c2pa.created` or `c2pa.opened`."""
+    c2pa = pytest.importorskip("c2pa", reason="the optional c2pa extra is not installed (pip install 'amari[c2pa]')")
+    from amari.provenance.credentials import read_credentials
+
+    sources = write_sources(data_dir, tmp_path / "src")
+    assert main(["keygen", "--out", str(tmp_path / "keys")]) == 0
+    key = ["--key", str(tmp_path / "keys" / "signer.key")]
+    assert main(["mark", str(sources / "a1111.png"), "--out", str(tmp_path / "first"), *key]) == 0
+    first = tmp_path / "first" / "a1111.png"
+    assert main(["mark", str(first), "--out", str(tmp_path / "second"), *key]) == 0
+    second = tmp_path / "second" / "a1111.png"
+    capsys.readouterr()
+
+    def manifests(path):
+        store = json.loads(c2pa.Reader(str(path)).json())
+        return store, store["manifests"][store["active_manifest"]]
+
+    first_store, first_manifest = manifests(first)
+    store, active = manifests(second)
+    actions = next(a["data"]["actions"] for a in active["assertions"] if a["label"].startswith("c2pa.actions"))
+    assert actions[0]["action"] == "c2pa.opened"
+    [parent] = [item for item in active["ingredients"] if item["relationship"] == "parentOf"]
+    assert parent["active_manifest"] == first_store["active_manifest"]
+    assert store["manifests"][parent["active_manifest"]]["signature_info"] == first_manifest["signature_info"]
+    [link] = actions[0]["parameters"]["ingredients"]
+    assert link["url"].endswith(parent["label"])
+    found = read_credentials(second.read_bytes(), trust=tmp_path / "keys" / "root.pem")
+    assert found.state == "Trusted" and found.synthetic  # read down the chain to the first c2pa.created
 
 
 def test_refuses_to_overwrite_originals(data_dir, tmp_path, capsys):

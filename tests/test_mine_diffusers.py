@@ -220,7 +220,7 @@ def test_every_image_the_miner_writes_carries_every_mark(tiny_sd, tiny_esrgan, p
         for path in written:
             data, rgb = path.read_bytes(), load_rgb(path)
             found = read_provenance(path)
-            assert found.watermark.method == "tile" and found.amari["synthetic"]
+            assert found.watermark.method == "tile2" and found.watermarked and found.amari["synthetic"]
             assert local.match(rgb, data).path == f"incoming/{path.name}"  # where the file first appeared
             assert cache.match(rgb, data).path == f"ws/incoming/{path.name}"
             credentials = read_credentials(data, "image/png")
@@ -344,6 +344,32 @@ def test_serial_and_streaming_end_the_same_on_real_faces(tiny_sd, tiny_esrgan, t
     assert states[0] == states[1]
     verdicts = {row[3] for row in states[0]["decisions"]}
     assert {"accepted", "too far"} <= verdicts, verdicts
+
+
+@pytest.mark.slow
+def test_the_miner_scores_what_amari_score_reads_in_the_written_file(tiny_sd, tmp_path):
+    """The miner finds faces before the watermark goes in and describes them in the marked pixels; the
+    watermark leaves the faces and what the detector reads around them alone, so `amari score` on the
+    file it wrote finds the same faces and the same number."""
+    from amari import score
+    from amari.score import ScoreConfig
+
+    photos = face_photos(4, side=512, seed=2)
+    group = tmp_path / "group"
+    group.mkdir()
+    Image.fromarray(face_photos(1, side=512, seed=5)[0]).save(group / "reference.png")
+    workspace = tmp_path / "ws"
+    mine_photos(tiny_sd, None, photos, workspace, reference=(group / "reference.png",), tolerance=0.3)
+    with sqlite3.connect(workspace / "mine.sqlite") as db:
+        rows = db.execute(
+            "SELECT i.folder, i.name, d.score FROM decisions d JOIN images i ON i.id = d.image_id "
+            "WHERE d.score IS NOT NULL AND i.name != 'reference.png'"
+        ).fetchall()
+    assert len(rows) == 4
+    files = [workspace / folder / name for folder, name, _ in rows]
+    assert all(read_provenance(path).watermarked for path in files)
+    scored = score.run(ScoreConfig(group=str(group), use_cache=False), files)
+    assert [result.score for result in scored] == pytest.approx([row[2] for row in rows], abs=1e-9)
 
 
 # Killed at exact moments (crash hooks), resumed: the end state of a run that never stopped -------------

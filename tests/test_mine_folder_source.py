@@ -257,6 +257,34 @@ def test_the_ledger_indexes_come_with_a_migration_of_an_older_workspace(tmp_path
     source.close()
 
 
+def test_the_ledger_names_folders_relative_to_the_workspace_and_keeps_what_older_runs_took(tmp_path):
+    """The workspace database names no folder of the machine: a source folder is kept by its path relative
+    to the workspace, and a ledger that named it by its absolute path still counts its files as taken."""
+    workspace, folder = tmp_path / "ws", tmp_path / "outputs"
+    workspace.mkdir()
+    taken, fresh = write_unique(folder / "a.png", 1), write_unique(folder / "b.png", 2)
+    stat = taken.stat()
+    old = connect(workspace / "mine.sqlite")
+    old.executescript(
+        f"""CREATE TABLE {LEDGER} (folder TEXT NOT NULL, relpath TEXT NOT NULL, size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL, content_hash TEXT NOT NULL, copied_as TEXT NOT NULL,
+            ingested_at REAL NOT NULL, PRIMARY KEY (folder, relpath, size, mtime_ns));
+        INSERT INTO _migrations VALUES ('0001_folder_source_ledger', 0);"""
+    )
+    old.execute(
+        f"INSERT INTO {LEDGER} VALUES (?, 'a.png', ?, ?, 'h', 'a.png', 0)",
+        (str(folder.resolve()), stat.st_size, stat.st_mtime_ns),
+    )
+    old.commit()
+    old.close()
+    source = FolderSource(folder)
+    source.open(workspace / "mine.sqlite")
+    assert [p.name for p in source.next_batch(5, tmp_path / "incoming")] == [fresh.name]
+    names = {row[0] for row in source._ledger.execute(f"SELECT DISTINCT folder FROM {LEDGER}")}
+    assert names == {"../outputs"} and source.description == "folder:../outputs"  # as progress.json shows it
+    source.close()
+
+
 @pytest.mark.parametrize("watch", [False, True])
 def test_a_sub_folder_replaced_by_a_file_or_gone_ends_nothing(tmp_path, watch):
     folder, incoming = tmp_path / "outputs", tmp_path / "incoming"

@@ -319,6 +319,14 @@ def test_bad_references_stop_before_anything_is_written(photos, tmp_path, capsys
         assert not any((tmp_path / "ws" / f).exists() and any((tmp_path / "ws" / f).iterdir()) for f in FOLDERS)
 
 
+def test_switches_that_turn_something_off_say_what_they_do(capsys):
+    with pytest.raises(SystemExit):
+        main(["mine", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--no-enhance judge generated images as they come, without upscaling them" in text
+    assert "--no-early-reject enhance every image, also one whose raw face is so far" in text
+
+
 def test_usage_errors(tmp_path, capsys):
     assert main(["mine", "--workspace", str(tmp_path / "ws"), "--quiet"]) == 2
     assert "needs --prompt" in capsys.readouterr().err

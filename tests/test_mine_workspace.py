@@ -240,3 +240,29 @@ def test_tagged_names():
     assert tagged_name("photo_hi0.4000.png", ALMOST_SIM, 0.52) == "photo_hi0.5200.png"
     assert tagged_name("photo_hi0.4000.png", SIM_GROUP, None) == "photo.png"
     assert tagged_name("photo.png", ALMOST_SIM, None) == "photo.png"
+
+
+def test_names_too_long_for_the_file_system_are_cut_short_not_a_wedge(tmp_path):
+    """A source file of 254 bytes cannot be copied under a hidden temporary name of its own plus six bytes,
+    and one of 249 bytes judged almost-sim cannot carry its bound tag: both are cut short, kept apart by a
+    hash of the whole name, and the commit's moves go through."""
+    source_folder = tmp_path / "outputs"
+    long_names = ["x" * 250 + ".png", "x" * 245 + ".png", "x" * 245 + "y.png"]
+    for value, name in enumerate(long_names):
+        write_image(source_folder / name, 40 * value)
+    with Workspace.open(tmp_path / "ws") as workspace:
+        source = folder_source(source_folder, workspace.database_path)
+        copied = source.next_batch(3, workspace.incoming)
+        assert len(copied) == 3 and len({p.name for p in copied}) == 3
+        dropped = write_image(workspace.incoming / ("z" * 245 + ".png"), 200)  # the user's, under its own name
+        arrived = []
+        for path in [*copied, dropped]:
+            digest, size, mtime_ns = file_identity(path)
+            arrived.append(NewImage(path, ALMOST_SIM, digest, size, mtime_ns, 1, np.zeros(128), None, "source"))
+            arrived[-1].bound = 0.41234
+        workspace.commit(Commit(batch=1, new_images=arrived))
+        names = sorted(p.name for p in (workspace.root / ALMOST_SIM).iterdir())
+        assert len(names) == 4 and all(len(n.encode()) <= 210 and n.endswith("_hi0.4123.png") for n in names)
+        assert workspace.incoming_files() == [] and source.next_batch(3, workspace.incoming) == []
+    with Workspace.open(tmp_path / "ws") as workspace:  # nothing is left to redo
+        assert workspace.counts()[ALMOST_SIM] == 4

@@ -52,11 +52,11 @@ def test_saved_png_carries_watermark_and_both_chunks(astronaut, tmp_path):
 
     found = read_provenance(path)
     assert found.watermarked and found.watermark.bit_accuracy == 1.0
-    assert found.watermark.payload == b"amari" and found.watermark.method == "tile"
+    assert found.watermark.payload == b"amari" and found.watermark.method == "tile2"
     assert found.synthetic
     assert found.amari["synthetic"] is True
     assert found.amari["seed"] == PARAMS["seed"] and found.amari["model"] == PARAMS["model"]
-    assert found.amari["watermark"] == {"method": "tile", "payload": "amari", "embedded": True}
+    assert found.amari["watermark"] == {"method": "tile2", "payload": "amari", "embedded": True}
     assert found.format == "PNG" and (found.width, found.height) == (512, 512)
     assert found.fields["Seed"] == str(PARAMS["seed"])
     assert found.fields["prompt"] == PARAMS["prompt"]
@@ -75,7 +75,7 @@ def test_watermark_survives_jpeg_quality_90(astronaut, group_photo, tmp_path, si
         jpeg = as_jpeg(png, tmp_path / f"{name}.jpg")
         found = read_provenance(jpeg)
         assert found.watermarked, (name, side, found.watermark)
-        assert found.watermark.method == ("tile" if side >= 256 else "dwtDctSvd")
+        assert found.watermark.method == ("tile2" if side >= 256 else "dwtDctSvd")
         assert found.amari is None  # the chunks are gone; the pixels still say it
 
 
@@ -111,12 +111,12 @@ def test_a1111_layout_and_round_trip():
         "Steps: 25, Sampler: DPM++ 2M Karras, CFG scale: 8.2653, Seed: 2565311105, "
         "Size: 512x512, Model: stable-diffusion-v1-4"
     )
-    assert "Postprocess upscaler: RealESRGAN_x4plus" in lines[2]
+    assert "Postprocess upscaler: R-ESRGAN 4x+" in lines[2]
     parsed = parse_a1111_parameters(text)
     assert parsed["prompt"] == PARAMS["prompt"] and parsed["negative_prompt"] == PARAMS["negative_prompt"]
     assert (parsed["width"], parsed["height"]) == (512, 512)
     assert parsed["Postprocess upscale by"] == "2.0"
-    assert parsed["Postprocess face restoration"] == "GFPGANv1.4"
+    assert parsed["GFPGAN visibility"] == "1.0"
 
 
 def test_values_with_commas_are_quoted_as_a1111_does():

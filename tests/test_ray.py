@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -82,15 +83,21 @@ def test_folder_source_on_ray_ends_as_the_local_run(mined, photos, tmp_path):  #
     assert snapshot(tmp_path / "ws") == snapshot(mined)
 
 
-def test_tiny_model_on_ray_ends_as_the_local_run(tiny_sd, tiny_esrgan, data_dir, tmp_path):  # noqa: F811
+def local_and_on_ray(tiny_sd, esrgan, data_dir, tmp_path, batches: int, *ray: str) -> list[dict]:
+    """The end states of the same mining run on the tiny model, locally and with `--ray RAY...`."""
     states = []
-    for extra in ([], ["--ray", "--ray-actors", "2"]):
+    for extra in ([], ["--ray", *ray]):
         workspace = tmp_path / str(len(extra))
         args = mine_args(workspace, tiny_sd, "--reference", str(data_dir / "astronaut.png"), "--seed", "3")
-        args += ["--max-batches", "3", "--gen-batch", "3", "--option", f"upscaler={tiny_esrgan}"]
+        args += ["--max-batches", str(batches), "--gen-batch", "3", "--option", f"upscaler={esrgan}"]
         args += ["--option", "face_restorer=none", *extra]
         assert main(args) == 0
         states.append(_end_state(workspace))
+    return states
+
+
+def test_tiny_model_on_ray_ends_as_the_local_run(tiny_sd, tiny_esrgan, data_dir, tmp_path):  # noqa: F811
+    states = local_and_on_ray(tiny_sd, tiny_esrgan, data_dir, tmp_path, 3, "--ray-actors", "2")
     assert states[0] == states[1]
 
 
@@ -163,3 +170,93 @@ def test_a_killed_driver_leaves_none_of_its_clusters_processes(photos, tmp_path)
     while _session_members(miner.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _session_members(miner.pid) == []
+
+
+def test_a_seed_gives_the_same_pixels_on_ray_as_a_local_run_on_as_many_threads(
+    tiny_sd,
+    tiny_esrgan,  # noqa: F811
+    data_dir,
+    tmp_path,
+):
+    """Model actors compute with the driver's torch threads (two here), not the one Ray gives an actor
+    without CPUs: a single thread sums in another order, and a few pixel values come out a level apart."""
+    import torch
+
+    torch.set_num_threads(2)
+    try:
+        states = local_and_on_ray(tiny_sd, tiny_esrgan, data_dir, tmp_path, 2)
+    finally:
+        torch.set_num_threads(1)
+    assert states[0]["files"] == states[1]["files"] and len(states[0]["files"]) >= 4
+
+
+def test_a_model_actor_killed_while_it_loads_is_restarted_and_loads_again(tmp_path):
+    """The first warm-up call kills its actor, as a GPU worker lost while it loads the models."""
+    from amari.execution.cluster import Cluster, ModelPool
+    from amari.generate import GenerateConfig
+
+    step, config = PhotoGenerator((1, 64, 0), die_once=str(tmp_path / "died")), GenerateConfig(steps=1)
+    with Cluster("") as cluster:
+        pool = ModelPool(cluster, 1)
+        try:
+            pool.warm_up(step, PROMPT, [0], config)
+            assert (tmp_path / "died").is_file() and pool.redone >= 1
+            assert len(pool.submit(step, PROMPT, [1], config).result(timeout=120)) == 1
+        finally:
+            pool.shutdown()
+
+
+def test_a_cluster_address_where_nothing_listens_is_one_line_at_once(tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free once closed: nothing listens there
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    args = ["mine", "--workspace", str(tmp_path / "ws"), "--source", f"folder:{folder}", "--ray", f"127.0.0.1:{port}"]
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "amari", *args], capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - began < 60
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"amari mine: error: cannot join the Ray cluster at 127.0.0.1:{port}: nothing answers at 127.0.0.1:{port} "
+        "(Connection refused)"
+    ]
+
+
+def _carrying(name: str, value: str) -> list[int]:
+    """Live processes whose environment holds name=value (inherited however they were started)."""
+    found = []
+    wanted = f"{name}={value}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_driver_killed_while_it_starts_its_cluster_leaves_none_of_its_processes(photos, tmp_path):  # noqa: F811
+    """SIGKILL once ray.init() has started the cluster's processes and before it returns: the reaper,
+    started first, stops them and the agents they started (in sessions of their own) within seconds."""
+    from crashhooks import crash_command
+
+    folder, reference, _ = photos
+    args = folder_args(tmp_path / "ws", folder, reference, "--ray")
+    command = crash_command("ray._private.worker:connect", 1, "before", *args)
+    tag = os.urandom(8).hex()  # every process the driver starts, and they start, inherits it
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    # Its output to a file: a pipe would be waited on until every process holding it ended.
+    with open(tmp_path / "stderr", "wb") as err:
+        miner = subprocess.run(command, env={**env, "AMARI_TEST_RUN": tag}, stdout=subprocess.DEVNULL, stderr=err)
+    assert miner.returncode == -9, (tmp_path / "stderr").read_text()[-2000:]
+    deadline = time.monotonic() + 20
+    while _carrying("AMARI_TEST_RUN", tag) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _carrying("AMARI_TEST_RUN", tag) == []

@@ -142,6 +142,7 @@ def make_results(folder: Path, photos: list[Path], seed: int = 7, all_missed: bo
             control="ctrl",
             tolerance=TOLERANCE,
             model="tiny",
+            family="SDXL",
             sampler="k_lms",
             steps=250,
             guidance=7.5,
@@ -348,6 +349,7 @@ def test_training_and_mining_charts_use_their_inputs(synthetic_results, report, 
 
 def test_html_is_one_self_contained_file(report):
     page = report.html.read_text(encoding="utf-8")
+    assert "Model <code>tiny</code> (SDXL); sampler k_lms, 250 steps" in page  # which family and sampler made it
     sources = re.findall(r'<img[^>]* src="([^"]+)"', page)
     assert len(sources) == 80 + len(report.charts)
     assert all(src.startswith("data:image/") for src in sources)
@@ -483,3 +485,25 @@ def test_a_missing_image_is_said_in_words(synthetic_results, tmp_path):
     expected = len(built.charts) + 79
     assert loaded == f"{expected}/{expected}"
     assert f"image missing: {synthetic_results.cells[0].image}" in dom
+
+
+def test_the_refinement_rounds_get_their_chart_and_table(synthetic_results, report, tmp_path):
+    from amari.storage.rounds import RoundRecord, write_rounds
+
+    assert "refinement" not in report.charts and "refinement" not in html_tables(report.html)
+    refined = tmp_path / "refined-results"
+    shutil.copytree(synthetic_results.folder, refined)
+    rounds = [
+        RoundRecord(1, "", "ti", 40, 4, 12, 0.31, 0.52, 38, 11.5, 6.0, 120.0, 300.0, "amari-r1"),
+        RoundRecord(2, "amari-r1", "ti", 40, 22, 34, 0.29, 0.39, 40, 7.25, 4.0, 110.0, 0.0, "", True),
+    ]
+    write_rounds(tmp_path / "rounds.csv", rounds)
+    write_manifest(refined, _replace(read_manifest(refined), refine_rounds="../rounds.csv"))
+    built = build_report(refined, ReportOptions(thumbnail=32))
+    rows = html_tables(built.html)["refinement"]
+    assert [row[:7] for row in rows[1:]] == [
+        ["1", "the plain prompt", "40", "4", "10%", "0.3100", "0.5200"],
+        ["2", "amari-r1", "40", "22", "55% ✓", "0.2900", "0.3900"],
+    ]
+    assert [row[8:11] for row in rows[1:]] == [["11.5", "6.0", "105.0"], ["7.2", "4.0", "5.0"]]
+    assert Image.open(built.charts["refinement"]).format == "PNG"

@@ -8,6 +8,10 @@ must (and does) handle. The report's numbers on real scores are checked in test_
 import csv
 import itertools
 import json
+import os
+import sqlite3
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,23 +23,37 @@ from amari.study.demo import COMMANDS, GROUPS, PROMPTS, write_demo
 from test_report import assert_not_blank, html_tables, render_report
 
 
-def assert_no_local_paths(out, root):
-    from safetensors import safe_open
-
-    checked = 0
-    for path in out.rglob("*"):
-        if path.suffix == ".png" and path.parent.name != "sim-group":  # the miner keeps the user's own photos
+def local_path_hits(folder: Path, needles: list[str]) -> tuple[list[str], dict[str, int]]:
+    """Every place under `folder` where one of `needles` (the machine's folders) appears: each file's bytes
+    (JSON, CSV, HTML, safetensors headers, uncompressed PNG text chunks, SQLite pages), every PNG text
+    chunk as PIL decodes it (compressed ones too), every row of every SQLite table. Returns the hits and
+    how many files of each kind were read."""
+    hits, counts = [], {}
+    raw = [needle.encode() for needle in needles]
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        kind = "sqlite" if data.startswith(b"SQLite format 3\0") else path.suffix.lower().lstrip(".")
+        counts[kind] = counts.get(kind, 0) + 1
+        hits += [f"{path.relative_to(folder)}: bytes" for needle in raw if needle in data]
+        if kind == "png":
             with Image.open(path) as image:
                 texts = {k: v for k, v in image.info.items() if isinstance(v, str)}
-            if "amari" in texts:
-                checked += 1
-                assert not any(str(root) in v for v in texts.values()), path
-        elif path.suffix == ".safetensors":
-            with safe_open(str(path), framework="pt") as handle:
-                assert str(root) not in json.dumps(handle.metadata() or {}), path
-        elif path.name in ("results.csv", "manifest.json", "summary.json"):
-            assert str(root) not in path.read_text(), path
-    assert checked >= 12
+            hits += [f"{path.relative_to(folder)}: {k}" for k, v in texts.items() for n in needles if n in v]
+        elif kind == "sqlite":
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+                counts["sqlite tables"] = counts.get("sqlite tables", 0) + len(tables)
+                for table in tables:
+                    for row in db.execute(f'SELECT * FROM "{table}"'):
+                        text = " ".join(v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in row)
+                        hits += [f"{path.relative_to(folder)}: table {table}" for n in needles if n in text]
+    return hits, counts
+
+
+def machine_folders(tmp_path_factory) -> list[str]:
+    """The folders of this machine that outputs could leak: the tests' temporary folders (the study, the
+    model, the photos, the cache), the working folder and the Python environment."""
+    return [str(tmp_path_factory.getbasetemp().resolve()), os.getcwd(), sys.prefix, str(Path.home())]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +66,7 @@ def tiny_study(tmp_path_factory, tiny_sd):
 
 
 @pytest.mark.slow
-def test_the_tiny_study_runs_from_one_command_and_resumes(tiny_study, tmp_path, capsys):
+def test_the_tiny_study_runs_from_one_command_and_resumes(tiny_study, tmp_path, tmp_path_factory, capsys):
     root, config = tiny_study
     out = root / "study"
     # 1. The whole study, offline, from one command.
@@ -100,8 +118,12 @@ def test_the_tiny_study_runs_from_one_command_and_resumes(tiny_study, tmp_path, 
     summary = json.loads((report / "summary.json").read_text())
     assert summary["total"]["not_found"] == 12 and summary["total"]["mean_sim"] is None
 
-    # 6. No output names a local folder: PNG text chunks, safetensors metadata, the results files.
-    assert_no_local_paths(out, root)
+    # 6. Nothing the study wrote names a folder of this machine: PNG text chunks, JSON, CSV, safetensors
+    # headers, every SQLite table (the miner's, the registries).
+    hits, counts = local_path_hits(out, machine_folders(tmp_path_factory))
+    assert hits == []
+    assert counts["png"] >= 30 and counts["json"] >= 10 and counts["csv"] >= 6 and counts["safetensors"] >= 4
+    assert counts["sqlite"] >= 2 and counts["sqlite tables"] >= 6
 
     # 7. Run again: every step is complete and skipped.
     assert main(["study", str(config)]) == 0
@@ -127,7 +149,7 @@ def test_the_tiny_study_runs_from_one_command_and_resumes(tiny_study, tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_study_crosses_methods_with_groups(tmp_path, tiny_sd, capsys):
+def test_a_study_crosses_methods_with_groups(tmp_path, tmp_path_factory, tiny_sd, capsys):
     config = write_demo(tmp_path / "demo", model=tiny_sd)
     text = config.read_text().replace("[train]\n", '[train]\nmethods = ["ti", "lora", "pivotal"]\nunet_lr = 0.001\n')
     config.write_text(text)
@@ -159,3 +181,5 @@ def test_a_study_crosses_methods_with_groups(tmp_path, tiny_sd, capsys):
     assert sizes[("lora", "g_2")] == 2 and sizes[("pivotal", "g_all")] >= 3  # counted in prepared/
     assert main(["study", str(config)]) == 0
     assert "train skipped, evaluate skipped, report skipped" in capsys.readouterr().out
+    # LoRA and pivotal runs (their run records, lora.json, kohya headers) name no folder of this machine.
+    assert local_path_hits(out, machine_folders(tmp_path_factory))[0] == []

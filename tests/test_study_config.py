@@ -77,6 +77,26 @@ def test_the_2026_study_crosses_three_methods_with_six_sizes(tmp_path):
     assert config.layout.train("n_4", "pivotal").out == tmp_path / "amari-2026" / "train" / "pivotal" / "n_4"
 
 
+def test_the_2026_design_runs_on_sdxl_and_flux_at_their_own_settings(tmp_path):
+    """The same groups, prompts and seeds on SDXL and FLUX.1 [schnell], each at its native size and sampler;
+    FLUX.1 offers no Textual Inversion, so its grid is the LoRA's alone."""
+    base = load_study(STUDY_2026, base=tmp_path)
+    expected = {
+        "sdxl": ("stabilityai/stable-diffusion-xl-base-1.0", ("ti", "lora", "pivotal"), "dpmpp_2m", 30, 5.0),
+        "flux": ("black-forest-labs/FLUX.1-schnell", ("lora",), "flow_euler", 4, 0.0),
+    }
+    for family, (model, methods, sampler, steps, guidance) in expected.items():
+        config = load_study(STUDY_2026.with_name(f"amari-2026-{family}.toml"), base=tmp_path)
+        ev = config.evaluate
+        assert config.study.model == model and config.train.study_methods() == methods == ev.methods
+        assert (ev.sampler, ev.steps, ev.guidance, ev.width, ev.height) == (sampler, steps, guidance, 1024, 1024)
+        assert (config.mine.sampler, config.mine.enhancement, config.prepare.size) == (sampler, "restore", 1024)
+        assert (ev.prompts, ev.commands) == (base.evaluate.prompts, base.evaluate.commands)
+        assert [g.images for g in config.select.groups] == [g.images for g in base.select.groups]
+        assert len(plan_cells(ev)) == 4 * 5 * (6 * len(methods) + 1)
+    assert load_study(STUDY_2026.with_name("amari-2026-sdxl.toml"), base=tmp_path).mine.vae.endswith("fp16-fix")
+
+
 def test_the_2022_training_arithmetic_matches_the_original(tmp_path):
     from amari.train.config import TrainConfig, epoch_at, learning_rate, samples_per_step
 
@@ -198,3 +218,17 @@ def test_the_miner_gets_the_2022_mining_settings(tmp_path):
     assert (enhance.upscaler, enhance.face_restorer, enhance.scale) == ("RealESRGAN_x4plus", "GFPGANv1.4", 2.0)
     plain = study_from_dict(minimal(mine={"enhance": False}), base=tmp_path).mine
     assert plain.enhance_config() is None
+
+
+def test_a_study_refines_only_when_its_refine_table_asks_for_rounds(tmp_path):
+    from amari.study.stages import STAGES, stage_units
+
+    refine = next(stage for stage in STAGES if stage.name == "refine")
+    base = study_from_dict(minimal(), base=tmp_path)
+    assert base.refine.rounds == 0 and not refine.wanted(base)
+    before = step_fingerprints(base)
+    assert step_fingerprints(study_from_dict(minimal(refine={"batches": 3}), base=tmp_path)) == before
+    refined = study_from_dict(minimal(refine={"rounds": 2}), base=tmp_path)
+    assert refine.wanted(refined) and stage_units(refine, refined) == [("refine", None)]
+    after = step_fingerprints(refined)
+    assert {step for step in STEPS if before[step] != after[step]} == set(STEPS) - {"mine", "audit"}

@@ -88,8 +88,11 @@ def test_lr_schedules_and_checkpoint_steps():
 
 
 def test_defaults_are_the_studys():
+    from amari.models.families.registry import native_size
+
     config = TrainConfig()
-    assert (config.token, config.init_word, config.num_vectors, config.resolution) == ("*", "woman", 1, 512)
+    assert (config.token, config.init_word, config.num_vectors) == ("*", "woman", 1)
+    assert config.resolution is None and native_size(config.model) == 512  # the model's native size: SD 1.x's
     assert (config.repeats, config.batch_size, config.max_steps, config.checkpoint_every) == (100, 1, 15_500, 500)
     assert config.base_lr == 0.005 and config.flip_p == 0.5 and config.templates is None
     assert config.embedding_name == "amari"  # '*' is not a valid file name everywhere

@@ -57,7 +57,8 @@ def together(tmp_path_factory, tiny_sd, folders, one_thread) -> Path:
     messages: list[str] = []
     results = run_groups([Group(n, config, TrainLayout(f, out / n)) for n, f in folders.items()], messages.append)
     assert set(results) == set(GROUPS) and all(result.step == STEPS for result in results.values())
-    assert any("a_3: 3 images" in m and "trained with 2 other groups in one batch" in m for m in messages)
+    said = [m for m in messages if m.startswith("a_3: ") and "trained with 2 other groups in one batch" in m]
+    assert len(said) == 1 and ", 3 images at 64²" in said[0]
     return out
 
 

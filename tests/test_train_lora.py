@@ -17,7 +17,7 @@ from safetensors import safe_open
 from amari.cli import build_parser, main
 from amari.config.options import from_args
 from amari.errors import UsageError
-from amari.storage.layout import TrainLayout
+from amari.storage.layout import LORA_WEIGHTS, TrainLayout
 from amari.train import TrainConfig, run
 from amari.train.checkpoints import MetricsLog
 from amari.train.config import LORA_RESUME_KEYS, UNET_ATTENTION
@@ -282,7 +282,7 @@ def test_the_lora_file_loads_in_diffusers_and_makes_the_samples(lora_run, tiny_s
     _config_, layout, result, _ = lora_run
     pipe = _pipeline(tiny_sd)
     plain = _image(pipe, "a photo of amari woman")
-    pipe.load_lora_weights(layout.out)  # pytorch_lora_weights.safetensors, by its default name
+    pipe.load_lora_weights(layout.out, weight_name=LORA_WEIGHTS)  # offline, diffusers 0.34 needs the file named
     with_lora = _image(pipe, "a photo of amari woman")
     assert np.abs(with_lora - plain).max() > 0
     # The same pixels as the last checkpoint's sample: rank, alpha (≠ rank) and targets all survived.
@@ -300,10 +300,10 @@ def test_the_kohya_file_loads_to_the_same_model(lora_run, tiny_sd):
     assert metadata["ss_network_dim"] == "4" and metadata["ss_network_alpha"] == "2.0"
     assert metadata["sshs_model_hash"] == addnet_hash(kohya)
     pipe = _pipeline(tiny_sd)
-    pipe.load_lora_weights(layout.out)
+    pipe.load_lora_weights(layout.out, weight_name=LORA_WEIGHTS)
     expected = _image(pipe, "a photo of amari woman")
     pipe.unload_lora_weights()
-    pipe.load_lora_weights(kohya)  # diffusers converts kohya's names and alphas itself
+    pipe.load_lora_weights(layout.out, weight_name=kohya.name)  # diffusers converts kohya's names and alphas
     assert np.array_equal(_image(pipe, "a photo of amari woman"), expected)
 
 
@@ -326,7 +326,7 @@ def test_the_pivotal_pair_loads_together(pivotal_run, tiny_sd):
     pipe = _pipeline(tiny_sd)
     pipe.load_textual_inversion(layout.embedding)
     token_only = _image(pipe, "a photo of amari")
-    pipe.load_lora_weights(layout.out)
+    pipe.load_lora_weights(layout.out, weight_name=LORA_WEIGHTS)
     pair = _image(pipe, "a photo of amari")
     assert np.abs(pair - token_only).max() > 0
     assert np.abs(_sample(result.checkpoints[-1]) - _watermarked(pair)).max() <= 1
@@ -340,6 +340,44 @@ def test_the_pivotal_pair_loads_together(pivotal_run, tiny_sd):
     state = json.loads((result.checkpoints[-1] / "state.json").read_text())
     assert state["validation"]["images"] == 1 and state["validation"]["score"] == 1.0
     assert result.best["checkpoint"] == "checkpoints/step-000002"
+
+
+def a1111_lora_version(metadata: dict) -> str:
+    """A1111's `extensions-builtin/Lora/network.py` (`NetworkOnDisk.detect_version`): SDXL when
+    `ss_base_model_version` starts with `sdxl_`, SD 2 when `ss_v2` is "True", else SD 1 for a file with any
+    metadata; its LoRA list hides a LoRA whose version is not the loaded model's."""
+    if str(metadata.get("ss_base_model_version", "")).startswith("sdxl_"):
+        return "SDXL"
+    if str(metadata.get("ss_v2", "")) == "True":
+        return "SD2"
+    return "SD1" if metadata else "Unknown"
+
+
+@pytest.mark.slow
+def test_loras_and_samples_say_which_model_family_they_were_trained_on(lora_run, tmp_path, images, one_thread):  # noqa: F811
+    """A LoRA trained on SD 2.x is labelled so for A1111 (`ss_v2`) and kohya (`sd_v2`, as kohya's
+    `library/model_util.py` spells it), and its samples' InvokeAI metadata give the model and the LoRA base
+    `sd-2` (InvokeAI recalls a LoRA of the main model's base only) with the embedding as a `<name>` trigger
+    and no A1111 `<lora:...>` tag in the prompt (InvokeAI's `ti_utils.py`, `parsing.tsx`)."""
+    from amari.provenance.names import header_metadata
+    from amari.testing.sd import build_tiny_sd
+    from test_infotext import invokeai_recalled_loras, invokeai_triggers
+
+    _config_, sd1_layout, _result, _ = lora_run
+    sd1 = header_metadata(sd1_layout.out / "amari-lora.safetensors")
+    assert a1111_lora_version(sd1) == "SD1" and sd1["ss_base_model_version"] == "sd_v1"
+    sd2_model = build_tiny_sd(tmp_path / "sd2", family="sd-2")
+    layout = TrainLayout(images, tmp_path / "out")
+    run(_config(sd2_model, "pivotal", max_steps=1, checkpoint_every=1, sample_steps=1), layout)
+    sd2 = header_metadata(layout.out / "amari-lora.safetensors")
+    assert a1111_lora_version(sd2) == "SD2" and sd2["ss_base_model_version"] == "sd_v2"
+    sample = Image.open(layout.checkpoints / "step-000001" / "samples" / "p0-seed11.png")
+    meta = json.loads(sample.text["invokeai_metadata"])
+    assert meta["model"]["base_model"] == "sd-2"
+    assert invokeai_recalled_loras(meta) == [("amari-1-lora", "sd-2", 1.0)]
+    assert meta["positive_prompt"] == "a photo of <amari-1>" and invokeai_triggers(meta["positive_prompt"]) == [
+        "amari-1"
+    ]
 
 
 def test_another_method_in_the_same_folder_is_refused(pivotal_run, capsys):
@@ -379,7 +417,7 @@ def test_generation_loads_the_lora_files_and_unloads_them(lora_run, tiny_sd):
         text.startswith("a photo of amari woman <lora:amari-lora:1>\n")
         and f'Lora hashes: "amari-lora: {kohya["hash"]}"' in text
     )
-    assert params["loras"][0]["name"] == "pytorch_lora_weights"
+    assert params["loras"] == kohya_params["loras"]  # the diffusers file names the kohya file beside it
 
 
 @pytest.mark.parametrize("method", ["lora", "pivotal"])

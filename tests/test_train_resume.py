@@ -98,7 +98,46 @@ def kill_at_step_5_then_resume(args: list[str], out: Path, timeout: float) -> st
     resumed = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=timeout)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from checkpoints/step-000003 (step 3)" in resumed.stderr
+    assert library_noise(resumed.stderr) == []  # amari's own lines only, however the model loaded
     return resumed.stderr
+
+
+# What the libraries under amari print of their own: logger notes (diffusers' "should be kept in float32"
+# on every cast of a model), Python warnings, progress bars, pointers to their documentation.
+LIBRARY_MARKS = ("should be kept in float32", "Warning:", "it/s]", "s/it]", "Writing model shards", "https://")
+
+
+def library_noise(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if any(mark in line for mark in LIBRARY_MARKS)]
+
+
+def test_library_notes_and_warnings_show_with_debug_only():
+    """`amari` keeps the libraries' notes off its terminal; `--debug` lets them through. (The notes are
+    read by a handler of the test's own: diffusers' handler writes to whichever stderr it first saw.)"""
+    import io
+    import logging as std_logging
+    import warnings
+
+    from diffusers.utils import logging
+
+    from amari.progress import quiet_libraries
+
+    note = logging.get_logger("diffusers.models.modeling_utils")
+    seen = std_logging.StreamHandler(io.StringIO())
+    std_logging.getLogger("diffusers").addHandler(seen)
+    caught = {}
+    try:
+        for debug in (False, True):
+            with warnings.catch_warnings(record=True) as caught[debug]:
+                warnings.simplefilter("always")
+                with quiet_libraries(debug):
+                    note.warning(f"a note for diffusers' maintainers (debug={debug})")
+                    warnings.warn_explicit("deprecated", FutureWarning, "x.py", 1, module="transformers.x")
+    finally:
+        std_logging.getLogger("diffusers").removeHandler(seen)
+    assert seen.stream.getvalue().splitlines() == ["a note for diffusers' maintainers (debug=True)"]
+    assert [str(w.message) for w in caught[False]] == [] and [str(w.message) for w in caught[True]] == ["deprecated"]
+    assert logging.get_verbosity() == logging.WARNING  # as it was before
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from amari.cli import main
 from amari.provenance.png import save_png
@@ -52,12 +52,12 @@ def test_reports_each_mark_and_a_verdict(data_dir, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
 
     marked = block(lines, paths[0])
-    assert marked[0].endswith("synthetic, made by amari (watermark, fingerprint, metadata)")
+    assert marked[0].endswith("synthetic, made by amari (watermark, fingerprint); also claimed by: metadata")
     assert field(marked, "watermark").startswith("amari watermark (40/40 bits, z ")
     # The registry names the image and itself without a local path (the cache's is `<cache>/...`).
     assert field(marked, "fingerprint").startswith("copy of marked.png (identical file; seed 335728730")
     assert field(marked, "fingerprint").endswith(" in <cache>/provenance.sqlite")
-    assert field(marked, "metadata") == "amari metadata (synthetic); A1111 parameters"
+    assert field(marked, "metadata") == "amari metadata (synthetic: a claim anyone can write); A1111 parameters"
     made_with = field(marked, "made with")
     assert "seed 335728730" in made_with and "sampler k_lms" in made_with and "model sd-v1-4" in made_with
 
@@ -80,8 +80,9 @@ def test_registry_option_and_json(data_dir, tmp_path, capsys):
     marked = save_png(astronaut, tmp_path / "a.png", PARAMS, registries=[elsewhere])
     small = np.asarray(Image.open(marked).convert("RGB").resize((256, 256)))
     Image.fromarray(small).save(tmp_path / "small.jpg", quality=75)
-    # Remove the watermark's help: only the fingerprint can say this one is a copy.
-    Image.fromarray(np.ascontiguousarray(small[:, ::-1])).save(tmp_path / "mirrored.jpg", quality=75)
+    # Remove the watermark's help (a blur takes its frequencies): only the fingerprint can say this one is a copy.
+    blurred = Image.fromarray(np.ascontiguousarray(small[:, ::-1])).filter(ImageFilter.GaussianBlur(2))
+    blurred.save(tmp_path / "mirrored.jpg", quality=75)
 
     assert main(["verify", "--json", str(tmp_path / "mirrored.jpg")]) == 0
     record = json.loads(capsys.readouterr().out)
@@ -90,7 +91,7 @@ def test_registry_option_and_json(data_dir, tmp_path, capsys):
     assert main(["verify", "--json", "--registry", str(elsewhere.parent), str(tmp_path)]) == 0
     records = {r["path"].rsplit("/", 1)[-1]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     assert set(records) == {"a.png", "small.jpg", "mirrored.jpg"}
-    assert records["a.png"]["marks"] == ["watermark", "fingerprint", "metadata"]
+    assert records["a.png"]["marks"] == ["watermark", "fingerprint"] and records["a.png"]["claims"] == ["metadata"]
     assert records["a.png"]["amari"]["seed"] == PARAMS["seed"]
     assert records["a.png"]["parameters"].startswith("a photo of a woman\nNegative prompt: \nSteps: 250, Sampler: LMS")
     assert records["small.jpg"]["watermark"]["found"] and records["small.jpg"]["watermark"]["bits_matched"] >= 36
@@ -113,7 +114,7 @@ def test_content_credentials_are_reported(data_dir, tmp_path, capsys):
     signed = save_png(load_rgb(data_dir / "astronaut.png"), tmp_path / "signed.png", PARAMS)
     assert main(["verify", str(signed)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith("(watermark, fingerprint, c2pa, metadata)")
+    assert lines[0].endswith("(watermark, fingerprint, c2pa); also claimed by: metadata")
     assert field(lines, "c2pa").startswith("trusted: signed by amari local signer")
     assert "AI-generated (trainedAlgorithmicMedia)" in field(lines, "c2pa")
 
@@ -134,3 +135,87 @@ def test_small_images_say_why_they_carry_no_watermark(tmp_path, capsys):
     assert main(["verify", str(small)]) == 0
     out = capsys.readouterr().out
     assert "smaller than the 64 px" in out and "synthetic, made by amari" in out
+
+
+def test_a_cache_registry_on_a_read_only_disk_is_still_searched(data_dir, tmp_path):
+    """The cache folder mounted read-only (as root, permissions are dropped to bind): verify reads the
+    registry without writing beside it."""
+    import os
+    import subprocess
+    import sys
+
+    from amari.provenance.registries import default_registry_path
+    from test_failures import without_dac_override
+
+    marked = save_png(load_rgb(data_dir / "astronaut.png"), tmp_path / "marked.png", PARAMS)
+    cache = default_registry_path().parent
+    saved = {path: path.stat().st_mode for path in [cache, *cache.rglob("*")]}
+    for path in saved:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        command = without_dac_override([sys.executable, "-m", "amari", "verify", str(marked)])
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    finally:
+        for path, mode in saved.items():
+            path.chmod(mode)
+    assert done.returncode == 0, done.stderr
+    assert "copy of marked.png (identical file" in done.stdout and done.stderr == ""
+
+
+def test_a_registry_that_is_a_folder_is_one_line_naming_it(data_dir, tmp_path, capsys):
+    from amari.provenance.registries import default_registry_path
+
+    default_registry_path().mkdir(parents=True)
+    save = tmp_path / "plain.png"
+    Image.open(data_dir / "astronaut.png").save(save)
+    assert main(["verify", str(save)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(default_registry_path()) in err[0] and "is a folder" in err[0]
+
+
+def test_bare_metadata_is_a_claim_not_a_verdict(data_dir, tmp_path, capsys):
+    """amari's JSON chunk can be typed into any PNG: alone it is reported as what it is."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("amari", json.dumps({"synthetic": True, "generator": "amari 0.1.0", "seed": 7}))
+    Image.open(data_dir / "t1.jpg").crop((197, 0, 1083, 886)).save(tmp_path / "typed.png", pnginfo=info)
+    assert main(["verify", "--json", str(tmp_path / "typed.png")]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["verdict"] == "claims to be made by amari, not verified"
+    assert record["marks"] == [] and record["claims"] == ["metadata"] and not record["made_by_amari"]
+    assert main(["verify", str(tmp_path / "typed.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("claims to be made by amari, not verified (metadata)")
+    assert field(lines, "metadata").startswith("amari metadata (synthetic: a claim anyone can write)")
+
+
+def test_credentials_count_only_from_a_signer_you_trust(data_dir, tmp_path, capsys):
+    """Anyone's `amari keygen` key signs valid credentials under the same signer name: trust decides."""
+    pytest.importorskip("c2pa", reason="the optional c2pa extra is not installed (pip install 'amari[c2pa]')")
+    import io
+
+    from amari.provenance.credentials import keygen, sign_png
+
+    assert main(["keygen"]) == 0  # the user's own key, trusted
+    capsys.readouterr()
+    stranger = keygen(tmp_path / "stranger")  # same signer name, another root
+    buffer = io.BytesIO()
+    Image.open(data_dir / "t1.jpg").crop((197, 0, 1083, 886)).save(buffer, "PNG")  # no watermark, no registry
+    (tmp_path / "theirs.png").write_bytes(sign_png(buffer.getvalue(), stranger, PARAMS, "theirs.png"))
+
+    assert main(["verify", "--json", str(tmp_path / "theirs.png")]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["c2pa"]["valid"] and not record["c2pa"]["trusted"]
+    assert record["c2pa"]["signer"] == "amari local signer"
+    assert record["verdict"] == "claims to be made by amari, not verified" and record["claims"] == ["c2pa"]
+
+    assert main(["verify", str(tmp_path / "theirs.png")]) == 0
+    assert field(capsys.readouterr().out.splitlines(), "c2pa").startswith("valid but not a signer you trust")
+
+    assert main(["verify", "--json", "--trust", str(stranger.root), str(tmp_path / "theirs.png")]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["c2pa"]["trusted"] and record["verdict"] == "synthetic, made by amari" and record["marks"] == ["c2pa"]
+
+    assert main(["verify", "--trust", str(tmp_path / "missing.pem"), str(tmp_path / "theirs.png")]) == 2
+    assert "missing.pem" in capsys.readouterr().err

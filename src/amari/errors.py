@@ -33,6 +33,12 @@ class WorkspaceError(AmariError):
     """A workspace that is locked, damaged, or not what a command expected."""
 
 
+class LeakageFound(AmariError):
+    """The leakage audit raised a flag: a mined identity is too near a real person's face."""
+
+    exit_code = 3
+
+
 _HINTS = {
     "ENOSPC": "the disk is full: free some space and run the same command again (what was written is kept)",
     "EDQUOT": "the disk quota is used up: free some space and run the same command again",
@@ -64,3 +70,9 @@ def describe_failure(exc: BaseException) -> str:
     reason = exc.strerror or str(exc) or type(exc).__name__
     hint = _HINTS.get(name)
     return f"{where}: {reason}" + (f"; {hint}" if hint else "")
+
+
+class LicenceError(AmariError):
+    """Weights whose licence forbids what the command would do with them (biometric processing)."""
+
+    exit_code = 3

@@ -8,6 +8,8 @@ Checks, in order, and prints a table for each:
 
   environment   Python, torch, CUDA and the GPU (memory, bf16/fp16), attention kernels (SDPA), dlib,
                 free disk space for the workspace and the model caches
+  memory        per model family (SD 1.x, SD 2.x, SDXL, FLUX.1), the GPU memory generation and training
+                need (estimated from parameter counts), with model CPU offload, and whether this GPU has it
   models        every model the study needs, where amari expects it, present and verified
   stage times   when every model is here: one candidate through each mining stage (generate, enhance,
                 detect, descriptor, write), one training step per method ([train] methods) and one
@@ -71,6 +73,9 @@ def run(args) -> int:
         folders = {"workspace": plan.out, **folders}
     checks = environment(config.study.device, folders)
     show("environment", ["check", "status", "detail"], [[c.name, c.status, c.detail] for c in checks])
+    from amari.doctor.memory import HEADERS, gpu_total_gib, memory_rows
+
+    show("memory (estimated from parameter counts, native size, batch 1)", HEADERS, memory_rows(gpu_total_gib()))
 
     # 2. The models.
     statuses = [check(need) for need in needs_from_study(config)]

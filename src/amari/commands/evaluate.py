@@ -25,6 +25,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from amari import evaluate
     from amari.config.options import given
+    from amari.models.licences import licence_note
     from amari.progress import progress_bar
     from amari.study.config import load_study, replace
 
@@ -32,6 +33,9 @@ def run(args) -> int:
     changes = given(evaluate.EvaluateConfig, args)
     if changes:
         config = replace(config, "evaluate", **changes)
+    note = licence_note(config.evaluate.model, config.evaluate.biometric_licence)
+    if note:
+        print(note)
     with progress_bar(len(evaluate.plan_cells(config.evaluate)), "evaluating") as advance:
         result = evaluate.run(
             config.evaluate, config.layout, on_progress=lambda what, _cell: advance() if what != "generate" else None

@@ -10,6 +10,10 @@ Each image ends in WORKSPACE/sim-group/, almost-sim/ or unknown-person/ (no face
 someone else). The upper bound of the group tightens and relaxes batch by batch; the run is done when
 the group holds --target images whose average sim-score is at most --stop-average.
 
+With --identities K, it grows K such groups at once, one folder each (identity-NN/sim-group/ and
+identity-NN/almost-sim/) beside a shared unknown-person/, founding each from a cluster of the faces no
+identity took (docs/identities.md).
+
 Rerun the same command to resume after a crash or Ctrl-C. Between runs, or while one runs, you may
 move or delete files between the three folders: a file you take out of the group never comes back by
 itself, and one you drop into it joins. WORKSPACE/archive.csv gets one row per batch."""

@@ -16,8 +16,10 @@ Files go where amari loads them from: known names into the model cache ($AMARI_C
 default ~/.cache/amari/models), Hugging Face ids into the Hugging Face cache ($HF_HOME), dlib's files
 into $AMARI_FACE_MODELS. A download whose checksum does not match is deleted. --mirror URL (or
 $AMARI_MODEL_MIRROR) fetches known files from URL/FILE_NAME instead of their official sources, e.g. a
-local server or a file:// folder. Offline (AMARI_OFFLINE, HF_HUB_OFFLINE) nothing is downloaded: one line
-per missing model says where to put it.
+local server or a file:// folder; a redirect is followed to the same host only (and from GitHub to its
+release files). A download that gets less than 64 kB in --timeout seconds is abandoned, and nothing of
+it is kept. Offline (AMARI_OFFLINE, HF_HUB_OFFLINE) nothing is downloaded: one line per missing model
+says where to put it. What could not be pulled is said on stderr.
 
 Exit status: 0 when every model needed is there, 1 when one is missing or damaged."""
 
@@ -36,6 +38,26 @@ def add_arguments(parser) -> None:
         help="also check Hugging Face weights against the hub's SHA-256 (reads every byte)",
     )
     parser.add_argument("--mirror", metavar="URL", help="fetch known files from URL/FILE_NAME (pull)")
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="abandon a download that gets less than 64 kB in this many seconds (pull; default 30)",
+    )
+
+
+def _seconds(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 86400):
+        raise argparse.ArgumentTypeError(f"--timeout takes seconds between 0 and 86400, not {text!r}")
+    return value
 
 
 def needs_for(targets: list[str]) -> tuple[str, list]:
@@ -62,6 +84,8 @@ def _unique(needs: list) -> list:
 
 
 def run(args) -> int:
+    import sys
+
     from amari.doctor.render import MODEL_HEADERS, model_rows, print_table
     from amari.errors import ModelError
     from amari.models.inventory import check, pull
@@ -73,10 +97,10 @@ def run(args) -> int:
         status = check(need, verify_hub=args.verify)
         if args.action == "pull" and not status.ok and need.kind != "unset":
             try:
-                status = pull(need, mirror=args.mirror)
+                status = pull(need, mirror=args.mirror, timeout=args.timeout)
                 print(f"{need.name}: {status.state} ({status.detail})", flush=True)
             except ModelError as exc:
-                print(f"{need.name}: not pulled: {exc}", flush=True)
+                print(f"{need.name}: not pulled: {exc}", file=sys.stderr, flush=True)
                 status = check(need)
         statuses.append(status)
     print_table(MODEL_HEADERS, model_rows(statuses))

@@ -19,6 +19,12 @@ def add_arguments(parser) -> None:
     from amari.select import SelectConfig
 
     parser.add_argument("--workspace", required=True, metavar="DIR", help="the miner's workspace folder")
+    parser.add_argument(
+        "--identity",
+        type=int,
+        metavar="N",
+        help="in a workspace mined with --identities K: pick from identity-NN/sim-group/",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="folder that receives one folder per group")
     add_options(parser, SelectConfig)
 
@@ -26,12 +32,16 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from amari import select
     from amari.config.options import from_args
+    from amari.errors import UsageError
     from amari.progress import progress_bar, warn
-    from amari.storage.layout import SelectLayout
+    from amari.storage.layout import SelectLayout, WorkspaceLayout
 
     config = from_args(select.SelectConfig, args)
+    if args.identity is not None and args.identity < 1:
+        raise UsageError(f"--identity must be 1 or more, not {args.identity}")
+    workspace = WorkspaceLayout(args.workspace, args.identity)
     with progress_bar(None, "scoring the sim-group") as advance:
-        result = select.run(config, SelectLayout(args.workspace, args.out), on_progress=lambda _step, _path: advance())
+        result = select.run(config, SelectLayout(workspace, args.out), on_progress=lambda _step, _path: advance())
     for path, why in result.skipped:
         warn(f"skipped {path}: {why}")
     print(f"{len(result.members)} sim-group members scored; {len(result.skipped)} skipped")

@@ -1,14 +1,17 @@
-"""amari study STUDY.toml: mine, select, prepare, train, evaluate and report, resumable."""
+"""amari study STUDY.toml: mine, audit, select, prepare, train, evaluate and report, resumable."""
 
 from __future__ import annotations
 
-HELP = "run a whole study from its TOML config: mine → select → prepare → train → evaluate → report"
+HELP = "run a whole study from its TOML config: mine → audit → select → prepare → train → evaluate → report"
 DESCRIPTION = """\
 Runs every step of the study in order. A step whose outputs are complete for the same settings is
 skipped, so an interrupted study picks up where it stopped; a step whose settings changed is run again
 (and so are the steps after it). Every step writes under the config's [study] out folder:
 
-  OUT/mine/            the miner's workspace (sim-group/, almost-sim/, unknown-person/, archive.csv)
+  OUT/mine/            the miner's workspace (sim-group/, almost-sim/, unknown-person/, archive.csv;
+                       identity-NN/sim-group/ and identity-NN/almost-sim/ with [mine] identities = K)
+  OUT/audit/           the leakage audit, when [audit] gallery names a gallery of real photos (a flag
+                       stops the study before training unless [audit] stop = false)
   OUT/groups/NAME/     the training groups picked from the sim-group
   OUT/prepared/NAME/   their training images (random square crops)
   OUT/train/NAME/      embeddings, checkpoints, samples and metrics of each group

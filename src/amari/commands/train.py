@@ -7,7 +7,7 @@ DESCRIPTION = """\
 Learn the embedding of a placeholder token from the images in DATA_DIR with the study's settings:
 placeholder '*', init word 'woman', 1 vector, ImageNet-style object templates, base lr 0.005 scaled by
 processes x batch x accumulation, batch 1, each image repeated 100x per epoch, random horizontal flip,
-512 px, 15,500 steps, a checkpoint and sample images every 500 steps.
+the model's native size (512 px for SD 1.x), 15,500 steps, a checkpoint and sample images every 500 steps.
 
 DIR receives metrics.csv (step, epoch, loss, lr, images_per_s), checkpoints/step-NNNNNN/ (embedding
 files, optimizer state, samples), and at the end learned_embeds.safetensors (diffusers) and
@@ -24,7 +24,13 @@ that learned_embeds.safetensors stands for).
 Several DATA_DIRs train several groups with the same settings, each into DIR/NAME (NAME: its folder's
 name). Textual Inversion trains them in one run: the model loads once and every step is one batch that
 holds each group's samples, each group's result equal to training it alone (within float tolerance).
-LoRA and pivotal tuning train them one after another."""
+LoRA and pivotal tuning train them one after another.
+
+The model's family decides the rest: SDXL learns a vector in each of its two text encoders (one file with
+clip_l and clip_g) and its kohya LoRA names follow SDXL's original block numbering; FLUX.1 trains a LoRA
+on its transformer (diffusers file only) and offers no Textual Inversion (--method ti is refused there:
+use --method lora). FLUX.1 [dev] weights are refused with --reference-group (their licence forbids
+biometric processing) unless --biometric-licence names a licence that permits it."""
 
 
 def add_arguments(parser) -> None:

@@ -6,20 +6,26 @@ HELP = "report the watermark, fingerprint, C2PA credentials and metadata that ma
 DESCRIPTION = """\
 For each image (or every image in a folder) report each mark separately, then a verdict:
 
-  watermark    amari's invisible watermark and how many of its 40 payload bits were read back; it
-               survives JPEG, resizing and cropping from 256 px a side (images of 64-255 px carry an
-               older mark that survives JPEG 90; smaller ones carry none)
+  watermark    amari's invisible watermark, its score and how many of its 40 payload bits were read
+               back, and the geometry it was found in (mirrored, rotated, rescaled); it survives JPEG,
+               resizing, crops to half of each side, mirroring, small rotations, aspect changes and
+               screenshots from 256 px a side (images of 64-255 px carry an older mark that survives
+               JPEG 90; smaller ones carry none)
   fingerprint  whether the image is a copy (re-encoded, resized, cropped, mirrored) of an image in a
                fingerprint registry: the cache folder's, and those given with --registry
-  c2pa         C2PA content credentials: valid or not, who signed them, whether they declare AI-generated
+  c2pa         C2PA content credentials: valid or not, who signed them, whether you trust the signer
+               (your own key's root, AMARI_C2PA_TRUST, --trust), whether they declare AI-generated
                media (needs the optional c2pa extra; any re-encode removes them)
   metadata     amari's JSON chunk ("synthetic": true, model, seed, ...) and the A1111-style "parameters"
 
-The verdict is "synthetic, made by amari" when any mark says so. "no amari provenance found" is not
-a claim that an image is a real photo.
+The verdict is "synthetic, made by amari" only from evidence that cannot be typed in: the watermark,
+a fingerprint match, or credentials from a signer you trust. amari's metadata and credentials from a
+signer you do not trust are claims anyone can write: alone they give "claims to be made by amari,
+not verified". "no amari provenance found" is not a claim that an image is a real photo.
 
 Exit status 0 when every file was read (whatever the verdicts), 1 when some could not be (each named
-on stderr), 2 when a --registry does not exist. --json prints one JSON object per image instead."""
+on stderr), 2 when a --registry or --trust file does not exist. --json prints one JSON object per
+image instead."""
 
 
 def add_arguments(parser) -> None:
@@ -31,6 +37,13 @@ def add_arguments(parser) -> None:
         metavar="PATH",
         help="also search this fingerprint registry (a provenance.sqlite file, or a workspace "
         "or study folder holding one); repeatable",
+    )
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="trust C2PA credentials signed under the root certificates in this PEM file; repeatable",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
 
@@ -54,13 +67,34 @@ def _watermark_line(found) -> str:
     if reading is None:
         return f"none (smaller than the {MIN_WATERMARK_SIDE} px a watermark needs)"
     bits = f"{reading.bits_matched}/{PAYLOAD_BITS} bits"
+    if reading.found and reading.method == "tile2":
+        return f"amari watermark ({bits}, z {reading.score:.1f}{_geometry(reading)})"
     if reading.found and reading.method == "tile":
-        return f"amari watermark ({bits}, z {reading.score:.1f})"
+        return f"amari watermark of version 1 ({bits}, z {reading.score:.1f})"
     if reading.found:
         return f"amari watermark ({bits}, DWT-DCT-SVD mark of small and older images)"
+    if reading.second is not None and reading.score >= TILE_THRESHOLD:
+        return (
+            f"no amari watermark: copies of its pattern at several shifts (z {reading.score:.1f} and "
+            f"{reading.second:.1f}), as an average of other images' marks makes; not accepted"
+        )
     if reading.score is not None:
         return f"no amari watermark (best match z {reading.score:.1f}, below {TILE_THRESHOLD}: chance level)"
     return f"no amari watermark ({bits} match, chance level)"
+
+
+def _geometry(reading) -> str:
+    """How the image was turned, mirrored or rescaled since amari wrote it, when it was."""
+    parts = []
+    if reading.mirrored:
+        parts.append("mirrored")
+    if reading.rotation is not None and abs(reading.rotation) >= 0.2:
+        parts.append(f"rotated {reading.rotation:+.1f}°")
+    if reading.aspect is not None and abs(reading.aspect - 1) >= 0.01:
+        parts.append(f"aspect changed {reading.aspect:.2f}")
+    if reading.scale is not None and abs(reading.scale - round(2 * reading.scale) / 2) > 0.01:
+        parts.append(f"resized to {reading.scale:.2f}× a 512 px image")  # not a size amari writes
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def _fingerprint_line(result) -> str:
@@ -89,15 +123,19 @@ def _c2pa_line(result) -> str:
             f"invalid manifest ({', '.join(manifest.failures) or 'signature does not verify'}), signed by "
             f"{manifest.signer}"
         )
-    trust = "trusted" if manifest.state == "Trusted" else "valid, signer not on a trust list"
-    return f"{trust}: signed by {manifest.signer} ({manifest.issuer}), generator {manifest.generator}, {declared}"
+    if manifest.trusted:
+        return f"trusted: signed by {manifest.signer} ({manifest.issuer}), generator {manifest.generator}, {declared}"
+    return (
+        f"valid but not a signer you trust (a claim: not your key's root, AMARI_C2PA_TRUST or --trust): signed "
+        f"by {manifest.signer} ({manifest.issuer}), generator {manifest.generator}, {declared}"
+    )
 
 
 def _metadata_line(found) -> str:
     marks = []
     meta = found.amari or {}
     if meta:
-        marks.append("amari metadata" + (" (synthetic)" if meta.get("synthetic") else ""))
+        marks.append("amari metadata" + (" (synthetic: a claim anyone can write)" if meta.get("synthetic") else ""))
     if found.parameters:
         marks.append("A1111 parameters")
     return "; ".join(marks) or "none"
@@ -121,7 +159,10 @@ def _details(found) -> str:
 
 def _summary(result) -> str:
     found = result.provenance
-    verdict = result.verdict + (f" ({', '.join(result.marks)})" if result.marks else "")
+    named = result.marks or result.claims
+    verdict = result.verdict + (f" ({', '.join(named)})" if named else "")
+    if result.marks and result.claims:
+        verdict += f"; also claimed by: {', '.join(result.claims)}"
     lines = [
         f"{found.path}: {verdict}",
         f"  watermark    {_watermark_line(found)}",
@@ -143,7 +184,7 @@ def run(args) -> int:
     from amari.provenance.verification import Verifier, as_json
 
     failures = 0
-    with Verifier(args.registry) as verifier:
+    with Verifier(args.registry, trust=args.trust) as verifier:
         for path in _paths(args.images):
             try:
                 result = verifier.check(path)

@@ -2,13 +2,16 @@
 
 Output is line-for-line what `face_recognition KNOWN UNKNOWN` prints: `path,name[,distance]` for each
 known person within tolerance, `path,unknown_person` when a face matches nobody, `path,no_persons_found`
-when an image has no face. Known people are named by file stem; only the first face of a known image
-counts (as in face_recognition). Unknown images larger than 1600 px are shrunk first, as there.
-Broken files are reported on stderr and skipped instead of ending the run.
+when an image has no face, the path spelled as face_recognition spells it (the folder as given joined
+with the file's name, so `./unknown/` gives `./unknown/x.png`). Known people are named by file stem;
+only the first face of a known image counts (as in face_recognition). Unknown images larger than
+1600 px are shrunk first, as there. Broken files are reported on stderr and skipped instead of ending
+the run.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,18 +40,27 @@ def _encoders(config: CompareConfig) -> tuple[FaceEncoder, FaceEncoder]:
     return (FaceEncoder(config.faces, cache), FaceEncoder(config.faces.replace(max_side=UNKNOWN_MAX_SIDE), cache))
 
 
-def scan_known(folder: Path, encoder: FaceEncoder, cpus: int = 1, warn: Callable[[str], None] = warn) -> KnownPeople:
+def as_given(path: Path, folder: str | os.PathLike) -> str:
+    """A file found under `folder`, spelled as face_recognition spells it: the folder exactly as the user
+    gave it (`./unknown/`, which pathlib would shorten to `unknown`) joined with the file's own path."""
+    return os.path.join(os.fspath(folder), path.relative_to(Path(folder)).as_posix())
+
+
+def scan_known(
+    folder: str | os.PathLike, encoder: FaceEncoder, cpus: int = 1, warn: Callable[[str], None] = warn
+) -> KnownPeople:
     """One person per image, named by its file stem: the image's first face, as face_recognition does."""
     group = FaceGroup.load(image_files(folder), encoder, cpus=cpus, pick=first)
     for path, why in group.skipped:
+        shown = as_given(Path(path), folder)
         warn(
-            f"No faces found in {path}. Ignoring file."
+            f"No faces found in {shown}. Ignoring file."
             if why == NO_FACE
-            else f"cannot read {path}: {why}. Ignoring file."
+            else f"cannot read {shown}: {why}. Ignoring file."
         )
     for member in group.members:
         if member.faces > 1:
-            warn(f"More than one face found in {member.path}. Only considering the first face.")
+            warn(f"More than one face found in {as_given(member.path, folder)}. Only considering the first face.")
     return KnownPeople([m.path.stem for m in group.members], group.descriptors)
 
 
@@ -66,7 +78,7 @@ def _line(path, name, distance, show_distance: bool) -> str:
     return ",".join(fields)
 
 
-def result_lines(path: Path, faces, known: KnownPeople, config: CompareConfig) -> Iterator[str]:
+def result_lines(path: str | Path, faces, known: KnownPeople, config: CompareConfig) -> Iterator[str]:
     for face in faces:
         distances = face_distance(known.descriptors, face.descriptor)
         matches = [(n, d) for n, d in zip(known.names, distances) if d <= config.tolerance]
@@ -90,25 +102,23 @@ def run(
 
     Returns the number of unknown files that could not be read.
     """
-    known_dir, unknown = Path(known_dir), Path(unknown)
-    if not known_dir.is_dir():
+    if not Path(known_dir).is_dir():
         raise UsageError(f"known people folder not found: {known_dir}")
-    if not unknown.exists():
+    if not Path(unknown).exists():
         raise UsageError(f"no such file or folder: {unknown}")
     known_encoder, unknown_encoder = _encoders(config)
     known = scan_known(known_dir, known_encoder, config.cpus, warn)
-    if unknown.is_dir():
-        targets = image_files(unknown)
-    else:
-        targets = [unknown]
+    folder = Path(unknown).is_dir()
+    targets = image_files(unknown) if folder else [Path(unknown)]
     unreadable = 0
     for path, found in unknown_encoder.faces_many(targets, cpus=config.cpus).items():
+        shown = as_given(path, unknown) if folder else os.fspath(unknown)
         if isinstance(found, ImageError):
-            if not unknown.is_dir():
+            if not folder:
                 raise found
-            warn(f"cannot read {found.path}: {found.reason}. Skipped.")
+            warn(f"cannot read {shown}: {found.reason}. Skipped.")
             unreadable += 1
             continue
-        for line in result_lines(path, found, known, config):
+        for line in result_lines(shown, found, known, config):
             emit(line)
     return unreadable

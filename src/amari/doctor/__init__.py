@@ -1,6 +1,7 @@
 """`amari doctor`: is this machine set up for a study, are its models here, and how long will it take.
 
 - `probes`: Python, torch, the GPU (memory, bf16/fp16), SDPA, dlib, disk space;
+- `memory`: the GPU memory each model family needs to generate and to train, and whether the GPU has it;
 - `plan`: the study to check (`find_study`) and what the timings and the estimate read from it
   (`plan_from_study`, the one place that reads a study config here);
 - `timing`: one candidate timed through every mining stage, one training step per method, one evaluation

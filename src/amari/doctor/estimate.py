@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from amari.doctor.plan import StudyPlan
 from amari.doctor.render import duration
 from amari.doctor.timing import Timings, train_stage
+from amari.models.families.registry import guess
 from amari.models.inventory import human_size
 from amari.storage.layout import DEFAULT_METHOD
 from amari.train.config import checkpoint_steps
@@ -76,7 +77,8 @@ def estimate(plan: StudyPlan, timings: Timings, acceptance: float = ACCEPTANCE_2
         * len(train.sample_prompts)
         * len(train.sample_seeds)
     )
-    sample_image = evaluate_image * train.sample_steps / max(1, plan.evaluate.steps)
+    sample_steps = train.sample_steps or guess(train.model).defaults.sample_steps
+    sample_image = evaluate_image * sample_steps / max(1, plan.evaluate.steps)
     sample_runs = plan.groups * len(steps)
     training = sum(runs[m] * train.max_steps * step for m, step in steps.items()) + sample_runs * samples * sample_image
     # 3. Evaluation: one image per cell, generated (in passes of a prompt's images) and scored.
@@ -106,7 +108,7 @@ def estimate(plan: StudyPlan, timings: Timings, acceptance: float = ACCEPTANCE_2
         ),
         "the group analysis reuses cached descriptors, and select, prepare and report take seconds: not counted",
         (
-            f"checkpoint sample images cost an evaluation image scaled to {train.sample_steps} steps (a checkpoint's "
+            f"checkpoint sample images cost an evaluation image scaled to {sample_steps} steps (a checkpoint's "
             "are made in one call); their faces are scored beside the training, not counted"
         ),
         (

@@ -64,7 +64,13 @@ class StudyPlan:
     def together(self) -> bool:
         """Whether the study trains its Textual Inversion groups in one run (one batch of every group's
         samples a step)."""
-        return self.groups > 1 and "ti" in self.methods
+        if self.groups < 2 or "ti" not in self.methods:
+            return False
+        from amari.storage.layout import TrainLayout
+        from amari.train.groups import Group, apart_because
+
+        config = self.train.replace(method="ti", methods=None)
+        return apart_because([Group(name, config, TrainLayout(".", ".")) for name in "ab"]) is None
 
 
 def plan_from_study(config) -> StudyPlan:

@@ -248,7 +248,9 @@ def time_training_steps(plan: StudyPlan, folder: Path, log: Log) -> list[StageTi
     """One step of each method the study trains, at its training settings (each after one untimed step)."""
     from PIL import Image
 
-    resolution = plan.train.resolution
+    from amari.models.families.registry import native_size
+
+    resolution = plan.train.resolution or native_size(plan.train.model)
     data = folder / "train-data"
     data.mkdir()
     Image.fromarray(sample_face(resolution, resolution)).save(data / "face.png")
@@ -257,14 +259,20 @@ def time_training_steps(plan: StudyPlan, folder: Path, log: Log) -> list[StageTi
 
 def _time_training_step(plan: StudyPlan, method: str, data: Path, out: Path, log: Log) -> StageTime:
     """One step of `method`; Textual Inversion's of every group at once when the study trains them so."""
+    from amari.models.families.registry import native_size
     from amari.storage.layout import TrainLayout
     from amari.train import METHOD_NAMES, Group
     from amari.train.loop import train_step
     from amari.train.together import joint_step, prepare_runs
 
-    # Two steps, no checkpoint samples and no reference group: only the step itself is timed.
     config = plan.train.replace(
-        method=method, methods=None, max_steps=2, checkpoint_every=2, sample_seeds=(), reference_group=None
+        method=method,
+        methods=None,
+        max_steps=2,
+        checkpoint_every=2,
+        sample_seeds=(),
+        reference_group=None,
+        resolution=plan.train.resolution or native_size(plan.train.model),
     )
     groups = plan.groups if method == DEFAULT_METHOD and plan.together else 1
     log(f"timing one {method} training step ({config.resolution} px, batch {config.batch_size} × {groups}) ...")

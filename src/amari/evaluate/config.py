@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from amari.config.defaults import DEFAULT_MODEL
+from amari.config.limits import MAX_DENOISING_STEPS, check_at_most, check_image_size
 from amari.config.settings import Settings, check_positive, convert, from_table, setting
 from amari.errors import UsageError
 from amari.execution.cluster import actors_setting, address_setting
 from amari.execution.devices import check_device
 from amari.storage.results import CONTROL, DEFAULT_METHOD
-from amari.train import METHODS
+from amari.train import STUDY_METHODS, UNTRAINED_METHODS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -79,6 +80,16 @@ class EvaluateConfig(Settings):
         cli=False,
         toml_type=embeddings_table,
     )
+    ip_adapter: str | None = setting(
+        None,
+        "the ip-adapter method's adapter, conditioned on each group's training images: plus-face, full-face "
+        "(h94/IP-Adapter's face variants for the model's family) or a .safetensors file",
+        cli=False,
+    )
+    ip_adapter_scale: float = setting(0.6, "how strongly the ip-adapter method's images follow the group", cli=False)
+    image_encoder: str | None = setting(
+        None, "the adapter's CLIP image encoder folder (default: image_encoder/ beside the file)", cli=False
+    )
     sim_group: Path | None = setting(None, "faces to score against (default: the miner's sim-group)", metavar="DIR")
     results: Path | None = setting(None, "results folder (default: the study's OUT/results)", metavar="DIR")
     tolerance: float = setting(0.40, "sim-score that counts as the same person", cli=False)
@@ -92,8 +103,12 @@ class EvaluateConfig(Settings):
     ray_actors: int | None = actors_setting()
     # Filled in by the study from its other tables.
     study_name: str = setting("study", "the study's name, recorded with every image", cli=False, study=True)
-    model: str = setting(DEFAULT_MODEL, "Stable Diffusion model", cli=False, study=True)
+    model: str = setting(DEFAULT_MODEL, "the model (SD 1.x, SD 2.x, SDXL or FLUX.1)", cli=False, study=True)
     model_config: str | None = setting(None, "component configs of a single-file model", cli=False, study=True)
+    vae: str | None = setting(None, "a replacement VAE", cli=False, study=True)
+    biometric_licence: str | None = setting(
+        None, "the licence that permits scoring a model whose own forbids it (FLUX.1 [dev])", cli=False, study=True
+    )
     device: str = setting("auto", "where generation runs", cli=False, study=True)
     subject: str = setting("amari", "the word in the prompts that stands for the identity", cli=False, study=True)
     init_word: str = setting("woman", "what the control group says instead of the subject", cli=False, study=True)
@@ -118,31 +133,52 @@ class EvaluateConfig(Settings):
             raise UsageError("two commands have the same name")
         check_positive(
             steps=self.steps,
-            guidance=self.guidance,
             width=self.width,
             height=self.height,
             batch_size=self.batch_size,
             tolerance=self.tolerance,
             ray_actors=self.ray_actors,
         )
+        if self.guidance < 0:  # 0: no guidance, as FLUX.1 [schnell] samples
+            raise UsageError(f"guidance must be >= 0, not {self.guidance}")
         if self.ray is not None:
             from amari.execution.cluster import require_ray
 
             require_ray(self.ray)
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        from amari.models.families.registry import known
+        from amari.models.licences import check_biometric_use
+
+        family = known(self.model)
+        if family is not None:
+            family.check_sampler(self.sampler)
+        check_biometric_use(self.model, self.biometric_licence, "amari evaluate")
         if self.width % 8 or self.height % 8:
             raise UsageError(f"width and height must be multiples of 8, not {self.width}×{self.height}")
+        check_at_most(MAX_DENOISING_STEPS, "the schedulers' training timesteps", steps=self.steps)
+        # Unset, the batch is what the free memory holds (`amari.generate.pass_size`): at least one image.
+        check_image_size(self.width, self.height, self.batch_size or 1, "generating images")
         check_device(self.device)
-        if not self.methods or len(set(self.methods)) != len(self.methods) or set(self.methods) - set(METHODS):
-            raise UsageError(f"methods must list some of {', '.join(METHODS)} once each, not {list(self.methods)}")
+        if not self.methods or len(set(self.methods)) != len(self.methods) or set(self.methods) - set(STUDY_METHODS):
+            raise UsageError(
+                f"methods must list some of {', '.join(STUDY_METHODS)} once each, not {list(self.methods)}"
+            )
+        if set(self.methods) & set(UNTRAINED_METHODS) and self.ip_adapter is None:
+            raise UsageError("the ip-adapter method needs [evaluate] ip_adapter (plus-face, full-face or a file)")
+        if self.ip_adapter is not None:
+            from amari.generate import check_adapter_weights
+
+            check_adapter_weights(self.ip_adapter)
+        if not self.ip_adapter_scale >= 0:
+            raise UsageError(f"ip_adapter_scale must be >= 0, not {self.ip_adapter_scale}")
         if self.training_groups:
             self._check_groups()
 
     def _check_groups(self):
         if CONTROL in self.training_groups:
             raise UsageError(f"{CONTROL!r} is the control group's name; name the training group otherwise")
-        taken = sorted(set(self.training_groups) & set(METHODS))
+        taken = sorted(set(self.training_groups) & set(STUDY_METHODS))
         if taken:
             raise UsageError(f"{taken[0]!r} names a training method (its folders); name the training group otherwise")
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", self.init_word):

@@ -50,12 +50,14 @@ class Cell:
 
 @dataclass(frozen=True)
 class UnitFiles:
-    """What a trained unit (method × group) generates with: its embedding and its LoRA, as far as it has them,
-    and what its prompts say for the subject (None: the embedding's token)."""
+    """What a unit (method × group) generates with: its embedding and its LoRA, as far as it has them, and
+    what its prompts say for the subject (None: the embedding's token); an untrained method's unit, the
+    group's training images that an IP-Adapter is conditioned on."""
 
     embedding: Path | None = None
     lora: Path | None = None
     trigger: str | None = None
+    guide: Path | None = None
 
     @property
     def names(self) -> str:
@@ -99,6 +101,7 @@ def cell_fingerprint(config: EvaluateConfig, prompt_sent: str, seed: int, embedd
         config.height,
         seed,
         embedding_sha,
+        *((config.vae,) if config.vae else ()),  # a replaced VAE changes every image; none keeps old fingerprints
     )
 
 
@@ -118,7 +121,13 @@ def generation_config(config: EvaluateConfig, unit: tuple[str, str], files: Unit
         if files.embedding is None
         else (Embedding(str(files.embedding), group_token(config.subject, group, method)),)
     )
+    adapter = None
+    if files.guide is not None:
+        from amari.generate import IpAdapter
+
+        adapter = IpAdapter(config.ip_adapter, config.ip_adapter_scale, group_guide(files.guide), config.image_encoder)
     return GenerateConfig(
+        ip_adapter=adapter,
         model=config.model,
         model_config=config.model_config,
         scheduler=config.sampler,
@@ -128,9 +137,34 @@ def generation_config(config: EvaluateConfig, unit: tuple[str, str], files: Unit
         height=config.height,
         batch_size=config.batch_size or 1,
         device=config.device,
+        vae=config.vae,
         embeddings=embeddings,
         loras=() if files.lora is None else (Lora(str(files.lora)),),
     )
+
+
+def group_guide(folder: Path):
+    """A group's training images as an IP-Adapter's guide: each one's largest face with its surroundings."""
+    from amari.errors import ImageError
+    from amari.faces.crops import face_crop
+    from amari.faces.embeddings import EmbeddingCache, FaceEncoder
+    from amari.faces.settings import FaceSettings
+    from amari.generate import make_guide
+    from amari.storage.files import file_sha256
+    from amari.storage.images import image_files
+
+    cache = EmbeddingCache()
+    encoder, crops, hashes = FaceEncoder(FaceSettings(), cache), [], []
+    try:
+        for path in image_files(folder, recursive=False):
+            try:
+                crops.append(face_crop(path, encoder.faces(path), encoder.settings))
+            except ImageError:
+                continue
+            hashes.append(file_sha256(path))
+    finally:
+        cache.close()
+    return make_guide(crops, hashes)
 
 
 def read_fingerprint(path: Path) -> str | None:
@@ -173,9 +207,10 @@ def generate_cells(
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from amari.execution.workers import InlineExecutor
+    from amari.faces.descriptors import locate
     from amari.generate import generate_images, pass_size
     from amari.models.compiling import padded
-    from amari.provenance.png import save_png
+    from amari.provenance.png import check_rgb, save_png
 
     executor = executor or InlineExecutor()
     plain = generation_config(config, ("", CONTROL), None)
@@ -183,10 +218,14 @@ def generate_cells(
     size = config.batch_size or size
     wanted = {cell.key: (cell, fresh) for cell, fresh in work}
     passes: deque = deque()
+    configs: dict = {}  # a unit's generation settings, made once (its IP-Adapter guide finds faces)
     for chunk in plan_passes(plan_cells(config), size):
         todo = [wanted.get(cell.key) for cell in chunk]
         if any(todo):
-            generation = replace(generation_config(config, chunk[0].unit, files.get(chunk[0].unit)), batch_size=size)
+            unit = chunk[0].unit
+            if unit not in configs:
+                configs[unit] = replace(generation_config(config, unit, files.get(unit)), batch_size=size)
+            generation = configs[unit]
             prompt = next(item[1].prompt_sent for item in todo if item)  # one unit and prompt: one text
             passes.append((todo, [prompt] * len(chunk), [cell.command.seed for cell in chunk], generation))
     pending: dict = {}
@@ -213,7 +252,10 @@ def generate_cells(
                     "prompt": cell.prompt,
                     "fingerprint": fresh.fingerprint,
                 }
-                save_png(image.image, results_dir / cell.image, {**image.params, STUDY_KEY: record})
+                # The watermark leaves alone every face the primary scorer will find (its settings are
+                # the defaults), small ones included.
+                faces = locate(check_rgb(image.image))
+                save_png(image.image, results_dir / cell.image, {**image.params, STUDY_KEY: record}, faces=faces)
                 on_image(cell, fresh)
 
 

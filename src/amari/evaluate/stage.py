@@ -25,19 +25,21 @@ from amari.evaluate.grid import (
     plan_cells,
     read_fingerprint,
 )
-from amari.storage.files import claim_folder, file_sha256
+from amari.storage.files import claim_folder, file_sha256, remove_stale_temporaries
 from amari.storage.images import image_files
 from amari.storage.layout import StudyLayout
 from amari.storage.results import (
     DEFAULT_METHOD,
     CellResult,
     ResultsManifest,
+    has_results_header,
     read_manifest,
     read_results,
     unit_name,
     write_manifest,
     write_results,
 )
+from amari.train import UNTRAINED_METHODS
 
 
 @dataclass
@@ -67,6 +69,11 @@ def embedding_path(config: EvaluateConfig, layout: StudyLayout, group: str) -> P
 def unit_files(config: EvaluateConfig, layout: StudyLayout, method: str, group: str) -> UnitFiles:
     """What a trained unit generates with: a TI group's embedding; a LoRA group's LoRA and its trigger words
     (from the run's lora.json); a pivotal group's embedding and LoRA. Refuses files that are not there."""
+    if method in UNTRAINED_METHODS:  # conditioned on the group's training images; the subject is the init word
+        images = layout.prepared(group)
+        if not image_files(images, recursive=False):
+            raise UsageError(f"no training images for group {group} in {images} (prepare it first)")
+        return UnitFiles(trigger=config.init_word, guide=images)
     if method == DEFAULT_METHOD:
         path = embedding_path(config, layout, group)
         if not path.is_file():
@@ -104,14 +111,24 @@ def check_inputs(config: EvaluateConfig, layout: StudyLayout) -> tuple[list[Path
     return group_images, files
 
 
-def _units_sha(files: dict[tuple[str, str], UnitFiles]) -> dict[tuple[str, str], str]:
-    """Each unit's files' hash: a TI group's embedding's (what its fingerprint always held), else both joined."""
+def _units_sha(config: EvaluateConfig, files: dict[tuple[str, str], UnitFiles]) -> dict[tuple[str, str], str]:
+    """Each unit's files' hash: a TI group's embedding's (what its fingerprint always held), else both joined;
+    an untrained unit's, its guide images' and its adapter's settings."""
     return {
-        unit: "+".join(file_sha256(path) if path is not None else "" for path in (found.embedding, found.lora))
+        unit: _guide_sha(config, found.guide)
+        if found.guide is not None
+        else "+".join(file_sha256(path) if path is not None else "" for path in (found.embedding, found.lora))
         if found.lora is not None
         else file_sha256(found.embedding)
         for unit, found in files.items()
     }
+
+
+def _guide_sha(config: EvaluateConfig, folder: Path) -> str:
+    from amari.config.settings import fingerprint
+
+    images = [file_sha256(path) for path in image_files(folder, recursive=False)]
+    return fingerprint(config.ip_adapter, config.ip_adapter_scale, config.image_encoder, *images)
 
 
 def _previous(csv: Path) -> dict[tuple[int, str, str, str], CellResult]:
@@ -121,15 +138,25 @@ def _previous(csv: Path) -> dict[tuple[int, str, str, str], CellResult]:
         return {cell.key: cell for cell in read_results(csv)}
     except UsageError:
         # A damaged results file loses only its scores: images are kept and scored again.
-        os.replace(csv, csv.with_suffix(".damaged.csv"))
+        os.replace(csv, _damaged(csv))
         return {}
 
 
+def _damaged(csv: Path) -> Path:
+    return csv.with_suffix(".damaged.csv")
+
+
 def _earlier_results(folder: Path) -> bool:
-    """A results folder written before amari marked its folders: its CSV and manifest read as amari's."""
+    """A results folder written before amari marked its folders: nothing in it but what evaluate and report
+    write, and a CSV with amari's header (an empty or foreign one is someone else's) that reads whole."""
     from amari.storage.layout import ResultsLayout
 
     layout = ResultsLayout(folder)
+    written = {layout.csv.name, layout.manifest.name, layout.images.name, layout.report.name, _damaged(layout.csv).name}
+    if any(not p.name.startswith(".") and p.name not in written for p in folder.iterdir()):
+        return False
+    if not has_results_header(layout.csv):
+        return False
     try:
         read_results(layout.csv)
         read_manifest(folder)
@@ -145,11 +172,14 @@ def _relative(path: Path, start: Path) -> str:
 
 def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers, group_faces: int) -> ResultsManifest:
     from amari.models.diffusion import describe
+    from amari.models.families.registry import guess
 
     root = layout.results.root
     metrics, sizes = [], []
     for method, group in config.evaluated_units:
-        if group == CONTROL or (method == DEFAULT_METHOD and config.embedding_for(group) is not None):
+        if group == CONTROL or method in UNTRAINED_METHODS:
+            continue
+        if method == DEFAULT_METHOD and config.embedding_for(group) is not None:
             continue
         metrics.append((unit_name(method, group), _relative(layout.train(group, method).metrics, root)))
     for group in config.evaluated_groups:
@@ -167,6 +197,7 @@ def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers
         group_sizes=tuple(sizes),
         tolerance=config.tolerance,
         model=describe(config.model).name,
+        family=guess(config.model).label,
         sampler=config.sampler,
         steps=config.steps,
         guidance=config.guidance,
@@ -177,6 +208,7 @@ def build_manifest(config: EvaluateConfig, layout: StudyLayout, scorers: Scorers
         scorers=tuple(scorers.names.split("+")),
         training_metrics=tuple(metrics),
         mining_archive=_relative(layout.workspace.archive, root),
+        refine_rounds=_relative(layout.refine.rounds_csv, root) if layout.refine.rounds_csv.is_file() else "",
         extra={"demo": True} if config.demo else {},
     )
 
@@ -197,9 +229,10 @@ def run(
     results = layout.results
     # 1. Check the inputs before any model loads.
     group_images, files = check_inputs(config, layout)
-    files_sha = _units_sha(files)
+    files_sha = _units_sha(config, files)
     scorers = scorers or default_scorers(config)
     claim_folder(results.root, "evaluation results", ours=_earlier_results)
+    remove_stale_temporaries(results.root, recursive=True)  # a killed run's half-written files, images too
     previous = _previous(results.csv)
     # 2. Decide per cell: keep, score again, or generate.
     cells = plan_cells(config)

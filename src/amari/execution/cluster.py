@@ -11,6 +11,13 @@ the stage) stays the single writer of its files.
   did not finish because the actor died is sent again, to a restarted or another actor; steps depend
   on their arguments only (seeds, not actor state), so the result is the same.
 - CPU steps run as Ray tasks (one CPU each), retried by Ray when their worker dies.
+- Joining a cluster is bounded: its address is tried first (nothing listening is one line at once, a
+  host that does not answer one after `CONNECT_SECONDS`), then Ray's own joining makes one try of about
+  40 s instead of twenty (`RAY_gcs_server_port_wait_time_s` and `RAY_gcs_rpc_server_connect_timeout_s`,
+  which the user may set otherwise). What Ray's C++ core prints while it starts or joins goes to a
+  temporary file, not the terminal.
+- Model steps compute with as many torch threads as the driver would use itself, so a seed gives the
+  same pixels on a local actor as in a local run (Ray gives an actor without CPUs one thread).
 
 Security: anyone who can reach a Ray cluster's ports can run code on it; a Ray cluster has no
 authentication of its own beyond the token Ray 2.52+ can require. A cluster amari starts itself binds
@@ -26,6 +33,7 @@ import secrets
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 from functools import partial
 
 from amari.config.settings import setting
@@ -34,6 +42,10 @@ from amari.errors import AmariError, UsageError
 LOCAL = "local"  # `--ray` without an address: RAY_ADDRESS when set, else a new cluster on this machine
 ATTEMPTS = 4  # tries of one model step across actor deaths before the run ends
 ACTOR_RESTARTS = 3
+RESTART_SECONDS = 120  # how long a model actor Ray restarts may take to be back
+RESTART_POLL_SECONDS = 0.5
+CONNECT_SECONDS = 10  # to reach a cluster's address before Ray tries to join it
+RAY_PORT = 6379  # a cluster's address without a port
 
 
 class ClusterError(AmariError):
@@ -48,6 +60,9 @@ def _import_ray(local: bool):
             os.environ["RAY_AUTH_MODE"] = "token"
             os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray tries to join an address 20 times, each up to 35 s; these bound it (the user's values win).
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "1")
+    os.environ.setdefault("RAY_gcs_rpc_server_connect_timeout_s", "5")
     try:
         import ray
     except ImportError:
@@ -103,31 +118,40 @@ class Cluster:
         ray = self.ray = _import_ray(self.local)
         if ray.is_initialized():
             return self  # joined already in this process (a study's steps, tests)
+        where = "start a local Ray cluster" if self.local else f"join the Ray cluster at {self.address}"
+        if not self.local and self.address != "auto":  # "auto": Ray finds a cluster on this machine itself
+            _check_reachable(self.address, where)
+        if self.local:  # its processes end with this one, even after a SIGKILL (amari.execution.reaper)
+            self._watcher = _watch_local_cluster(os.path.dirname(ray.__file__))
         try:
-            ray.init(
-                address="local" if self.local else self.address,
-                num_cpus=self.cpus if self.local else None,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-            )
+            with _ray_log_aside(), _own_sigterm_handler():
+                ray.init(
+                    address="local" if self.local else self.address,
+                    num_cpus=self.cpus if self.local else None,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                )
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = "start a local Ray cluster" if self.local else f"join the Ray cluster at {self.address}"
+            self._stop_watching()
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ClusterError(f"cannot {where}: {first}") from None
+        except BaseException:
+            self._stop_watching()
+            raise
+        finally:
+            os.environ.pop(_reaper().MARK, None)  # the driver's later children are not Ray's
         self._owned = True
-        if self.local:  # its processes end with this one, even after a SIGKILL (amari.execution.reaper)
-            from amari.execution import reaper
-
-            self._watcher = reaper.start(os.path.dirname(ray.__file__))
         return self
+
+    def _stop_watching(self) -> None:
+        _reaper().finish(self._watcher)
+        self._watcher = None
 
     def __exit__(self, *exc) -> None:
         if self._owned:
             self.ray.shutdown()
-            from amari.execution import reaper
-
-            reaper.finish(self._watcher)
+            self._stop_watching()
 
     def describe(self) -> str:
         resources = self.ray.cluster_resources()
@@ -136,13 +160,89 @@ class Cluster:
         return f"{where}: {nodes} node(s), {int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs"
 
 
+def _reaper():
+    from amari.execution import reaper
+
+    return reaper
+
+
+def _watch_local_cluster(package: str):
+    """The reaper, started before `ray.init()`: the processes Ray starts carry this run's mark."""
+    reaper = _reaper()
+    mark = secrets.token_hex(8)
+    os.environ[reaper.MARK] = mark
+    return reaper.start(package, mark)
+
+
+def _check_reachable(address: str, where: str) -> None:
+    """Something must listen at a cluster's address: nothing there is one line at once, not Ray's minutes
+    of retries."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = parts.hostname, parts.port or (10001 if address.startswith("ray://") else RAY_PORT)
+    except ValueError:
+        raise ClusterError(f"cannot {where}: {address!r} is not HOST:PORT") from None
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise ClusterError(f"cannot {where}: nothing answers at {host}:{port} ({exc.strerror or exc})") from None
+
+
+@contextmanager
+def _ray_log_aside():
+    """Ray's C++ core writes its connection log straight to file descriptor 2: into a file while Ray
+    starts or joins, so the terminal gets amari's one line about it, not Ray's dozens."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(prefix="amari-ray-") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+@contextmanager
+def _own_sigterm_handler():
+    """`ray.init()` puts in a SIGTERM handler of its own (a silent exit); amari's is kept."""
+    import signal
+
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+
+
 def _cause(exc: BaseException) -> BaseException:
-    """The exception a step raised, without Ray's wrapping (so the CLI prints its one line)."""
-    return getattr(exc, "cause", None) or exc
+    """The exception a step raised, without Ray's wrapping (so the CLI prints its one line); Ray's own
+    failures (a worker or the cluster lost) as one ClusterError."""
+    cause = getattr(exc, "cause", None)
+    if cause is not None:
+        return cause
+    if type(exc).__module__.startswith("ray."):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return ClusterError(f"the Ray cluster failed a step: {first}")
+    return exc
 
 
 class ModelActor:
     """Runs model steps in the process that holds the models; reports how long each step worked."""
+
+    def __init__(self, threads: int | None = None):
+        if threads:  # on every (re)start: the driver's thread count, not the one Ray gives an actor
+            import torch
+
+            torch.set_num_threads(threads)
 
     def call(self, fn, *args):
         began = time.perf_counter()
@@ -199,7 +299,8 @@ class ModelPool:
             num_gpus=gpu_share(gpus, self.workers), num_cpus=0, max_restarts=ACTOR_RESTARTS, max_task_retries=0
         )
         self._ray = ray
-        self._actors = {index: remote.remote() for index in range(self.workers)}
+        threads = _driver_threads()
+        self._actors = {index: remote.remote(threads) for index in range(self.workers)}
         self._queued = dict.fromkeys(self._actors, 0)
         self._lock = threading.Lock()
         self.capacity = 2 * self.workers  # a step waiting at each actor while another runs
@@ -227,13 +328,30 @@ class ModelPool:
             ) from None
 
     def warm_up(self, fn, *args) -> None:
-        """Run `fn` once on every actor (loading models before any work is queued) and wait."""
+        """Run `fn` once on every actor (loading models before any work is queued) and wait; an actor
+        that dies meanwhile is restarted by Ray and loads again, as a step would be sent again."""
+        from ray.exceptions import ActorDiedError, RayActorError
+
         self.wait_placed()
-        refs = [actor.call.remote(fn, *args) for actor in self._actors.values()]
-        try:
-            self._ray.get(refs)
-        except Exception as exc:  # noqa: BLE001 - the step's own error, unwrapped
-            raise _cause(exc) from None
+        for index, actor in list(self._actors.items()):
+            deadline = time.monotonic() + RESTART_SECONDS
+            while True:
+                try:
+                    self._ray.get(actor.call.remote(fn, *args))
+                    break
+                except ActorDiedError:  # out of restarts
+                    with self._lock:
+                        self._actors.pop(index, None)
+                    break
+                except RayActorError:  # died, and Ray restarts it: load again once it is back
+                    self.redone += 1
+                    if time.monotonic() > deadline:
+                        raise ClusterError(f"a model actor was not back {RESTART_SECONDS} s after it died") from None
+                    time.sleep(RESTART_POLL_SECONDS)
+                except Exception as exc:  # noqa: BLE001 - the step's own error, unwrapped
+                    raise _cause(exc) from None
+        if not self._actors:
+            raise ClusterError("every model actor of the Ray cluster died while loading the models")
 
     def _send(self, outer: Future, fn, args, attempt: int) -> None:
         with self._lock:
@@ -278,6 +396,13 @@ class ModelPool:
             actors, self._actors = list(self._actors.values()), {}
         for actor in actors:
             self._ray.kill(actor, no_restart=True)
+
+
+def _driver_threads() -> int:
+    """The torch threads a model step would compute with in this process: a local run's."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def call(fn, *args):

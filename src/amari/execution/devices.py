@@ -34,12 +34,12 @@ def resolve_device(name: str = "auto") -> str:
     return name
 
 
-def resolve_dtype(name: str, device: str):
-    """ "auto" is float16 on a GPU and float32 on the CPU."""
+def resolve_dtype(name: str, device: str, gpu_default: str = "float16"):
+    """ "auto" is `gpu_default` (the model family's) on a GPU and float32 on the CPU."""
     import torch
 
     if name == "auto":
-        name = "float32" if device == "cpu" else "float16"
+        name = "float32" if device == "cpu" else gpu_default
     return getattr(torch, name)
 
 

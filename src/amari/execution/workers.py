@@ -30,8 +30,27 @@ def _watch_parent(lifeline) -> None:
     threading.Thread(target=wait, name="amari-lifeline", daemon=True).start()
 
 
+def _quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker without its leak report: when amari is killed, the tracker
+    unlinks the pool's semaphores (as it should) and warns about each on the terminal, two lines that say
+    nothing the user can act on. The tracker reads its warning filter from the environment it starts with."""
+    from multiprocessing import resource_tracker
+
+    quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
+    before = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = f"{before},{quiet}" if before else quiet
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = before
+
+
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """A process pool (fork server start method) whose workers exit when this process dies."""
+    _quiet_resource_tracker()
     context = multiprocessing.get_context("forkserver")
     reader, writer = context.Pipe(duplex=False)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_watch_parent, initargs=(reader,))

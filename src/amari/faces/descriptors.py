@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amari.errors import ModelError, UsageError
+from amari.errors import ImageError, ModelError, UsageError
 from amari.faces.settings import FaceSettings
 
 DESCRIPTOR_SIZE = 128
@@ -139,21 +139,60 @@ def landmarks(image: np.ndarray, boxes, points: int = 68) -> list[np.ndarray]:
     return result
 
 
-def encode(image: np.ndarray, settings: FaceSettings = FaceSettings()) -> list[Face]:
+def encode(image: np.ndarray, settings: FaceSettings = FaceSettings(), label: str | Path = "<image>") -> list[Face]:
     """Every face in an RGB image with its landmarks and 128-d descriptor (empty list: no face).
 
     `settings.max_side` is not applied here; callers that load files shrink first (see `encode_bytes`).
     """
     image = _check_image(image)
+    _check_detector_memory(image, settings.upsample, label)
+    return _described(image, _raw_detections(image, settings.detector, settings.upsample), settings)
+
+
+def locate(image: np.ndarray, settings: FaceSettings = FaceSettings(), label: str | Path = "<image>") -> list[Face]:
+    """Every face in an RGB image with its landmarks but no descriptor (an empty one): where faces are,
+    for `describe` to finish in other pixels, e.g. the same image once watermarked around them."""
+    image = _check_image(image)
+    _check_detector_memory(image, settings.upsample, label)
+    predictor = _shape_predictor(settings.landmarks)
+    faces = []
+    for rect, score in _raw_detections(image, settings.detector, settings.upsample):
+        points = np.array([(p.x, p.y) for p in predictor(image, rect).parts()], dtype=np.float64)
+        faces.append(Face(box=_rect_to_box(rect), landmarks=points, descriptor=np.empty(0), score=score))
+    return faces
+
+
+def describe(image: np.ndarray, located: list[Face], settings: FaceSettings = FaceSettings()) -> list[Face]:
+    """The faces `locate` found, with landmarks and descriptors computed in `image`: what `encode` gives
+    for `image` whenever the detector finds the same boxes in it."""
+    image = _check_image(image)
+    return _described(image, [(_box_to_rect(face.box), face.score) for face in located], settings)
+
+
+def _described(image: np.ndarray, detections, settings: FaceSettings) -> list[Face]:
     predictor = _shape_predictor(settings.landmarks)
     model = _descriptor_model()
     faces = []
-    for rect, score in _raw_detections(image, settings.detector, settings.upsample):
+    for rect, score in detections:
         shape = predictor(image, rect)
         descriptor = np.array(model.compute_face_descriptor(image, shape, settings.jitters), dtype=np.float64)
         points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
         faces.append(Face(box=_rect_to_box(rect), landmarks=points, descriptor=descriptor, score=score))
     return faces
+
+
+def _check_detector_memory(image: np.ndarray, upsample: int, label) -> None:
+    """An image the detector would need more memory for, upsampled, than half the machine has: refused
+    before dlib tries (a large photo at a high upsample, without max_side)."""
+    from amari.config.limits import detector_memory, machine_memory
+
+    needed, memory = detector_memory(image.shape[1], image.shape[0], upsample), machine_memory()
+    if memory is not None and needed > memory // 2:
+        raise ImageError(
+            label,
+            f"too large to find faces in at upsample {upsample} (about {needed / 2**30:.1f} GiB); "
+            "give max_side or a lower upsample",
+        )
 
 
 def largest(faces: list[Face]) -> Face | None:

@@ -191,7 +191,7 @@ def encode_bytes(
     height, width = image.shape[:2]
     if settings.max_side:
         image = shrink_to(image, settings.max_side)
-    return face_lib.encode(image, settings), (width, height)
+    return face_lib.encode(image, settings, label), (width, height)
 
 
 def _encode_path(path: str, settings: FaceSettings, max_pixels: int):

@@ -18,7 +18,7 @@ from amari.errors import ImageError, UsageError
 from amari.faces import descriptors as face_lib
 from amari.faces.descriptors import DESCRIPTOR_SIZE, Face
 from amari.faces.embeddings import FaceEncoder
-from amari.storage.images import image_files
+from amari.storage.images import images_in
 
 NO_FACE = "no face found"
 
@@ -87,11 +87,7 @@ class FaceGroup:
     ) -> FaceGroup:
         """Every image under `folder`; a folder that is missing, empty or without a face is an error."""
         folder = Path(folder)
-        if not folder.is_dir():
-            raise UsageError(f"{what} folder not found: {folder}")
-        paths = image_files(folder)
-        if not paths:
-            raise UsageError(f"the {what} {folder} holds no images")
+        paths = images_in(folder, what)
         group = cls.load(paths, encoder, cpus=cpus, on_progress=on_progress)
         if not group:
             raise UsageError(f"no face found in any image of the {what} {folder}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from amari.config.limits import MAX_UPSAMPLE, check_at_most
 from amari.config.settings import Settings, setting
 from amari.errors import UsageError
 
@@ -32,6 +33,8 @@ class FaceSettings(Settings):
             raise UsageError(f"landmarks must be 5 or 68, not {self.landmarks!r}")
         if self.upsample < 0 or self.jitters < 1:
             raise UsageError("upsample must be >= 0 and jitters >= 1")
+        check_at_most(MAX_UPSAMPLE, "each doubles the side of the image the detector looks at", upsample=self.upsample)
+        check_at_most(100, "each computes the descriptor once more", jitters=self.jitters)
         if self.max_side is not None and self.max_side < 32:
             raise UsageError("max_side must be at least 32 pixels")
 

@@ -17,6 +17,7 @@ from amari.generate.config import (
     preset_config,
     with_overrides,
 )
+from amari.generate.ip_adapter import FACE_VARIANTS, Guide, IpAdapter, check_adapter_weights, make_guide
 from amari.generate.pipeline import LoadedModel, load_model, unload_all
 from amari.generate.run import (
     GeneratedImage,
@@ -34,6 +35,7 @@ __getattr__ = lazy_exports(__name__, {"DiffusersSource": "amari.generate.source:
 
 __all__ = [
     "DEFAULT_PRESET",
+    "FACE_VARIANTS",
     "PRESETS",
     "SAMPLERS",
     "DiffusersSource",
@@ -41,13 +43,17 @@ __all__ = [
     "GenerateConfig",
     "GeneratedImage",
     "GenerationResult",
+    "Guide",
+    "IpAdapter",
     "LoadedModel",
     "Lora",
     "Preset",
     "check_preset",
+    "check_adapter_weights",
     "generate",
     "generate_images",
     "load_model",
+    "make_guide",
     "make_scheduler",
     "model_source",
     "pass_size",

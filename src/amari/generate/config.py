@@ -1,13 +1,21 @@
-"""Generation settings: one frozen dataclass, and presets that fill it in by name."""
+"""Generation settings: one frozen dataclass, and presets that fill it in by name.
+
+Sampler, steps and guidance left unset (None) are the model family's (`amari.models.families`): SD 1.x
+and 2.x DPM++ 2M Karras 25 steps CFG 7.5, SDXL the same sampler 30 steps CFG 5, FLUX.1 [schnell] its
+flow-matching Euler 4 steps without guidance. `preset_config` fills them in from the family the weights
+tell (read from the model's config files, no weights loaded); generation fills in whatever is still unset.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
 from amari.config.defaults import DEFAULT_MODEL
+from amari.config.limits import MAX_DENOISING_STEPS, check_at_most, check_image_size
 from amari.config.settings import Settings, setting
 from amari.errors import UsageError
 from amari.execution.devices import check_device
+from amari.generate.ip_adapter import IpAdapter
 from amari.generate.schedulers import check_sampler
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -38,40 +46,50 @@ class GenerateConfig(Settings):
     model_config: str | None = setting(
         None, "diffusers folder or Hugging Face id giving a single-file model its component configs (needed offline)"
     )
-    scheduler: str = setting("dpmpp_2m", "sampler")
-    steps: int = setting(25, "denoising steps")
-    guidance_scale: float = setting(7.5, "classifier-free guidance (CFG)")
+    scheduler: str | None = setting(None, "sampler (default: the model family's)")
+    steps: int | None = setting(None, "denoising steps (default: the model family's)")
+    guidance_scale: float | None = setting(None, "classifier-free guidance, CFG (default: the model family's)")
     width: int | None = setting(None, "image width in pixels (default: the model's native size)")
     height: int | None = setting(None, "image height in pixels (default: the model's native size)")
     batch_size: int = setting(4, "images per forward pass")
     negative_prompt: str = setting("", "what the images avoid")
     eta: float = setting(0.0, "DDIM's stochasticity; 0 is deterministic DDIM, as the study ran it")
     device: str = setting("auto", "auto: cuda, then mps, then cpu")
-    dtype: str = setting("auto", "auto: float16 on cuda and mps, float32 on cpu")
+    dtype: str = setting("auto", "auto: the family's on a GPU (float16; FLUX.1 bfloat16), float32 on cpu")
     compile: bool | None = setting(
         None,
-        "torch.compile the UNet for fixed shapes (default: on CUDA; if compiling fails, it says so once and "
-        "runs uncompiled)",
+        "torch.compile the UNet (FLUX.1: the transformer) for fixed shapes (default: on CUDA; if compiling "
+        "fails, it says so once and runs uncompiled)",
     )
     rng: str = setting("cpu", "where seeds draw their noise; cpu makes a seed give the same image everywhere")
     safety_checker: bool = setting(False, "load the model's NSFW checker when it ships one")
     extract_ema: bool = setting(True, "a checkpoint file with EMA and plain weights gives its EMA weights")
+    vae: str | None = setting(
+        None, "a replacement VAE: folder, Hugging Face id or file (e.g. madebyollin/sdxl-vae-fp16-fix)"
+    )
+    offload: bool = setting(
+        False, "model CPU offload: each part moves to the GPU only while it runs (FLUX.1 on smaller GPUs)"
+    )
     embeddings: tuple[Embedding, ...] = setting((), "textual-inversion embeddings to load", cli=False, toml=False)
     loras: tuple[Lora, ...] = setting((), "LoRA files to load (needs peft)", cli=False, toml=False)
+    ip_adapter: IpAdapter | None = setting(None, "an IP-Adapter and the images it is guided by", cli=False, toml=False)
 
     def check(self):
-        check_sampler(self.scheduler)
+        if self.scheduler is not None:
+            check_sampler(self.scheduler)
         if not self.model:
             raise UsageError("model must name a Hugging Face id, a diffusers folder or a checkpoint file")
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise UsageError(f"steps must be at least 1, got {self.steps}")
-        if self.guidance_scale < 0:
+        if self.guidance_scale is not None and self.guidance_scale < 0:
             raise UsageError(f"guidance scale must be >= 0, got {self.guidance_scale}")
         if self.batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {self.batch_size}")
         for name, value in (("width", self.width), ("height", self.height)):
             if value is not None and (value < 8 or value % 8):
                 raise UsageError(f"{name} must be a positive multiple of 8, got {value}")
+        check_at_most(MAX_DENOISING_STEPS, "the schedulers' training timesteps", steps=self.steps)
+        check_image_size(self.width, self.height, self.batch_size, "generating images")
         check_device(self.device)
         if self.dtype not in DTYPES:
             raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
@@ -87,7 +105,6 @@ class Preset:
     name: str
     description: str
     generate: dict  # GenerateConfig fields
-    upscale: float  # final enhancement scale of mined images
 
 
 PRESETS: dict[str, Preset] = {
@@ -95,9 +112,9 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset(
             "fast",
-            "mining defaults: DPM++ 2M Karras, 25 steps, CFG 7.5, 8 images per pass, x2 enhance",
-            {"scheduler": "dpmpp_2m", "steps": 25, "guidance_scale": 7.5, "batch_size": 8},
-            2.0,
+            "mining defaults: the model family's sampler, steps and CFG (SD 1.x: DPM++ 2M Karras, 25 steps, "
+            "CFG 7.5), 8 images per pass",
+            {"batch_size": 8},
         ),
         Preset(
             "study",
@@ -111,7 +128,6 @@ PRESETS: dict[str, Preset] = {
                 "batch_size": 4,
                 "eta": 0.0,
             },
-            2.0,
         ),
     )
 }
@@ -134,7 +150,21 @@ def preset_config(name: str = DEFAULT_PRESET, **overrides) -> GenerateConfig:
         raise UsageError(f"unknown generation settings: {', '.join(sorted(unknown))}")
     values = dict(check_preset(name).generate)
     values.update({key: value for key, value in overrides.items() if value is not None})
-    return GenerateConfig(**values)
+    config = GenerateConfig(**values)
+    from amari.models.families.registry import guess
+
+    return with_family_defaults(config, guess(config.model))
+
+
+def with_family_defaults(config: GenerateConfig, family) -> GenerateConfig:
+    """`config` with the family's sampler, steps and guidance where it leaves them unset."""
+    defaults = family.defaults
+    return with_overrides(
+        config,
+        scheduler=defaults.sampler if config.scheduler is None else None,
+        steps=defaults.steps if config.steps is None else None,
+        guidance_scale=defaults.guidance if config.guidance_scale is None else None,
+    )
 
 
 def with_overrides(config: GenerateConfig, **overrides) -> GenerateConfig:

@@ -31,8 +31,11 @@ def apply_loras(pipe, loaded: dict[str, tuple[str, float]], wanted, originals: d
             _restore(pipe, originals)
         loaded.clear()
     for name, (path, _weight) in target.items():
+        # A file is named to diffusers as folder + weight_name: offline, diffusers 0.34 refuses to guess
+        # the weight's file name even for a file given by its path.
+        where = {"weight_name": Path(path).name} if Path(path).is_file() else {}
         try:
-            pipe.load_lora_weights(path, adapter_name=name)
+            pipe.load_lora_weights(str(Path(path).parent) if where else path, adapter_name=name, **where)
         except (ValueError, KeyError, OSError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "PEFT backend is required" in first:
@@ -45,8 +48,12 @@ def apply_loras(pipe, loaded: dict[str, tuple[str, float]], wanted, originals: d
         _fuse(pipe, list(target), originals)
 
 
+# The parts of a pipeline a LoRA may change: the denoiser (FLUX.1's transformer) and the text encoders.
+_LORA_PARTS = ("unet", "transformer", "text_encoder", "text_encoder_2")
+
+
 def _modules(pipe) -> dict[str, object]:
-    return {part: getattr(pipe, part) for part in ("unet", "text_encoder") if getattr(pipe, part, None) is not None}
+    return {part: getattr(pipe, part) for part in _LORA_PARTS if getattr(pipe, part, None) is not None}
 
 
 def _fuse(pipe, adapters: list[str], originals: dict) -> None:

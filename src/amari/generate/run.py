@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import secrets
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from amari.errors import ModelError, UsageError
-from amari.generate.config import GenerateConfig
-from amari.storage.files import safetensors_data_sha256, sha256_once
+from amari.generate.config import GenerateConfig, with_family_defaults
 
 MAX_SEED = 2**32  # A1111's seed range; the study's seeds fit it
 
@@ -49,7 +48,20 @@ def _check_request(prompt, seeds) -> list[str]:
     return prompts
 
 
-def _image_params(prompt: str, seed: int, config: GenerateConfig, model, width: int, height: int) -> dict:
+def _file_params(config: GenerateConfig) -> dict:
+    """What every image of a request records about its embeddings and LoRAs: the files other tools load,
+    by the names they give them (`amari.provenance.names`), never a local folder."""
+    from amari.provenance.names import embedding_entry, lora_entry
+
+    params: dict = {}
+    if config.embeddings:
+        params["embeddings"] = [embedding_entry(e.path, e.token) for e in config.embeddings]
+    if config.loras:
+        params["loras"] = [lora_entry(lora.path, lora.weight) for lora in config.loras]
+    return params
+
+
+def _image_params(prompt: str, seed: int, config: GenerateConfig, model, width: int, height: int, files: dict) -> dict:
     params = {
         "prompt": prompt,
         "negative_prompt": config.negative_prompt,
@@ -63,29 +75,15 @@ def _image_params(prompt: str, seed: int, config: GenerateConfig, model, width: 
     }
     if model.info.model_hash:
         params["model_hash"] = model.info.model_hash
+    if model.info.vae:
+        params["vae"] = model.info.vae
+        if model.info.vae_hash:
+            params["vae_hash"] = model.info.vae_hash
     if config.scheduler == "ddim" and config.eta:
         params["eta"] = config.eta
-    if model.base:
-        params["model_base"] = model.base
-    if config.embeddings:
-        # File names only: metadata travels with shared images, the user's folders should not. `name` and
-        # `hash` are what A1111 calls the file (its stem) and its short hash, for `TI hashes`.
-        params["embeddings"] = [
-            {"token": e.token, "path": Path(e.path).name, "name": Path(e.path).stem, "hash": sha256_once(e.path)[:12]}
-            for e in config.embeddings
-        ]
-    if config.loras:
-        # A1111 names a LoRA by its file's stem and hashes its tensor data (`Lora hashes`).
-        params["loras"] = [
-            {
-                "path": Path(lora.path).name,
-                "name": Path(lora.path).stem,
-                "hash": safetensors_data_sha256(lora.path)[:12],
-                "weight": lora.weight,
-            }
-            for lora in config.loras
-        ]
-    return params
+    params["model_base"] = model.base
+    params["family"] = model.family.name
+    return {**params, **files}
 
 
 def generate(
@@ -116,13 +114,19 @@ def generate(
     seeds = list(seeds)
     prompts = _check_request(prompt, seeds)
 
-    # 2. The model, with this request's sampler, embeddings and LoRAs.
+    # 2. The model, with its family's defaults where the config has none, and this request's sampler,
+    #    embeddings and LoRAs.
     model = load_model(config)
-    model.use(config)
+    config = with_family_defaults(config, model.family)
+    guided = model.use(config)  # the IP-Adapter's image embeddings, when one guides
     width = config.width or model.native_size
     height = config.height or model.native_size
     noise_device = "cpu" if config.rng == "cpu" else model.device
-    extra = {"eta": config.eta} if config.scheduler == "ddim" else {}
+    files = _file_params(config)
+    if config.ip_adapter is not None:
+        from amari.generate.ip_adapter import adapter_params
+
+        files["ip_adapter"] = adapter_params(config.ip_adapter, model.base)  # recorded with every image it guides
 
     # 3. Denoise pass by pass, one generator per image.
     images: list[GeneratedImage] = []
@@ -140,27 +144,28 @@ def generate(
                     on_step(step)
                 return tensors
 
-            output = model.pipe(
-                prompt=batch_prompts,
-                negative_prompt=[config.negative_prompt] * len(batch_seeds) if config.negative_prompt else None,
-                num_inference_steps=config.steps,
-                guidance_scale=config.guidance_scale,
-                width=width,
-                height=height,
-                generator=generators,
-                output_type="pil",
-                callback_on_step_end=step_done,
-                **extra,
-            )
-            flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(batch_seeds)
+            with warnings.catch_warnings():  # diffusers' notes on its own deprecations, every call
+                warnings.simplefilter("ignore", FutureWarning)
+                output = model.pipe(
+                    prompt=batch_prompts,
+                    num_inference_steps=config.steps,
+                    guidance_scale=config.guidance_scale,
+                    width=width,
+                    height=height,
+                    generator=generators,
+                    output_type="np",
+                    callback_on_step_end=step_done,
+                    **model.family.call_kwargs(config.negative_prompt, len(batch_seeds), config.scheduler, config.eta),
+                    **guided,
+                )
             batch = [
                 GeneratedImage(
-                    image=_checked(image.convert("RGB"), seed, model, blacked_out),
+                    image=to_image(pixels, seed, model, getattr(output, "nsfw_content_detected", None), index),
                     seed=seed,
                     prompt=text,
-                    params=_image_params(text, seed, config, model, width, height),
+                    params=_image_params(text, seed, config, model, width, height, files),
                 )
-                for image, seed, text, blacked_out in zip(output.images, batch_seeds, batch_prompts, flagged)
+                for index, (pixels, seed, text) in enumerate(zip(output.images, batch_seeds, batch_prompts))
             ]
             images.extend(batch)
             if on_batch is not None:
@@ -168,22 +173,25 @@ def generate(
     return GenerationResult(images=images, seconds=time.perf_counter() - started)
 
 
-def _checked(image, seed: int, model, blacked_out: bool):
-    """The image, unless the model broke down: NaN in half precision decodes to an all-black image, which
-    must be an error, never a silent "no face" (a safety checker's deliberate black is not one)."""
-    if not blacked_out and max(high for _low, high in image.getextrema()) == 0:
-        hint = (
-            "its weights give NaN or nothing"
-            if model.dtype == "float32"
-            else "NaN in half precision? Try dtype=float32, or a VAE that works in float16"
-        )
-        raise ModelError(f"{model.name} made an all-black image (seed {seed}, {model.dtype}): {hint}")
-    return image
+def to_image(pixels, seed: int, model, flagged=None, index: int = 0):
+    """An RGB image from the pipeline's [0, 1] floats (rounded as diffusers rounds them); NaN or all-black
+    output is an error, never a silent "no face" (a safety checker's deliberate black is not one)."""
+    import numpy as np
+    from PIL import Image
+
+    if flagged is not None and flagged[index]:
+        return Image.fromarray(np.zeros(pixels.shape, np.uint8))
+    broken = (
+        "NaN values" if not np.isfinite(pixels).all() else "an all-black image" if pixels.max() < 0.5 / 255 else None
+    )
+    if broken is not None:
+        raise ModelError(f"{model.name} made {broken} (seed {seed}, {model.dtype}): {model.family.broken_image_hint}")
+    return Image.fromarray((pixels * 255).round().astype("uint8")).convert("RGB")
 
 
 def pass_size(config: GenerateConfig, largest: int, gpu_only: bool = False) -> tuple[int, bool]:
     """How many images of `config` one pass can hold in the device's free memory (at most `largest`;
-    with `gpu_only`, `config.batch_size` off a CUDA GPU), and whether its UNet is compiled (then every pass
+    with `gpu_only`, `config.batch_size` off a CUDA GPU), and whether its denoiser is compiled (then every pass
     must keep one shape): a model step, measured where the model runs, once it is loaded."""
     from amari.execution.memory import free_bytes, generation_batch
     from amari.generate.pipeline import load_model

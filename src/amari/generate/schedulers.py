@@ -34,6 +34,7 @@ SAMPLERS: dict[str, Sampler] = {
             "DPM++ 2M with Karras sigmas (fast: good images in 20-30 steps)",
         ),
         Sampler("unipc", "UniPCMultistepScheduler", {}, "UniPC"),
+        Sampler("flow_euler", "FlowMatchEulerDiscreteScheduler", {}, "flow-matching Euler, FLUX.1's own sampler"),
     )
 }
 

@@ -11,15 +11,22 @@ the policy judges the enhanced one, or the raw one when its face is too far from
 enhancing to matter (early rejection), and the miner deletes the other.
 
 Each candidate is recorded in the workspace database before its files are written, and each file's
-content once it is written, so a killed run resumes with what it made: files waiting in incoming/ are
-judged first and not made again (a raw image whose enhancement was lost is enhanced again); a batch
-the run was in the middle of is generated again whole, which gives the same pixels since every image
-has its own seeded generator, and only its missing images are kept.
+content just before it is written, so a killed run resumes with what it made: files waiting in
+incoming/ are judged first and not made again (a raw image whose enhancement was lost is enhanced
+again; one left by a run that enhanced is judged as it is when this run does not); a batch the run was
+in the middle of is generated again whole, which gives the same pixels since every image has its own
+seeded generator, and only its missing images are kept. A candidate judged already (its raw image
+rejected early while its enhanced one was still being made) leaves nothing behind in incoming/.
+
+A file is the source's only when its name and content are what the database recorded: anything else in
+incoming/ is the user's, judged like any other image, and moved aside first when it holds a name the
+generator uses (it would be overwritten), so that the user's file is never lost.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import time
 from collections import Counter
@@ -51,6 +58,7 @@ _STATE_MIGRATIONS = [
 
 MAX_SEED = 2**32
 _MASK = 2**64 - 1
+_GENERATED_NAME = re.compile(r"sd-\d{8}-\d+(\.raw)?\.png")  # the names the generator writes into incoming/
 
 
 def seed_at(index: int, base: int | None, salt: int) -> int:
@@ -97,6 +105,7 @@ class DiffusersSource:
         self._salt = 0
         self._batch = 0  # the next batch of `batch_size` candidates to generate
         self._made: set[int] = set()  # candidates an earlier run made (judged since, or queued by `start`)
+        self._seen: set[str] = set()  # names in incoming/ this run knows: its own (made or to make), the user's taken
         self._generating = 0  # batches being generated
 
     @property
@@ -114,10 +123,12 @@ class DiffusersSource:
 
     @property
     def description(self) -> str:
+        from amari.models.families.registry import guess
+
         g = self.generate_config
         text = (
-            f"diffusers {Path(g.model).name if Path(g.model).exists() else g.model} "
-            f"({self.preset}: {g.scheduler}, {g.steps} steps, CFG {g.guidance_scale:g})"
+            f"diffusers {Path(g.model).name if Path(g.model).exists() else g.model} ({guess(g.model).label}; "
+            f"{self.preset}: {g.scheduler}, {g.steps} steps, CFG {g.guidance_scale:g})"
         )
         if self.counts["generated"]:
             text += f": {self.counts['generated']} generated, {self.counts['enhanced']} enhanced"
@@ -137,6 +148,7 @@ class DiffusersSource:
             self._salt = int(row[0])
 
     def _record(self, index: int, seed: int, name: str) -> None:
+        self._seen.update((name, raw_name(name)))
         model = self.generate_config.model
         self._state.execute(
             "INSERT OR IGNORE INTO generated_candidates VALUES (?, ?, ?, NULL, NULL, ?, ?, ?)",
@@ -145,6 +157,11 @@ class DiffusersSource:
 
     def _written(self, index: int, column: str, digest: str) -> None:
         self._state.execute(f"UPDATE generated_candidates SET {column}=? WHERE idx=?", (digest, index))
+
+    def guide(self, adapter) -> None:
+        """Guide what is generated from now on with an IP-Adapter (`amari.generate.ip_adapter.IpAdapter`),
+        or stop guiding (None); batches already under way keep the guide they started with."""
+        self.generate_config = replace(self.generate_config, ip_adapter=adapter)
 
     def release(self, candidates: list) -> None:
         pass  # what was generated waits in incoming/ for the next run: no GPU work is thrown away
@@ -165,10 +182,13 @@ class DiffusersSource:
     # -- as the miner's feed --------------------------------------------------------------------
 
     def start(self, engine, context) -> None:
-        """Queue what earlier runs made and the policy has not judged; then go on after it."""
+        """Queue what earlier runs made and the policy has not judged, and the user's drops; then go on after it."""
+        from amari.faces.embeddings import content_hash
         from amari.mine import leftover_files
+        from amari.storage.images import read_bytes
 
         self._engine, self._context = engine, context
+        context.displaced = self._adopt
         # Models load where model steps run, before any work: a missing model file fails the run here.
         default_step = self.generate_step is generate_images
         engine.warm_up(load_models, self.generate_config if default_step else None, self.enhance_config)
@@ -180,35 +200,67 @@ class DiffusersSource:
         rows = self._state.execute(
             "SELECT idx, seed, name, raw_digest, final_digest FROM generated_candidates ORDER BY idx"
         ).fetchall()
-        ours = {name for row in rows for name in (row[2], raw_name(row[2]))}
+        recorded = {name: digest for row in rows for name, digest in ((row[2], row[4]), (raw_name(row[2]), row[3]))}
+        self._seen.update(recorded)
+        ours: set[str] = set()
         for path in leftover_files(context.incoming):
-            if path.name not in ours:  # the user's own drop: judged like any other
-                self._inspect_file(self._engine.add_candidate(path.name), path, "final")
+            digest = recorded.get(path.name)
+            if digest is not None and content_hash(read_bytes(path)) == digest:
+                ours.add(path.name)
+            else:  # the user's own drop: judged like any other, out of the generator's way
+                self._adopt(path)
         for index, seed, name, raw_digest, final_digest in rows:
-            raw, final = context.incoming / raw_name(name), context.incoming / name
-            if (
-                final_digest
-                and (final.is_file() or context.known(final_digest))
-                or raw_digest
-                and (raw.is_file() or context.known(raw_digest))
-            ):
+            final_here, raw_here = name in ours, raw_name(name) in ours
+            if (final_digest and context.known(final_digest)) or (raw_digest and context.known(raw_digest)):
+                self._made.add(index)  # judged: what is left of it is not needed any more
+                for here, file in ((final_here, name), (raw_here, raw_name(name))):
+                    if here:
+                        (context.incoming / file).unlink(missing_ok=True)
+            elif final_here or raw_here:
                 self._made.add(index)
-                if final.is_file() or raw.is_file():
-                    self._resume(index, seed, name)
-            else:  # made only in part: its files go, and it is made again
-                raw.unlink(missing_ok=True)
-                final.unlink(missing_ok=True)
+                self._resume(index, seed, name, final_here, raw_here)
         first_missing = next(i for i in range(len(self._made) + 1) if i not in self._made)
         self._batch = first_missing // self.batch_size
 
-    def _resume(self, index: int, seed: int, name: str) -> None:
+    def _adopt(self, path: Path) -> None:
+        """A user's file in incoming/ becomes a candidate, judged on its own content; under a name the
+        generator writes (or will write), it is renamed first, never overwritten."""
+        from amari.storage.files import free_name
+
+        if _GENERATED_NAME.fullmatch(path.name):
+            aside = free_name(path.parent, path.name.replace(".raw.png", "-raw.png"))
+            try:
+                path.rename(aside)
+            except FileNotFoundError:
+                return  # the user took it away again
+            self.notes.append(f"incoming/{path.name}: a name the generator writes; the file was renamed {aside.name}")
+            path = aside
+        self._seen.add(path.name)
+        if path.is_file():
+            self._inspect_file(self._engine.add_candidate(path.name), path, "final")
+
+    def _adopt_drops(self) -> None:
+        """Files the user put into incoming/ while this run goes on are judged in this run too."""
+        from amari.mine import leftover_files
+
+        for path in leftover_files(self._context.incoming):
+            if path.name not in self._seen:
+                self._adopt(path)
+
+    def _resume(self, index: int, seed: int, name: str, final_here: bool, raw_here: bool) -> None:
         incoming = self._context.incoming
-        candidate = self._engine.add_candidate(name, seed=seed, two_variants=self.enhances, index=index)
-        if (incoming / name).is_file():
+        two = self.enhances and raw_here and final_here
+        candidate = self._engine.add_candidate(name, seed=seed, two_variants=self.enhances and raw_here, index=index)
+        if final_here:
             self._inspect_file(candidate, incoming / name, "final")
-        if self.enhances:
-            lost = not (incoming / name).is_file()  # its enhancement was lost with the killed run
-            self._inspect_file(candidate, incoming / raw_name(name), "raw", then=self._enhance if lost else None)
+        if not raw_here:
+            return
+        if self.enhances:  # without its enhanced image (lost with the killed run), it is enhanced again
+            self._inspect_file(candidate, incoming / raw_name(name), "raw", then=None if two else self._enhance)
+        elif final_here:
+            (incoming / raw_name(name)).unlink(missing_ok=True)  # this run does not enhance: not needed
+        else:  # made by a run that enhanced, judged as generated by this one that does not
+            self._inspect_file(candidate, incoming / raw_name(name), "final")
 
     def _inspect_file(self, candidate, path: Path, variant: str, then=None) -> None:
         restore = self._restore_score if then is not None else None
@@ -222,6 +274,7 @@ class DiffusersSource:
 
     def more(self, engine) -> bool:
         """Start generating the next batch, unless one is being generated still."""
+        self._adopt_drops()
         if self._generating >= engine.model_capacity:
             return False
         while True:
@@ -270,8 +323,8 @@ class DiffusersSource:
             name = raw_name(candidate.name) if self.enhances else candidate.name
 
             def inspected(result, index=index, candidate=candidate, name=name) -> None:
+                self._written(index, f"{variant}_digest", result.digest)  # before the file: see the docstring
                 setattr(candidate, variant, self._context.accept(self._context.incoming / name, result))
-                self._written(index, f"{variant}_digest", result.digest)
                 if self.enhances:
                     inspected_so_far[index] = (candidate, result)
                     if len(inspected_so_far) == len(slots):  # the whole batch: enhanced together
@@ -301,8 +354,10 @@ class DiffusersSource:
                 params = {**result.params, "enhance": enhance_params(config)}
 
                 def finished(final, candidate=candidate) -> None:
-                    candidate.final = self._context.accept(self._context.incoming / candidate.name, final)
+                    if candidate.judged_raw:  # judged on its raw image meanwhile: this one is not needed
+                        return
                     self._written(candidate.info["index"], "final_digest", final.digest)
+                    candidate.final = self._context.accept(self._context.incoming / candidate.name, final)
 
                 self._engine.run_cpu(
                     finished,
@@ -342,6 +397,7 @@ def enhance_params(config) -> dict:
         "upscaler": _file_name(config.upscaler),
         "face_restorer": _file_name(config.face_restorer),
         "scale": config.scale,
+        "restore_weight": config.restore_weight,
     }
 
 

@@ -1,15 +1,17 @@
 """Textual-inversion embeddings loaded into a pipeline by path and token, in every file layout users have.
 
 diffusers (`{token: tensor}`), A1111 / InvokeAI (`string_to_param`, pickled `.pt` or safetensors) and
-kohya / invoke-training (`emb_params`) files all reduce to one tensor of shape (vectors, width). Pickled
-files go through amari's weights-only loader, so an embedding cannot run code.
+kohya / invoke-training (`emb_params`) files all reduce to one tensor of shape (vectors, width); SDXL's
+files hold one per text encoder (`clip_l`, `clip_g`). The model's family puts them into its encoders
+(SDXL: one `load_textual_inversion` call per encoder). Pickled files go through amari's weights-only
+loader, so an embedding cannot run code.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from amari.errors import ModelError, UsageError
+from amari.errors import ModelError
 
 
 def embedding_tensor(state: dict, path: str | Path):
@@ -39,7 +41,22 @@ def embedding_tensor(state: dict, path: str | Path):
     return tensor
 
 
-def apply_embeddings(pipe, loaded: dict[str, str], wanted) -> None:
+TWO_ENCODER_KEYS = ("clip_l", "clip_g")
+
+
+def embedding_vectors(state: dict, path: str | Path) -> dict:
+    """{encoder key: (vectors, width)} of a two-encoder file (SDXL's clip_l and clip_g), else {None: tensor}."""
+    if any(key in state for key in TWO_ENCODER_KEYS):
+        missing = [key for key in TWO_ENCODER_KEYS if key not in state]
+        if missing:
+            raise ModelError(
+                f"{path}: a two-encoder embedding needs {' and '.join(TWO_ENCODER_KEYS)}, lacks {missing[0]}"
+            )
+        return {key: embedding_tensor({key: state[key]}, path) for key in TWO_ENCODER_KEYS}
+    return {None: embedding_tensor(state, path)}
+
+
+def apply_embeddings(pipe, family, loaded: dict[str, str], wanted) -> None:
     """Make `pipe` hold exactly the `wanted` Embedding(path, token) list; `loaded` maps token -> path.
 
     Tokens no longer wanted are removed, so a control run after an embedding run sees the plain model.
@@ -49,21 +66,11 @@ def apply_embeddings(pipe, loaded: dict[str, str], wanted) -> None:
     wanted_paths = {e.token: str(Path(e.path).expanduser().resolve()) for e in wanted}
     stale = [token for token, path in loaded.items() if wanted_paths.get(token) != path]
     if stale:
-        pipe.unload_textual_inversion(stale)
+        family.unload_embeddings(pipe, stale)
         for token in stale:
             del loaded[token]
     for token, path in wanted_paths.items():
         if token in loaded:
             continue
-        tensor = embedding_tensor(safe_torch_load(path), path)
-        width = pipe.text_encoder.get_input_embeddings().weight.shape[-1]
-        if tensor.shape[-1] != width:
-            raise ModelError(
-                f"{path}: embedding width {tensor.shape[-1]} does not fit this model's "
-                f"text encoder (width {width}); it was trained for another base model"
-            )
-        try:
-            pipe.load_textual_inversion(tensor, token=token)
-        except ValueError as exc:  # a token the tokenizer already has, for one
-            raise UsageError(f"{path}: cannot load as {token!r}: {str(exc).splitlines()[0]}") from None
+        family.load_embedding(pipe, embedding_vectors(safe_torch_load(path), path), token, path)
         loaded[token] = path

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from amari.config.defaults import DEFAULT_MODEL
+from amari.config.limits import MAX_COUNT, check_at_most
 from amari.config.settings import (
     Settings,
     check_cpus,
@@ -48,6 +49,7 @@ _OPTION_FIELDS = (
     "device",
     "model_config",
     "enhance",
+    "enhancement",
     "upscaler",
     "face_restorer",
     "scale",
@@ -106,17 +108,35 @@ class MineConfig(Settings):
         study=True,
     )
     device: str = setting("auto", "where generation and enhancement run: auto, cuda[:N], mps or cpu", study=True)
+    vae: str | None = setting(
+        None,
+        "a replacement VAE: folder, Hugging Face id or file (e.g. madebyollin/sdxl-vae-fp16-fix for SDXL in float16)",
+        metavar="DIR_ID_OR_FILE",
+        study=True,
+    )
+    biometric_licence: str | None = setting(
+        None,
+        "the licence that permits biometric processing with a model whose own licence forbids it (FLUX.1 "
+        "[dev]); without it such weights are refused",
+        metavar="TEXT",
+        study=True,
+    )
     # Generation: None takes the preset's value.
     preset: str = setting(
         "fast",
-        "named generation settings: fast, or study (the original's DDIM 250 steps)",
+        "named generation settings: fast (the model family's sampler and steps), or study (the 2022 study's "
+        "DDIM 250 steps, for SD 1.x)",
         metavar="NAME",
         group="generation",
     )
     seed: int | None = setting(None, "first seed (default: random seeds)", metavar="N", group="generation")
-    sampler: str | None = setting(None, "sampler (default: the preset's)", group="generation")
-    steps: int | None = setting(None, "denoising steps (default: the preset's)", group="generation")
-    guidance: float | None = setting(None, "classifier-free guidance (default: the preset's)", group="generation")
+    sampler: str | None = setting(None, "sampler (default: the preset's, else the model family's)", group="generation")
+    steps: int | None = setting(
+        None, "denoising steps (default: the preset's, else the model family's)", group="generation"
+    )
+    guidance: float | None = setting(
+        None, "classifier-free guidance (default: the preset's, else the model family's)", group="generation"
+    )
     width: int | None = setting(None, "image width (default: the preset's, else the model's)", group="generation")
     height: int | None = setting(None, "image height (default: the preset's, else the model's)", group="generation")
     images_per_call: int | None = setting(
@@ -128,7 +148,25 @@ class MineConfig(Settings):
         group="generation",
     )
     enhance: bool = setting(
-        True, "upscale and restore faces before judging, as the study did", flag="--no-enhance", group="generation"
+        True,
+        "judge generated images as they come, without upscaling them or restoring their faces first (see "
+        "--enhancement; the study enhanced them)",
+        flag="--no-enhance",
+        group="generation",
+    )
+    enhancement: str = setting(
+        "auto",
+        "upscale: Real-ESRGAN then GFPGAN face restoration (the 2022 study's, for 512² models); restore: "
+        "face restoration alone, at the generated size; auto: the model family's (upscale for SD 1.x/2.x, "
+        "restore for SDXL and FLUX.1)",
+        choices=("auto", "upscale", "restore"),
+        group="generation",
+    )
+    offload: bool = setting(
+        False,
+        "model CPU offload: each part of the model moves to the GPU only while it runs (FLUX.1 on a GPU "
+        "with less memory than it needs in bf16; slower)",
+        group="generation",
     )
     upscaler: str | None = setting(
         "RealESRGAN_x4plus", "known upscaler name or a .pth/.safetensors path; none: resize only", group="generation"
@@ -137,11 +175,14 @@ class MineConfig(Settings):
         "GFPGANv1.4", "known GFPGAN name or a model path; none: no restoration", group="generation"
     )
     scale: float | None = setting(
-        None, "final size of enhanced images relative to generated ones (default: the preset's, 2)", group="generation"
+        None,
+        "final size of enhanced images relative to generated ones (default: 2 with upscale, 1 with restore)",
+        group="generation",
     )
     early_reject: bool = setting(
         True,
-        "write a raw image without enhancing it when its face is far from the group",
+        "enhance every image, also one whose raw face is so far from the group that enhancing could not change "
+        "its verdict (by default such an image is judged raw, unenhanced)",
         flag="--no-early-reject",
         group="generation",
     )
@@ -168,6 +209,81 @@ class MineConfig(Settings):
     )
     almost_band: float = setting(0.10, "width of the almost-sim band above the upper bound", metavar="D")
     max_batches: int | None = setting(None, "stop after batch N of the workspace (earlier runs count)", metavar="N")
+    # How an empty group starts without --reference (docs/mining.md, "The cluster start").
+    start: str = setting(
+        "pair",
+        "how an empty group starts without --reference: pair (the two closest faces seen so far) or cluster "
+        "(the largest coherent cluster of the first --start-candidates faces)",
+        choices=("pair", "cluster"),
+        group="start",
+    )
+    start_candidates: int = setting(
+        32,
+        "cluster start: faces to gather first (a folder with fewer is clustered once read)",
+        metavar="N",
+        group="start",
+    )
+    start_min_size: int = setting(
+        3, "cluster start: faces a cluster needs to seed the group", metavar="N", group="start"
+    )
+    start_clustering: str = setting(
+        "chinese-whispers",
+        "cluster start: chinese-whispers (dlib's) or dbscan",
+        choices=("chinese-whispers", "dbscan"),
+        group="start",
+    )
+    start_threshold: float = setting(
+        0.6,
+        "cluster start: faces closer than this are linked (dlib's same-person threshold)",
+        metavar="D",
+        group="start",
+    )
+    # Guided generation (docs/mining.md, "Guided generation").
+    ip_adapter: str | None = setting(
+        None,
+        "guide generation with an IP-Adapter once the group holds --guide-from faces: plus-face or full-face "
+        "(h94/IP-Adapter's face variants for the model's family; never FaceID, whose insightface weights are "
+        "non-commercial), or a .safetensors file",
+        metavar="NAME_OR_FILE",
+        group="guidance",
+    )
+    image_encoder: str | None = setting(
+        None,
+        "the IP-Adapter's CLIP image encoder folder (default: image_encoder/ beside the file, or the variant's)",
+        metavar="DIR",
+        group="guidance",
+    )
+    ip_adapter_scale: float = setting(
+        0.5, "how strongly the group's faces steer generation (0: not at all)", metavar="S", group="guidance"
+    )
+    guide_from: int = setting(4, "group size from which generation is guided", metavar="K", group="guidance")
+    guide_images: int = setting(
+        8, "the group's most typical faces (lowest member score) whose mean guides", metavar="N", group="guidance"
+    )
+    # Many identities (docs/identities.md).
+    identities: int = setting(
+        1,
+        "identities to mine at once, each a sim-group under its own policy state, founded from clusters of "
+        "the faces no identity took; done when K identities each reach the target",
+        metavar="K",
+        group="identities",
+    )
+    found_size: int = setting(
+        3, "faces a cluster of unplaced faces needs to found an identity", metavar="N", group="identities"
+    )
+    separation: float = setting(
+        0.6,
+        "least distance between two identities' centroids (dlib's same-person threshold): a cluster nearer an "
+        "identity founds none, and of two identities that come nearer, the smaller is retired",
+        metavar="D",
+        group="identities",
+    )
+    cluster_threshold: float = setting(
+        0.5,
+        "unplaced faces closer than this are linked when they are clustered (Chinese Whispers)",
+        metavar="D",
+        group="identities",
+    )
     faces: FaceSettings = setting(FaceSettings(), "how faces are found", include=("detector", "upsample", "max_side"))
     engine: str = setting(
         "streaming",
@@ -196,7 +312,6 @@ class MineConfig(Settings):
         check_positive(
             max_batches=self.max_batches,
             steps=self.steps,
-            guidance=self.guidance,
             width=self.width,
             height=self.height,
             images_per_call=self.images_per_call,
@@ -204,6 +319,19 @@ class MineConfig(Settings):
             scale=self.scale,
             poll=self.poll,
         )
+        if self.guidance is not None and self.guidance < 0:  # 0: no guidance, as FLUX.1 [schnell] samples
+            raise UsageError(f"guidance must be >= 0, not {self.guidance}")
+        self.founding()
+        if self.identities > 1 and self.reference:
+            raise UsageError(
+                "--reference seeds a single identity; with --identities K, identities are founded from clusters"
+            )
+        if self.identities > 1 and (self.start != "pair" or self.ip_adapter is not None):
+            raise UsageError(
+                "--start cluster and --ip-adapter steer a single identity; with --identities K, identities are "
+                "founded from clusters"
+            )
+        check_at_most(MAX_COUNT, "each is counted one by one", target=self.target, max_batches=self.max_batches)
         if self.reject_margin < 0:
             raise UsageError(f"reject_margin must be >= 0, not {self.reject_margin}")
         if self.cpus is not None:
@@ -214,12 +342,35 @@ class MineConfig(Settings):
             if self.engine == "serial":
                 raise UsageError("--ray runs the streaming engine; leave out --engine serial")
             require_ray(self.ray)
+        if self.enhancement not in ("auto", "upscale", "restore"):
+            raise UsageError(f"enhancement must be auto, upscale or restore, not {self.enhancement!r}")
         if self.engine not in ("streaming", "serial"):
             raise UsageError(f"unknown engine {self.engine!r}: use streaming or serial")
         self.policy()
+        self.start_config()
+        self._check_guidance()
         if self.source == DIFFUSERS:
-            self.generate_config()
+            from amari.models.families.registry import known
+            from amari.models.licences import check_biometric_use
+
+            generate = self.generate_config()
             self.enhance_config()
+            family = known(self.model)
+            if family is not None:
+                family.check_sampler(generate.scheduler)
+            check_biometric_use(self.model, self.biometric_licence, "amari mine")
+
+    def _check_guidance(self) -> None:
+        if self.ip_adapter is None:
+            return
+        from amari.generate import check_adapter_weights
+
+        if self.source != DIFFUSERS:
+            raise UsageError("--ip-adapter guides Stable Diffusion; a folder source takes images as they are")
+        check_adapter_weights(self.ip_adapter)
+        check_positive(guide_from=self.guide_from, guide_images=self.guide_images)
+        if not self.ip_adapter_scale >= 0:
+            raise UsageError(f"--ip-adapter-scale must be >= 0, not {self.ip_adapter_scale}")
 
     @property
     def worker_processes(self) -> int:
@@ -245,6 +396,26 @@ class MineConfig(Settings):
 
         try:
             return PolicyConfig(almost_band=self.almost_band, target=self.target, stop_average=self.tolerance)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def start_config(self):
+        """How an empty group starts (`amari.mine.start.StartConfig`)."""
+        from amari.mine.start import StartConfig
+
+        try:
+            return StartConfig(
+                self.start, self.start_candidates, self.start_min_size, self.start_clustering, self.start_threshold
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def founding(self):
+        """How identities are founded (`amari.mine.identities.FoundingConfig`)."""
+        from amari.mine.identities import FoundingConfig
+
+        try:
+            return FoundingConfig(self.identities, self.found_size, self.separation, self.cluster_threshold)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 
@@ -292,18 +463,32 @@ class MineConfig(Settings):
             device=self.device,
             model_config=self.model_config,
             negative_prompt=self.negative_prompt or None,
+            vae=self.vae,
+            offload=self.offload or None,
         )
         overrides.update(self._extra["generate"])
         return preset_config(self.preset, model=self.model, **overrides)
 
+    def enhancement_mode(self) -> str:
+        """upscale or restore: the setting, or the model family's when it is auto."""
+        if self.enhancement != "auto":
+            return self.enhancement
+        from amari.models.families.registry import guess
+
+        return guess(self.model).defaults.enhancement
+
     def enhance_config(self):
-        """None when enhancement is off."""
+        """None when enhancement is off (or restores faces, with no face restorer)."""
         from amari.enhance import EnhanceConfig
-        from amari.generate import check_preset
 
         if not self.enhance:
             return None
-        scale = self.scale if self.scale is not None else check_preset(self.preset).upscale
-        values = dict(upscaler=self.upscaler, face_restorer=self.face_restorer, scale=scale, device=self.device)
+        if self.enhancement_mode() == "upscale":
+            upscaler, scale = self.upscaler, 2.0 if self.scale is None else self.scale
+        else:  # faces restored at the generated size: a 1024² image gains nothing from upscaling to judge it
+            if self.face_restorer is None:
+                return None
+            upscaler, scale = None, 1.0 if self.scale is None else self.scale
+        values = dict(upscaler=upscaler, face_restorer=self.face_restorer, scale=scale, device=self.device)
         values.update(self._extra["enhance"])
         return EnhanceConfig(**values)

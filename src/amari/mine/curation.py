@@ -19,8 +19,8 @@ from amari.errors import ImageError, UsageError
 from amari.faces import descriptors as face_lib
 from amari.faces.embeddings import FaceEncoder
 from amari.mine.records import Commit, Decision, ImageRow, NewImage, Relocation
-from amari.mine.workspace import DELETED, FOLDERS, Workspace, file_identity
-from amari.storage.layout import SIM_GROUP, UNKNOWN_PERSON
+from amari.mine.workspace import DELETED, Workspace, file_identity
+from amari.storage.layout import SIM_GROUP, UNKNOWN_PERSON, IdentityFolders, is_group_folder
 
 
 def seed_references(workspace: Workspace, encoder: FaceEncoder, references: tuple[Path, ...]) -> None:
@@ -104,7 +104,7 @@ def _reconcile_folders(workspace: Workspace, encoder: FaceEncoder, looked: dict[
 
     unclaimed = [workspace.image_by_hash(r["content_hash"]) for r in rows if r["id"] not in claimed]
     unclaimed += _moved_from_unlisted(workspace, looked, places)
-    change, notes = Commit(batch=workspace.state().batch), []
+    change, notes = Commit(batch=workspace.batch_number()), []
     for row in unclaimed:
         _follow_user(workspace, change, notes, row, places.pop(row.content_hash, None))
     for digest, found in places.items():
@@ -126,7 +126,7 @@ def _moved_from_unlisted(workspace: Workspace, looked: dict, places: dict) -> li
         row
         for row in rows
         if row is not None
-        and row.folder in FOLDERS
+        and row.folder in workspace.folders
         and row.folder not in looked
         and not os.path.lexists(workspace.root / row.folder / row.name)
     ]
@@ -136,7 +136,7 @@ def _follow_user(workspace: Workspace, change: Commit, notes: list[str], row: Im
     """A known image is not where the database put it: moved, renamed, touched or deleted."""
     if not found:
         change.user_changes.append(
-            (row.id, {"folder": DELETED, "user_removed": int(row.user_removed or row.folder == SIM_GROUP)})
+            (row.id, {"folder": DELETED, "user_removed": int(row.user_removed or is_group_folder(row.folder))})
         )
         change.decisions.append(Decision(row.content_hash, DELETED, f"deleted by the user from {row.folder}/"))
         return
@@ -146,7 +146,7 @@ def _follow_user(workspace: Workspace, change: Commit, notes: list[str], row: Im
         notes.append(f"{other_folder}/{other.name} is a copy of {folder}/{path.name}; the copy is ignored")
     removed = row.user_removed
     if folder != row.folder:
-        removed = folder != SIM_GROUP and (row.user_removed or row.folder == SIM_GROUP)
+        removed = not is_group_folder(folder) and (row.user_removed or is_group_folder(row.folder))
     change.user_changes.append(
         (
             row.id,
@@ -155,7 +155,7 @@ def _follow_user(workspace: Workspace, change: Commit, notes: list[str], row: Im
     )
     if folder != row.folder:
         change.decisions.append(Decision(row.content_hash, folder, f"moved by the user from {row.folder}/"))
-        if folder == SIM_GROUP and row.descriptor is None:
+        if is_group_folder(folder) and row.descriptor is None:
             change.relocations.append(Relocation(row.id, UNKNOWN_PERSON))
             change.decisions.append(Decision(row.content_hash, UNKNOWN_PERSON, "no face found"))
             notes.append(f"{path.name}: no face found, so it cannot join the group")
@@ -180,12 +180,12 @@ def _adopt_user_file(
                     "name": path.name,
                     "size": size,
                     "mtime_ns": mtime_ns,
-                    "user_removed": int(folder != SIM_GROUP and known.user_removed),
+                    "user_removed": int(not is_group_folder(folder) and known.user_removed),
                 },
             )
         )
         change.decisions.append(Decision(digest, folder, "restored by the user"))
-        if folder == SIM_GROUP and known.descriptor is None:
+        if is_group_folder(folder) and known.descriptor is None:
             change.relocations.append(Relocation(known.id, UNKNOWN_PERSON))
             change.decisions.append(Decision(digest, UNKNOWN_PERSON, "no face found"))
         return
@@ -195,10 +195,10 @@ def _adopt_user_file(
     except ImageError as exc:
         faces, face, error = None, None, exc.reason
     target, op = folder, "none"
-    if folder == SIM_GROUP and face is None:
+    if is_group_folder(folder) and face is None:
         target, op = UNKNOWN_PERSON, "move"
         notes.append(f"{path.name}: {'unreadable' if error else 'no face found'}, so it cannot join the group")
-    score = _score_against_group(workspace, face, digest) if target == SIM_GROUP else None
+    score = _score_against_group(workspace, face, digest, target) if is_group_folder(target) else None
     change.new_images.append(
         NewImage(
             path,
@@ -213,11 +213,22 @@ def _adopt_user_file(
             op=op,
         )
     )
-    change.decisions.append(Decision(digest, target, f"added by the user to {folder}/", score, workspace.state().hi))
+    change.decisions.append(
+        Decision(digest, target, f"added by the user to {folder}/", score, _bound_of(workspace, folder))
+    )
 
 
-def _score_against_group(workspace: Workspace, face, digest: str) -> float | None:
-    group = [r.descriptor for r in workspace.images(SIM_GROUP) if r.descriptor is not None and r.content_hash != digest]
+def _bound_of(workspace: Workspace, folder: str) -> float | None:
+    """The upper bound in force for the identity a folder belongs to (None: no identity's folder)."""
+    if not workspace.many:
+        return workspace.state().hi
+    identity = IdentityFolders.of(folder)
+    live = {i.number: i.state.hi for i in workspace.identities().live()}
+    return live.get(identity.number) if identity is not None else None
+
+
+def _score_against_group(workspace: Workspace, face, digest: str, folder: str) -> float | None:
+    group = [r.descriptor for r in workspace.images(folder) if r.descriptor is not None and r.content_hash != digest]
     if face is None or not group:
         return None
     score = face_lib.sim_score(face.descriptor, np.array(group))

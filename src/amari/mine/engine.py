@@ -14,6 +14,7 @@ the policy in their order, whatever order the work finished in.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -61,6 +62,11 @@ class Candidate:
         return self.choice is not None and self.chosen is not None
 
     @property
+    def judged_raw(self) -> bool:
+        """Its raw image is the one judged: an enhanced one made for it is not needed."""
+        return self.choice == RAW
+
+    @property
     def discarded(self) -> Variant | None:
         """The variant not chosen, whose file the miner deletes (it made it)."""
         return self.final if self.choice == RAW else self.raw
@@ -75,6 +81,9 @@ class FeedContext:
     settings: object  # FaceSettings
     cache: object  # EmbeddingCache in the workspace database
     known: Callable[[str], bool]  # content hash -> whether the workspace holds that image already
+    # Called with a file found where a new one is about to be written (the user's, put there since the
+    # name was chosen), after moving it aside; the default moves it to a free name and leaves it there.
+    displaced: Callable[[Path], None] | None = None
 
     @cached_property
     def signing_key(self):
@@ -96,11 +105,23 @@ class FeedContext:
         """A worker's result as a file in incoming/: written (when it brings bytes) with its fingerprint
         recorded before the file's rename, and its faces cached (unless they came from the cache)."""
         if inspected.png is not None:
+            if os.path.lexists(path):  # never over a file someone else put there
+                self._move_aside(path)
             self.registries.write(path, inspected.png, inspected.fingerprint)
         if cache and inspected.faces is not None:
             self.cache.put(inspected.digest, self.settings.key, inspected.faces, inspected.size)
         stat = path.stat()
         return Variant(path, inspected.digest, stat.st_size, stat.st_mtime_ns, inspected.faces, inspected.error)
+
+    def _move_aside(self, path: Path) -> None:
+        if self.displaced is not None:
+            self.displaced(path)
+        else:
+            from amari.storage.files import free_name
+
+            os.rename(path, free_name(path.parent, path.name))
+        if os.path.lexists(path):
+            raise RuntimeError(f"{path} is still there after it was moved aside")  # a programming error
 
     def close(self) -> None:
         if "registries" in self.__dict__:

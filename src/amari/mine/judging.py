@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -32,10 +33,39 @@ class Examined:
 def build_commit(workspace: Workspace, planned: MinerState, outcome: BatchOutcome, examined: list[Examined]) -> Commit:
     """Translate the policy's verdicts into rows and file moves."""
     change = Commit(batch=planned.batch, state=outcome.state)
-    new = {e.content_hash: e for e in examined}
     folder, bound = _destinations(workspace, outcome, examined, change)
+    counts = place_files(workspace, change, folder, bound, examined)
 
-    counts = workspace.counts()
+    state = outcome.state
+    change.batch_row = dict(
+        number=planned.batch,
+        requested=planned.n if policy.generates(planned) else 0,
+        received=len(examined),
+        joined=len(outcome.joined),
+        group_size=counts[SIM_GROUP],
+        almost_size=counts[ALMOST_SIM],
+        unknown_size=counts[UNKNOWN_PERSON],
+        avg=state.avg,
+        hi=state.hi,
+        until_gsa=state.until_gsa,
+        n=state.n,
+        event=outcome.event,
+        state=state.to_json(),
+    )
+    return change
+
+
+def place_files(
+    workspace: Workspace,
+    change: Commit,
+    folder: dict[Hashable, str],
+    bound: dict[Hashable, float],
+    examined: list[Examined],
+) -> Counter:
+    """Each image's destination as a new row (this batch's candidates) or a relocation (images the
+    workspace holds); returns the images per folder once the change is made."""
+    new = {e.content_hash: e for e in examined}
+    counts = Counter(workspace.counts())
     for key, target in folder.items():
         if key in new:
             item = new[key]
@@ -65,24 +95,7 @@ def build_commit(workspace: Workspace, planned: MinerState, outcome: BatchOutcom
                 change.relocations.append(Relocation(row.id, target, bound.get(key)))
                 counts[row.folder] -= 1
                 counts[target] += 1
-
-    state = outcome.state
-    change.batch_row = dict(
-        number=planned.batch,
-        requested=planned.n if policy.generates(planned) else 0,
-        received=len(examined),
-        joined=len(outcome.joined),
-        group_size=counts[SIM_GROUP],
-        almost_size=counts[ALMOST_SIM],
-        unknown_size=counts[UNKNOWN_PERSON],
-        avg=state.avg,
-        hi=state.hi,
-        until_gsa=state.until_gsa,
-        n=state.n,
-        event=outcome.event,
-        state=state.to_json(),
-    )
-    return change
+    return counts
 
 
 def _destinations(
@@ -105,7 +118,12 @@ def _destinations(
         )
     for key in outcome.seeds:
         folder[key] = SIM_GROUP
-        change.decisions.append(Decision(key, SIM_GROUP, "bootstrap: tightest pair", None, outcome.bound))
+        change.decisions.append(Decision(key, SIM_GROUP, f"bootstrap: {outcome.seed_reason}", None, outcome.bound))
+    for judgement in outcome.placed:  # faces seen before the group started, judged against it now
+        folder[judgement.key], bound[judgement.key] = judgement.verdict.value, outcome.bound
+        reason = f"judged against the started group: {judgement.reason}"
+        verdict = judgement.verdict.value
+        change.decisions.append(Decision(judgement.key, verdict, reason, judgement.score, outcome.bound))
     if outcome.analysis is not None:
         analysis = outcome.analysis
         reason = f"reset round {analysis.reset_round}" if analysis.reset_round else "analysis"

@@ -13,6 +13,7 @@ The loop is the single writer; the engine (`amari.mine.engine`) makes candidates
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +24,18 @@ from amari.errors import UsageError
 from amari.faces import descriptors as face_lib
 from amari.faces.embeddings import EmbeddingCache, FaceEncoder
 from amari.mine import policy
-from amari.mine.config import MineConfig
+from amari.mine.config import DIFFUSERS, MineConfig
 from amari.mine.curation import reconcile, seed_references
 from amari.mine.engine import FINAL, RAW, Candidate, Engine, FeedContext
+from amari.mine.guidance import Guidance
 from amari.mine.judging import Examined, build_commit
 from amari.mine.policy import BatchOutcome, Faces, MinerState
 from amari.mine.progress import MiningProgress
 from amari.mine.records import Commit
 from amari.mine.source import Source
-from amari.mine.workspace import Workspace, settings_meta
+from amari.mine.start import starter, waiting_note
+from amari.mine.workspace import MANY_IDENTITIES, Workspace, settings_meta
+from amari.models.licences import licence_note
 from amari.storage.layout import ALMOST_SIM, INCOMING, SIM_GROUP, UNKNOWN_PERSON, WorkspaceLayout
 
 STALL_LIMIT = 50  # batches in a row that neither take candidates nor change a folder: the policy is stuck
@@ -41,13 +45,20 @@ STALL_LIMIT = 50  # batches in a row that neither take candidates nor change a f
 class MineResult:
     stopped: str  # done | max-batches | source exhausted | stalled
     batches: int
-    group_size: int
+    group_size: int  # with several identities: their members together
     almost_size: int
     unknown_size: int
     avg: float
     hi: float
+    identities: tuple[str, ...] = ()  # one line per live identity, when the workspace mines several
 
     def summary(self) -> str:
+        if self.identities:
+            return (
+                f"{self.stopped} after batch {self.batches}: {len(self.identities)} identities, "
+                f"{self.group_size} images in their groups, almost-sim {self.almost_size}, "
+                f"unknown-person {self.unknown_size}\n" + "\n".join(f"  {line}" for line in self.identities)
+            )
         return (
             f"{self.stopped} after batch {self.batches}: sim-group {self.group_size} "
             f"(average {self.avg:.4f}, upper bound {self.hi:.4f}), almost-sim {self.almost_size}, "
@@ -69,9 +80,12 @@ def run(
         for path in config.reference:  # before the workspace exists, so a typo leaves nothing behind
             if not Path(path).is_file():
                 raise UsageError(f"reference image {path} does not exist")
+        if config.source == DIFFUSERS and (note := licence_note(config.model, config.biometric_licence)):
+            progress.note(note)
         # Descriptors of other face settings are not comparable with the ones already in the workspace.
+        settings = settings_meta(face_settings=config.faces.key, **{MANY_IDENTITIES: config.identities > 1})
         with (
-            Workspace.open(layout.root, settings_meta(face_settings=config.faces.key)) as workspace,
+            Workspace.open(layout.root, settings) as workspace,
             ExitStack() as stack,
         ):
             cache = EmbeddingCache(connection=workspace.conn)
@@ -93,21 +107,29 @@ def run(
                 # Generator batches ahead of the policy, once the source knows its batch (on a GPU, what the
                 # free memory holds): per model step under way, one being made while workers finish another.
                 engine.ahead = 2 * engine.model_capacity * getattr(source, "batch_size", 8)
-            state, counts = workspace.state(), workspace.counts()
+            many = config.identities > 1
+            if many:
+                from amari.mine.many import result as many_result
+                from amari.mine.many import run_many
+            start = many_result(workspace, "starting") if many else _result(workspace, "starting")
             progress.update(
                 source=source.description,
                 target=config.target,
                 running=True,
-                batch=state.batch,
-                group_size=counts[SIM_GROUP],
-                almost_size=counts[ALMOST_SIM],
-                unknown_size=counts[UNKNOWN_PERSON],
-                avg=state.avg,
-                hi=state.hi,
+                batch=start.batches,
+                group_size=start.group_size,
+                almost_size=start.almost_size,
+                unknown_size=start.unknown_size,
+                avg=start.avg,
+                hi=start.hi,
             )
             progress.publish_to(layout.progress)
             try:
-                result = _loop(workspace, encoder, engine, source, config, progress)
+                if many:
+                    result = run_many(workspace, encoder, engine, source, config, progress)
+                else:
+                    guidance = Guidance(config, encoder) if config.ip_adapter else None
+                    result = _loop(workspace, encoder, engine, source, config, progress, guidance)
                 progress.update(event=result.stopped)
                 return result
             finally:  # while the lock is held; a killed run leaves `running` for a reader to check the pid of
@@ -133,6 +155,7 @@ def _loop(
     source: Source,
     config: MineConfig,
     progress: MiningProgress,
+    guidance: Guidance | None = None,
 ) -> MineResult:
     stalled = 0
     while True:
@@ -140,6 +163,9 @@ def _loop(
             progress.note(message)
         state = workspace.state()
         group = members(workspace)
+        note = guidance.update(workspace, source) if guidance is not None else None
+        if note:
+            progress.note(note)
         stop = _stop_reason(state, len(group), config)
         if stop:
             return _result(workspace, stop)
@@ -150,39 +176,47 @@ def _loop(
             progress.update(batch=planned.batch, batch_size=planned.n, event=f"waiting for {source.description}")
             if config.max_batches is not None and state.batch + 1 >= config.max_batches:
                 engine.ahead = 0  # the last batch: nothing is made that no batch would judge
-            candidates = gather(workspace, engine, source, planned, group, config, notes)
+            wanted = _wanted(workspace, planned, group, config)
+            judging = [(group.vectors, planned.hi)] if len(group) else []
+            candidates = gather(workspace, engine, source, wanted, early_choice(config, judging), notes)
             if not candidates:
                 return _result(workspace, "source exhausted")
             progress.update(event=f"judging {len(candidates)} images")
-        change, outcome, judged_notes = run_batch(workspace, planned, group, candidates, config)
+        # The source had no more (a folder read to its end): a start need not wait for more faces.
+        complete = bool(candidates) and len(candidates) < wanted and not config.watch
+        change, outcome, judged_notes = run_batch(workspace, planned, group, candidates, config, complete)
         workspace.commit(change)
         for message in notes + judged_notes:
             progress.note(message)
         stalled = 0 if candidates or outcome.joined or change.relocations else stalled + 1
-        _report(workspace, engine, progress, planned, candidates, outcome)
+        counts = workspace.counts()
+        sizes = (counts[SIM_GROUP], counts[ALMOST_SIM], counts[UNKNOWN_PERSON])
+        report(engine, progress, planned.batch, candidates, outcome, sizes, outcome.state.avg, outcome.state.hi)
         if stalled >= STALL_LIMIT:
             return _result(workspace, "stalled")
 
 
-def _report(
-    workspace: Workspace,
+def report(
     engine: Engine,
     progress: MiningProgress,
-    planned: MinerState,
+    batch: int,
     candidates: list[Candidate],
-    outcome: BatchOutcome,
+    outcome,
+    sizes: tuple[int, int, int],
+    avg: float,
+    hi: float,
 ) -> None:
-    counts = workspace.counts()
+    """A batch's line (or panel) of progress: sizes are (group, almost-sim, unknown-person)."""
     generated, judged = engine.stats.rates()
     progress.batch_done(
-        batch=planned.batch,
+        batch=batch,
         batch_size=len(candidates),
-        group_size=counts[SIM_GROUP],
-        almost_size=counts[ALMOST_SIM],
-        unknown_size=counts[UNKNOWN_PERSON],
-        avg=outcome.state.avg,
-        hi=outcome.state.hi,
-        judged=progress.snapshot.judged + len(outcome.judgements),
+        group_size=sizes[0],
+        almost_size=sizes[1],
+        unknown_size=sizes[2],
+        avg=avg,
+        hi=hi,
+        judged=progress.snapshot.judged + len(candidates),
         joined=progress.snapshot.joined + len(outcome.joined),
         event=outcome.event,
         generated_per_s=generated,
@@ -222,6 +256,13 @@ def bootstrap_pool(workspace: Workspace) -> Faces:
     return Faces(tuple(r.content_hash for r in rows), np.array([r.descriptor for r in rows]))
 
 
+def _wanted(workspace: Workspace, planned: MinerState, group: Faces, config: MineConfig) -> int:
+    """Candidates this batch asks for: the policy's n, or what the cluster start still needs to see."""
+    if len(group) or config.start != "cluster":
+        return planned.n
+    return max(planned.n, config.start_candidates - len(bootstrap_pool(workspace)))
+
+
 # 2. Candidates ----------------------------------------------------------------------------------
 
 
@@ -233,34 +274,42 @@ def raw_distance(found, group: np.ndarray) -> float | None:
     return float(face_lib.sim_score(face.descriptor, group))
 
 
+def early_choice(config: MineConfig, judging: list[tuple[np.ndarray, float]]) -> Callable[[Candidate], str]:
+    """Which variant of a candidate with a raw and an enhanced image is judged: the enhanced one, unless
+    its raw face is so far from every group judging the batch (each at its own bound) that enhancing
+    could not change its verdict: then the raw one, as the original miner skipped enhancing such images.
+    `judging`: (the group's descriptors, its bound) of each group that judges this batch."""
+
+    def choose(candidate: Candidate) -> str:
+        if not config.early_reject or not judging:
+            return FINAL
+        for vectors, bound in judging:
+            distance = raw_distance(candidate.raw.faces, vectors)
+            if not policy.rejects_early(distance, bound, config.almost_band, config.reject_margin):
+                return FINAL
+        return RAW
+
+    return choose
+
+
 def gather(
     workspace: Workspace,
     engine: Engine,
     source: Source,
-    planned: MinerState,
-    group: Faces,
-    config: MineConfig,
+    n: int,
+    choose: Callable[[Candidate], str],
     notes: list[str],
 ) -> list[Candidate]:
-    """Up to n candidates with content new to the workspace, in order.
+    """Up to n candidates with content new to the workspace, in order, each judged on the variant
+    `choose` picks (`early_choice`).
 
-    Each candidate with a raw and an enhanced image is judged on the enhanced one, unless its raw face
-    is so far from the group (at this batch's bound) that enhancing could not have mattered: then on
-    the raw one, as the original miner skipped enhancing such images. A candidate the source made
-    whose content the workspace already holds is deleted at once and does not count, so a batch is the
-    same whether or not an earlier run died after writing a file but before noting it. A file the user
-    put in incoming/ with such content is left alone.
+    A candidate the source made whose content the workspace already holds is deleted at once and does
+    not count, so a batch is the same whether or not an earlier run died after writing a file but
+    before noting it. A file the user put in incoming/ with such content is left alone.
     """
-
-    def choose(candidate: Candidate) -> str:
-        if not config.early_reject or len(group) == 0:
-            return FINAL
-        distance = raw_distance(candidate.raw.faces, group.vectors)
-        return RAW if policy.rejects_early(distance, planned.hi, config.almost_band, config.reject_margin) else FINAL
-
     chosen: dict[str, Candidate] = {}
-    while len(chosen) < planned.n:
-        wanted = planned.n - len(chosen)
+    while len(chosen) < n:
+        wanted = n - len(chosen)
         taken = engine.take(wanted, choose)
         notes.extend(source.notes)
         source.notes.clear()
@@ -296,18 +345,32 @@ def examine(candidate: Candidate) -> Examined:
 
 
 def run_batch(
-    workspace: Workspace, planned: MinerState, group: Faces, candidates: list[Candidate], config: MineConfig
+    workspace: Workspace,
+    planned: MinerState,
+    group: Faces,
+    candidates: list[Candidate],
+    config: MineConfig,
+    complete: bool = False,
 ) -> tuple[Commit, BatchOutcome, list[str]]:
-    """Judge one batch; returns the change to commit, the policy's outcome and lines to report."""
+    """Judge one batch; returns the change to commit, the policy's outcome and lines to report.
+
+    complete: the source gave fewer candidates than asked for, so a start waits for no more."""
     examined = [examine(candidate) for candidate in candidates]
     almost_before = workspace.counts()[ALMOST_SIM]
+    pool = bootstrap_pool(workspace) if len(group) == 0 else Faces()
     outcome = policy.finish_batch(
         planned,
         config.policy(),
         group,
         [(e.content_hash, e.descriptor) for e in examined],
-        pool=bootstrap_pool(workspace) if len(group) == 0 else Faces(),
+        pool=pool,
         almost_size=almost_before,
+        start=starter(config.start_config(), complete),
     )
     notes = [f"{e.candidate.name}: unreadable ({e.error}), moved to {UNKNOWN_PERSON}/" for e in examined if e.error]
+    if outcome.seeds:
+        notes.append(f"the group starts with {len(outcome.seeds)} faces: {outcome.seed_reason}")
+    elif len(group) == 0 and not outcome.joined:
+        faces = len(pool) + sum(e.descriptor is not None for e in examined)
+        notes.extend(filter(None, [waiting_note(config.start_config(), faces)]))
     return build_commit(workspace, planned, outcome, examined), outcome, notes

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
@@ -34,6 +34,9 @@ class Verdict(str, Enum):
     SIM = SIM_GROUP
     ALMOST = ALMOST_SIM
     UNKNOWN = UNKNOWN_PERSON
+
+
+JUDGED = {Verdict.SIM: "accepted", Verdict.ALMOST: "almost", Verdict.UNKNOWN: "too far"}  # a scored face's reason
 
 
 @dataclass(frozen=True)
@@ -122,20 +125,32 @@ class Judgement:
 
 
 @dataclass(frozen=True)
+class Seeding:
+    """The faces that start an empty group, and why (recorded with each seed's decision)."""
+
+    keys: tuple[Hashable, ...]
+    reason: str
+    judge_rest: bool = False  # the other faces seen are then judged against the new group
+
+
+@dataclass(frozen=True)
 class BatchOutcome:
     """What one batch decided; the caller moves files accordingly."""
 
     state: MinerState
     bound: float  # the hi that judged this batch's candidates
     judgements: tuple[Judgement, ...]
-    seeds: tuple[Hashable, ...]  # the tightest pair that started an empty group
+    seeds: tuple[Hashable, ...]  # the faces that started an empty group
     analysis: Analysis | None
     reset: bool  # every almost-sim image returns to the group, to be re-tested
     events: tuple[str, ...]
+    seed_reason: str = ""  # how the seeds were chosen
+    placed: tuple[Judgement, ...] = ()  # earlier faces a start judged against the group it seeded
 
     @property
     def joined(self) -> tuple[Hashable, ...]:
-        return tuple(j.key for j in self.judgements if j.verdict is Verdict.SIM) + self.seeds
+        judged = self.judgements + self.placed
+        return tuple(j.key for j in judged if j.verdict is Verdict.SIM) + self.seeds
 
     @property
     def event(self) -> str:
@@ -181,6 +196,14 @@ def tightest_pair(distances: np.ndarray, hi: float) -> tuple[int, int] | None:
     if pairs[best] > hi:
         return None
     return int(upper[0][best]), int(upper[1][best])
+
+
+def pair_start(faces: Faces, hi: float) -> Seeding | None:
+    """The original gap closed the simplest way: the two closest faces seen so far, if within the bound."""
+    pair = tightest_pair(distance_matrix(faces.vectors), hi) if len(faces) >= 2 else None
+    if pair is None:
+        return None
+    return Seeding((faces.keys[pair[0]], faces.keys[pair[1]]), "tightest pair")
 
 
 # 2. The group analysis ----------------------------------------------------------------------------
@@ -322,14 +345,8 @@ def judge(
     judgements = []
     with_face = [(key, vector) for key, vector in candidates if vector is not None]
     vectors = np.array([v for _, v in with_face]).reshape(-1, DESCRIPTOR_SIZE)
-    scores = dict(
-        zip(
-            [k for k, _ in with_face],
-            candidate_scores(distance_matrix(vectors, group.vectors))
-            if len(group)
-            else np.full(len(with_face), np.nan),
-        )
-    )
+    # An empty group gives every face a nan score (`candidate_scores`).
+    scores = dict(zip([k for k, _ in with_face], candidate_scores(distance_matrix(vectors, group.vectors))))
     for key, vector in candidates:
         if vector is None:
             judgements.append(Judgement(key, Verdict.UNKNOWN, math.nan, "no face found"))
@@ -339,8 +356,7 @@ def judge(
             judgements.append(Judgement(key, Verdict.UNKNOWN, score, "no group yet"))
             continue
         verdict = classify(score, hi, almost_band)
-        reason = {Verdict.SIM: "accepted", Verdict.ALMOST: "almost", Verdict.UNKNOWN: "too far"}[verdict]
-        judgements.append(Judgement(key, verdict, score, reason))
+        judgements.append(Judgement(key, verdict, score, JUDGED[verdict]))
     return tuple(judgements)
 
 
@@ -351,32 +367,46 @@ def finish_batch(
     candidates: Sequence[tuple[Hashable, np.ndarray | None]] = (),
     pool: Faces = Faces(),
     almost_size: int = 0,
+    start: Callable[[Faces, float], Seeding | None] | None = None,
 ) -> BatchOutcome:
     """Steps 2-4 of a batch that `begin_batch` opened.
 
     group: the members when the batch began. candidates: this batch's new images, (key, descriptor of
     the largest face or None). pool: faces outside the group that may seed an empty group (almost-sim
     and unknown-person, never a file the user took out of the group). almost_size: almost-sim's size
-    before this batch.
+    before this batch. start: how an empty group starts, from the faces seen outside it and the bound
+    (default `pair_start`; `amari.mine.start` has the cluster start).
     """
     events: list[str] = []
     hi_in_force = state.hi
     judgements = judge(candidates, group, state.hi, config.almost_band) if generates(state) else ()
-    accepted = Faces(*_unzip([(j.key, v) for j, (_, v) in zip(judgements, candidates) if j.verdict is Verdict.SIM]))
+    accepted = _accepted(judgements, candidates)
     members = group.plus(accepted)
     if len(accepted):
         events.append("accept")
 
-    seeds: tuple[Hashable, ...] = ()
+    seeding, placed = None, ()
     if len(members) == 0:
-        seeds = _bootstrap(pool, judgements, candidates, state.hi)
-        if seeds:
-            members = Faces(seeds, np.array([_vector_of(k, pool, candidates) for k in seeds]))
+        fresh = [(j.key, v) for j, (_, v) in zip(judgements, candidates) if v is not None]
+        seeding = (start or pair_start)(pool.plus(Faces(*_unzip(fresh))), state.hi)
+        if seeding:
+            members = Faces(seeding.keys, np.array([_vector_of(k, pool, candidates) for k in seeding.keys]))
             events.append("bootstrap")
+        if seeding and seeding.judge_rest:  # the faces not chosen are judged against the seeded group
+            rest = [(k, v) for k, v in (*candidates, *zip(pool.keys, pool.vectors)) if k not in seeding.keys]
+            verdicts = {j.key: j for j in judge(rest, members, state.hi, config.almost_band)}
+            judgements = tuple(verdicts.get(j.key, j) for j in judgements)
+            fresh_keys = {key for key, _ in candidates}
+            placed = tuple(j for key, j in verdicts.items() if key not in fresh_keys)
+            accepted = Faces(*_unzip([(k, v) for k, v in rest if verdicts[k].verdict is Verdict.SIM]))
+            members = members.plus(accepted)
+            if len(accepted):
+                events.append("accept")
+    seeds = seeding.keys if seeding else ()
 
     added = len(accepted) + len(seeds)
     state = replace(state, until_gsa=state.until_gsa - added)
-    almost_size += sum(j.verdict is Verdict.ALMOST for j in judgements)
+    almost_size += sum(j.verdict is Verdict.ALMOST for j in judgements + placed)
 
     analysis, reset = None, False
     if len(members) and (state.until_gsa < 1 or state.skip_generation != 0 or len(members) >= config.target):
@@ -392,7 +422,8 @@ def finish_batch(
         events.append(event)
     if state.done:
         events.append("done")
-    return BatchOutcome(state, hi_in_force, judgements, seeds, analysis, reset, tuple(events))
+    reason = seeding.reason if seeding else ""
+    return BatchOutcome(state, hi_in_force, judgements, seeds, analysis, reset, tuple(events), reason, placed)
 
 
 def finished(state: MinerState, group_size: int, config: PolicyConfig) -> bool:
@@ -405,14 +436,8 @@ def _unzip(pairs):
     return keys, np.array([v for _, v in pairs]).reshape(-1, DESCRIPTOR_SIZE)
 
 
-def _bootstrap(pool: Faces, judgements, candidates, hi: float) -> tuple[Hashable, ...]:
-    """The tightest pair among the faces seen so far, this batch's included."""
-    fresh = [(j.key, v) for j, (_, v) in zip(judgements, candidates) if v is not None]
-    everyone = pool.plus(Faces(*_unzip(fresh)))
-    pair = tightest_pair(distance_matrix(everyone.vectors), hi) if len(everyone) >= 2 else None
-    if pair is None:
-        return ()
-    return everyone.keys[pair[0]], everyone.keys[pair[1]]
+def _accepted(judgements, candidates) -> Faces:
+    return Faces(*_unzip([(j.key, v) for j, (_, v) in zip(judgements, candidates) if j.verdict is Verdict.SIM]))
 
 
 def _vector_of(key, pool: Faces, candidates) -> np.ndarray:

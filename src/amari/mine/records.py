@@ -14,7 +14,7 @@ import numpy as np
 
 from amari.errors import WorkspaceError
 from amari.mine.policy import MinerState
-from amari.storage.layout import JUDGED_FOLDERS, MINE_DATABASE
+from amari.storage.layout import JUDGED_FOLDERS, MINE_DATABASE, WorkspaceLayout
 from amari.storage.sqlite import connect, from_blob
 
 MIGRATIONS = [
@@ -223,6 +223,8 @@ def check_database_file(root: Path) -> None:
     if not database.is_file() or database.stat().st_size > 0:
         return
     folders = [root / name for name in JUDGED_FOLDERS if (root / name).is_dir()]
+    for number in WorkspaceLayout(root).identities():
+        folders += [folder for folder in WorkspaceLayout(root).identity_folders(number) if folder.is_dir()]
     judged = sum(1 for folder in folders for path in folder.iterdir() if path.is_file())
     if judged:
         raise WorkspaceError(

@@ -27,7 +27,7 @@ from typing import Protocol
 from amari.errors import UsageError
 from amari.faces.embeddings import content_hash
 from amari.mine.sourcelisting import SourceListing
-from amari.storage.files import free_name, same_content
+from amari.storage.files import fit_name, free_name, same_content
 from amari.storage.images import is_image_path, read_bytes
 from amari.storage.sqlite import connect, migrate
 
@@ -115,7 +115,7 @@ class FolderSource:
         if not poll_interval > 0:
             raise UsageError(f"the poll interval must be positive, not {poll_interval}")
         self.folder = folder
-        self.key = str(folder.resolve())
+        self.key = str(folder.resolve())  # the ledger's name for the folder; relative to the workspace once open
         self.watch = watch
         self.poll_interval = poll_interval
         self.description = f"folder:{folder}" + (" (watching)" if self.watch else "")
@@ -128,9 +128,24 @@ class FolderSource:
         self._skipped: dict[str, tuple[int, int]] = {}  # relpath -> (size, mtime) when it could not be read
 
     def open(self, state_path: Path) -> None:
-        """Keep the ledger in the workspace database, so a rerun carries on where this one stopped."""
+        """Keep the ledger in the workspace database, so a rerun carries on where this one stopped.
+
+        The ledger names each source folder by its path relative to the workspace (the database's folder):
+        a database names no local folder, and a workspace moved together with its source keeps its ledger.
+        """
         self._ledger.close()
         self._ledger = connect(state_path, _LEDGER_MIGRATIONS)
+        workspace = Path(state_path).resolve().parent
+        self.key = Path(os.path.relpath(self.folder.resolve(), workspace)).as_posix()
+        # The miner publishes its source's description in the workspace (progress.json): relative there too.
+        self.description = f"folder:{self.key}" + (" (watching)" if self.watch else "")
+        # Ledgers written before named folders by absolute path: the same rows, by their relative names.
+        for (folder,) in self._ledger.execute("SELECT DISTINCT folder FROM folder_source_ledger").fetchall():
+            if Path(folder).is_absolute():
+                relative = Path(os.path.relpath(folder, workspace)).as_posix()
+                self._ledger.execute(
+                    "UPDATE OR REPLACE folder_source_ledger SET folder=? WHERE folder=?", (relative, folder)
+                )
 
     # -- as the miner's feed ----------------------------------------------------------------------
 
@@ -329,8 +344,9 @@ def _memory_ledger() -> sqlite3.Connection:
 
 
 def _flat_name(relpath: str) -> str:
-    """Sub-folders become part of the name: 2024-05-01/00012.png → 2024-05-01__00012.png."""
-    return relpath.replace("/", "__")
+    """Sub-folders become part of the name: 2024-05-01/00012.png → 2024-05-01__00012.png (cut short when
+    too long for the names the workspace gives, `fit_name`)."""
+    return fit_name(relpath.replace("/", "__"))
 
 
 def leftover_files(incoming: Path) -> list[Path]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amari.errors import WorkspaceError
-from amari.mine.policy import MinerState
+from amari.mine.policy import JUDGED, MinerState
 from amari.mine.records import ImageRow, image_row
 from amari.storage.layout import WorkspaceLayout
 
@@ -90,6 +90,38 @@ class WorkspaceView:
         return [
             Verdict(r["id"], r["batch"], r["folder"], r["name"], r["verdict"], r["reason"], r["score"]) for r in rows
         ]
+
+    def batch_totals(self, after: int, until: int) -> tuple[int, int]:
+        """(candidates judged, images that joined the group) in batches after..until (inclusive)."""
+        rows = self._query(
+            "SELECT COALESCE(SUM(received), 0), COALESCE(SUM(joined), 0) FROM batches WHERE number > ? AND number <= ?",
+            (after, until),
+        )
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    def candidate_scores(self, after: int, until: int) -> list[float]:
+        """The sim-score of every candidate with a face that batches after..until judged against a group."""
+        marks = ",".join("?" * len(JUDGED))
+        rows = self._query(
+            f"SELECT score FROM decisions WHERE batch > ? AND batch <= ? AND reason IN ({marks}) AND score IS NOT NULL",
+            (after, until, *JUDGED.values()),
+        )
+        return [float(r[0]) for r in rows]
+
+    def cached_faces(self, digests, settings_key: str) -> dict[str, list]:
+        """The faces the miner found in these images (by content hash), from its cache; missing ones left out."""
+        path = Path(self.layout.database).resolve()
+        if not path.is_file():
+            return {}
+        from amari.faces.embeddings import EmbeddingCache
+
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            cache = EmbeddingCache(connection=conn)
+            found = {digest: cache.get(digest, settings_key) for digest in digests}
+        finally:
+            conn.close()
+        return {digest: faces for digest, faces in found.items() if faces is not None}
 
     def version(self) -> tuple[int, int, int, int]:
         """Changes whenever the miner commits: the database's and its write-ahead log's size and time."""

@@ -47,9 +47,8 @@ def _plans(pixels: np.ndarray, found: list[Face], settings: FaceSettings, restor
     return face_plans([(f.landmarks * scale, f.score) for f in found], restore_score)
 
 
-def find_faces(pixels: np.ndarray, settings: FaceSettings) -> list[Face]:
-    """Faces as the descriptor cache holds them (on a copy shrunk to `max_side`, when set)."""
-    return face_lib.encode(shrink_to(pixels, settings.max_side) if settings.max_side else pixels, settings)
+def _shrunk(pixels: np.ndarray, settings: FaceSettings) -> np.ndarray:
+    return shrink_to(pixels, settings.max_side) if settings.max_side else pixels
 
 
 def inspect_generated(
@@ -57,11 +56,20 @@ def inspect_generated(
 ) -> Inspected:
     """A generated image: every mark (`amari.provenance.png.marked_png`; C2PA signed with `key`, titled
     `name`), its PNG, its fingerprint and its faces; with `restore_score`, also the alignments of the
-    faces enhancement will restore and the pixels it will enhance."""
-    from amari.provenance.png import fingerprint_of, marked_png
+    faces enhancement will restore and the pixels it will enhance.
 
-    marked, png = marked_png(image, params, title=name, key=key)
-    found = find_faces(marked, settings)
+    The faces are scored in the pixels written, as `amari score` reads the file: they are found before
+    the watermark goes in (which leaves them and what the detector reads around them as they were, so
+    the detector finds the same boxes in the written pixels) and described in the marked pixels. dlib
+    finds faces once per image.
+    """
+    from amari.provenance.png import check_rgb, fingerprint_of, marked_png
+
+    rgb = check_rgb(image)
+    shrunk = _shrunk(rgb, settings)
+    located = face_lib.locate(shrunk, settings)
+    marked, png = marked_png(rgb, params, title=name, key=key, faces=located, face_scale=rgb.shape[0] / shrunk.shape[0])
+    found = face_lib.describe(_shrunk(marked, settings), located, settings)
     inspected = Inspected(
         png,
         content_hash(png),

@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -33,29 +31,32 @@ from amari.faces.embeddings import content_hash
 from amari.mine.archive import ARCHIVE_COLUMNS as ARCHIVE_COLUMNS  # re-exported: its readers import it here
 from amari.mine.archive import append_archive, rewrite_archive_if_stale
 from amari.mine.folderwatch import FolderWatch
+from amari.mine.identities import IdentitiesState
 from amari.mine.lock import WorkspaceLock
+from amari.mine.names import NamePlanner, copy_once
+from amari.mine.names import tagged_name as tagged_name  # re-exported: its readers import it here
 from amari.mine.policy import MinerState
 from amari.mine.records import MIGRATIONS, Commit, ImageRow, check_database_file, image_row, open_database
 from amari.storage.files import free_name, same_content
 from amari.storage.images import IMAGE_EXTENSIONS, is_image_path, read_bytes
 from amari.storage.layout import (
-    ALMOST_SIM,
     ARCHIVE_CSV,
     INCOMING,
     JUDGED_FOLDERS,
     LOCK_FILE,
     MINE_DATABASE,
+    UNKNOWN_PERSON,
+    IdentityFolders,
     WorkspaceLayout,
 )
 from amari.storage.sqlite import to_blob
 
 FOLDERS = JUDGED_FOLDERS  # sim-group, almost-sim, unknown-person
+MANY_IDENTITIES = "many_identities"  # the setting that says a workspace mines several identities
 DELETED = "deleted"  # folder of an image the user deleted: kept so that it is never mined again
 
 # Names of the hidden files sources write into incoming/ before they are complete.
 SOURCE_TEMPORARIES = (".*.part", ".sd-*.raw.png")
-
-_BOUND_TAG = re.compile(r"_hi\d\.\d{4}$")
 
 
 class Workspace:
@@ -66,6 +67,7 @@ class Workspace:
         # (folder, name, size, mtime_ns) of user copies of tracked images: reported once, then left alone
         self.ignored_copies: set[tuple[str, str, int, int]] = set()
         self.ignored_incoming: set[Path] = set()  # the user's files in incoming/ that repeat a known image
+        self.many = False  # several identities: identity-NN/sim-group, identity-NN/almost-sim, unknown-person
         self.watch = FolderWatch({folder: root / folder for folder in FOLDERS})  # which folders curation lists
 
     @classmethod
@@ -85,6 +87,8 @@ class Workspace:
             conn = open_database(root / MINE_DATABASE, MIGRATIONS + embeddings.MIGRATIONS)
             workspace = cls(root, conn, lock)
             workspace._check_settings(settings or {})
+            workspace.many = workspace.meta().get(MANY_IDENTITIES) == "true"
+            workspace._watch_folders()
             workspace.recover()
         except BaseException:
             lock.close()
@@ -146,11 +150,34 @@ class Workspace:
         rewrite_archive_if_stale(self.archive_path, self.batch_rows())
 
     def ensure_folders(self) -> None:
-        for folder in FOLDERS + (INCOMING,):
+        for folder in self.folders + (INCOMING,):
             path = self.root / folder
-            if path.exists() and not path.is_dir():
-                raise WorkspaceError(f"{path} is a file where the workspace's {folder}/ folder belongs: move it away")
-            path.mkdir(exist_ok=True)
+            for place in (path.parent, path) if "/" in folder else (path,):
+                if place.exists() and not place.is_dir():
+                    raise WorkspaceError(f"{place} is a file where a folder of the workspace belongs: move it away")
+            path.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def folders(self) -> tuple[str, ...]:
+        """The folders whose images the miner judged: the three, or each live identity's two and the
+        shared unknown-person folder."""
+        if not self.many:
+            return FOLDERS
+        numbers = [i.number for i in self.identities().live()]
+        return (UNKNOWN_PERSON,) + tuple(
+            f for n in numbers for f in (IdentityFolders(n).group, IdentityFolders(n).almost)
+        )
+
+    def _watch_folders(self) -> None:
+        """Curation lists the judged folders; identities founded or retired change which they are."""
+        gone = set(self.watch.folders) - set(self.folders)
+        self.watch.folders = {folder: self.root / folder for folder in self.folders}
+        for folder in gone:  # a retired identity's folders, emptied by the miner: gone unless someone put a file there
+            if IdentityFolders.of(folder) is None or IdentityFolders.of(folder).number is None:
+                continue
+            for path in (self.root / folder, (self.root / folder).parent):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -160,6 +187,15 @@ class Workspace:
     def state(self) -> MinerState:
         row = self.conn.execute("SELECT value FROM meta WHERE key='state'").fetchone()
         return MinerState.from_json(row[0]) if row else MinerState()
+
+    def identities(self) -> IdentitiesState:
+        """The identities of a workspace that mines several (none yet, or a single-identity workspace: empty)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='identities'").fetchone()
+        return IdentitiesState.from_json(row[0]) if row else IdentitiesState()
+
+    def batch_number(self) -> int:
+        """The number of the last batch begun."""
+        return self.identities().batch if self.many else self.state().batch
 
     def images(self, *folders: str) -> list[ImageRow]:
         """Rows of the images in these folders (all, deleted included, when none given), oldest first."""
@@ -185,7 +221,7 @@ class Workspace:
     def counts(self) -> dict[str, int]:
         """Images per folder, kept by triggers (records.py): no count over the whole table each batch."""
         found = dict(self.conn.execute("SELECT folder, images FROM folder_sizes").fetchall())
-        return {folder: found.get(folder, 0) for folder in FOLDERS}
+        return {folder: found.get(folder, 0) for folder in self.folders}
 
     def incoming_files(self) -> list[Path]:
         """Complete files waiting in incoming/, by name (hidden names are temporaries)."""
@@ -217,7 +253,7 @@ class Workspace:
         now = time.time()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            names = _NamePlanner(self)
+            names = NamePlanner(self)
             self._write_user_changes(change)
             self._write_new_images(change, names, now)
             self._write_relocations(change, names)
@@ -242,7 +278,11 @@ class Workspace:
             if isinstance(exc, sqlite3.OperationalError):
                 raise WorkspaceError(f"{self.database_path}: {describe_failure(exc)}") from None
             raise
+        if "identities" in meta:
+            self.ensure_folders()  # a founded identity's folders, before the moves into them
         self._apply_pending_moves()
+        if "identities" in meta:
+            self._watch_folders()
         if change.batch_row is not None:
             append_archive(self.archive_path, dict(change.batch_row, finished_at=now))
 
@@ -255,7 +295,7 @@ class Workspace:
             sets = ", ".join(f"{column}=?" for column in columns)
             self.conn.execute(f"UPDATE images SET {sets} WHERE id=?", (*columns.values(), image_id))
 
-    def _write_new_images(self, change: Commit, names: _NamePlanner, now: float) -> None:
+    def _write_new_images(self, change: Commit, names: NamePlanner, now: float) -> None:
         for image in change.new_images:
             wanted = image.name or image.path.name
             name = image.path.name if image.op == "none" else names.reserve(image.folder, wanted, image.bound)
@@ -283,7 +323,7 @@ class Workspace:
                     (image.op, src, f"{image.folder}/{name}"),
                 )
 
-    def _write_relocations(self, change: Commit, names: _NamePlanner) -> None:
+    def _write_relocations(self, change: Commit, names: NamePlanner) -> None:
         for move in change.relocations:
             row = self.conn.execute(
                 "SELECT folder, name, user_removed FROM images WHERE id=?", (move.image_id,)
@@ -334,7 +374,7 @@ class Workspace:
     def _apply_one(self, op: str, src: str, dst: str) -> bool:
         """One journal operation; False when it did not go as the journal planned."""
         if op == "copy":
-            return _copy_once(Path(src), self.root / dst)
+            return copy_once(Path(src), self.root / dst)
         if op == "delete":
             (self.root / src).unlink(missing_ok=True)  # a file the miner made in incoming/
             return True
@@ -357,51 +397,12 @@ class Workspace:
         os.replace(src, fresh)
         self.conn.execute(
             f"UPDATE images SET name=? WHERE folder=? AND name=? AND folder != '{DELETED}'",
-            (fresh.name, folder.name, dst.name),
+            (fresh.name, self._relative(folder), dst.name),
         )
         return False
 
     def _relative(self, path: Path) -> str:
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
-
-
-class _NamePlanner:
-    """File names for files arriving in a folder: the source's name, a tag on almost-sim, no clashes.
-
-    A name is free when no file holds it and no image of the database does (its file may not be there
-    yet; names given out earlier in the transaction are rows already): two look-ups, however full the folder.
-    """
-
-    def __init__(self, workspace: Workspace):
-        self.workspace = workspace
-
-    def reserve(self, folder: str, name: str, bound: float | None) -> str:
-        stem, suffix = os.path.splitext(tagged_name(name, folder, bound))
-        candidate, i = stem + suffix, 1
-        while os.path.lexists(self.workspace.root / folder / candidate) or self.workspace.name_taken(folder, candidate):
-            candidate, i = f"{stem}-{i}{suffix}", i + 1
-        return candidate
-
-
-def tagged_name(name: str, folder: str, bound: float | None) -> str:
-    """almost-sim names end in the bound the image failed (photo_hi0.4123.png); elsewhere the tag goes."""
-    stem, suffix = os.path.splitext(name)
-    stem = _BOUND_TAG.sub("", stem)
-    if folder == ALMOST_SIM and bound is not None and np.isfinite(bound):
-        stem = f"{stem}_hi{min(bound, 9.9999):.4f}"
-    return stem + suffix
-
-
-def _copy_once(src: Path, dst: Path) -> bool:
-    """Copy src to dst; False when it did not go as the journal planned."""
-    if not src.exists():
-        return False  # the original went away before the copy: the next reconcile records the loss
-    if dst.exists() and dst.stat().st_size == src.stat().st_size:
-        return True
-    partial = dst.with_name(f".{dst.name}.part")
-    shutil.copy2(src, partial)
-    os.replace(partial, dst)
-    return True
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -1,12 +1,14 @@
-"""Stable Diffusion weights from a Hugging Face id, a diffusers folder or one checkpoint file, loaded safely.
+"""Diffusion models (SD 1.x, SD 2.x, SDXL, FLUX.1) from a Hugging Face id, a diffusers folder or one
+checkpoint file, loaded safely as the pipeline of their family.
 
 Generation, training and evaluation all load their model here, so a model that works for one works
-for all. Checkpoint files are read without running code: safetensors, or torch's weights-only
-unpickler for `.ckpt`, which amari checks first (a file that asks to run code is refused with an error
-naming what it asked for) and which diffusers then reads with the same inert extras allowed (numpy
-scalars and a Lightning callback record, what the original SD checkpoints hold). A checkpoint that
-holds both EMA and plain weights (`sd-v1-4-full-ema.ckpt`) gives its EMA weights, which the original
-configs sample with, unless `extract_ema=False`; the log says which were loaded.
+for all. The weights decide the family (`amari.models.families.registry`), which names the pipeline
+class and how a single file is read. Checkpoint files are read without running code: safetensors, or
+torch's weights-only unpickler for `.ckpt`, which amari checks first (a file that asks to run code is
+refused with an error naming what it asked for) and which diffusers then reads with the same inert
+extras allowed (numpy scalars and a Lightning callback record, what the original SD checkpoints hold).
+A checkpoint that holds both EMA and plain weights (`sd-v1-4-full-ema.ckpt`) gives its EMA weights,
+which the original configs sample with, unless `extract_ema=False`; the log says which were loaded.
 
 Outputs never name a local path: `ModelInfo.name` is a hub id, a folder's name, or a file's name, and
 a file also gets A1111's short hash (`Model hash:`).
@@ -18,7 +20,7 @@ import re
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from amari.errors import ModelError
@@ -37,6 +39,9 @@ class ModelInfo:
     kind: str  # "hub", "folder" or "file"
     model_hash: str | None = None  # A1111's short hash of a single file (sha256, 10 hex digits)
     weights: str | None = None  # "ema" or "non-ema" for a file that holds both, else None
+    family: str | None = None  # amari's name of the model family (sd1, sdxl, flux-schnell, ...)
+    vae: str | None = None  # a replacement VAE's public name
+    vae_hash: str | None = None  # ... and, for a file, A1111's short hash
 
 
 def model_source(spec: str) -> tuple[str, str]:
@@ -71,12 +76,24 @@ def short_hash(path: str | Path) -> str:
 def describe(spec: str) -> ModelInfo:
     """The public description of a model spec (computes a file's hash, once per process)."""
     kind, location = model_source(spec)
+    name = _public_name(kind, location)
+    return ModelInfo(name, kind, model_hash=short_hash(location) if kind == "file" else None)
+
+
+def public_name(spec: str) -> str:
+    """How outputs name a model, without reading it: a hub id, a folder's name, a file's name without its
+    suffix; a spec that names nothing (any more) keeps its last part."""
+    try:
+        return _public_name(*model_source(spec))
+    except ModelError:
+        path = Path(spec)
+        return _public_name("file" if path.suffix.lower() in SINGLE_FILE_SUFFIXES else "folder", spec)
+
+
+def _public_name(kind: str, location: str) -> str:
     if kind == "hub":
-        return ModelInfo(location, kind)
-    path = Path(location)
-    if kind == "folder":
-        return ModelInfo(path.name, kind)
-    return ModelInfo(path.stem, kind, model_hash=short_hash(path))
+        return location
+    return Path(location).stem if kind == "file" else Path(location).name
 
 
 def checked_config_source(model_config: str | None) -> str | None:
@@ -99,26 +116,21 @@ def _dtype_keyword() -> str:
     return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
 
 
-def _pipeline_kwargs(torch_dtype, safety_checker: bool) -> dict:
-    kwargs = {_dtype_keyword(): torch_dtype}
-    if not safety_checker:
-        kwargs.update(safety_checker=None, requires_safety_checker=False)
-    return kwargs
+def dtype_kwargs(torch_dtype) -> dict:
+    return {_dtype_keyword(): torch_dtype}
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _from_hub(model_id: str, kwargs: dict):
-    from diffusers import StableDiffusionPipeline
-
+def _from_hub(pipeline, model_id: str, kwargs: dict):
     from amari.models.files import is_offline
 
     offline = is_offline()
     try:
-        return StableDiffusionPipeline.from_pretrained(model_id, local_files_only=offline, **kwargs)
+        return pipeline.from_pretrained(model_id, local_files_only=offline, **kwargs)
     except Exception as exc:  # noqa: BLE001 - hub, network and format errors all end the same way
         where = (
             "is not (completely) in the Hugging Face cache, and amari is offline (HF_HUB_OFFLINE or AMARI_OFFLINE)"
@@ -126,21 +138,19 @@ def _from_hub(model_id: str, kwargs: dict):
             else "could not be loaded from the Hugging Face hub or cache"
         )
         raise ModelError(
-            f"Stable Diffusion model {model_id!r} {where}. While online, run `amari models pull` or "
+            f"model {model_id!r} {where}. While online, run `amari models pull` or "
             f"`hf download {model_id}` once, then it works offline; or pass --model a local diffusers "
-            f"folder or .ckpt/.safetensors file [{_first_line(exc)}]"
+            f"folder or .ckpt/.safetensors file [{first_line(exc)}]"
         ) from exc
 
 
-def _from_folder(folder: str, kwargs: dict):
-    from diffusers import StableDiffusionPipeline
-
+def _from_folder(pipeline, folder: str, kwargs: dict):
     try:
-        return StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, **kwargs)
+        return pipeline.from_pretrained(folder, local_files_only=True, **kwargs)
     except Exception as exc:  # noqa: BLE001
         _explain_unsafe_pickles(Path(folder))
         raise ModelError(
-            f"{Path(folder).name}: cannot load the diffusers pipeline in this folder ({_first_line(exc)})"
+            f"{Path(folder).name}: cannot load the diffusers pipeline in this folder ({first_line(exc)})"
         ) from exc
 
 
@@ -154,54 +164,35 @@ def _explain_unsafe_pickles(folder: Path) -> None:
             safe_torch_load(path)
 
 
-def _checkpoint_keys(path: str) -> list[str]:
-    """The tensor names of a checkpoint file (refusing a pickle that asks to run code)."""
-    from amari.models.files import safe_torch_load
-
-    if path.lower().endswith(".safetensors"):
-        from safetensors import safe_open
-
-        try:
-            with safe_open(path, framework="pt") as handle:
-                return list(handle.keys())
-        except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad file
-            raise ModelError(f"{Path(path).name}: not a readable safetensors file ({_first_line(exc)})") from None
-    state = safe_torch_load(path)
-    return list(state.get("state_dict", state))
-
-
-def has_ema_weights(keys: list[str]) -> bool:
+def has_ema_weights(keys) -> bool:
     return sum(key.startswith(_EMA_PREFIX) for key in keys) > _EMA_MIN_KEYS
 
 
-def _from_single_file(path: str, kwargs: dict, model_config: str | None, extract_ema: bool):
+def _from_single_file(family, path: str, kwargs: dict, model_config: str | None, extract_ema: bool):
     import torch
-    from diffusers import StableDiffusionPipeline
 
+    from amari.models.families.registry import evidence_of
     from amari.models.files import checkpoint_extras, is_offline
 
-    ema = has_ema_weights(_checkpoint_keys(path))
+    ema = has_ema_weights(evidence_of(path).shapes)
     config_source = checked_config_source(model_config)
-    if config_source is not None:
-        kwargs["config"] = config_source
     try:
         # diffusers reads `.ckpt` with weights_only too; it must accept the same inert extras
         # (numpy scalars, a Lightning callback record) that amari's check let through.
         with torch.serialization.safe_globals(checkpoint_extras()):
-            pipe = StableDiffusionPipeline.from_single_file(
-                path, local_files_only=is_offline(), extract_ema=ema and extract_ema, **kwargs
+            pipe = family.load_single_file(
+                path, {**kwargs, "local_files_only": is_offline()}, config_source, ema and extract_ema
             )
     except Exception as exc:  # noqa: BLE001
         hint = (
             ""
             if config_source
-            else "; a single-file checkpoint takes its component configs (UNet, VAE, text encoder, tokenizer, "
-            "scheduler) from a diffusers model of the same architecture: pass --model-config "
-            "FOLDER_OR_ID (model_config in a study's [study] table), a diffusers folder or a cached "
-            "Hugging Face id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5 for SD 1.x), or run once "
-            "online"
+            else f"; a single-file checkpoint takes its component configs (and any component the file lacks) "
+            f"from a diffusers model of the same family: pass --model-config FOLDER_OR_ID (model_config in a "
+            f"study's [study] table), a diffusers folder or a cached Hugging Face id (for this {family.label} "
+            f"file, e.g. {family.hub_example}), or run once online"
         )
-        raise ModelError(f"{Path(path).name}: cannot load this checkpoint ({_first_line(exc)}){hint}") from exc
+        raise ModelError(f"{Path(path).name}: cannot load this checkpoint ({first_line(exc)}){hint}") from exc
     return pipe, ("ema" if extract_ema else "non-ema") if ema else None
 
 
@@ -233,21 +224,35 @@ def load_pipeline(
     safety_checker: bool = False,
     extract_ema: bool = True,
     log: Callable[[str], None] | None = None,
+    vae: str | None = None,
 ):
-    """(StableDiffusionPipeline on the CPU, ModelInfo) for a hub id, a diffusers folder or one file."""
+    """(the family's diffusers pipeline on the CPU, ModelInfo) for a hub id, a diffusers folder or one file;
+    `vae` replaces the model's VAE (a folder, hub id or file, e.g. SDXL's fp16-fix VAE)."""
+    import diffusers
     import torch
 
+    from amari.models.families.registry import detect
+
     kind, location = model_source(spec)
-    kwargs = _pipeline_kwargs(torch_dtype or torch.float32, safety_checker)
+    family = detect(spec)
+    torch_dtype = torch_dtype or torch.float32
+    kwargs = {**dtype_kwargs(torch_dtype), **family.pipeline_kwargs(safety_checker)}
     info = describe(spec)
+    pipeline = getattr(diffusers, family.pipeline_class)
     with quiet_loading():
+        if vae is not None:
+            from amari.models.vae import load_vae
+
+            kwargs["vae"], vae_name, vae_hash = load_vae(vae, torch_dtype, spec if kind != "file" else model_config)
+            info = replace(info, vae=vae_name, vae_hash=vae_hash)
         if kind == "hub":
-            pipe = _from_hub(location, kwargs)
+            pipe = _from_hub(pipeline, location, kwargs)
         elif kind == "folder":
-            pipe = _from_folder(location, kwargs)
+            pipe = _from_folder(pipeline, location, kwargs)
         else:
-            pipe, weights = _from_single_file(location, kwargs, model_config, extract_ema)
-            info = ModelInfo(info.name, kind, info.model_hash, weights)
+            pipe, weights = _from_single_file(family, location, kwargs, model_config, extract_ema)
+            info = replace(info, weights=weights)
+    info = replace(info, family=family.name)
     if log is not None and info.weights is not None:
         log(
             f"{info.name}: the file holds EMA and non-EMA weights; loaded the {info.weights} weights"

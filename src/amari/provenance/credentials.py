@@ -2,7 +2,12 @@
 
 The manifest holds a `c2pa.created` action whose `digitalSourceType` is the IPTC term for trained
 algorithmic media, and an `amari.parameters` assertion with the parameters amari stores in its JSON
-chunk. It is signed with a key the user configures; without a key (or without the optional
+chunk. An image that already carries credentials (one `amari mark` is given) keeps its history, as the
+specification asks of an edit: the new manifest opens with `c2pa.opened`, whose ingredient is the
+earlier file and its manifest (relationship `parentOf`), then `c2pa.edited` for the watermark; whether
+the image is synthetic is then read down that chain.
+
+A manifest is signed with a key the user configures; without a key (or without the optional
 `c2pa-python` package, `pip install amari[c2pa]`) images are written without a manifest and `amari
 mark`/`amari verify` say so. A manifest survives copying the file, and nothing else: any re-encode,
 resize or crop drops it, which is why the watermark and the fingerprint registry exist.
@@ -20,6 +25,10 @@ key usage digitalSignature, extended key usages emailProtection and documentSign
 subject and authority key identifiers. c2pa-python accepts it; other validators report it as
 "untrusted" (its root is on no trust list) while `amari verify` trusts the `root.pem` beside the key.
 For credentials others trust, use a certificate from a CA on the C2PA trust list instead.
+
+Which signers `amari verify` trusts: the root beside the configured key (your own images), the PEM
+files listed in `AMARI_C2PA_TRUST` (separated like PATH), and those given with `--trust`. A manifest
+that is valid but signed under another root is only a claim, whatever its signer's name says.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trai
 PARAMETERS_LABEL = "amari.parameters"
 KEY_ENV = "AMARI_C2PA_KEY"
 CERT_ENV = "AMARI_C2PA_CERT"
+TRUST_ENV = "AMARI_C2PA_TRUST"
 KEY_FILE, CERT_FILE, ROOT_FILE = "signer.key", "signer.pem", "root.pem"
 INSTALL_HINT = "install the optional c2pa extra: pip install 'amari[c2pa]'"
 _VALID_DAYS = 3650  # without a time-stamp authority a manifest is checked against the certificate's dates now
@@ -78,6 +88,11 @@ class Credentials:
     def valid(self) -> bool:
         return self.state in ("Valid", "Trusted")
 
+    @property
+    def trusted(self) -> bool:
+        """Valid, and signed under a root the user trusts (see `trust_files`)."""
+        return self.state == "Trusted"
+
 
 def is_available() -> bool:
     import importlib.util
@@ -114,25 +129,46 @@ def signing_note(key: SigningKey | None) -> str | None:
     return None
 
 
-def manifest(params: dict, title: str | None, agent: str = "amari") -> dict:
-    """The manifest definition amari signs: created as trained algorithmic media, plus its parameters."""
-    action = {
-        "action": "c2pa.created",
-        "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
-        "softwareAgent": {"name": agent, "version": __version__},
-    }
+@dataclass(frozen=True)
+class Parent:
+    """The file an image was made from when that file carries credentials of its own."""
+
+    data: bytes
+    mime: str  # "image/png", "image/jpeg", ...
+    title: str
+
+
+PARENT_ID = "parent"  # how the `c2pa.opened` action names its ingredient
+
+
+def manifest(params: dict, title: str | None, agent: str = "amari", parent: Parent | None = None) -> dict:
+    """The manifest definition amari signs: created as trained algorithmic media, or, from a `parent` with
+    credentials, opened from it and edited (the watermark); plus amari's parameters."""
+    software = {"name": agent, "version": __version__}
+    if parent is None:
+        actions = [
+            {"action": "c2pa.created", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA, "softwareAgent": software}
+        ]
+    else:
+        actions = [
+            {"action": "c2pa.opened", "parameters": {"ingredientIds": [PARENT_ID]}, "softwareAgent": software},
+            {"action": "c2pa.edited", "description": "an invisible watermark added", "softwareAgent": software},
+        ]
     definition = {
         "claim_generator_info": [{"name": "amari", "version": __version__}],
         "assertions": [
-            {"label": "c2pa.actions.v2", "data": {"actions": [action]}},
+            {"label": "c2pa.actions.v2", "data": {"actions": actions}},
             {"label": PARAMETERS_LABEL, "data": params},
         ],
     }
     return {**definition, "title": title} if title else definition
 
 
-def sign_png(png: bytes, key: SigningKey, params: dict, title: str | None, agent: str = "amari") -> bytes:
-    """The PNG `png` with a signed manifest embedded (a `caBX` chunk); pixels and text chunks unchanged."""
+def sign_png(
+    png: bytes, key: SigningKey, params: dict, title: str | None, agent: str = "amari", parent: Parent | None = None
+) -> bytes:
+    """The PNG `png` with a signed manifest embedded (a `caBX` chunk); pixels and text chunks unchanged.
+    With a `parent` (the file it was made from, which has credentials), that file is its ingredient."""
     import c2pa
 
     try:
@@ -142,17 +178,21 @@ def sign_png(png: bytes, key: SigningKey, params: dict, title: str | None, agent
             f"C2PA key or certificate {exc.filename} cannot be read here ({exc.strerror}); "
             "with --ray, every node needs them at the same path"
         ) from None
-    builder = c2pa.Builder(manifest(params, title, agent), context=_context(None, os.getpid()))
+    builder = c2pa.Builder(manifest(params, title, agent, parent), context=_context(None, os.getpid()))
     signed = io.BytesIO()
     try:
+        if parent is not None:
+            ingredient = {"title": parent.title, "relationship": "parentOf", "label": PARENT_ID}
+            builder.add_ingredient(ingredient, parent.mime, io.BytesIO(parent.data))
         builder.sign(signer, "image/png", io.BytesIO(png), signed)
     except c2pa.C2paError as exc:
         raise UsageError(f"C2PA signing with {key.key} failed: {exc}") from None
     return signed.getvalue()
 
 
-def read_credentials(data: bytes, mime: str | None = None, trust: Path | None = None) -> Credentials | None:
-    """The manifest in the file `data`, or None when there is none (or c2pa-python is not installed)."""
+def read_credentials(data: bytes, mime: str | None = None, trust=None) -> Credentials | None:
+    """The manifest in the file `data`, or None when there is none (or c2pa-python is not installed).
+    `trust`: the PEM file or files of the roots to trust (default: `trust_files()`)."""
     if not is_available():
         return None
     import c2pa
@@ -173,14 +213,7 @@ def read_credentials(data: bytes, mime: str | None = None, trust: Path | None = 
         for item in store.get("validation_status") or []
         if item.get("code") != "signingCredential.untrusted"
     ]
-    assertions = {item.get("label"): item.get("data") for item in active.get("assertions", [])}
-    actions = []
-    for label in ("c2pa.actions.v2", "c2pa.actions"):
-        actions += (assertions.get(label) or {}).get("actions", [])
-    synthetic = any(
-        action.get("action") == "c2pa.created" and action.get("digitalSourceType") == TRAINED_ALGORITHMIC_MEDIA
-        for action in actions
-    )
+    assertions = _assertions(active)
     generators = active.get("claim_generator_info") or [{}]
     parameters = assertions.get(PARAMETERS_LABEL)
     return Credentials(
@@ -188,20 +221,58 @@ def read_credentials(data: bytes, mime: str | None = None, trust: Path | None = 
         signer=signature.get("common_name"),
         issuer=signature.get("issuer"),
         generator=generators[0].get("name") or active.get("claim_generator"),
-        synthetic=synthetic,
+        synthetic=_synthetic(store, store.get("active_manifest")),
         parameters=parameters if isinstance(parameters, dict) else None,
         failures=failures if state == "Invalid" else [],
     )
 
 
-def _anchors(trust: Path | None) -> str | None:
+def _assertions(manifest: dict) -> dict:
+    return {item.get("label"): item.get("data") for item in manifest.get("assertions", [])}
+
+
+def _synthetic(store: dict, label: str | None, depth: int = 0) -> bool:
+    """Whether a manifest says its image was created as trained algorithmic media, or was opened from an
+    image whose manifest says so (followed down the `parentOf` ingredients)."""
+    manifest = store.get("manifests", {}).get(label) if label else None
+    if not isinstance(manifest, dict) or depth > 16:
+        return False
+    assertions = _assertions(manifest)
+    actions = []
+    for name in ("c2pa.actions.v2", "c2pa.actions"):
+        actions += (assertions.get(name) or {}).get("actions", [])
+    if any(
+        action.get("action") == "c2pa.created" and action.get("digitalSourceType") == TRAINED_ALGORITHMIC_MEDIA
+        for action in actions
+    ):
+        return True
+    parents = [item for item in manifest.get("ingredients", []) if item.get("relationship") == "parentOf"]
+    return any(_synthetic(store, item.get("active_manifest"), depth + 1) for item in parents)
+
+
+def trust_files(extra=()) -> list[Path]:
+    """The PEM files of the roots whose signers `amari verify` trusts: the root `amari keygen` wrote beside
+    the configured key, those listed in AMARI_C2PA_TRUST, and `extra`. A listed file that does not exist
+    is an error (a trust list that silently trusts nothing would turn every verdict into a claim)."""
+    try:
+        key = configured_key()
+    except UsageError:
+        key = None
+    files = [key.root] if key is not None and key.root is not None else []
+    listed = [Path(item).expanduser() for item in os.environ.get(TRUST_ENV, "").split(os.pathsep) if item]
+    for path in [*listed, *map(Path, extra)]:
+        if not path.is_file():
+            raise UsageError(f"trusted C2PA roots {path} do not exist (from {TRUST_ENV} or --trust)")
+        files.append(path)
+    return files
+
+
+def _anchors(trust) -> str | None:
     if trust is None:
-        try:
-            key = configured_key()
-        except UsageError:
-            key = None
-        trust = key.root if key is not None else None
-    return trust.read_text(encoding="ascii") if trust is not None and trust.is_file() else None
+        trust = trust_files()
+    paths = [trust] if isinstance(trust, (str, os.PathLike)) else list(trust)
+    texts = [Path(path).read_text(encoding="ascii") for path in paths if Path(path).is_file()]
+    return "\n".join(texts) or None
 
 
 @lru_cache(maxsize=4)

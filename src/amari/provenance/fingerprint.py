@@ -203,12 +203,17 @@ def stored_path(image_path: str | os.PathLike, registry_folder: Path, others: li
 class Registry:
     """One registry file. Hashes are read once per instance, on the first match."""
 
-    def __init__(self, path: str | os.PathLike, name: str | None = None):
+    def __init__(self, path: str | os.PathLike, name: str | None = None, readonly: bool = False):
+        """readonly: only look images up (`amari verify`), which also works on a read-only disk."""
         from amari.storage.sqlite import connect
 
         self.path = Path(path)
         self.name = name or str(self.path)
-        self.conn = connect(self.path, MIGRATIONS)
+        if self.path.exists() and not self.path.is_file():
+            from amari.errors import AmariError
+
+            raise AmariError(f"{self.path} is a folder, not a fingerprint registry: move it away")
+        self.conn = _open_readonly(self.path) if readonly else connect(self.path, MIGRATIONS)
         self._ids: np.ndarray | None = None
         self._hashes: np.ndarray | None = None
 
@@ -312,6 +317,28 @@ class Registry:
             created_at=row["created_at"],
             registry=self.name,
         )
+
+
+def _open_readonly(path: Path):
+    """A registry opened for reading only. SQLite opens a database in WAL mode read-only only when it may
+    create the side file beside it; on a read-only disk nobody writes it, so it is opened as immutable."""
+    import sqlite3
+    from urllib.parse import quote
+
+    from amari.errors import AmariError, describe_failure
+
+    where = quote(str(path.absolute()))
+    failure = None
+    for mode in ("mode=ro", "immutable=1"):
+        try:
+            conn = sqlite3.connect(f"file:{where}?{mode}", uri=True, timeout=60)
+            conn.execute("SELECT id FROM fingerprints LIMIT 1")
+        except sqlite3.Error as exc:
+            failure = exc
+            continue
+        conn.row_factory = sqlite3.Row
+        return conn
+    raise AmariError(f"cannot read the fingerprint registry {path}: {describe_failure(failure)}")
 
 
 def match_any(rgb: np.ndarray, data: bytes | None, registries: list[Registry]) -> Match | None:

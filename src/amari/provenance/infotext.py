@@ -6,14 +6,28 @@ Written to what the consumers' own readers accept (their rules, not their code):
   `Negative prompt:`, and a last line of at least three `Key: value` pairs whose keys are word
   characters, spaces, `-` and `/` (so `TI hashes`, never `TI <*>`); a value holding `,`, `:` or a
   line break is JSON-quoted. `Model` is the checkpoint's file name without suffix, `Model hash` the
-  first 10 hex digits of its SHA-256, `TI hashes` `"name: <first 12 hex digits of the file's SHA-256>"`,
-  `Lora hashes` `"name: <12 hex digits>"` of the LoRA files the prompt calls as `<lora:name:weight>`
-  (A1111's LoRA hash is the SHA-256 of a safetensors file's tensor data, after its header).
+  first 10 hex digits of its SHA-256, `VAE` (its file name) and `VAE hash` (10 hex digits) a replacement
+  VAE's. A1111 names an embedding after its file and applies it where that
+  name is in the prompt, so the prompt holds each embedding's name (`amari.provenance.names`) where the
+  pipeline got its token, and `TI hashes` lists `"name: <first 12 hex digits of the file's SHA-256>"`;
+  a LoRA is called from the prompt as `<lora:NAME:weight>` with NAME its kohya file's, and `Lora hashes`
+  lists `"name: <12 hex digits>"` (A1111's LoRA hash is the SHA-256 of a safetensors file's tensor data,
+  after its header). Upscaling and face restoration are written as its Extras tab writes them:
+  `Postprocess upscale by`, `Postprocess upscaler` (the upscaler's name in A1111's list, `R-ESRGAN 4x+`,
+  else the file's stem) and `GFPGAN visibility`.
 - ComfyUI imports a `parameters` chunk only when it holds a `Negative prompt:` line before the line that
-  starts with `Steps:`, so both are always written (an empty negative prompt too), and it decodes every
-  text chunk as UTF-8, so text that is not ASCII goes into an uncompressed iTXt chunk.
+  starts with `Steps:`, so both are always written (an empty negative prompt too); it turns `<lora:NAME:w>`
+  into a LoRA loader of the installed file whose name starts with NAME, and an installed embedding's name
+  in the prompt into `embedding:NAME`.
 - InvokeAI reads `invokeai_metadata` (JSON) for "recall parameters": positive_prompt, negative_prompt,
-  seed (0..2^32-1), steps, cfg_scale, scheduler (its own names), width, height, model.
+  seed (0..2^32-1), steps, cfg_scale, scheduler (its own names), width, height, model, whose `base` names
+  the model family as InvokeAI does (`sd-1`, `sd-2`, `sdxl`, `flux`), and `loras`
+  (`[{"model": {...}, "weight": w}]`, each model found by name and base when it has no InvokeAI key).
+  Its prompts call an embedding as `<name>` (and never hold `<lora:...>`, which is A1111's syntax).
+- Text chunks: every JSON chunk is ASCII (non-ASCII characters escaped as JSON allows), so it is a
+  tEXt chunk that every reader decodes exactly. `parameters` is plain text: tEXt while it is ASCII,
+  else an uncompressed iTXt chunk (UTF-8), as A1111 writes text that tEXt's Latin-1 cannot hold; a
+  Latin-1 tEXt would not do either, since ComfyUI decodes every text chunk as UTF-8.
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ A1111_SAMPLER_NAMES = {
     "euler_a": "Euler a",
     "dpmpp_2m": "DPM++ 2M Karras",
     "unipc": "UniPC",
+    "flow_euler": "Euler",  # FLUX.1's flow-matching Euler, as Forge names it
 }
 # ... and as InvokeAI names them (`_k`: Karras sigmas).
 INVOKEAI_SCHEDULERS = {
@@ -44,8 +59,18 @@ INVOKEAI_SCHEDULERS = {
     "euler_a": "euler_a",
     "dpmpp_2m": "dpmpp_2m_k",
     "unipc": "unipc",
+    "flow_euler": "euler",
 }
 INVOKEAI_MAX_SEED = 2**32 - 1
+# Upscaler files by stem, as A1111 lists them (its Real-ESRGAN upscalers); any other file is listed by stem.
+A1111_UPSCALERS = {
+    "RealESRGAN_x4plus": "R-ESRGAN 4x+",
+    "RealESRGAN_x4plus_anime_6B": "R-ESRGAN 4x+ Anime6B",
+    "RealESRGAN_x2plus": "R-ESRGAN 2x+",
+    "realesr-general-x4v3": "R-ESRGAN General 4xV3",
+    "realesr-general-wdn-x4v3": "R-ESRGAN General WDN 4xV3",
+    "realesr-animevideov3": "R-ESRGAN AnimeVideo",
+}
 
 
 def _quote(value) -> str:
@@ -70,6 +95,22 @@ def model_label(spec) -> str | None:
     return stem if dot and f".{suffix.lower()}" in MODEL_SUFFIXES else text
 
 
+def prompt_for_tool(text: str, params: dict, call) -> str:
+    """`text` as a tool is to read it: each embedding's token, as the pipeline got it, replaced by
+    `call(name)`, the way that tool calls the embedding's file."""
+    for embedding in params.get("embeddings") or ():
+        token, name = embedding.get("token"), embedding.get("name")
+        if token and name and token != name:
+            text = text.replace(token, call(name))
+    return text
+
+
+def upscaler_label(spec) -> str | None:
+    """An upscaler as A1111's Extras tab names it: its Real-ESRGAN models by their list names, others by stem."""
+    label = model_label(spec)
+    return A1111_UPSCALERS.get(label, label) if label else label
+
+
 def a1111_parameters(params: dict) -> str:
     """The `parameters` text A1111 writes: prompt, `Negative prompt:` line, then `Key: value, ...`."""
     fields: dict[str, object] = {}
@@ -87,6 +128,10 @@ def a1111_parameters(params: dict) -> str:
         fields["Model hash"] = params["model_hash"]
     if params.get("model"):
         fields["Model"] = params["model"]
+    if params.get("vae_hash"):  # a replacement VAE, as A1111 names the one it loaded
+        fields["VAE hash"] = params["vae_hash"]
+    if params.get("vae"):
+        fields["VAE"] = params["vae"]
     if params.get("eta"):
         fields["Eta"] = params["eta"]
     hashes = [f"{e['name']}: {e['hash']}" for e in params.get("embeddings") or () if e.get("name") and e.get("hash")]
@@ -95,18 +140,23 @@ def a1111_parameters(params: dict) -> str:
     lora_hashes = [f"{e['name']}: {e['hash']}" for e in params.get("loras") or () if e.get("name") and e.get("hash")]
     if lora_hashes:
         fields["Lora hashes"] = ", ".join(lora_hashes)
+    adapter = params.get("ip_adapter") or {}
+    if adapter.get("name"):  # not a field A1111 acts on: "PNG info" shows it, a pasted prompt ignores it
+        fields["IP-Adapter"] = f"{adapter['name']} [{adapter.get('hash', '')}]"
+        fields["IP-Adapter scale"] = adapter.get("scale")
     enhance = params.get("enhance") or {}
     if enhance.get("scale") and enhance.get("upscaler"):
         fields["Postprocess upscale by"] = enhance["scale"]
-        fields["Postprocess upscaler"] = model_label(enhance["upscaler"])
-    if enhance.get("face_restorer"):
-        fields["Postprocess face restoration"] = model_label(enhance["face_restorer"])
-    prompt = str(params.get("prompt", ""))
+        fields["Postprocess upscaler"] = upscaler_label(enhance["upscaler"])
+    if enhance.get("face_restorer") and enhance.get("restore_weight", 1.0):
+        fields["GFPGAN visibility"] = round(float(enhance.get("restore_weight", 1.0)), 3)
+    prompt = prompt_for_tool(str(params.get("prompt", "")), params, str)
     for lora in params.get("loras") or ():  # A1111 calls a LoRA from the prompt
         tag = f"<lora:{lora.get('name')}:"
         if lora.get("name") and tag not in prompt:
             prompt += f" {tag}{float(lora.get('weight', 1.0)):g}>"
-    lines = [prompt, f"Negative prompt: {params.get('negative_prompt') or ''}"]
+    negative = prompt_for_tool(str(params.get("negative_prompt") or ""), params, str)
+    lines = [prompt, f"Negative prompt: {negative}"]
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields.items()))
     return "\n".join(lines)
 
@@ -154,10 +204,14 @@ def parse_a1111_parameters(text: str) -> dict:
 
 def invokeai_metadata(params: dict) -> dict:
     """InvokeAI's image metadata for "recall parameters", from amari's generation parameters."""
+
+    def call(name: str) -> str:
+        return f"<{name}>"
+
     meta: dict[str, object] = {
         "generation_mode": "txt2img",
-        "positive_prompt": str(params.get("prompt", "")),
-        "negative_prompt": str(params.get("negative_prompt") or ""),
+        "positive_prompt": prompt_for_tool(str(params.get("prompt", "")), params, call),
+        "negative_prompt": prompt_for_tool(str(params.get("negative_prompt") or ""), params, call),
     }
     for key, name in (("steps", "steps"), ("cfg_scale", "cfg_scale"), ("width", "width"), ("height", "height")):
         if params.get(key) is not None:
@@ -168,21 +222,27 @@ def invokeai_metadata(params: dict) -> dict:
     scheduler = INVOKEAI_SCHEDULERS.get(params.get("sampler"))
     if scheduler:
         meta["scheduler"] = scheduler
+    base = params.get("model_base") or "sd-1"
     if params.get("model"):
-        base = params.get("model_base") or "sd-1"
-        # Without InvokeAI's own key and hash, recall matches the model by name and base.
-        meta["model"] = {
-            "name": params["model"],
-            "base": base,
-            "type": "main",
-            "model_name": params["model"],
-            "base_model": base,
-        }
+        meta["model"] = _invokeai_model(params["model"], base, "main")
+    loras = [lora for lora in params.get("loras") or () if lora.get("name")]
+    if loras:
+        meta["loras"] = [
+            {"model": _invokeai_model(lora["name"], base, "lora"), "weight": float(lora.get("weight", 1.0))}
+            for lora in loras
+        ]
     return meta
 
 
+def _invokeai_model(name: str, base: str, kind: str) -> dict:
+    # Without InvokeAI's own key and hash, recall finds the model by name and base (`model_name`,
+    # `base_model`: the identifier it falls back to).
+    return {"name": name, "base": base, "type": kind, "model_name": name, "base_model": base}
+
+
 def add_text_chunk(info, key: str, text: str) -> None:
-    """A PNG text chunk readers decode right: tEXt for ASCII, uncompressed iTXt (UTF-8) for the rest."""
+    """A PNG text chunk readers decode right: tEXt for ASCII, uncompressed iTXt (UTF-8) for the rest (JSON
+    is written ASCII, so it is always tEXt)."""
     if text.isascii():
         info.add_text(key, text)
     else:

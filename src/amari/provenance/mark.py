@@ -10,8 +10,9 @@ the watermark keeps its full strength and the text chunks have a place) with
   `workflow`, InvokeAI's metadata), A1111's EXIF comment of a JPEG or WebP as a `parameters` chunk,
   and amari's JSON chunk saying the image is synthetic, which file it came from and its SHA-256.
 
-Transparency is flattened onto white, as everywhere in amari. An existing C2PA manifest in a source
-is not carried over as an ingredient.
+Transparency is flattened onto white, as everywhere in amari. A source that carries C2PA credentials
+keeps its history: the copy's manifest says it was opened from the source (its manifest the ingredient)
+and edited, rather than created.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ AGENT = "amari mark"
 class Marked:
     source: Path
     output: Path
-    watermark: str | None  # the mark embedded: "tile", "dwtDctSvd" or None (under 64 px)
+    watermark: str | None  # the mark embedded: "tile2", "dwtDctSvd" or None (under 64 px)
     signed: bool  # C2PA credentials attached
     registries: list[Path] = field(default_factory=list)
 
@@ -131,7 +132,8 @@ def mark_file(source: Path, output: Path, key=None, registries: list[Path] | Non
     text, params = source_metadata(image, data, source, file_format)
     rgb = to_rgb(image)
     targets = registries if registries is not None else registry_paths_for(output)
-    marked, png = marked_png(rgb, params, text=text, agent=AGENT, title=output.name, key=key)
+    parent = _parent(data, source, file_format) if key is not None else None
+    marked, png = marked_png(rgb, params, text=text, agent=AGENT, title=output.name, key=key, parent=parent)
     write_marked(output, marked, png, params, agent=AGENT, registries=targets)
     return Marked(
         source=source,
@@ -140,6 +142,18 @@ def mark_file(source: Path, output: Path, key=None, registries: list[Path] | Non
         signed=key is not None,
         registries=list(targets),
     )
+
+
+def _parent(data: bytes, source: Path, file_format: str):
+    """The source as the ingredient of the copy's credentials, when it carries credentials of its own."""
+    from PIL import Image
+
+    from amari.provenance.credentials import Parent, read_credentials
+
+    mime = Image.MIME.get(file_format.upper())
+    if mime is None or read_credentials(data, mime) is None:
+        return None
+    return Parent(data=data, mime=mime, title=source.name)
 
 
 def mark_images(

@@ -90,6 +90,9 @@ def marked_png(
     agent: str = "amari",
     title: str | None = None,
     key=None,
+    parent=None,
+    faces=None,
+    face_scale: float = 1.0,
 ) -> tuple[np.ndarray, bytes]:
     """`image` (PIL or uint8 RGB array) watermarked, and the PNG file holding it with amari's chunks.
 
@@ -97,29 +100,31 @@ def marked_png(
     width, height, model, enhance, ...); it must be JSON-serialisable. `text` are the text chunks
     besides amari's JSON (default: A1111's `parameters` and InvokeAI's metadata, made from `params`).
     With `key` (a `credentials.SigningKey`) the file carries C2PA credentials titled `title`, signed by
-    `agent`. The pixels returned are exactly the file's, so faces can be found and the fingerprint
-    computed in them without reading the file back.
+    `agent`; with `parent` (a `credentials.Parent`), they continue the credentials of the file it came
+    from. The pixels returned are exactly the file's, so faces can be found and the fingerprint computed
+    in them without reading the file back. The watermark leaves `faces` alone (found in a copy
+    `face_scale` times smaller; by default it finds them itself, see `embed_watermark`).
     """
     rgb = check_rgb(image)
-    marked = embed_watermark(rgb)
+    marked = embed_watermark(rgb, faces, face_scale)
     if text is None:
         text = {
             PARAMETERS_KEY: a1111_parameters(params),
-            INVOKEAI_KEY: json.dumps(invokeai_metadata(params), ensure_ascii=False),
+            INVOKEAI_KEY: json.dumps(invokeai_metadata(params)),
         }
     info = PngImagePlugin.PngInfo()
     for name, value in text.items():
         if name != AMARI_KEY:
             add_text_chunk(info, name, value)
     method = method_for(rgb.shape[1], rgb.shape[0])
-    add_text_chunk(info, AMARI_KEY, json.dumps(amari_metadata(params, method), ensure_ascii=False))
+    add_text_chunk(info, AMARI_KEY, json.dumps(amari_metadata(params, method)))
     buffer = io.BytesIO()
     Image.fromarray(marked).save(buffer, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
     data = buffer.getvalue()
     if key is not None:
         from amari.provenance.credentials import sign_png
 
-        data = sign_png(data, key, params, title, agent)
+        data = sign_png(data, key, params, title, agent, parent)
     return marked, data
 
 
@@ -157,16 +162,24 @@ def write_marked(
         return opened.write(path, png, fingerprint_of(marked, png, params, agent))
 
 
-def save_png(image, path: str | os.PathLike, params: dict, *, registries: list[Path] | None = None) -> Path:
+def save_png(
+    image,
+    path: str | os.PathLike,
+    params: dict,
+    *,
+    registries: list[Path] | None = None,
+    faces=None,
+) -> Path:
     """Write `image` as a PNG at `path` with every mark amari has (`marked_png`, `write_marked`),
-    signed with the configured C2PA key if there is one. The file appears atomically."""
+    signed with the configured C2PA key if there is one. The file appears atomically. The watermark
+    leaves `faces` alone (found in the image as given; by default it finds portrait-sized faces itself)."""
     from amari.provenance import credentials
 
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"{path}: provenance is written into PNG files only")
     key = credentials.configured_key() if credentials.is_available() else None
-    marked, data = marked_png(image, params, title=path.name, key=key)
+    marked, data = marked_png(image, params, title=path.name, key=key, faces=faces)
     return write_marked(path, marked, data, params, registries=registries)
 
 

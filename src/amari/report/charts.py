@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
@@ -17,6 +18,8 @@ CHARTS = {
     "mining_curve": "mining_curve.png",
     "dose_response": "sim_score_against_group_size.png",
 }
+# Drawn only for a study that refined (its rounds.csv).
+REFINEMENT_CHART = "refinement_rounds.png"
 # The charts drawn once per method (a method other than TI prefixes their files with its name).
 METHOD_CHARTS = ("faces_not_found", "sim_score_per_prompt", "group_sim_scores", "epochs_at_step")
 ARCFACE_CHART = "arcface_similarity_per_prompt.png"
@@ -287,5 +290,34 @@ def chart_dose_response(summary: Summary, path: Path) -> Path:
     ax.set_xlabel("training images in the group")
     ax.set_ylabel("average sim-score over all prompts (lower = more alike)")
     ax.set_title("Identity against training-set size (bars: 95% interval)")
+    fig.savefig(path)
+    return path
+
+
+def chart_refinement(rounds, path: Path) -> Path:
+    """The refinement loop per round: the share of its candidates that joined the group (left), the group's
+    average and the candidates' mean sim-score (right)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    if rounds:
+        numbers = [r.round for r in rounds]
+        shares = [math.nan if r.acceptance is None else r.acceptance for r in rounds]
+        ax.bar(numbers, shares, color="#9ecae1", width=0.5, label="acceptance")
+        ax.set_ylabel("share of the round's candidates accepted")
+        ax.set_ylim(0, 1)
+        right = ax.twinx()
+        for values, colour, label in (
+            ([r.group_mean for r in rounds], "#2ca02c", "group mean"),
+            ([r.fresh_mean for r in rounds], "#d62728", "fresh-batch mean"),
+        ):
+            right.plot(numbers, [math.nan if v is None else v for v in values], color=colour, marker="o", label=label)
+        right.set_ylabel("sim-score (lower = more alike)")
+        handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+        ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper left")
+        ax.set_xticks(numbers)
+    else:
+        _note(ax, "no round finished yet")
+    ax.set_xlabel("round (each mines with the identity the round before learned)")
+    ax.set_title("Refinement: acceptance, group mean and fresh-batch mean per round")
     fig.savefig(path)
     return path

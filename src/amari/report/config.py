@@ -48,6 +48,14 @@ class ReportConfig(Settings):
         toml=False,
     )
 
+    audit: Path | None = setting(
+        None,
+        "an audit folder (`amari audit`'s output) whose result the report shows",
+        metavar="DIR",
+        toml=False,
+        study=True,
+    )
+
     def check(self):
         if not 16 <= self.thumbnail <= 2048:
             raise UsageError(f"thumbnail side must be in [16, 2048] pixels, not {self.thumbnail}")

@@ -173,6 +173,49 @@ def demo_notice(manifest: ResultsManifest | None) -> str:
     return DEMO_NOTICE if manifest is not None and manifest.extra.get("demo") else ""
 
 
+AUDIT_ROWS = 50  # matches listed in the report; the audit's own page lists them all
+
+
+def audit_html(folder: Path | None, report_dir: Path) -> str:
+    """The leakage audit's result (`amari audit`'s summary.json and audit.csv) and a link to its page."""
+    from amari.audit import read_rows, read_summary
+    from amari.storage.layout import AuditLayout
+
+    if folder is None:
+        return ""
+    summary = read_summary(folder)
+    if summary is None:
+        return '<h2>Leakage audit</h2><p class="missing">A gallery is configured but no audit was found.</p>'
+    flagged = [i["identity"] for i in summary["identities"] if i["flags"]]
+    close = [f"{p['identity']} and {p['other']}" for p in summary["pairs"] if p["level"] == "flag"]
+    verdict = (
+        f'<p class="notice">Flagged as a real person of the gallery: {html.escape(", ".join(flagged))}</p>'
+        if flagged
+        else "<p>No identity came within the same-person threshold of a gallery face.</p>"
+    )
+    if close:
+        verdict += f'<p class="notice">Not distinct from each other: {html.escape("; ".join(close))}</p>'
+    rows = read_rows(folder)
+    table = "".join(
+        f"<tr><td>{html.escape(r['identity'])}</td><td>{html.escape(r['member'])}</td>"
+        f"<td>{html.escape(r['gallery'])}</td><td>{float(r['distance']):.4f}</td><td>{html.escape(r['level'])}</td></tr>"
+        for r in rows[:AUDIT_ROWS]
+    )
+    if table:
+        table = (
+            '<table class="data" id="audit"><tr><th>identity</th><th>member</th><th>gallery</th><th>distance</th>'
+            f"<th>level</th></tr>{table}</table>"
+        )
+    page = Path(os.path.relpath(AuditLayout(Path(folder)).html, report_dir)).as_posix()
+    return f"""<h2>Leakage audit</h2>
+<p>{len(summary["identities"])} identities against {summary["gallery_faces"]} faces of a gallery of real photos
+({html.escape(summary["search"])} search): a flag at a distance up to {summary["threshold"]:g}, a warning up to
+{summary["threshold"] + summary["margin"]:g}. The matches side by side: <a href="{html.escape(page)}">the audit's
+page</a>.</p>
+{verdict}
+{table}"""
+
+
 def render_html(
     summary: Summary,
     manifest: ResultsManifest | None,
@@ -181,6 +224,7 @@ def render_html(
     results_dir: Path,
     report_dir: Path,
     thumbnail: int,
+    audit: str = "",
 ) -> str:
     """The page: what was measured, then each method's section, then the methods and sizes side by side
     (`across`: its charts and tables) and the mining chart last among them."""
@@ -188,8 +232,9 @@ def render_html(
     settings = ""
     if manifest is not None and manifest.model:
         settings = (
-            f"<p>Model <code>{html.escape(model_label(manifest.model))}</code>; "
-            f"{html.escape(manifest.sampler)}, "
+            f"<p>Model <code>{html.escape(model_label(manifest.model))}</code>"
+            f"{f' ({html.escape(manifest.family)})' if manifest.family else ''}; "
+            f"sampler {html.escape(manifest.sampler)}, "
             f"{manifest.steps} steps, CFG {manifest.guidance:g}, {manifest.width}×{manifest.height}. "
             f"Scored against {manifest.sim_group_faces} faces of the sim-group; sim-score = mean "
             f"dlib face distance (0 = same face). * marks a score within the tolerance "
@@ -214,6 +259,7 @@ The images carry an invisible watermark and metadata that say so (<code>amari ve
 {demo_notice(manifest)}
 {overview}
 {settings}
+{audit}
 {statistics_note()}
 {body}
 <h2>Training-set size{" and methods" if titled else ""}, and the mining run</h2>

@@ -1,9 +1,9 @@
 """`amari report RESULTS_DIR`: the study's charts (PNG), summary.json and one self-contained HTML page.
 
-Every number shown is computed from `results.csv` alone (plus the training metrics and mining archive
-the manifest points to, for their two charts), so the report can be checked against the CSV. Each
-training method gets the seed's charts and tables over its groups and the control group; one chart puts
-every method's mean sim-score against the groups' sizes.
+Every number shown is computed from `results.csv` alone (plus the training metrics, the mining archive
+and the refinement rounds the manifest points to, for their charts and table), so the report can be
+checked against the CSV. Each training method gets the seed's charts and tables over its groups and the
+control group; one chart puts every method's mean sim-score against the groups' sizes.
 """
 
 from __future__ import annotations
@@ -16,21 +16,24 @@ from amari.errors import UsageError
 from amari.report.charts import (
     ARCFACE_CHART,
     CHARTS,
+    REFINEMENT_CHART,
     chart_arcface,
     chart_dose_response,
     chart_epochs,
     chart_faces_not_found,
     chart_group_scores,
     chart_mining,
+    chart_refinement,
     chart_sim_per_prompt,
 )
 from amari.report.config import ReportConfig
-from amari.report.html import Section, render_html
+from amari.report.html import Section, audit_html, render_html
 from amari.report.stats import Summary, method_cells, read_mining_archive, read_training_metrics, summarise
-from amari.report.tables import comparisons_html, correlation_html, tables_html
-from amari.storage.files import claim_folder, write_atomic
+from amari.report.tables import comparisons_html, correlation_html, refinement_html, tables_html
+from amari.storage.files import claim_folder, remove_stale_temporaries, write_atomic
 from amari.storage.layout import REPORT_HTML, REPORT_SUMMARY, ResultsLayout
 from amari.storage.results import DEFAULT_METHOD, read_manifest, read_results
+from amari.storage.rounds import read_rounds
 
 
 def _earlier_report(folder: Path) -> bool:
@@ -68,6 +71,7 @@ def run(config: ReportConfig, layout: ResultsLayout) -> ReportResult:
     manifest = read_manifest(results_dir)
     report_dir = Path(options.out) if options.out else layout.report
     claim_folder(report_dir, "a report", ours=_earlier_report)
+    remove_stale_temporaries(report_dir)  # a killed run's half-written files
     # 2. The numbers.
     summary = summarise(cells, manifest)
     summary_json = write_atomic(
@@ -82,6 +86,8 @@ def run(config: ReportConfig, layout: ResultsLayout) -> ReportResult:
             metrics[unit] = read_training_metrics(found)
     archive_path = options.mining_archive or _existing(manifest.mining_archive if manifest else None, results_dir)
     archive = read_mining_archive(archive_path) if archive_path and Path(archive_path).is_file() else None
+    rounds_path = _existing(manifest.refine_rounds if manifest else None, results_dir)
+    rounds = read_rounds(rounds_path) if rounds_path else []
     # 4. Each method's charts, tables and grids; then the methods side by side; then the page.
     charts: dict[str, Path] = {}
     sections = [
@@ -91,14 +97,18 @@ def run(config: ReportConfig, layout: ResultsLayout) -> ReportResult:
     charts["mining_curve"] = chart_mining(archive, report_dir / CHARTS["mining_curve"])
     across = comparisons_html(summary.comparisons, "methods", summary.groups, "methods-comparisons")
     across += correlation_html(summary.rank_correlation)
+    if rounds:
+        charts["refinement"] = chart_refinement(rounds, report_dir / REFINEMENT_CHART)
+        across += refinement_html(rounds)
     page = render_html(
         summary,
         manifest,
         sections,
-        ([charts["dose_response"], charts["mining_curve"]], across),
+        ([charts[name] for name in ("dose_response", "mining_curve", "refinement") if name in charts], across),
         results_dir,
         report_dir,
         options.thumbnail,
+        audit_html(options.audit, report_dir),
     )
     html_path = write_atomic(report_dir / REPORT_HTML, page)
     return ReportResult(html=html_path, charts=charts, summary=summary, summary_json=summary_json)

@@ -183,3 +183,44 @@ def statistics_note() -> str:
         f"{PERMUTATIONS:,} random ones (fixed seed); no correction for multiple comparisons. Every number can be "
         "recomputed from results.csv (docs/study.md says how).</p>"
     )
+
+
+def refinement_html(rounds) -> str:
+    """The refinement loop's rounds (`amari.storage.rounds.RoundRecord`), as rounds.csv holds them."""
+    headers = [
+        "round",
+        "mined with",
+        "candidates",
+        "accepted",
+        "acceptance",
+        "group mean",
+        "fresh mean",
+        "group size",
+        "yaw sd (°)",
+        "pitch sd (°)",
+        "seconds per accepted",
+        "trained",
+    ]
+    rows = [
+        [
+            str(r.round),
+            r.guided_by or "the plain prompt",
+            str(r.candidates),
+            str(r.accepted),
+            "–" if r.acceptance is None else f"{r.acceptance:.0%}" + (" ✓" if r.target_reached else ""),
+            fmt_score(r.group_mean),
+            fmt_score(r.fresh_mean),
+            str(r.group_size),
+            "–" if r.yaw_sd is None else f"{r.yaw_sd:.1f}",
+            "–" if r.pitch_sd is None else f"{r.pitch_sd:.1f}",
+            "–" if r.seconds_per_accepted is None else f"{r.seconds_per_accepted:.1f}",
+            r.trained or "–",
+        ]
+        for r in rounds
+    ]
+    return (
+        "<h3>Refinement rounds</h3><p>Each round mines with the identity the round before learned; its "
+        "candidates are that identity's fresh batch. ✓: the round reached the target, and the loop stopped. "
+        "Acceptance gains are the identity's doing only where the group's pose spread holds: a group "
+        "collapsing onto one pose shows there.</p>" + table(headers, rows, "refinement")
+    )

@@ -204,9 +204,11 @@ def check_paths(layout: SelectLayout, config: SelectConfig) -> Path:
     workspace, out = layout.workspace.root, layout.out
     sim_group = layout.workspace.sim_group
     if not sim_group.is_dir():
-        raise WorkspaceError(f"{workspace} has no {sim_group.name}/ folder: is it a miner workspace?")
+        inner = sim_group.relative_to(workspace).as_posix()
+        raise WorkspaceError(f"{workspace} has no {inner}/ folder: is it a miner workspace?")
     out_real = out.resolve()
-    for folder in JUDGED_FOLDERS:
+    identity = () if layout.workspace.identity is None else (sim_group.parent.name,)
+    for folder in JUDGED_FOLDERS + identity:
         inner = (workspace / folder).resolve()
         if out_real == inner or inner in out_real.parents:
             raise UsageError(f"--out {out} is inside the workspace's {folder}/ folder; choose another folder")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import secrets
 import struct
 from collections.abc import Iterator
@@ -56,6 +57,36 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
 
 
+_TEMPORARY = re.compile(r"\..+\.(\d+)\.[0-9a-f]{8}\.part")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = False) -> int:
+    """Delete the temporaries (`temporary_name`) that a killed process left in `folder` (and below it);
+    those of a process still running are its own to finish. Returns how many went."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for path in folder.rglob(".*.part") if recursive else folder.glob(".*.part"):
+        found = _TEMPORARY.fullmatch(path.name)
+        if found and path.is_file() and not _running(int(found.group(1))):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: running
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces `path` in one rename."""
@@ -89,10 +120,29 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator:
         yield handle
 
 
-def free_name(folder: str | os.PathLike, name: str, taken: set[str] | frozenset = frozenset()) -> Path:
-    """`folder/name`, or `folder/stem-1.suffix`, `-2`, ... : the first that neither exists nor is taken."""
-    folder = Path(folder)
+# File systems allow 255 bytes a name; names amari gives files stay well under, leaving room for a
+# "-N" that keeps two apart, a bound tag, and the hidden temporary a file is written under first.
+NAME_BYTES = 200
+
+
+def fit_name(name: str, limit: int = NAME_BYTES) -> str:
+    """`name`, or, when it is longer than `limit` bytes (UTF-8), its stem cut short and ended with a hash
+    of the whole name (two long names that begin alike stay apart); the suffix is kept."""
+    if len(name.encode()) <= limit:
+        return name
     stem, suffix = os.path.splitext(name)
+    if len(suffix.encode()) > 16:
+        stem, suffix = name, ""
+    mark = "~" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    room = max(0, limit - len((mark + suffix).encode()))
+    return stem.encode()[:room].decode("utf-8", "ignore") + mark + suffix
+
+
+def free_name(folder: str | os.PathLike, name: str, taken: set[str] | frozenset = frozenset()) -> Path:
+    """`folder/name`, or `folder/stem-1.suffix`, `-2`, ... : the first that neither exists nor is taken
+    (a name longer than `NAME_BYTES` is cut short first)."""
+    folder = Path(folder)
+    stem, suffix = os.path.splitext(fit_name(name))
     candidate, i = name, 1
     while candidate in taken or (folder / candidate).exists():
         candidate, i = f"{stem}-{i}{suffix}", i + 1

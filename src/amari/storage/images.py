@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from amari.errors import ImageError
+from amari.errors import ImageError, UsageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
@@ -43,6 +43,18 @@ def image_files(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(Path(root) / f for f in files if not f.startswith(".") and is_image_path(f))
     return sorted(found)
+
+
+def images_in(folder: str | os.PathLike, what: str) -> list[Path]:
+    """`image_files` of a folder the user named as `what` (a group, a gallery): a folder that is missing or
+    holds no image is a usage error that says so."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"{what} folder not found: {folder}")
+    paths = image_files(folder)
+    if not paths:
+        raise UsageError(f"the {what} {folder} holds no images")
+    return paths
 
 
 def open_image(

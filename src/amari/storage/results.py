@@ -116,8 +116,21 @@ def cell_to_row(cell: CellResult) -> dict[str, str]:
     return {name: _format(values[name]) for name in CSV_FIELDS}
 
 
+_REQUIRED = ("prompt_index", "prompt", "command", "group", "image", "faces")
+
+
+def has_results_header(path: str | os.PathLike) -> bool:
+    """Whether the file starts with the header of amari's results CSV (an empty file does not)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return set(_REQUIRED) <= set(header)
+
+
 def row_to_cell(row: dict[str, str], where: str) -> CellResult:
-    missing = [name for name in ("prompt_index", "prompt", "command", "group", "image", "faces") if name not in row]
+    missing = [name for name in _REQUIRED if name not in row]
     if missing:
         raise UsageError(f"{where}: not an amari results file (no column {', '.join(missing)})")
     values: dict[str, Any] = {}
@@ -174,6 +187,7 @@ class ResultsManifest:
     group_sizes: tuple[tuple[str, int], ...] = ()  # (group, training images): the dose-response chart's x
     tolerance: float = 0.40
     model: str = ""
+    family: str = ""  # the model family that made every image of the grid (SD 1.x, SDXL, FLUX.1 [schnell], ...)
     sampler: str = ""
     steps: int = 0
     guidance: float = 0.0
@@ -184,6 +198,7 @@ class ResultsManifest:
     scorers: tuple[str, ...] = ()
     training_metrics: tuple[tuple[str, str], ...] = ()  # (unit name, metrics CSV path)
     mining_archive: str = ""
+    refine_rounds: str = ""  # the refinement loop's rounds.csv, when the study refined
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from amari.errors import UsageError
 from amari.provenance.registries import create_registry
-from amari.storage.files import write_atomic
+from amari.storage.files import remove_stale_temporaries, write_atomic
 from amari.study.config import StudyConfig
 from amari.study.stages import STAGES, STEPS, Log, report_path, stage_fingerprints, stage_units
 
@@ -71,11 +71,14 @@ def run_study(
     layout.root.mkdir(parents=True, exist_ok=True)
     create_registry(layout.root)  # the study's fingerprint registry, beside the cache folder's
     markers = Markers(layout.markers)
+    remove_stale_temporaries(layout.markers)
     fingerprints = stage_fingerprints(config)
     outcome = StudyOutcome()
     redo_from = STEPS.index(redo) if redo else len(STEPS)
     last = STEPS.index(until) if until else len(STEPS) - 1
     for index, stage in enumerate(STAGES[: last + 1]):
+        if not stage.wanted(config):
+            continue
         pending = [
             (marker, unit)
             for marker, unit in stage_units(stage, config)

@@ -6,6 +6,7 @@ plus every earlier stage's, so a change anywhere makes that stage and the ones a
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class Stage:
     per_group: bool  # one unit of work (and one marker) per training group
     run: Callable  # (study config, unit or None, log) -> summary line
     per_method: bool = False  # ... and per training method: the unit is (method, group)
+    wanted: Callable[[StudyConfig], bool] = lambda _config: True  # a study without it leaves it out
     # (study config, units, log) -> each unit's summary line in order, as each is done: for a stage whose
     # units are cheaper together (training's groups); without it, `run` takes the units one by one.
     run_many: Callable | None = None
@@ -78,6 +80,39 @@ def _mine(config: StudyConfig, _group, log: Log) -> str:
     return result.summary()
 
 
+def _audit(config: StudyConfig, _group, log: Log) -> str:
+    """The leakage audit of every mined identity, when the study names a gallery; a flag stops the study
+    here, before anything is trained on a real person's face, unless [audit] stop = false."""
+    from amari import audit
+    from amari.errors import LeakageFound
+    from amari.storage.layout import WorkspaceLayout
+
+    workspace = WorkspaceLayout(config.layout.workspace.root)  # every identity, not only the one studied
+    result = audit.run(config.audit, workspace, config.layout.audit)
+    log(f"audit: {result.summary()}")
+    if result.flagged and config.audit.stop:
+        raise LeakageFound(f"the audit raised a flag ({config.layout.audit.html}); set [audit] stop = false to go on")
+    return result.summary().splitlines()[0]
+
+
+def refine_rounds(config: StudyConfig, log: Log, progress=None):
+    """The refinement loop over the study's workspace, with its [mine], [train] and [prepare] settings."""
+    from amari import refine
+
+    return refine.run(
+        config.refine, config.layout.refine, config.mine, config.train, config.prepare, progress=progress, log=log
+    )
+
+
+def _refine(config: StudyConfig, _group, log: Log) -> str:
+    from amari import mine
+
+    with mine.MiningProgress(enabled=True) as progress:
+        result = refine_rounds(config, log, progress)
+    log(f"refine: {result.table()}")
+    return f"{len(result.rounds)} rounds, {result.stopped}"
+
+
 def _select(config: StudyConfig, _group, log: Log) -> str:
     from amari import select
     from amari.storage.layout import SelectLayout
@@ -108,8 +143,12 @@ def _train(config: StudyConfig, unit: tuple[str, str], log: Log) -> str:
     method, group = unit
     name = group if method == DEFAULT_METHOD else f"{method} {group}"
     settings = config.train.replace(method=method, methods=None)
+    # The study's own folder: a run with other settings (a new seed, schedule, ...) is trained anew.
     result = train.run(
-        settings, config.layout.train(group, method), log=lambda message: log(f"train {name}: {message}")
+        settings,
+        config.layout.train(group, method),
+        log=lambda message: log(f"train {name}: {message}"),
+        start_over=True,
     )
     return f"step {result.step}"
 
@@ -128,14 +167,18 @@ def _train_units(config: StudyConfig, units: list[tuple[str, str]], log: Log) ->
         if not results:
             settings = config.train.replace(method=DEFAULT_METHOD, methods=None)
             groups = [train.Group(name, settings, config.layout.train(name)) for name in together]
-            results = train.run_groups(groups, log=lambda message: log(f"train {message}"))
+            results = train.run_groups(groups, log=lambda message: log(f"train {message}"), start_over=True)
         yield f"step {results[group].step}"
 
 
 def _evaluate(config: StudyConfig, _group, log: Log) -> str:
     from amari import evaluate
+    from amari.models.licences import licence_note
     from amari.progress import progress_bar
 
+    note = licence_note(config.evaluate.model, config.evaluate.biometric_licence)
+    if note:
+        log(f"evaluate: {note}")
     with progress_bar(len(evaluate.plan_cells(config.evaluate)), "evaluating") as advance:
         result = evaluate.run(
             config.evaluate, config.layout, on_progress=lambda what, _cell: advance() if what != "generate" else None
@@ -150,11 +193,14 @@ def _report(config: StudyConfig, _group, log: Log) -> str:
 
     result = report.run(config.report, config.layout.results)
     log(f"report: {result.html}")
-    return str(result.html)
+    # The marker keeps the page relative to the study: what amari writes names no local folder.
+    return Path(os.path.relpath(result.html, config.layout.root)).as_posix()
 
 
 STAGES = (
     Stage("mine", False, _mine),
+    Stage("audit", False, _audit, wanted=lambda config: config.audit.gallery is not None),
+    Stage("refine", False, _refine, wanted=lambda config: config.refine.rounds > 0),
     Stage("select", False, _select),
     Stage("prepare", True, _prepare),
     Stage("train", True, _train, per_method=True, run_many=_train_units),
@@ -169,7 +215,8 @@ def stage_fingerprints(config: StudyConfig) -> dict[str, str]:
     holds where it mines, since a workspace belongs to one place."""
     fingerprints, previous = {}, str(config.layout.root)
     for stage in STAGES:
-        previous = fingerprint(previous, getattr(config, stage.name))
+        if stage.name != "refine" or stage.wanted(config):  # a study without rounds keeps the chain it had
+            previous = fingerprint(previous, getattr(config, stage.name))
         fingerprints[stage.name] = previous
     return fingerprints
 

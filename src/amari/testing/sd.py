@@ -8,6 +8,7 @@ CLIP tokenizer of their own: byte-level symbols plus whole-word merges for the w
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 WORDS = (
@@ -129,14 +130,19 @@ def _assemble(folder: Path, unet, vae, text_config, seed: int) -> Path:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
-    for leftover in sorted((folder / "_tokenizer_src").iterdir()):
-        leftover.unlink()
-    (folder / "_tokenizer_src").rmdir()
+    shutil.rmtree(folder / "_tokenizer_src")
     return folder
 
 
-def build_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
-    """A tiny random-weight SD 1.x-style pipeline (64×64 output, CLIP width 32) saved at `folder`."""
+# The text encoder's width of each family (SD 2.x's is how amari.models.families tells it from SD 1.x); the
+# tiny SD 2.x has it at one layer.
+_TEXT_WIDTHS = {"sd-1": 32, "sd-2": 1024}
+
+
+def build_tiny_sd(folder: str | Path, seed: int = 0, family: str = "sd-1") -> Path:
+    """A tiny random-weight Stable Diffusion pipeline (64×64 output) saved at `folder`: SD 1.x-style with a
+    CLIP width of 32, or with `family="sd-2"` SD 2.x's shape where amari tells the families apart (a text
+    encoder 1024 wide, OpenCLIP's activation, linear attention projections; one text layer, about 25 MB)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig
@@ -151,8 +157,9 @@ def build_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
+        cross_attention_dim=_TEXT_WIDTHS[family],
         norm_num_groups=32,
+        use_linear_projection=family == "sd-2",
     )
     torch.manual_seed(seed)
     vae = AutoencoderKL(
@@ -164,17 +171,19 @@ def build_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
         sample_size=64,
     )
+    width = _TEXT_WIDTHS[family]
     text_config = CLIPTextConfig(
         bos_token_id=0,
         eos_token_id=1,
         pad_token_id=1,
-        hidden_size=32,
+        hidden_size=width,
         intermediate_size=37,
         layer_norm_eps=1e-05,
         num_attention_heads=4,
-        num_hidden_layers=5,
+        num_hidden_layers=5 if family == "sd-1" else 1,
         vocab_size=1000,
-        projection_dim=32,
+        projection_dim=width,
+        hidden_act="quick_gelu" if family == "sd-1" else "gelu",
     )
     return _assemble(folder, unet, vae, text_config, seed)
 

@@ -11,23 +11,33 @@ diffusers) load only when `run` is called.
 from __future__ import annotations
 
 from amari.storage.layout import TrainLayout
-from amari.train.config import METHOD_NAMES, METHODS, TrainConfig, epoch_at, learning_rate
+from amari.train.config import (
+    METHOD_NAMES,
+    METHODS,
+    STUDY_METHODS,
+    UNTRAINED_METHODS,
+    TrainConfig,
+    epoch_at,
+    learning_rate,
+)
 from amari.train.groups import Group
 
 
-def run(config: TrainConfig, layout: TrainLayout, log=None):
-    """Run (or resume) the training described by `config` (see `amari.train.loop`)."""
+def run(config: TrainConfig, layout: TrainLayout, log=None, start_over: bool = False):
+    """Run (or resume) the training described by `config` (see `amari.train.loop`); `start_over`: a run
+    with other settings in the output folder is trained anew instead of refused."""
     from amari.train.loop import train
 
-    return train(config, layout, log)
+    return train(config, layout, log, start_over)
 
 
-def run_groups(groups, log=None):
+def run_groups(groups, log=None, start_over: bool = False):
     """Train (or resume) several groups, each a `Group(name, config, layout)`: Textual Inversion groups in
-    one run over one model (`amari.train.together`), the others one after another; {name: TrainResult}."""
+    one run over one model (`amari.train.together`), the others one after another; {name: TrainResult}.
+    `start_over`: as `run`'s."""
     from amari.train.together import train_groups
 
-    return train_groups(list(groups), log)
+    return train_groups(list(groups), log, start_over)
 
 
 def read_lora_record(path):
@@ -40,8 +50,10 @@ def read_lora_record(path):
 __all__ = [
     "METHOD_NAMES",
     "METHODS",
+    "STUDY_METHODS",
     "TrainConfig",
     "TrainLayout",
+    "UNTRAINED_METHODS",
     "epoch_at",
     "learning_rate",
     "Group",

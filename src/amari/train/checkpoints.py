@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from amari.errors import WorkspaceError
+from amari.errors import WorkspaceError, describe_failure
 from amari.storage.files import atomic_open, write_atomic
 from amari.storage.layout import BEST_JSON, CHECKPOINTS, VALIDATION_CSV
 
@@ -34,7 +34,8 @@ def checkpoint_dir(out_dir: Path, step: int) -> Path:
 
 
 def complete_checkpoints(out_dir: Path, until: int | None = None) -> list[tuple[int, Path]]:
-    """(step, folder) of every complete checkpoint (of a step up to `until`), oldest first."""
+    """(step, folder) of every complete checkpoint, oldest first; with `until`, those of steps up to it
+    (a run whose length was lowered leaves the later ones where they are, and never uses them)."""
     root = Path(out_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
@@ -91,7 +92,29 @@ def read_json(path: Path) -> dict:
 def save_training_state(folder: Path, state: dict) -> None:
     import torch
 
-    torch.save(state, Path(folder) / TRAINING_STATE_FILE)
+    path = Path(folder) / TRAINING_STATE_FILE
+    try:
+        torch.save(state, path)
+    except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError of its zip writer
+        if isinstance(exc, OSError):
+            raise WorkspaceError(f"cannot write checkpoint {describe_failure(exc)}") from None
+        raise WorkspaceError(f"cannot write checkpoint {path}: {_first_line(exc)}; {_disk_hint(path)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _disk_hint(path: Path) -> str:
+    """What to do when torch failed to write `path`: a full disk is the usual cause; say so when it is."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < (64 << 20):
+        return "the disk is full: free some space and run the same command again (earlier checkpoints are kept)"
+    return "check the disk, then run the same command again (earlier checkpoints are kept)"
 
 
 def load_training_state(folder: Path) -> dict:
@@ -184,14 +207,15 @@ def write_csv(path: Path, fields, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def summarize_validation(out_dir: Path) -> dict | None:
-    """Rebuild `validation.csv` and `best.json` from the complete checkpoints; returns the best entry.
+def summarize_validation(out_dir: Path, until: int | None = None) -> dict | None:
+    """Rebuild `validation.csv` and `best.json` from the complete checkpoints (up to step `until`); returns
+    the best entry.
 
     The best checkpoint has the lowest score: the mean sim-score of its samples where a sample without
     a face counts as 1.0 (an unrelated face), so a checkpoint cannot win by drawing no faces.
     """
     entries = []
-    for step, folder in complete_checkpoints(out_dir):
+    for step, folder in complete_checkpoints(out_dir, until):
         validation = read_json(folder / STATE_FILE).get("validation")
         if validation and validation.get("score") is not None:
             entries.append((step, folder, validation))
@@ -209,7 +233,9 @@ def summarize_validation(out_dir: Path) -> dict | None:
         for step, _folder, v in entries
     ]
     out_dir = Path(out_dir)
-    if not entries:
+    if not entries:  # none validated (up to `until`): what an earlier, longer run summarised does not hold
+        for path in (out_dir / VALIDATION_CSV, out_dir / BEST_JSON):
+            path.unlink(missing_ok=True)
         return None
     write_csv(out_dir / VALIDATION_CSV, VALIDATION_FIELDS, rows)
     step, folder, validation = best

@@ -13,13 +13,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amari.config.defaults import DEFAULT_MODEL, STUDY_SEEDS
+from amari.config.limits import MAX_COUNT, MAX_DENOISING_STEPS, MAX_STEPS, check_at_most, check_image_size
 from amari.config.settings import Settings, setting
 from amari.errors import UsageError
 
 # ti: the token's vectors alone; lora: a LoRA on the UNet's attention (the token is plain text);
 # pivotal: the token's vectors and the LoRA together, each with its own learning rate.
 METHODS = ("ti", "lora", "pivotal")
-METHOD_NAMES = {"ti": "Textual Inversion", "lora": "LoRA", "pivotal": "pivotal tuning (token + LoRA)"}
+# A study may compare these with the trained ones: nothing is trained, the evaluation conditions on each group.
+UNTRAINED_METHODS = ("ip-adapter",)
+STUDY_METHODS = METHODS + UNTRAINED_METHODS
+METHOD_NAMES = {
+    "ti": "Textual Inversion",
+    "lora": "LoRA",
+    "pivotal": "pivotal tuning (token + LoRA)",
+    "ip-adapter": "IP-Adapter (no training)",
+}
 UNET_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_ENCODER_ATTENTION = ("q_proj", "k_proj", "v_proj", "out_proj")
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
@@ -76,24 +85,50 @@ class TrainConfig(Settings):
     """One training run, with the study's settings as defaults (where it reads and writes is its
     `TrainLayout`)."""
 
-    model: str = setting(DEFAULT_MODEL, "diffusers folder, Hugging Face id or .safetensors/.ckpt file", study=True)
+    model: str = setting(
+        DEFAULT_MODEL,
+        "the model (SD 1.x, SD 2.x, SDXL or FLUX.1): diffusers folder, Hugging Face id or .safetensors/.ckpt file",
+        study=True,
+    )
     model_config: str | None = setting(
         None,
         "a diffusers folder or Hugging Face id that gives a single-file model its component configs (needed offline)",
         metavar="DIR_OR_ID",
         study=True,
     )
+    vae: str | None = setting(
+        None,
+        "a replacement VAE for encoding the images and the samples (folder, Hugging Face id or file)",
+        metavar="DIR_ID_OR_FILE",
+        study=True,
+    )
+    biometric_licence: str | None = setting(
+        None,
+        "the licence that permits scoring samples (--reference-group) of a model whose own forbids it (FLUX.1 [dev])",
+        metavar="TEXT",
+        study=True,
+    )
     method: str = setting(
         "ti",
-        "what learns the identity: ti (the token's vectors), lora (a LoRA on the UNet's attention, the token "
+        "what learns the identity: ti (the token's vectors; SDXL: one vector in each of its two text encoders; "
+        "not offered for FLUX.1), lora (a LoRA on the UNet's or FLUX.1 transformer's attention, the token "
         "written as plain text), pivotal (the token's vectors and the LoRA together)",
         choices=METHODS,
         group=_LEARNED,
     )
     methods: tuple[str, ...] | None = setting(
-        None, "a study trains every group with each of these methods (default: method alone)", cli=False
+        None,
+        "a study compares these methods on every group (default: method alone); ip-adapter trains nothing",
+        cli=False,
     )
     token: str = setting("*", "placeholder written in prompts", group=_LEARNED)
+    warm_start: Path | None = setting(
+        None,
+        "a finished run's folder to begin from: its token's vectors and its LoRA instead of the init word and a "
+        "fresh LoRA (default: a cold start)",
+        metavar="DIR",
+        group=_LEARNED,
+    )
     init_word: str = setting("woman", "word whose embedding starts the vectors", group=_LEARNED)
     num_vectors: int = setting(1, "vectors per token", flag="--vectors", group=_LEARNED)
     name: str | None = setting(
@@ -109,7 +144,9 @@ class TrainConfig(Settings):
         cli_type=read_templates,
         group=_LEARNED,
     )
-    resolution: int = setting(512, "training image side in pixels", group=_DATA)
+    resolution: int | None = setting(
+        None, "training image side in pixels (default: the model's native size, 512 for SD 1.x)", group=_DATA
+    )
     center_crop: bool = setting(
         True,
         "squash non-square images to a square instead of centre-cropping them",
@@ -169,7 +206,9 @@ class TrainConfig(Settings):
         group=_LORA,
     )
     text_encoder_lora: bool = setting(
-        False, "also put a LoRA on the text encoder's attention projections (q, k, v, out)", group=_LORA
+        False,
+        "also put a LoRA on the CLIP text encoders' attention projections (q, k, v, out; SDXL: both encoders)",
+        group=_LORA,
     )
     unet_lr: float = setting(
         1e-4, "learning rate of the LoRA weights, scaled like --lr (the token keeps --lr)", group=_LORA
@@ -193,16 +232,22 @@ class TrainConfig(Settings):
     sample_seeds: tuple[int, ...] = setting(
         STUDY_SEEDS, "seeds of the samples (the study's five; '' for no samples)", metavar="N,N,...", group=_CHECKPOINTS
     )
-    sample_steps: int = setting(50, "denoising steps of the samples", group=_CHECKPOINTS)
-    guidance_scale: float = setting(7.5, "CFG of the samples", group=_CHECKPOINTS)
+    sample_steps: int | None = setting(
+        None, "denoising steps of the samples (default: the family's, 50 for SD 1.x)", group=_CHECKPOINTS
+    )
+    guidance_scale: float | None = setting(
+        None, "CFG of the samples (default: the family's, 7.5 for SD 1.x)", group=_CHECKPOINTS
+    )
 
     def check(self) -> None:
         self._check()
 
     def _check(self) -> None:
-        for method in (self.method, *(self.methods or ())):
-            if method not in METHODS:
-                raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+        if self.method not in METHODS:
+            raise UsageError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
+        for method in self.methods or ():
+            if method not in STUDY_METHODS:
+                raise UsageError(f"unknown method {method!r}: use some of {', '.join(STUDY_METHODS)}")
         if self.methods is not None and (not self.methods or len(set(self.methods)) != len(self.methods)):
             raise UsageError(f"methods must list each method once, not {list(self.methods)}")
         self._check_lora()
@@ -215,16 +260,19 @@ class TrainConfig(Settings):
         _at_least(
             1,
             num_vectors=self.num_vectors,
-            resolution=self.resolution,
             repeats=self.repeats,
             batch_size=self.batch_size,
             grad_accum=self.grad_accum,
             max_steps=self.max_steps,
             checkpoint_every=self.checkpoint_every,
-            sample_steps=self.sample_steps,
+            **({"resolution": self.resolution} if self.resolution is not None else {}),
+            **({"sample_steps": self.sample_steps} if self.sample_steps is not None else {}),
         )
-        if self.resolution % 8:
+        if self.resolution is not None and self.resolution % 8:
             raise UsageError(f"--resolution must be a multiple of 8, not {self.resolution}")
+        if self.guidance_scale is not None and not (self.guidance_scale >= 0 and math.isfinite(self.guidance_scale)):
+            raise UsageError(f"--guidance-scale must be a number >= 0, not {self.guidance_scale}")
+        self._check_limits()
         if not 0.0 <= self.flip_p <= 1.0:
             raise UsageError(f"flip probability must be between 0 and 1, not {self.flip_p}")
         if not (self.base_lr > 0 and math.isfinite(self.base_lr)):
@@ -248,6 +296,27 @@ class TrainConfig(Settings):
             raise UsageError("--reference-group scores the sample images; give --sample-seeds too")
         if self.num_vectors > 75:
             raise UsageError("--vectors must leave room in CLIP's 77-token prompt (at most 75)")
+        self._check_family()
+
+    def _check_family(self) -> None:
+        from amari.models.families.registry import guess
+        from amari.models.licences import check_biometric_use
+
+        family = guess(self.model)
+        taken = [method for method in self.study_methods() if method in ("ti", "pivotal")]
+        if taken and family.no_token_training:
+            raise UsageError(f"--method {taken[0]}: {family.no_token_training}")
+        if self.resolution is not None and self.resolution % family.size_multiple:
+            raise UsageError(f"--resolution must be a multiple of {family.size_multiple} for {family.label}")
+        if self.reference_group is not None:
+            check_biometric_use(self.model, self.biometric_licence, "amari train --reference-group")
+
+    def _check_limits(self) -> None:
+        steps = dict(max_steps=self.max_steps, checkpoint_every=self.checkpoint_every)
+        check_at_most(MAX_STEPS, "years of a GPU's time", **steps)
+        check_at_most(MAX_DENOISING_STEPS, "the schedulers' training timesteps", sample_steps=self.sample_steps)
+        check_at_most(MAX_COUNT, "each is counted one by one", repeats=self.repeats, grad_accum=self.grad_accum)
+        check_image_size(self.resolution, self.resolution, self.batch_size, "training on images", ("resolution",) * 2)
 
     def _check_lora(self) -> None:
         _at_least(1, lora_rank=self.lora_rank)
@@ -281,6 +350,10 @@ class TrainConfig(Settings):
 
     def study_methods(self) -> tuple[str, ...]:
         """The methods a study trains each group with."""
+        return tuple(m for m in self.compared_methods() if m in METHODS)
+
+    def compared_methods(self) -> tuple[str, ...]:
+        """The methods a study evaluates on each group: those it trains, and those that need no training."""
         return self.methods or (self.method,)
 
     @property
@@ -294,8 +367,13 @@ class TrainConfig(Settings):
     def resume_settings(self) -> dict:
         """The settings that must match for a run to continue from another run's checkpoint."""
         values = asdict(self)
-        keys = RESUME_KEYS + (LORA_RESUME_KEYS if self.trains_lora else ())
-        return {key: _jsonable(values[key]) for key in keys}
+        keys = RESUME_KEYS + (LORA_RESUME_KEYS if self.trains_lora else ()) + (("vae",) if self.vae else ())
+        settings = {key: _jsonable(values[key]) for key in keys}
+        if self.warm_start is not None:  # what it began from, by content (a record names no local folder)
+            from amari.train.warm import warm_digest
+
+            settings["warm_start"] = warm_digest(self.warm_start, self.trains_token, self.trains_lora)
+        return settings
 
 
 def _at_least(minimum: int, **values: int) -> None:
@@ -355,6 +433,11 @@ def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> 
     if schedule == "linear":
         return 1.0 - progress
     return 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
+
+
+def is_checkpoint_step(step: int, max_steps: int, every: int) -> bool:
+    """Whether a checkpoint is written after `step`: every `every` steps, and always the last step."""
+    return step % every == 0 or step == max_steps
 
 
 def checkpoint_steps(max_steps: int, every: int) -> list[int]:

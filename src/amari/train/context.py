@@ -13,7 +13,6 @@ from amari.train.config import TrainConfig, samples_per_step
 from amari.train.lora import LoraSpec
 from amari.train.model import Components
 from amari.train.scoring import Scoring
-from amari.train.tokens import PlaceholderEmbedding
 
 Log = Callable[[str], None]
 
@@ -31,12 +30,13 @@ class Run:
     layout: TrainLayout
     accelerator: object
     components: Components
-    placeholder: PlaceholderEmbedding | None  # the unwrapped module holding the trainable vectors (ti, pivotal)
-    trainable: torch.nn.Module | None  # the same module as the text encoder calls it (DDP with several processes)
+    # The unwrapped modules holding the trainable vectors, by text encoder (ti, pivotal; SDXL has two) ...
+    placeholders: dict
+    # ... and the same modules as their text encoders call them (DDP with several processes)
+    trainables: dict
     optimizer: object
-    token: str  # the token string the tokenizer knows, e.g. "<*>" for "*"; a LoRA run's trigger words
-    placeholder_ids: list[int]
-    template_ids: torch.Tensor  # [templates, 77] prompt token ids
+    token: str  # the token string the tokenizers know, e.g. "<*>" for "*"; a LoRA run's trigger words
+    prompt_ids: list  # per text encoder: [templates, length] prompt token ids
     latent_mean: torch.Tensor  # [images, 2 (plain, mirrored), C, h, w]
     latent_std: torch.Tensor
     image_names: list[str]
@@ -47,10 +47,25 @@ class Run:
     log: Log = field(default=lambda message: None)
     lrs: tuple[float, ...] = ()  # every parameter group's learning rate, in the optimizer's order
     lora: LoraSpec | None = None  # the LoRA being trained (lora, pivotal)
-    unet: object = None  # the UNet and text encoder as the step calls them (DDP-wrapped where they learn)
-    text_encoder: object = None
+    denoiser: object = None  # the denoiser and text encoders as the step calls them (DDP-wrapped where they learn)
+    text_encoders: list = field(default_factory=list)
     synced: tuple = ()  # the modules whose gradients the processes average
+    resolution: int = 512  # the training images' side
     scoring: Scoring = field(default_factory=Scoring)  # the checkpoint samples' scores, made in the background
+
+    @property
+    def family(self):
+        return self.components.family
+
+    @property
+    def placeholder(self):
+        """The first text encoder's placeholder (the only one, but for SDXL's two)."""
+        return next(iter(self.placeholders.values()), None)
+
+    @property
+    def template_ids(self) -> torch.Tensor:
+        """The first text encoder's prompt ids."""
+        return self.prompt_ids[0]
 
     @property
     def processes(self) -> int:
@@ -66,5 +81,22 @@ class Run:
 
     @property
     def trains_text(self) -> bool:
-        """Whether anything in the text encoder learns (the vectors, or a LoRA there)."""
-        return self.placeholder is not None or bool(self.lora and self.lora.text_encoder_targets)
+        """Whether anything in a text encoder learns (the vectors, or a LoRA there)."""
+        return bool(self.placeholders) or bool(self.lora and self.lora.text_encoder_targets)
+
+    def current_vectors(self):
+        """The trained vectors on the CPU: one tensor, or SDXL's {clip_l, clip_g} (the embedding file's keys)."""
+        found = {}
+        for slot in self.components.slots:
+            if slot.encoder in self.placeholders:
+                found[slot.embedding_key] = self.placeholders[slot.encoder].vectors.detach().float().cpu().clone()
+        return found[None] if list(found) == [None] else found
+
+    def load_vectors(self, saved) -> None:
+        """Set the vectors from `current_vectors`' value (a checkpoint's)."""
+        for slot in self.components.slots:
+            if slot.encoder in self.placeholders:
+                value = saved if isinstance(saved, torch.Tensor) else saved[slot.embedding_key]
+                vectors = self.placeholders[slot.encoder].vectors
+                with torch.no_grad():
+                    vectors.copy_(value.to(vectors.device))

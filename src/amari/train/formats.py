@@ -7,6 +7,10 @@
   tensor and name the embedding after the file; InvokeAI looks for `emb_params` by name when it probes
   an embedding's width. A1111's `.pt` layout (`string_to_param: {"*": tensor}`) is a nested dict that
   safetensors cannot hold; these tools read `emb_params` in its place.
+- SDXL (two text encoders): both files hold `{"clip_l": float32[n, 768], "clip_g": float32[n, 1280]}`,
+  the layout kohya's SDXL trainer writes and A1111 (`create_embedding_from_data`), ComfyUI (its
+  `embedding_key` per encoder) and InvokeAI read; diffusers loads it with one `load_textual_inversion`
+  call per encoder and tokenizer.
 
 `load_embedding` reads all of these back, and A1111's `.pt`/`.bin` files through torch's weights-only
 loader (never running code from the file).
@@ -14,14 +18,16 @@ loader (never running code from the file).
 
 from __future__ import annotations
 
+import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from amari.errors import ModelError
-from amari.storage.files import atomic_path
-from amari.storage.layout import DIFFUSERS_EMBEDDING
+from amari.storage.files import write_atomic
+from amari.storage.layout import DIFFUSERS_EMBEDDING, a1111_embedding_file
 
 DIFFUSERS_FILE = DIFFUSERS_EMBEDDING
 KOHYA_KEY = "emb_params"
@@ -37,24 +43,51 @@ class EmbeddingFile:
     metadata: dict
 
 
-def save_embedding(
-    folder: str | Path, vectors: torch.Tensor, token: str, name: str, metadata: dict | None = None
-) -> dict[str, Path]:
-    """Write both files into `folder`; returns {"diffusers": path, "a1111": path}."""
-    from safetensors.torch import save_file
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file's bytes with its header's keys in one order. safetensors writes the metadata in
+    an order that changes from process to process; fixed, the same tensors and metadata make the same file,
+    so a file written again unchanged keeps its hash (evaluation keys its cells on it)."""
+    from safetensors.torch import save
 
+    payload = save(tensors, metadata=metadata)
+    (length,) = struct.unpack("<Q", payload[:8])
+    header = json.loads(payload[8 : 8 + length])
+    ordered = {
+        key: dict(sorted(value.items())) if key == "__metadata__" else value for key, value in sorted(header.items())
+    }
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the tensor data starts 8-byte aligned, as safetensors pads it
+    return struct.pack("<Q", len(text)) + text + payload[8 + length :]
+
+
+def save_embedding(
+    folder: str | Path,
+    vectors: torch.Tensor | dict,
+    token: str,
+    name: str,
+    metadata: dict | None = None,
+    family=None,
+) -> dict[str, Path]:
+    """Write both files into `folder`; returns {"diffusers": path, "a1111": path}. `vectors` is one tensor,
+    or a two-encoder family's {key: tensor} (SDXL's clip_l and clip_g)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensor = vectors.detach().to("cpu", torch.float32).contiguous()
-    if tensor.ndim != 2:
-        raise ValueError(f"vectors must be [n, width], not {tuple(tensor.shape)}")
-    meta = {"token": token, "name": name, "vectors": str(tensor.shape[0]), "width": str(tensor.shape[1])}
+    parts = vectors if isinstance(vectors, dict) else {None: vectors}
+    parts = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in parts.items()}
+    if any(tensor.ndim != 2 for tensor in parts.values()):
+        raise ValueError(f"vectors must be [n, width], not {[tuple(t.shape) for t in parts.values()]}")
+    first = next(iter(parts.values()))
+    widths = ",".join(f"{key}={t.shape[1]}" if key else str(t.shape[1]) for key, t in parts.items())
+    meta = {"token": token, "name": name, "vectors": str(first.shape[0]), "width": widths}
     meta.update({key: str(value) for key, value in (metadata or {}).items() if value is not None})
-    paths = {"diffusers": folder / DIFFUSERS_FILE, "a1111": folder / f"{name}.safetensors"}
-    contents = {"diffusers": {token: tensor}, "a1111": {KOHYA_KEY: tensor.clone()}}
+    paths = {"diffusers": folder / DIFFUSERS_FILE, "a1111": folder / a1111_embedding_file(name)}
+    if None in parts:
+        contents = {"diffusers": {token: first}, "a1111": {KOHYA_KEY: first.clone()}}
+    else:  # one layout serves every tool
+        layout = family.embedding_file(parts)
+        contents = {"diffusers": layout, "a1111": {key: value.clone() for key, value in layout.items()}}
     for kind, path in paths.items():
-        with atomic_path(path) as partial:
-            save_file(contents[kind], str(partial), metadata=meta)
+        write_atomic(path, safetensors_bytes(contents[kind], meta))
     return paths
 
 

@@ -12,6 +12,7 @@ from amari.train.config import TrainConfig
 SHARED = (
     "model",
     "model_config",
+    "vae",
     "token",
     "init_word",
     "num_vectors",
@@ -46,6 +47,14 @@ def apart_because(groups: list[Group]) -> str | None:
     differ = [key for key in SHARED if any(getattr(g.config, key) != getattr(first, key) for g in groups)]
     if differ:
         return f"their {differ[0].replace('_', ' ')} differs"
+    if any(group.config.warm_start is not None for group in groups):
+        return "a warm start"
+    from amari.models.families.registry import guess
+
+    family = guess(first.model)
+    learners = sum(slot.learns_token for slot in family.text_encoders)
+    if learners != 1:  # SDXL learns the token in two text encoders; FLUX.1 has no Textual Inversion
+        return f"{family.label} learns the token in {learners} text encoders"
     return None
 
 

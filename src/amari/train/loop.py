@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from amari.errors import WorkspaceError
 from amari.storage.layout import TrainLayout
 from amari.train import checkpoints as ckpt
-from amari.train.config import TrainConfig, checkpoint_steps, epoch_at, lr_factor
+from amari.train.config import TrainConfig, epoch_at, is_checkpoint_step, lr_factor
 from amari.train.context import Log, Run
 from amari.train.data import draw, sample_index, seed_for
 from amari.train.resume import check_previous_run, resume
@@ -55,16 +55,19 @@ class TrainResult:
     lora_files: dict[str, Path] = field(default_factory=dict)  # the LoRA's files and lora.json (lora, pivotal)
 
 
-def train(config: TrainConfig, layout: TrainLayout, log: Log | None = None) -> TrainResult:
-    """Run (or resume) the training described by `config`; see the module docstring for the steps."""
-    run = prepare_run(config, layout, log)
+def train(config: TrainConfig, layout: TrainLayout, log: Log | None = None, start_over: bool = False) -> TrainResult:
+    """Run (or resume) the training described by `config`; see the module docstring for the steps.
+
+    start_over: a run in `layout.out` with other settings is deleted and trained anew (a study's step,
+    whose folder is the study's own), instead of refused.
+    """
+    run = prepare_run(config, layout, log, start_over=start_over)
     with run.scoring:
         start = resume(run)
-        stops = [s for s in checkpoint_steps(config.max_steps, config.checkpoint_every) if s > start]
         if start >= config.max_steps:
             run.log(f"already trained to step {start} of {config.max_steps}; nothing to do")
         else:
-            _train_until(run, start, stops)
+            _train_until(run, start)
         return finish(run, start)
 
 
@@ -72,23 +75,27 @@ def finish(run: Run, start: int) -> TrainResult:
     """Wait for the samples' scores, write the final files, and say what the run made."""
     config, layout = run.config, run.layout
     run.scoring.wait()
-    files = export_final(run) if run.is_main else {}
+    files = {}
+    if run.is_main:
+        # Also after a kill between the last checkpoint and its summary: the summary follows the checkpoints.
+        ckpt.summarize_validation(layout.out, until=config.max_steps)
+        files = export_final(run)
     run.accelerator.wait_for_everyone()
     lora_kinds = ("lora", "kohya", "record")
     best = ckpt.read_json(layout.best) if layout.best.is_file() else None
     return TrainResult(
         out_dir=layout.out,
-        step=max(start, config.max_steps),
+        step=config.max_steps,
         resumed_from=start,
         token=run.token,
         embedding_files={kind: path for kind, path in files.items() if kind not in lora_kinds},
-        checkpoints=[path for _step, path in ckpt.complete_checkpoints(layout.out)],
+        checkpoints=[path for _step, path in ckpt.complete_checkpoints(layout.out, until=config.max_steps)],
         best=best,
         lora_files={kind: path for kind, path in files.items() if kind in lora_kinds},
     )
 
 
-def _train_until(run: Run, start: int, stops: list[int]) -> None:
+def _train_until(run: Run, start: int) -> None:
     from amari.progress import progress_bar
 
     config = run.config
@@ -111,7 +118,7 @@ def _train_until(run: Run, start: int, stops: list[int]) -> None:
                         f"loss became {loss} at step {done}; lower --lr or use "
                         f"--mixed-precision no. Checkpoints so far are kept"
                     )
-                if done in stops:
+                if is_checkpoint_step(done, config.max_steps, config.checkpoint_every):
                     save_checkpoint(run, done, loss, lr, epoch)
                 run.scoring.collect()
     finally:
@@ -146,8 +153,8 @@ def train_step(run: Run, step: int) -> tuple[float, float]:
     return float(mean), lr
 
 
-def make_batch(run: Run, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(latents, noise, timesteps, prompt ids) of this process's share of `step`, all on the device."""
+def make_batch(run: Run, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+    """(latents, noise, timesteps, prompt ids per text encoder) of this process's share of `step`, on the device."""
     config = run.config
     timesteps_total = run.components.noise_scheduler.config.num_train_timesteps
     shape = run.latent_mean.shape[2:]
@@ -164,32 +171,29 @@ def make_batch(run: Run, step: int, micro: int) -> tuple[torch.Tensor, torch.Ten
         side = int(sample.flip)
         mean, std = run.latent_mean[sample.image, side], run.latent_std[sample.image, side]
         latents.append(mean + std * latent_noise.to(mean.device))
-        prompts.append(run.template_ids[sample.template])
+        prompts.append(sample.template)
     device = run.accelerator.device
-    scale = run.components.vae.config.scaling_factor
     return (
-        torch.stack(latents).to(device) * scale,
+        run.family.scale_latents(run.components.vae, torch.stack(latents).to(device)),
         torch.stack(noises).to(device),
         torch.cat(timesteps).to(device),
-        torch.stack(prompts).to(device),
+        [ids[prompts].to(device) for ids in run.prompt_ids],
     )
 
 
 def diffusion_loss(run: Run, latents, noise, timesteps, prompt_ids) -> torch.Tensor:
-    """The latent diffusion objective: MSE between the UNet's prediction and its target."""
+    """The family's objective: MSE between the denoiser's prediction and its target (the noise, the velocity,
+    or FLUX.1's flow)."""
     prediction, target = predict(run, latents, noise, timesteps, prompt_ids)
     return F.mse_loss(prediction.float(), target.float(), reduction="mean")
 
 
 def predict(run: Run, latents, noise, timesteps, prompt_ids) -> tuple[torch.Tensor, torch.Tensor]:
-    """The UNet's prediction for the noised latents, and what it should have predicted."""
-    scheduler = run.components.noise_scheduler
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    text_encoder = run.text_encoder or run.components.text_encoder
-    unet = run.unet or run.components.unet
-    with nullcontext() if run.trains_text else torch.no_grad():  # a frozen text encoder needs no graph
-        text = text_encoder(prompt_ids)[0]
-    prediction = unet(noisy.to(run.weight_dtype), timesteps, text.to(run.weight_dtype)).sample
-    if scheduler.config.prediction_type == "v_prediction":
-        return prediction, scheduler.get_velocity(latents, noise, timesteps)
-    return prediction, noise
+    """The denoiser's prediction for the noised latents, and what it should have predicted."""
+    family = run.family
+    noisy, time, target = family.noisy_input(run.components.noise_scheduler, latents, noise, timesteps)
+    encoders = run.text_encoders or run.components.text_encoders
+    with nullcontext() if run.trains_text else torch.no_grad():  # frozen text encoders need no graph
+        conditioning = family.encode_text(encoders, prompt_ids)
+    denoiser = run.denoiser or run.components.denoiser
+    return family.predict(denoiser, noisy, time, conditioning, run.weight_dtype, run.resolution), target

@@ -1,4 +1,5 @@
-"""LoRA adapters to train (through peft): on the UNet's attention, and optionally on the text encoder's.
+"""LoRA adapters to train (through peft): on the denoiser's attention (the UNet's, FLUX.1's transformer's), and
+optionally on the CLIP text encoders' (SDXL: both).
 
 A LoRA adds `B·A·x · alpha/rank` to a frozen linear layer's output, A `[rank, in]` and B `[out, rank]`;
 B starts at zero, so a fresh adapter leaves the model unchanged. The adapters' weights are drawn from a
@@ -7,8 +8,8 @@ whatever ran before it in the process, and they are kept in float32 whatever pre
 is stored in (half-precision weights would not survive AdamW's small updates).
 
 A LoRA's state is a flat dict keyed as diffusers' LoRA files are: `unet.<module>.lora_A.weight`,
-`unet.<module>.lora_B.weight`, `text_encoder.text_model.<module>.lora_A.weight`, ... (`amari.train.exports`
-writes the files from it).
+`unet.<module>.lora_B.weight` (FLUX.1: `transformer.…`), `text_encoder.text_model.<module>.lora_A.weight`,
+`text_encoder_2.…` (SDXL), ... (`amari.train.exports` writes the files from it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from amari.train.config import TEXT_ENCODER_ATTENTION, TrainConfig
 from amari.train.data import seed_for
 
 ADAPTER = "default"  # peft's adapter name, which its parameter names carry
-UNET, TEXT_ENCODER = "unet", "text_encoder"  # the key prefixes of diffusers' LoRA files
+UNET, TEXT_ENCODER = "unet", "text_encoder"  # the key prefixes of SD's parts in diffusers' LoRA files
 # The text encoder's modules are written under CLIPTextModel's classic path (`text_model.encoder...`), which
 # published LoRA files use and every loader maps, whether the installed transformers nests the model so.
 _TEXT_MODEL = "text_model."
@@ -35,16 +36,24 @@ class LoraSpec:
 
     rank: int
     alpha: float
-    unet_targets: tuple[str, ...]
+    unet_targets: tuple[str, ...]  # the denoiser's (a UNet's, or FLUX.1's transformer's)
     text_encoder_targets: tuple[str, ...] = ()
+    denoiser: str = UNET  # the denoiser's attribute and key prefix
+    text_encoders: tuple[str, ...] = (TEXT_ENCODER,)  # the text encoders a text-encoder LoRA goes on
 
     @classmethod
-    def of(cls, config: TrainConfig) -> LoraSpec:
+    def of(cls, config: TrainConfig, family=None) -> LoraSpec:
+        """The run's LoRA; on `family`'s denoiser and the text encoders kohya's files can name (CLIP, not T5)."""
+        encoders = (
+            (TEXT_ENCODER,) if family is None else tuple(s.encoder for s in family.text_encoders if s.kohya_prefix)
+        )
         return cls(
             rank=config.lora_rank,
             alpha=config.alpha,
             unet_targets=tuple(config.lora_targets),
             text_encoder_targets=TEXT_ENCODER_ATTENTION if config.text_encoder_lora else (),
+            denoiser=UNET if family is None else family.denoiser,
+            text_encoders=encoders,
         )
 
     @property
@@ -66,15 +75,20 @@ class LoraSpec:
 
     def parts(self, components) -> list[tuple[str, torch.nn.Module, tuple[str, ...]]]:
         """(file prefix, module, targets) of each adapted model."""
-        found = [(UNET, components.unet, self.unet_targets)]
+        found = [(self.denoiser, components.denoiser, self.unet_targets)]
         if self.text_encoder_targets:
-            found.append((TEXT_ENCODER, components.text_encoder, self.text_encoder_targets))
+            for slot, _tokenizer, encoder in components.encoders():
+                if slot.encoder in self.text_encoders:
+                    found.append((slot.encoder, encoder, self.text_encoder_targets))
         return found
 
     def adapter_metadata(self) -> dict[str, dict]:
         """Each part's peft LoraConfig as a dict (what diffusers' files keep as `lora_adapter_metadata`)."""
         result = {}
-        for prefix, targets in ((UNET, self.unet_targets), (TEXT_ENCODER, self.text_encoder_targets)):
+        parts = [(self.denoiser, self.unet_targets)] + [
+            (name, self.text_encoder_targets) for name in self.text_encoders
+        ]
+        for prefix, targets in parts:
             if targets:
                 values = self.peft_config(targets).to_dict()
                 result[prefix] = {k: sorted(v) if isinstance(v, set) else v for k, v in values.items()}
@@ -102,17 +116,17 @@ def add_lora(components, spec: LoraSpec, seed: int) -> list[torch.nn.Parameter]:
     return parameters
 
 
-def _file_key(prefix: str, name: str) -> str:
+def _file_key(prefix: str, name: str, text: bool) -> str:
     """A peft parameter name (`...to_q.lora_A.default.weight`) as its key in a LoRA file."""
     key = name.replace(f".{ADAPTER}.", ".")
-    if prefix == TEXT_ENCODER and not key.startswith(_TEXT_MODEL):
+    if text and not key.startswith(_TEXT_MODEL):
         key = _TEXT_MODEL + key
     return f"{prefix}.{key}"
 
 
 def _named_lora(components, spec: LoraSpec) -> dict[str, torch.nn.Parameter]:
     return {
-        _file_key(prefix, name): parameter
+        _file_key(prefix, name, prefix != spec.denoiser): parameter
         for prefix, module, _targets in spec.parts(components)
         for name, parameter in module.named_parameters()
         if ".lora_A." in name or ".lora_B." in name

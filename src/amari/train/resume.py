@@ -3,14 +3,21 @@
 
 from __future__ import annotations
 
-import torch
+import os
+import re
+import shutil
+from pathlib import Path
 
 from amari.errors import UsageError, WorkspaceError
+from amari.models.diffusion import public_name
+from amari.storage.files import remove_stale_temporaries
 from amari.storage.layout import TrainLayout
 from amari.train import checkpoints as ckpt
 from amari.train.config import TrainConfig
 from amari.train.context import Run
 from amari.train.lora import load_lora_state
+
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as the Hugging Face hub names models
 
 
 def resume(run: Run, until: int | None = None) -> int:
@@ -20,10 +27,12 @@ def resume(run: Run, until: int | None = None) -> int:
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
         ckpt.remove_partials(out)
+        remove_stale_temporaries(out)  # files a killed run was writing (exports, logs)
         if not run.layout.run_record.is_file():
             ckpt.write_json(run.layout.run_record, _run_record(run.config, run.image_names, run.processes))
     run.accelerator.wait_for_everyone()
-    latest = ckpt.latest_checkpoint(out, until)
+    limit = run.config.max_steps if until is None else min(until, run.config.max_steps)
+    latest = ckpt.latest_checkpoint(out, until=limit)
     if run.is_main:
         run.scoring.catch_up(out, run.config, run.token, run.log)
     if latest is None:
@@ -34,9 +43,8 @@ def resume(run: Run, until: int | None = None) -> int:
     state = ckpt.load_training_state(folder)
     if state.get("token", run.token) != run.token:
         raise WorkspaceError(f"{folder} was trained for token {state['token']!r}, this run uses {run.token!r}")
-    if run.placeholder is not None:
-        with torch.no_grad():
-            run.placeholder.vectors.copy_(state["vectors"].to(run.placeholder.vectors.device))
+    if run.placeholders:
+        run.load_vectors(state["vectors"])
     if run.lora is not None:
         load_lora_state(run.components, run.lora, state["lora"])
     run.optimizer.load_state_dict(state["optimizer"])
@@ -50,8 +58,11 @@ def resume(run: Run, until: int | None = None) -> int:
     return int(state["step"])
 
 
-def check_previous_run(config: TrainConfig, layout: TrainLayout, image_names: list[str], processes: int) -> None:
-    """Refuse to continue a run in `layout.out` that used other settings, images or process count."""
+def check_previous_run(
+    config: TrainConfig, layout: TrainLayout, image_names: list[str], processes: int, start_over: bool = False
+) -> str | None:
+    """Refuse to continue a run in `layout.out` that used other settings, images or process count; with
+    `start_over`, say what differs instead (the caller deletes the run, `clear_run`)."""
     out = layout.out
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
@@ -59,24 +70,48 @@ def check_previous_run(config: TrainConfig, layout: TrainLayout, image_names: li
     if not previous.is_file():
         if ckpt.latest_checkpoint(out) is not None:
             raise WorkspaceError(f"{out} holds checkpoints but no {previous.name}; use another --out")
-        return
+        return None
     before, now = ckpt.read_json(previous), _run_record(config, image_names, processes)
+    if isinstance(before.get("settings"), dict) and isinstance(before["settings"].get("model"), str):
+        # Records written before the model was kept by its public name held the path as given.
+        before["settings"]["model"] = public_name(before["settings"]["model"])
     for key in ("settings", "images", "processes"):
-        if before.get(key) != now[key]:
-            detail = (
-                _difference(before.get(key), now[key])
-                if key == "settings"
-                else f"{key}: {_short(before.get(key))} there, {_short(now[key])} now"
-            )
+        old, new = before.get(key), now[key]
+        if key == "settings" and isinstance(old, dict):
+            old, new = _comparable(old), _comparable(new)
+        if old != new:
+            detail = _difference(old, new) if key == "settings" else f"{key}: {_short(old)} there, {_short(new)} now"
+            if start_over:
+                return detail
             raise UsageError(
                 f"{out} holds a run with other settings ({detail}); resume it with the same "
                 f"settings, or train into another --out"
             )
+    return None
+
+
+def clear_run(layout: TrainLayout) -> None:
+    """Delete the run in `layout.out`, its record last: a kill part-way leaves a run that is cleared again."""
+    for path in layout.out.iterdir():
+        if path != layout.run_record:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    layout.run_record.unlink(missing_ok=True)
+
+
+def _comparable(settings: dict) -> dict:
+    """Settings as compared between runs: a model path given relative or absolute, or from another
+    folder, names the same model by its last part (a hub id stays as it is)."""
+    model = settings.get("model")
+    if isinstance(model, str) and (Path(model).expanduser().exists() or not _HUB_ID.fullmatch(model)):
+        settings = {**settings, "model": os.path.basename(os.path.normpath(os.path.expanduser(model)))}
+    return settings
 
 
 def _run_record(config: TrainConfig, image_names: list[str], processes: int) -> dict:
+    # The model by its public name: the record travels with the run's folder, the user's paths should not
+    # (a model moved to another folder of the same name resumes the run).
     return {
-        "settings": config.resume_settings(),
+        "settings": {**config.resume_settings(), "model": public_name(config.model)},
         "placeholder": config.token,
         "name": config.embedding_name,
         "processes": processes,

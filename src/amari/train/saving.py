@@ -5,18 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from amari.storage.files import sha256_once
 from amari.train import checkpoints as ckpt
 from amari.train.context import Run
-from amari.train.exports import addnet_hash, lora_record, save_lora, write_record
+from amari.train.exports import lora_record, save_lora, write_record
 from amari.train.formats import save_embedding
 from amari.train.lora import LoraSpec, lora_state
-
-
-def current_vectors(run: Run) -> torch.Tensor:
-    return run.placeholder.vectors.detach().float().cpu().clone()
 
 
 def _save_files(run: Run, folder: Path, name: str, step: int, vectors, lora) -> dict[str, Path]:
@@ -24,10 +17,12 @@ def _save_files(run: Run, folder: Path, name: str, step: int, vectors, lora) -> 
     files: dict[str, Path] = {}
     metadata = _embedding_metadata(run, step)
     if vectors is not None:
-        files.update(save_embedding(folder, vectors, run.token, name, metadata))
+        files.update(save_embedding(folder, vectors, run.token, name, metadata, run.family))
     if lora is not None:
-        spec = run.lora or LoraSpec.of(run.config)
-        saved = save_lora(folder, lora, spec, name, {**metadata, "method": run.config.method, "trigger": run.token})
+        spec = run.lora or LoraSpec.of(run.config, run.family)
+        extra = {**metadata, "method": run.config.method, "trigger": run.token}
+        v_prediction = run.components.noise_scheduler.config.get("prediction_type") == "v_prediction"
+        saved = save_lora(folder, lora, spec, name, extra, run.family, v_prediction)
         token = run.token if vectors is not None else None
         record = lora_record(run.config.method, name, step, run.token, token, {**files, **saved}, spec)
         files.update(saved, record=write_record(folder, record))
@@ -42,6 +37,7 @@ def _embedding_metadata(run: Run, step: int) -> dict:
         "init_word": config.init_word,
         "sd_checkpoint_name": run.components.info.name,
         "sd_checkpoint_hash": run.components.info.model_hash,
+        "model_family": run.family.name,
         "trainer": "amari train",
         "synthetic_identity": "true",
     }
@@ -53,7 +49,7 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
     if run.is_main:
         config = run.config
         with ckpt.writing_checkpoint(run.layout.out, step) as partial:
-            vectors = current_vectors(run) if run.placeholder is not None else None
+            vectors = run.current_vectors() if run.placeholders else None
             lora = lora_state(run.components, run.lora) if run.lora is not None else None
             # Each checkpoint's A1111 files have their own names, since A1111 and ComfyUI name embeddings and
             # LoRAs by their files.
@@ -67,17 +63,7 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
                 optimizer=run.optimizer.state_dict(), scaler=scaler.state_dict() if scaler is not None else None
             )
             ckpt.save_training_state(partial, state)
-            a1111 = (
-                {"name": name, "path": files["a1111"].name, "hash": sha256_once(files["a1111"])[:12]}
-                if "a1111" in files
-                else None
-            )
-            kohya = (
-                {"name": files["kohya"].stem, "path": files["kohya"].name, "hash": addnet_hash(files["kohya"])[:12]}
-                if "kohya" in files
-                else None
-            )
-            samples = _samples(run, partial / "samples", step, a1111, kohya)
+            samples = _samples(run, partial / "samples", step, _named_files(run, files))
             ckpt.write_json(
                 partial / ckpt.STATE_FILE,
                 {
@@ -95,7 +81,9 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
             )
         folder = ckpt.checkpoint_dir(run.layout.out, step)
         run.log(f"step {step}/{config.max_steps}  epoch {epoch:.3f}  loss {loss:.4f}  checkpoint saved")
-        run.scoring.submit(run.layout.out, step, _in_checkpoint(samples, partial, folder), run.log)
+        run.scoring.submit(
+            run.layout.out, step, _in_checkpoint(samples, partial, folder), run.log, until=config.max_steps
+        )
     run.accelerator.wait_for_everyone()
     return folder
 
@@ -105,24 +93,39 @@ def checkpoint_name(name: str, step: int) -> str:
     return f"{name}-{step}"
 
 
-def _samples(run: Run, folder: Path, step: int, embedding: dict | None, lora: dict | None) -> list:
+def _named_files(run: Run, files: dict[str, Path]) -> dict:
+    """What the samples record about the checkpoint's files: its A1111 embedding and kohya LoRA, named as
+    generation and evaluation name theirs."""
+    from amari.provenance.names import embedding_entry, lora_entry
+
+    named: dict = {}
+    if "a1111" in files:
+        named["embeddings"] = [embedding_entry(files["a1111"], run.token)]
+    if "kohya" in files:
+        named["loras"] = [lora_entry(files["kohya"])]
+    return named
+
+
+def _samples(run: Run, folder: Path, step: int, files: dict) -> list:
     config = run.config
     if not config.sample_seeds:
         return []
     from amari.train.validation import generate_samples, sample_pipeline
 
-    text_encoder = run.components.text_encoder
+    encoders = dict(zip((slot.encoder for slot in run.components.slots), run.components.text_encoders))
     # Sampling runs on this process alone, so it must not go through the distributed wrapper (nor, in a
     # run of several groups, through their shared table: the samples are this group's).
-    if run.placeholder is not None:
-        text_encoder.set_input_embeddings(run.placeholder)
+    for name, placeholder in run.placeholders.items():
+        encoders[name].set_input_embeddings(placeholder)
     try:
-        pipe = sample_pipeline(run.components, text_encoder)
-        with run.accelerator.autocast():  # the text encoder is float32, the UNet may be half precision
-            return generate_samples(pipe, folder, config, run.token, run.components.info, embedding, step, lora=lora)
+        pipe = sample_pipeline(run.components)
+        with run.accelerator.autocast():  # the text encoders are float32, the denoiser may be half precision
+            return generate_samples(
+                pipe, folder, config, run.token, run.components.info, files, step, run.family, run.resolution
+            )
     finally:
-        if run.placeholder is not None:
-            text_encoder.set_input_embeddings(run.trainable)
+        for name, trainable in run.trainables.items():
+            encoders[name].set_input_embeddings(trainable)
 
 
 def _in_checkpoint(samples: list, partial: Path, folder: Path) -> list:
@@ -134,7 +137,7 @@ def _in_checkpoint(samples: list, partial: Path, folder: Path) -> list:
 
 def export_final(run: Run) -> dict[str, Path]:
     """Write the last checkpoint's embedding and LoRA files to the output folder's top level."""
-    latest = ckpt.latest_checkpoint(run.layout.out)
+    latest = ckpt.latest_checkpoint(run.layout.out, until=run.config.max_steps)
     if latest is None:
         return {}
     step, folder = latest

@@ -28,6 +28,7 @@ class _Job:
     samples: list  # amari.train.validation.Sample
     log: Log
     scoring: Scoring
+    until: int | None = None  # the run's last step: later checkpoints (of a longer run) are not summarised
 
 
 class _Worker:
@@ -51,7 +52,7 @@ class Scoring:
     def enabled(self) -> bool:
         return self.reference is not None
 
-    def submit(self, out_dir: Path, step: int, samples: list, log: Log) -> None:
+    def submit(self, out_dir: Path, step: int, samples: list, log: Log, until: int | None = None) -> None:
         """Find the faces of a checkpoint's samples in the worker; `collect` records the score."""
         if not self.enabled or not samples:
             return
@@ -63,7 +64,7 @@ class Scoring:
             worker.pool = worker_pool(1)
         paths = [str(sample.path) for sample in samples]
         future = worker.pool.submit(encode_paths, paths, self.encoder.settings, self.encoder.max_pixels)
-        worker.jobs.append(_Job(future, Path(out_dir), step, list(samples), log, self))
+        worker.jobs.append(_Job(future, Path(out_dir), step, list(samples), log, self, until))
 
     def catch_up(self, out_dir: Path, config, token: str, log: Log) -> None:
         """Score the checkpoints of `out_dir` whose samples a killed run left unscored."""
@@ -71,12 +72,12 @@ class Scoring:
 
         if not self.enabled:
             return
-        for step, folder in ckpt.complete_checkpoints(out_dir):
+        for step, folder in ckpt.complete_checkpoints(out_dir, until=config.max_steps):
             state = ckpt.read_json(folder / ckpt.STATE_FILE)
             if state.get("samples") and state.get("validation") is None:
                 samples = planned_samples(folder / "samples", config, token)
                 if all(sample.path.is_file() for sample in samples):
-                    self.submit(out_dir, step, samples, log)
+                    self.submit(out_dir, step, samples, log, until=config.max_steps)
 
     def collect(self, block: bool = False) -> None:
         """Record every score that is back (with `block`, wait for all of them)."""
@@ -104,7 +105,7 @@ class Scoring:
             return  # the user removed the checkpoint meanwhile
         state = ckpt.read_json(folder / ckpt.STATE_FILE)
         ckpt.write_json(folder / ckpt.STATE_FILE, {**state, "validation": validation})
-        best = ckpt.summarize_validation(job.out_dir)
+        best = ckpt.summarize_validation(job.out_dir, until=job.until)
         job.log(score_message(job.step, validation, best))
 
     def __enter__(self) -> Scoring:

@@ -34,18 +34,19 @@ from amari.train.saving import save_checkpoint
 from amari.train.setup import prepare_runs
 
 
-def train_groups(groups: list[Group], log: Log | None = None) -> dict[str, TrainResult]:
-    """Train (or resume) every group: Textual Inversion groups in one run, the rest one after another."""
+def train_groups(groups: list[Group], log: Log | None = None, start_over: bool = False) -> dict[str, TrainResult]:
+    """Train (or resume) every group: Textual Inversion groups in one run, the rest one after another
+    (`start_over`: see `amari.train.loop.train`)."""
     log = log or (lambda message: None)
     reason = apart_because(groups)
     if reason is None:
-        runs, optimizer = prepare_runs(groups, log)
+        runs, optimizer = prepare_runs(groups, log, start_over)
         if runs is not None:
             return _together(groups, runs, optimizer)
         reason = "several processes"
     if len(groups) > 1:
         log(f"training {len(groups)} groups one after another ({reason})")
-    return {group.name: train(group.config, group.layout, named_log(log, group.name)) for group in groups}
+    return {group.name: train(group.config, group.layout, named_log(log, group.name), start_over) for group in groups}
 
 
 def _together(groups: list[Group], runs: list[Run], optimizer) -> dict[str, TrainResult]:
@@ -63,7 +64,7 @@ def _resume_aligned(runs: list[Run]) -> list[int]:
     """Each group's step after loading its checkpoint. A run killed while it wrote one step's checkpoints
     leaves some groups a checkpoint ahead: the unfinished groups resume from the latest step all of them
     reached, so the batches are those of a run that was never killed."""
-    latest = [ckpt.latest_checkpoint(run.layout.out) for run in runs]
+    latest = [ckpt.latest_checkpoint(run.layout.out, until=run.config.max_steps) for run in runs]
     reached = [found[0] if found else 0 for found in latest]
     unfinished = [step for step, run in zip(reached, runs) if step < run.config.max_steps]
     until = min(unfinished) if unfinished else None
@@ -106,7 +107,7 @@ def joint_step(runs: list[Run], optimizer, active: list[int], steps: list[int]) 
     """One optimizer step of the `active` groups, group `active[k]` at its step `steps[k]`: one forward and
     backward pass per micro-batch over all their samples; returns each group's mean loss and learning rate."""
     first = runs[active[0]]
-    accelerator, grouped = first.accelerator, first.trainable
+    accelerator, grouped = first.accelerator, next(iter(first.trainables.values()))
     lrs = []
     for i, step in zip(active, steps):
         config = runs[i].config
@@ -117,7 +118,8 @@ def joint_step(runs: list[Run], optimizer, active: list[int], steps: list[int]) 
     for micro in range(accumulation):
         parts = [make_batch(runs[i], step, micro) for i, step in zip(active, steps)]
         sizes = [len(part[0]) for part in parts]
-        latents, noise, timesteps, prompt_ids = (torch.cat(tensors) for tensors in zip(*parts))
+        latents, noise, timesteps = (torch.cat([part[k] for part in parts]) for k in range(3))
+        prompt_ids = [torch.cat(ids) for ids in zip(*(part[3] for part in parts))]  # per text encoder
         grouped.rows = torch.repeat_interleave(torch.tensor(active), torch.tensor(sizes))
         with accelerator.autocast():
             prediction, target = predict(first, latents, noise, timesteps, prompt_ids)

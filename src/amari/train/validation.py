@@ -18,7 +18,6 @@ from amari.models.diffusion import ModelInfo
 from amari.provenance.png import save_png
 
 NO_FACE_SCORE = 1.0
-SAMPLER = "ddim"
 
 
 @dataclass(frozen=True)
@@ -85,22 +84,9 @@ def score_samples(samples: list[Sample], encoder, reference: FaceGroup, found: d
     )
 
 
-def sample_pipeline(components, text_encoder):
-    """A text-to-image pipeline over the run's own modules (nothing is copied or reloaded)."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        vae=components.vae,
-        text_encoder=text_encoder,
-        tokenizer=components.tokenizer,
-        unet=components.unet,
-        scheduler=components.sample_scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def sample_pipeline(components):
+    """A text-to-image pipeline of the model's family over the run's own modules (nothing copied or reloaded)."""
+    return components.family.sample_pipeline(components.pipe, components.sample_scheduler)
 
 
 def planned_samples(folder: Path, config, token: str) -> list[Sample]:
@@ -119,49 +105,58 @@ def generate_samples(
     config,
     token: str,
     model: ModelInfo,
-    embedding: dict | None,
+    files: dict,
     step: int,
-    lora: dict | None = None,
+    family=None,
+    size: int | None = None,
 ) -> list[Sample]:
     """One PNG per sample prompt and seed of `config`, all made in one call of the pipeline (each from its
     own seeded generator, so an image is the one a call for it alone makes).
 
-    `embedding` is the checkpoint's A1111 file ({"name", "hash"}): the infotext names it instead of the
-    token, so that pasting a sample's parameters into A1111 with that file installed triggers it. `lora` is
-    the checkpoint's kohya file, which the infotext calls in A1111's way (`<lora:NAME:1>`, `Lora hashes`).
+    `files` holds what the image records about the checkpoint's embedding and LoRA
+    (`amari.provenance.names`: its A1111 and kohya files), so that the infotext names them as A1111, ComfyUI
+    and InvokeAI do and pasting a sample's parameters there with those files installed makes it again;
+    `family` is the model's (`amari.models.families`, which names its base as InvokeAI does) and `size` the
+    images' side (default: the training resolution, else the model's native size).
     """
     import torch
 
+    from amari.models.families.registry import guess, native_size
+
+    family = family or guess(config.model)
+    steps = config.sample_steps or family.defaults.sample_steps
+    guidance = family.defaults.guidance if config.guidance_scale is None else config.guidance_scale
+    size = size or config.resolution or native_size(config.model)
+    sampler = family.defaults.sample_sampler
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     samples = planned_samples(folder, config, token)
-    templates = [template for template in config.sample_prompts for _seed in config.sample_seeds]
     # CPU generators give the same starting noise on every device.
     generators = [torch.Generator("cpu").manual_seed(sample.seed) for sample in samples]
     with torch.no_grad():
         images = pipe(
             [sample.prompt for sample in samples],
-            num_inference_steps=config.sample_steps,
-            guidance_scale=config.guidance_scale,
-            height=config.resolution,
-            width=config.resolution,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=size,
+            width=size,
             generator=generators,
+            **family.call_kwargs("", len(samples), sampler, 0.0),
         ).images
-    for sample, template, image in zip(samples, templates, images):
-        shown = template.replace("{}", embedding["name"] if embedding else token)
+    for sample, image in zip(samples, images):
         params = {
-            "prompt": shown + (f" <lora:{lora['name']}:1>" if lora else ""),
-            "prompt_sent": sample.prompt,
+            "prompt": sample.prompt,
             "seed": sample.seed,
-            "steps": config.sample_steps,
-            "sampler": SAMPLER,
-            "cfg_scale": config.guidance_scale,
-            "width": config.resolution,
-            "height": config.resolution,
+            "steps": steps,
+            "sampler": sampler,
+            "cfg_scale": guidance,
+            "width": size,
+            "height": size,
             "model": model.name,
             "model_hash": model.model_hash,
-            "embeddings": [{"token": token, **embedding}] if embedding else [],
-            **({"loras": [{**lora, "weight": 1.0}]} if lora else {}),
+            "model_base": family.base,
+            "family": family.name,
+            **files,
             "step": step,
         }
         save_png(image, sample.path, params)
