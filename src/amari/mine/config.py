@@ -7,7 +7,6 @@ study); `--option KEY=VALUE` reaches any other generation or enhancement setting
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from amari.config.settings import (
     check_cpus,
     check_positive,
     convert,
-    parse_text,
     resolve_path,
     setting,
     type_hints,
@@ -27,48 +25,10 @@ from amari.config.settings import (
 from amari.errors import UsageError
 from amari.execution.cluster import actors_setting, address_setting
 from amari.faces.settings import FaceSettings
+from amari.mine.options import key_value, options_table, resolve_option
 
 DIFFUSERS = "diffusers"
 FOLDER_PREFIX = "folder:"
-# --option names that stand for another setting's name.
-OPTION_ALIASES = {
-    "guidance": "guidance",
-    "cfg": "guidance",
-    "scheduler": "sampler",
-    "batch_size": "images_per_call",
-    "enhance_device": "enhance.device",
-}
-# The miner's own fields an --option may set (the others are not generation or enhancement settings).
-_OPTION_FIELDS = (
-    "sampler",
-    "steps",
-    "guidance",
-    "width",
-    "height",
-    "images_per_call",
-    "device",
-    "model_config",
-    "enhance",
-    "enhancement",
-    "upscaler",
-    "face_restorer",
-    "scale",
-    "early_reject",
-    "reject_margin",
-)
-
-
-def key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise UsageError(f"expected KEY=VALUE, not {text!r}")
-    return key.strip(), value.strip()
-
-
-def _options_table(value: Any, where: str, base: Path) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, dict):
-        raise UsageError(f"{where} must be a table of KEY = value")
-    return tuple((key, str(item).lower() if isinstance(item, bool) else str(item)) for key, item in value.items())
 
 
 def _source(value: Any, where: str, base: Path) -> str:
@@ -195,7 +155,7 @@ class MineConfig(Settings):
         flag="--option",
         action="append",
         cli_type=key_value,
-        toml_type=_options_table,
+        toml_type=options_table,
         metavar="KEY=VALUE",
         group="generation",
     )
@@ -423,25 +383,13 @@ class MineConfig(Settings):
 
     def _resolve_options(self) -> dict[str, dict[str, Any]]:
         """Typed values of --option: the miner's own fields are set, the rest kept for generate/enhance."""
-        from amari.enhance import EnhanceConfig
-        from amari.generate import GenerateConfig
-
-        extra: dict[str, dict[str, Any]] = {"generate": {}, "enhance": {}}
-        generate_fields = {f.name for f in dataclasses.fields(GenerateConfig)} - {"embeddings", "model"}
-        enhance_fields = {f.name for f in dataclasses.fields(EnhanceConfig)}
+        extra = {"generate": {}, "enhance": {}}
         for key, text in self.options:
-            name = OPTION_ALIASES.get(key, key)
-            if name in _OPTION_FIELDS:
-                value = parse_text(text, type_hints(MineConfig)[name], f"option {key}")
+            target, name, value = resolve_option(key, text, type_hints(MineConfig))
+            if target == "mine":
                 object.__setattr__(self, name, value)
-            elif name in generate_fields:
-                extra["generate"][name] = parse_text(text, type_hints(GenerateConfig)[name], f"option {key}")
-            elif name.removeprefix("enhance.") in enhance_fields:
-                field = name.removeprefix("enhance.")
-                extra["enhance"][field] = parse_text(text, type_hints(EnhanceConfig)[field], f"option {key}")
             else:
-                known = sorted({*_OPTION_FIELDS, *OPTION_ALIASES, *generate_fields, *enhance_fields} - {"device"})
-                raise UsageError(f"unknown source option {key!r}; known: {', '.join(known)}")
+                extra[target][name] = value
         return extra
 
     def unused_options(self) -> list[str]:
