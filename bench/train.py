@@ -14,9 +14,17 @@ tuning adds the token's vectors, so its backward pass also runs through the text
 Each side runs in its own process on the same model, images, settings and seeds, so the peak memory
 of one does not hide in the other's; the steps are timed after a warm-up.
 
+Last, the study's groups: three Textual Inversion groups (4, 2 and 1 images) trained in one run, one
+batch holding every group's sample each step, against the same three trained one after another (three
+runs, each loading the model), the same steps each; wall time of the whole training, each side in its
+own process, best of --repeats:
+
+    3 groups at once vs one after another: X.XX×
+
     python bench/train.py                # tiny random-weight model on the CPU (minutes)
     python bench/train.py --full         # SD 1.5's full architecture, random weights, 512 px (GPU)
     python bench/train.py --model PATH   # any Stable Diffusion model amari can load
+    python bench/train.py --sides groups # the groups' comparison alone
 
 On a GPU every side uses the run's defaults there (bf16 or fp16 autocast, gradient checkpointing).
 """
@@ -51,6 +59,8 @@ def write_images(folder: Path) -> Path:
 
 
 SIDES = ("ti", "lora", "pivotal", "recipe")  # amari's three methods, then the common TI recipe
+GROUP_SIDES = ("together", "apart")  # three groups in one run; the same three one after another
+GROUP_IMAGES = {"g_4": 4, "g_2": 2, "g_1": 1}
 
 
 def config_for(args, method: str):
@@ -175,6 +185,50 @@ def worker(args) -> None:
         )
 
 
+def groups_worker(args) -> None:
+    """Train the three groups `args.worker` says how (together, or apart), from a fresh output folder."""
+    from amari.storage.layout import TrainLayout
+    from amari.train import Group, run, run_groups
+
+    config = config_for(args, "ti").replace(max_steps=args.steps, checkpoint_every=args.steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        groups = [Group(name, config, TrainLayout(Path(args.images) / name, Path(tmp) / name)) for name in GROUP_IMAGES]
+        started = time.perf_counter()
+        if args.worker == "together":
+            run_groups(groups)
+        else:
+            for group in groups:
+                run(group.config, group.layout)
+        print(json.dumps({"seconds": time.perf_counter() - started}))
+
+
+def group_folders(images: Path) -> Path:
+    """The three groups' folders, from the stand-in training images."""
+    import shutil
+
+    root = images.parent / "groups"
+    files = sorted(images.iterdir())
+    for name, count in GROUP_IMAGES.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for path in files[:count]:
+            shutil.copy(path, root / name / path.name)
+    return root
+
+
+def compare_groups(args, images: Path) -> None:
+    root = group_folders(images)
+    seconds: dict[str, list[float]] = {side: [] for side in GROUP_SIDES}
+    for _ in range(args.repeats):
+        for side in GROUP_SIDES:
+            seconds[side].append(measure(side, args, root)["seconds"])
+    together, apart = min(seconds["together"]), min(seconds["apart"])
+    print(
+        f"groups of {', '.join(map(str, GROUP_IMAGES.values()))} images, {args.steps} steps each, wall time of the "
+        f"whole training (best of {args.repeats}): together {together:.1f} s, one after another {apart:.1f} s"
+    )
+    print(f"3 groups at once vs one after another: {apart / together:.2f}×")
+
+
 def _peak_rss() -> int:
     import resource
 
@@ -214,9 +268,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--resolution", type=int, default=None, help="default 64 tiny, 512 otherwise")
     parser.add_argument("--repeats", type=int, default=2, help="runs per side, alternating; the fastest counts")
-    parser.add_argument("--sides", default=",".join(SIDES), help=f"which to time, of {','.join(SIDES)}")
+    every = ",".join((*SIDES, "groups"))
+    parser.add_argument("--sides", default=every, help=f"which to time, of {every}")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
-    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=SIDES + GROUP_SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
     parser.add_argument("--images", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -224,19 +279,27 @@ def main() -> None:
     args.steps = args.steps or (50 if big else 20)
     args.resolution = args.resolution or (512 if big else 64)
     if args.worker:
-        worker(args)
+        groups_worker(args) if args.worker in GROUP_SIDES else worker(args)
         return
 
     args.model_path = model_folder(args)
-    sides = [side for side in SIDES if side in args.sides.split(",")]
+    chosen = args.sides.split(",")
+    sides = [side for side in SIDES if side in chosen]
+    with tempfile.TemporaryDirectory() as tmp:
+        images = write_images(Path(tmp) / "images")
+        if sides:
+            compare_methods(args, sides, images)
+        if "groups" in chosen:
+            compare_groups(args, images)
+
+
+def compare_methods(args, sides: list[str], images: Path) -> None:
     if "ti" not in sides:
         sides.insert(0, "ti")  # the baseline of every ratio
     runs: dict[str, list[dict]] = {side: [] for side in sides}
-    with tempfile.TemporaryDirectory() as tmp:
-        images = write_images(Path(tmp) / "images")
-        for _ in range(args.repeats):  # alternating, so a busy spell of the machine hits every side
-            for side in runs:
-                runs[side].append(measure(side, args, images))
+    for _ in range(args.repeats):  # alternating, so a busy spell of the machine hits every side
+        for side in runs:
+            runs[side].append(measure(side, args, images))
     best = {side: max(rows, key=lambda row: row["steps_per_s"]) for side, rows in runs.items()}
     ti = best["ti"]
     print(

@@ -94,8 +94,10 @@ def test_the_estimate_is_the_stage_times_times_the_study_counts():
     result = estimate(plan, timings)
     assert result.candidates == 4200 == math.ceil(312 / ACCEPTANCE_2022)
     assert result.mining_seconds == 4200 * 3.5
-    # 3 groups × (15,500 steps × 0.5 s + 31 checkpoints × 5 sample seeds × an image of 50 of 250 steps)
-    assert result.rows[1].seconds == pytest.approx(3 * (15500 * 0.5 + 31 * 5 * 5.0 * 50 / 250))
+    # The 3 groups at once: 15,500 steps × 0.5 s (a step of all three), and each group's 31 checkpoints ×
+    # 5 sample seeds × an image of 50 of 250 steps.
+    assert result.rows[1].seconds == pytest.approx(15500 * 0.5 + 3 * 31 * 5 * 5.0 * 50 / 250)
+    assert any("trains the 3 groups in one run" in a for a in result.assumptions)
     assert result.rows[2].seconds == 80 * 5.0  # 4 prompts × 5 commands × (3 groups + control)
     assert result.total_seconds == pytest.approx(sum(r.seconds for r in result.rows[:3]))
     assert result.workspace_bytes == 4200 * 2_000_000
@@ -158,11 +160,12 @@ def test_a_study_of_several_methods_is_estimated_per_method():
     )
     training = estimate(plan, timings).rows[1]
     samples = 31 * 5 * 5.0 * 50 / 250  # 31 checkpoints × 5 sample seeds × an image of 50 of 250 steps
-    assert training.seconds == pytest.approx(6 * (15500 * (0.5 + 0.75 + 1.0) + 3 * samples))
+    # Textual Inversion's six groups in one run; LoRA and pivotal tuning one group after another.
+    assert training.seconds == pytest.approx(15500 * 0.5 + 6 * 15500 * (0.75 + 1.0) + 6 * 3 * samples)
     assert training.what == "train 6 groups × 3 methods"
     assert (
-        "15500 steps × (0.50 s ti + 0.75 s lora + 1.0 s pivotal)" in training.how
-        and "3 × 155 sample images" in training.how
+        "15500 steps × (0.50 s ti, 6 groups at once + 6 × 0.75 s lora + 6 × 1.0 s pivotal)" in training.how
+        and "18 × 155 sample images" in training.how
     )
 
 
@@ -174,4 +177,5 @@ def test_each_method_of_the_study_has_its_training_step_timed(demo, tmp_path, on
     rows = time_training_steps(plan, tmp_path, log=lambda message: None)
     assert [row.stage for row in rows] == ["train step", "train step (lora)", "train step (pivotal)"]
     assert all(row.seconds > 0 and row.unit == "step" for row in rows)
-    assert rows[0].note.startswith("Textual Inversion, batch") and rows[1].note.startswith("LoRA rank 4, batch")
+    assert rows[0].note.startswith("Textual Inversion, 2 groups at once, batch")  # the demo's two, as it trains them
+    assert rows[1].note.startswith("LoRA rank 4, batch")

@@ -71,6 +71,19 @@ def test_tiles_cover_the_image_once():
         assert all(0 < stop - start <= (tile or length) for start, stop in spans)
 
 
+def test_each_network_runs_in_the_16_bit_float_spandrel_allows(tiny_esrgan, gfpgan):
+    from amari.enhance.loading import load_image_model, reduced_dtype
+
+    cpu = torch.device("cpu")
+    esrgan = load_image_model(str(tiny_esrgan), "SR", cpu, half=True)
+    restorer = load_image_model(str(gfpgan), "FaceSR", cpu, half=True)
+    assert reduced_dtype(esrgan.supports_half, esrgan.supports_bfloat16, "cuda", True) == torch.float16
+    # GFPGAN: spandrel says float16 breaks it, bfloat16 does not.
+    assert reduced_dtype(restorer.supports_half, restorer.supports_bfloat16, "cuda", True) == torch.bfloat16
+    assert reduced_dtype(restorer.supports_half, restorer.supports_bfloat16, "cuda", False) is None
+    assert esrgan.dtype == restorer.dtype == torch.float32  # on the CPU both stay float32
+
+
 def test_tiled_upscaling_matches_the_whole_image(tiny_esrgan, astronaut):
     model = Enhancer(EnhanceConfig(upscaler=str(tiny_esrgan), face_restorer=None)).upscaler
     image = np.ascontiguousarray(astronaut[150:222, 60:140])

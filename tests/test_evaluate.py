@@ -73,7 +73,8 @@ def make_config(tmp_path, tiny_sd, sim_group, embedding, **evaluate):
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, tiny_sd, sim_group, embedding):
+def evaluated(tmp_path_factory, tiny_sd, sim_group, embedding, one_thread):
+    # One thread, as the grids it is compared with: a batched pass's sums split by thread count.
     tmp_path = tmp_path_factory.mktemp("evaluated")
     config = make_config(tmp_path, tiny_sd, sim_group, embedding)
     seen = []
@@ -97,6 +98,18 @@ def test_prompts_put_the_token_or_the_init_word_in_place_of_the_subject():
     )
     assert prompt_for("a photo of amarillo", "amari", "woman") == "a photo of amarillo"
     assert group_token("amari", "A_312") == "<amari-a_312>"
+
+
+def test_the_grid_runs_in_passes_of_one_prompts_images(evaluated):
+    """With no batch size set, a pass holds as many of a prompt's commands as the free memory holds (here
+    both): one unit's images of one prompt, generated together, then scored."""
+    _, _, seen = evaluated
+    passes = [seen[start : start + 4] for start in range(0, len(seen), 4)]
+    assert len(passes) == len(PROMPTS) * 2  # 2 prompts × (a_3, ctrl)
+    for chunk in passes:
+        assert [what for what, _ in chunk] == ["generate", "generate", "score", "score"]
+        (prompt, _, method, group), (prompt2, _, method2, group2) = (key for _, key in chunk[:2])
+        assert (prompt, method, group) == (prompt2, method2, group2)
 
 
 def test_one_row_per_cell_with_images_that_carry_their_provenance(evaluated):

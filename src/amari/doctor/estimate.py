@@ -15,6 +15,7 @@ from amari.doctor.render import duration
 from amari.doctor.timing import Timings, train_stage
 from amari.models.families.registry import guess
 from amari.models.inventory import human_size
+from amari.storage.layout import DEFAULT_METHOD
 from amari.train.config import checkpoint_steps
 
 # The 2022 study kept 312 images in its sim-group out of roughly 4,200 candidates it generated.
@@ -47,6 +48,13 @@ class Estimate:
         return self.rows[-1].seconds
 
 
+def _step_text(method: str, seconds: float, runs: int, groups: int) -> str:
+    """A method's share of a training step: one run of every group at once, or `runs` runs of one group."""
+    if runs == 1 and groups > 1:
+        return f"{duration(seconds)} {method}, {groups} groups at once"
+    return f"{runs} × {duration(seconds)} {method}" if runs > 1 else f"{duration(seconds)} {method}"
+
+
 def estimate(plan: StudyPlan, timings: Timings, acceptance: float = ACCEPTANCE_2022) -> Estimate:
     """Time to the target group size, to train every group with every method, to evaluate the grid, and in all."""
     if not 0 < acceptance <= 1:
@@ -57,9 +65,12 @@ def estimate(plan: StudyPlan, timings: Timings, acceptance: float = ACCEPTANCE_2
     per_candidate = max(model_work, cpu_work / plan.workers) if plan.workers else model_work + cpu_work
     candidates = math.ceil(plan.target / acceptance)
     mining = candidates * per_candidate
-    # 2. Training: max_steps steps per group and method, plus the sample images drawn at every checkpoint.
+    # 2. Training: max_steps steps per run, plus the sample images drawn at every checkpoint. Textual
+    #    Inversion trains every group in one run (its timed step is one batch of all of them); the other
+    #    methods one group after another.
     train = plan.train
     steps = {method: timings.seconds(train_stage(method)) or 0.0 for method in plan.methods}
+    runs = {method: 1 if method == DEFAULT_METHOD and plan.together else plan.groups for method in steps}
     evaluate_image = timings.seconds("evaluate image") or 0.0
     samples = (
         len(checkpoint_steps(train.max_steps, train.checkpoint_every))
@@ -68,22 +79,21 @@ def estimate(plan: StudyPlan, timings: Timings, acceptance: float = ACCEPTANCE_2
     )
     sample_steps = train.sample_steps or guess(train.model).defaults.sample_steps
     sample_image = evaluate_image * sample_steps / max(1, plan.evaluate.steps)
-    per_group = train.max_steps * sum(steps.values()) + len(steps) * samples * sample_image
-    training = plan.groups * per_group
-    # 3. Evaluation: one image per cell, generated and scored.
+    sample_runs = plan.groups * len(steps)
+    training = sum(runs[m] * train.max_steps * step for m, step in steps.items()) + sample_runs * samples * sample_image
+    # 3. Evaluation: one image per cell, generated (in passes of a prompt's images) and scored.
     evaluation = plan.eval_images * evaluate_image
     total = mining + training + evaluation
     plural = "s" * (samples != 1)
     several = len(steps) > 1
-    each = " + ".join(f"{duration(step)} {method}" for method, step in steps.items())
-    step_time = f"({each})" if several else duration(sum(steps.values()))
-    runs, methods = (f"{len(steps)} × ", f" × {len(steps)} methods") if several else ("", "")
+    each = " + ".join(_step_text(method, step, runs[method], plan.groups) for method, step in steps.items())
+    methods = f" × {len(steps)} methods" if several else ""
     rows = (
         EstimateRow(f"mine to {plan.target} images", f"{candidates} candidates × {duration(per_candidate)}", mining),
         EstimateRow(
             f"train {plan.groups} group{'s' * (plan.groups != 1)}{methods}",
-            f"{plan.groups} × ({train.max_steps} steps × {step_time} + {runs}{samples} sample image{plural} "
-            f"× {duration(sample_image)})",
+            f"{train.max_steps} steps × ({each}) + {sample_runs} × {samples} sample image{plural} "
+            f"× {duration(sample_image)}",
             training,
         ),
         EstimateRow(
@@ -97,12 +107,21 @@ def estimate(plan: StudyPlan, timings: Timings, acceptance: float = ACCEPTANCE_2
             f"{CANDIDATES_2022:,}); another prompt may need more or fewer: --acceptance RATE"
         ),
         "the group analysis reuses cached descriptors, and select, prepare and report take seconds: not counted",
-        f"checkpoint sample images cost an evaluation image scaled to {sample_steps} steps",
+        (
+            f"checkpoint sample images cost an evaluation image scaled to {sample_steps} steps (a checkpoint's "
+            "are made in one call); their faces are scored beside the training, not counted"
+        ),
         (
             f"the workspace needs about {human_size(candidates * timings.candidate_bytes)} "
             f"({candidates} candidate PNGs of {human_size(timings.candidate_bytes)})"
         ),
     ]
+    if plan.together:
+        assumptions.insert(
+            1,
+            f"Textual Inversion trains the {plan.groups} groups in one run: a step is one batch of every group's "
+            "samples, timed as such",
+        )
     if plan.workers:
         workers = f"{plan.workers} worker process{'es' * (plan.workers != 1)}"
         shared = f"the streaming engine does the CPU work ({duration(cpu_work)} a candidate) on {workers}"

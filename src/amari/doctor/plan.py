@@ -36,12 +36,15 @@ class StudyPlan:
     faces: FaceSettings
     target: int
     workers: int  # the streaming engine's CPU worker processes beside the generator; 0: the serial engine
+    batch_by_memory: bool  # the generator's batch is what a GPU's free memory holds (no batch set)
     # Training: every group trains `train.max_steps` steps with each method, with sample images at each checkpoint.
     groups: int
     train: TrainConfig
     # Evaluation: one image per prompt × command × (method × group) cell.
     evaluate: GenerateConfig
     eval_images: int
+    eval_batch: int | None  # images of a prompt per pass; None: what the free memory holds
+    commands: int  # the grid's commands: a prompt's images, the most a pass holds
 
     @property
     def generates(self) -> bool:
@@ -56,6 +59,18 @@ class StudyPlan:
     def methods(self) -> tuple[str, ...]:
         """The training methods; every group trains once with each."""
         return self.train.study_methods()
+
+    @property
+    def together(self) -> bool:
+        """Whether the study trains its Textual Inversion groups in one run (one batch of every group's
+        samples a step)."""
+        if self.groups < 2 or "ti" not in self.methods:
+            return False
+        from amari.storage.layout import TrainLayout
+        from amari.train.groups import Group, apart_because
+
+        config = self.train.replace(method="ti", methods=None)
+        return apart_because([Group(name, config, TrainLayout(".", ".")) for name in "ab"]) is None
 
 
 def plan_from_study(config) -> StudyPlan:
@@ -76,10 +91,13 @@ def plan_from_study(config) -> StudyPlan:
         faces=mine.faces,
         target=mine.target,
         workers=mine.worker_processes if mine.engine == "streaming" else 0,
+        batch_by_memory=mine.images_per_call is None,
         groups=len(config.select.groups),
         train=config.train,
         evaluate=generation_config(config.evaluate, ("", CONTROL), None),  # the plain model, as the control group
         eval_images=len(plan_cells(config.evaluate)),
+        eval_batch=config.evaluate.batch_size,
+        commands=len(config.evaluate.commands),
     )
 
 

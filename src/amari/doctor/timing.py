@@ -160,6 +160,11 @@ def time_mining(plan: StudyPlan, timing_steps: int | None, folder: Path, log: Lo
     rows = []
     generate = plan.generate
     if generate is not None:
+        if plan.batch_by_memory:  # what the miner will choose on this machine (on a GPU, by its free memory)
+            from amari.execution.memory import MINING_BATCH_CAP
+            from amari.generate import pass_size
+
+            generate = dataclasses.replace(generate, batch_size=pass_size(generate, MINING_BATCH_CAP, True)[0])
         batch, sampler = generate.batch_size, generate.scheduler
         log(f"timing generate ({sampler}, {batch} images per pass) ...")
         seconds, how = time_generation(generate, plan.prompt, batch, timing_steps)
@@ -253,12 +258,12 @@ def time_training_steps(plan: StudyPlan, folder: Path, log: Log) -> list[StageTi
 
 
 def _time_training_step(plan: StudyPlan, method: str, data: Path, out: Path, log: Log) -> StageTime:
-    # Two steps, no checkpoint samples and no reference group: only the step itself is timed.
+    """One step of `method`; Textual Inversion's of every group at once when the study trains them so."""
     from amari.models.families.registry import native_size
     from amari.storage.layout import TrainLayout
-    from amari.train import METHOD_NAMES
+    from amari.train import METHOD_NAMES, Group
     from amari.train.loop import train_step
-    from amari.train.setup import prepare_run
+    from amari.train.together import joint_step, prepare_runs
 
     config = plan.train.replace(
         method=method,
@@ -269,36 +274,54 @@ def _time_training_step(plan: StudyPlan, method: str, data: Path, out: Path, log
         reference_group=None,
         resolution=plan.train.resolution or native_size(plan.train.model),
     )
-    log(f"timing one {method} training step ({config.resolution} px, batch {config.batch_size}) ...")
-    run = prepare_run(config, TrainLayout(data, out))
-    train_step(run, 0)
-    seconds = timed(lambda: train_step(run, 1))
+    groups = plan.groups if method == DEFAULT_METHOD and plan.together else 1
+    log(f"timing one {method} training step ({config.resolution} px, batch {config.batch_size} × {groups}) ...")
+    layouts = [TrainLayout(data, out / f"g{index}") for index in range(groups)]
+    runs = None
+    if groups > 1:  # one process: the run of every group is one batch
+        quiet = [Group(f"g{i}", config, layout) for i, layout in enumerate(layouts)]
+        runs, optimizer = prepare_runs(quiet, lambda message: None)
+    if runs is not None:
+        everyone = list(range(groups))
+        joint_step(runs, optimizer, everyone, [0] * groups)
+        seconds = timed(lambda: joint_step(runs, optimizer, everyone, [1] * groups))
+        how, accelerator = f", {groups} groups at once", runs[0].accelerator
+    else:
+        from amari.train.setup import prepare_run
+
+        run = prepare_run(config, layouts[0])
+        train_step(run, 0)
+        seconds = timed(lambda: train_step(run, 1))
+        how, accelerator = "", run.accelerator
     lora = f" rank {config.lora_rank}" if config.trains_lora else ""
     return StageTime(
         train_stage(method),
         seconds,
         "step",
-        f"{METHOD_NAMES[method]}{lora}, batch {config.batch_size} × "
+        f"{METHOD_NAMES[method]}{lora}{how}, batch {config.batch_size} × "
         f"{config.grad_accum} accumulation at {config.resolution} px, "
-        f"{run.accelerator.mixed_precision} mixed precision",
+        f"{accelerator.mixed_precision} mixed precision",
     )
 
 
 def time_evaluation_image(plan: StudyPlan, timing_steps: int | None, log: Log) -> StageTime:
     """One grid image: generated at the evaluation's settings, then its face found and described."""
     from amari.faces import descriptors as faces
+    from amari.generate import pass_size
 
-    config = plan.evaluate
-    log(f"timing one evaluation image ({config.scheduler}, {config.batch_size} per pass) ...")
-    seconds, how = time_generation(config, "a photo of a woman", config.batch_size, timing_steps)
-    seconds /= config.batch_size
+    size = plan.eval_batch or pass_size(plan.evaluate, plan.commands)[0]  # what the grid will use here
+    config = dataclasses.replace(plan.evaluate, batch_size=size)
+    log(f"timing one evaluation image ({config.scheduler}, {size} per pass) ...")
+    seconds, how = time_generation(config, "a photo of a woman", size, timing_steps)
+    seconds /= size
     face = sample_face(*image_size(config))
     scoring = timed(lambda: faces.encode(face))
     return StageTime(
         "evaluate image",
         seconds + scoring,
         "image",
-        f"{config.scheduler}, {how} ({seconds:.2f} s) + face and descriptor ({scoring:.2f} s)",
+        f"{config.scheduler}, {how}, {size} per pass ({seconds:.2f} s an image) + face and descriptor "
+        f"({scoring:.2f} s)",
     )
 
 

@@ -21,7 +21,9 @@ class EnhanceConfig(Settings):
     tile: the upscaler runs on tiles of at most this many input pixels a side, each with a margin of
         context, so memory stays bounded for large inputs; 0 runs the whole image at once.
     device: "auto" picks CUDA, then Apple MPS, then the CPU.
-    half: run the upscaler in float16 on CUDA (ignored elsewhere; GFPGAN always runs in float32).
+    half: run the upscaler and the face restorer in 16-bit floats on CUDA (ignored elsewhere): float16
+        where spandrel says the architecture supports it (Real-ESRGAN), else bfloat16 where it does and the
+        GPU has it (GFPGAN).
     restore_weight: how much of the restored face replaces the upscaled one inside the face mask,
         from 0 (none) to 1 (all). GFPGAN's own tool passes a `weight` of 0.5 that the v1.3/v1.4 clean
         network ignores, so the study's faces were fully restored: 1.0 reproduces it.
@@ -35,9 +37,13 @@ class EnhanceConfig(Settings):
     )
     face_restorer: str | None = setting("GFPGANv1.4", "known GFPGAN name or model path; none: no face restoration")
     scale: float = setting(2.0, "final size relative to the generated image")
-    tile: int = setting(512, "upscale in tiles of at most this many input pixels a side; 0: whole image")
+    tile: int = setting(
+        512,
+        "upscale in tiles of at most this many input pixels a side; 0: whole image (a batch of images is "
+        "upscaled in passes of as many as the GPU's free memory holds)",
+    )
     device: str = setting("auto", "auto: cuda, then mps, then cpu")
-    half: bool = setting(True, "run the upscaler in float16 on CUDA")
+    half: bool = setting(True, "run the upscaler (float16) and GFPGAN (bfloat16) in 16-bit floats on CUDA")
     restore_weight: float = setting(1.0, "share of the restored face blended over the upscaled one")
     min_face_score: float = setting(0.2, "faces with a lower dlib HOG detection score are left alone")
 

@@ -41,6 +41,20 @@ def load_image_model(spec: str, purpose: str, device: torch.device, half: bool =
             f"{model.architecture.name}, whose purpose is {model.purpose}"
         )
     model.eval()
-    if half and device.type == "cuda" and model.supports_half:
-        model.half()
+    dtype = reduced_dtype(model.supports_half, model.supports_bfloat16, device.type) if half else None
+    if dtype is not None:
+        model.to(dtype=dtype)
     return model.to(device)
+
+
+def reduced_dtype(supports_half: bool, supports_bfloat16: bool, device_type: str, bf16_ok: bool | None = None):
+    """The 16-bit float a spandrel network runs in on a GPU: float16 where spandrel says the architecture
+    supports it (Real-ESRGAN), else bfloat16 where it does and the GPU has it (GFPGAN, whose float16
+    output breaks down); None elsewhere (float32)."""
+    if device_type != "cuda":
+        return None
+    if supports_half:
+        return torch.float16
+    if bf16_ok is None:
+        bf16_ok = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if supports_bfloat16 and bf16_ok else None

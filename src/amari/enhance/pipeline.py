@@ -49,7 +49,7 @@ class Enhancer:
     def restorer(self):
         """The spandrel GFPGAN model, or None when the config has no face restorer."""
         if self._restorer is None and self.config.face_restorer is not None:
-            model = load_image_model(self.config.face_restorer, "FaceSR", self.device, half=False)
+            model = load_image_model(self.config.face_restorer, "FaceSR", self.device, self.config.half)
             if model.architecture.id != "GFPGAN":
                 raise ModelError(
                     f"{self.config.face_restorer}: face restoration supports GFPGAN "

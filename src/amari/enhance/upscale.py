@@ -61,16 +61,25 @@ def upscale(model, image: np.ndarray, tile: int = 0, overlap: int = TILE_OVERLAP
 
 @torch.inference_mode()
 def upscale_batch(model, images: list[np.ndarray], tile: int = 0) -> list[np.ndarray]:
-    """Many images through the SR model: one forward pass for a whole batch on a GPU when they share a
-    size and fit one tile; one image at a time otherwise, and always on the CPU (where an image's
-    result must not depend on which others share its pass)."""
+    """Many images through the SR model: batched passes on a GPU when they share a size and fit one tile,
+    each pass as many images as the GPU's free memory holds (a small card takes a batch in several);
+    one image at a time otherwise, and always on the CPU (where an image's result must not depend on
+    which others share its pass)."""
+    from amari.execution.memory import free_bytes, upscale_batch_size
+
     same = len({image.shape for image in images}) == 1
     fits = tile <= 0 or all(max(image.shape[:2]) <= tile for image in images)
     if model.device.type == "cpu" or len(images) < 2 or not (same and fits):
         return [upscale(model, image, tile=tile) for image in images]
-    batch = torch.cat([to_tensor(image) for image in images]).to(model.device, model.dtype)
-    output = model(batch)
-    return [to_uint8(output[i : i + 1]) for i in range(len(images))]
+    height, width = images[0].shape[:2]
+    factor = model.scale / 4  # the allowance is a ×4 network's
+    per_pass = upscale_batch_size(free_bytes(str(model.device)), width * factor, height * factor, len(images))
+    upscaled = []
+    for start in range(0, len(images), per_pass):
+        chunk = images[start : start + per_pass]
+        output = model(torch.cat([to_tensor(image) for image in chunk]).to(model.device, model.dtype))
+        upscaled += [to_uint8(output[i : i + 1]) for i in range(len(chunk))]
+    return upscaled
 
 
 def output_size(height: int, width: int, scale: float) -> tuple[int, int]:

@@ -61,7 +61,12 @@ class EvaluateConfig(Settings):
     guidance: float = setting(7.5, "classifier-free guidance", cli=False)
     width: int = setting(512, "image width", cli=False)
     height: int = setting(512, "image height", cli=False)
-    batch_size: int = setting(1, "images per forward pass; each keeps its own seeded generator", cli=False)
+    batch_size: int | None = setting(
+        None,
+        "images of one prompt per forward pass, each from its own seeded generator (default: as many of the "
+        "prompt's commands as the free memory holds)",
+        cli=False,
+    )
     groups: tuple[str, ...] | None = setting(None, "training groups in the grid (default: every one)", cli=False)
     methods: tuple[str, ...] = setting(
         (DEFAULT_METHOD,), "training methods in the grid, each with every group", cli=False, study=True
@@ -152,7 +157,8 @@ class EvaluateConfig(Settings):
         if self.width % 8 or self.height % 8:
             raise UsageError(f"width and height must be multiples of 8, not {self.width}×{self.height}")
         check_at_most(MAX_DENOISING_STEPS, "the schedulers' training timesteps", steps=self.steps)
-        check_image_size(self.width, self.height, self.batch_size, "generating images")
+        # Unset, the batch is what the free memory holds (`amari.generate.pass_size`): at least one image.
+        check_image_size(self.width, self.height, self.batch_size or 1, "generating images")
         check_device(self.device)
         if not self.methods or len(set(self.methods)) != len(self.methods) or set(self.methods) - set(STUDY_METHODS):
             raise UsageError(

@@ -135,7 +135,7 @@ def generation_config(config: EvaluateConfig, unit: tuple[str, str], files: Unit
         guidance_scale=config.guidance,
         width=config.width,
         height=config.height,
-        batch_size=config.batch_size,
+        batch_size=config.batch_size or 1,
         device=config.device,
         vae=config.vae,
         embeddings=embeddings,
@@ -193,37 +193,57 @@ def generate_cells(
     """Generate the cells' images unit by unit (each image's metadata names only its own embedding and LoRA),
     pass by pass, saving each with its provenance as soon as its pass is back.
 
-    A pass is a model step: run here (the model loads once), or on a cluster's model actors (`executor`,
-    `amari.execution.cluster.ModelPool`), several at once and back in any order; every image has its own seeded
-    generator, so where it was made does not change it.
+    A pass holds one unit's images of one prompt, as many as `config.batch_size` says, or else as many as
+    the free memory holds where the model runs (`amari.generate.pass_size`); with a compiled UNet the last
+    pass of a prompt is padded to that size, so the UNet compiles for one shape. The passes are the grid's
+    whole plan cut the same way every time, and a pass runs whole when any of its cells is wanted (the
+    others' images are not kept): an image made again, alone, comes from the very pass that made it first,
+    so it is the same to the last bit (batched kernels round as their batch says). A pass is a model step:
+    run here (the model loads once), or on a cluster's model actors (`executor`,
+    `amari.execution.cluster.ModelPool`), several at once and back in any order; every image has its own
+    seeded generator.
     """
     from collections import deque
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from amari.execution.workers import InlineExecutor
     from amari.faces.descriptors import locate
-    from amari.generate import generate_images
+    from amari.generate import generate_images, pass_size
+    from amari.models.compiling import padded
     from amari.provenance.png import check_rgb, save_png
 
     executor = executor or InlineExecutor()
-    size = config.batch_size
+    plain = generation_config(config, ("", CONTROL), None)
+    size, fixed = executor.submit(pass_size, plain, len(config.commands)).result()
+    size = config.batch_size or size
+    wanted = {cell.key: (cell, fresh) for cell, fresh in work}
     passes: deque = deque()
-    for unit in dict.fromkeys(cell.unit for cell, _ in work):
-        generation = generation_config(config, unit, files.get(unit))
-        cells = [item for item in work if item[0].unit == unit]
-        passes.extend((cells[start : start + size], generation) for start in range(0, len(cells), size))
+    configs: dict = {}  # a unit's generation settings, made once (its IP-Adapter guide finds faces)
+    for chunk in plan_passes(plan_cells(config), size):
+        todo = [wanted.get(cell.key) for cell in chunk]
+        if any(todo):
+            unit = chunk[0].unit
+            if unit not in configs:
+                configs[unit] = replace(generation_config(config, unit, files.get(unit)), batch_size=size)
+            generation = configs[unit]
+            prompt = next(item[1].prompt_sent for item in todo if item)  # one unit and prompt: one text
+            passes.append((todo, [prompt] * len(chunk), [cell.command.seed for cell in chunk], generation))
     pending: dict = {}
     while passes or pending:
         while passes and len(pending) < executor.capacity:
-            chunk, generation = passes.popleft()
-            for cell, _ in chunk:
-                on_start(cell)
-            prompts, seeds = [fresh.prompt_sent for _, fresh in chunk], [cell.command.seed for cell, _ in chunk]
-            pending[executor.submit(generate_images, prompts, seeds, generation)] = chunk
+            todo, prompts, seeds, generation = passes.popleft()
+            for item in filter(None, todo):
+                on_start(item[0])
+            if fixed:
+                prompts, seeds = padded(prompts, size), padded(seeds, size)
+            pending[executor.submit(generate_images, prompts, seeds, generation)] = todo
         done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
         for future in done:
-            chunk = pending.pop(future)
-            for (cell, fresh), image in zip(chunk, future.result()):
+            todo = pending.pop(future)
+            for item, image in zip(todo, future.result()):
+                if item is None:
+                    continue  # made only for the pass to be the one that made the others
+                cell, fresh = item
                 record = {
                     "name": config.study_name,
                     **({"method": cell.method} if cell.method not in ("", DEFAULT_METHOD) else {}),
@@ -237,6 +257,17 @@ def generate_cells(
                 faces = locate(check_rgb(image.image))
                 save_png(image.image, results_dir / cell.image, {**image.params, STUDY_KEY: record}, faces=faces)
                 on_image(cell, fresh)
+
+
+def plan_passes(cells: list[Cell], size: int) -> list[list[Cell]]:
+    """The grid's cells cut into passes, unit by unit (a unit's embedding and LoRA load once), prompt by
+    prompt: each unit's cells of one prompt in the plan's order, `size` at a time."""
+    passes = []
+    for unit in dict.fromkeys(cell.unit for cell in cells):
+        for prompt in dict.fromkeys(cell.prompt_index for cell in cells):
+            found = [cell for cell in cells if (cell.unit, cell.prompt_index) == (unit, prompt)]
+            passes += [found[start : start + size] for start in range(0, len(found), size)]
+    return passes
 
 
 # -- scoring ----------------------------------------------------------------------------------------

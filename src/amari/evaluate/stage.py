@@ -297,8 +297,9 @@ def _model_actors(config: EvaluateConfig, stack: ExitStack):
     """The grid's passes on a Ray cluster's model actors (`--ray`), gone again when the grid is done."""
     from amari.execution.cluster import Cluster, ModelPool
 
-    pool = ModelPool(stack.enter_context(Cluster(config.ray)), config.ray_actors)
+    pool = ModelPool(stack.enter_context(Cluster(config.ray)), config.ray_actors, config.device)
     stack.callback(pool.shutdown)
+    pool.wait_placed()
     return pool
 
 

@@ -27,6 +27,7 @@ to 127.0.0.1 only and requires a random token that only this process knows; a cl
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import threading
@@ -252,16 +253,50 @@ class ModelActor:
         return os.getpid()
 
 
+# Ray counts a fractional resource in steps of 1/10,000; a share rounded up would leave the last actor on
+# a GPU no room (3 × 0.3334 > 1), and it would wait for one forever.
+_RESOURCE_STEP = 10_000
+PLACEMENT_SECONDS = 300  # how long the model actors may take to find their GPUs and start
+
+
+def gpu_share(gpus: int, actors: int) -> float:
+    """Each model actor's share of a GPU: a whole one while there are enough, else 1/k with k actors per
+    GPU, rounded down to Ray's resolution so that k of them always fit on one GPU (0: no GPUs)."""
+    if gpus <= 0:
+        return 0.0
+    per_gpu = math.ceil(actors / gpus)
+    return math.floor(_RESOURCE_STEP / per_gpu) / _RESOURCE_STEP
+
+
+def check_gpus(gpus: int, device: str, driver_has_gpu: bool) -> str | None:
+    """A cluster without GPUs runs its model actors on CPUs: refused when the run asks for a GPU (or asks for
+    "auto" from a machine that has one: its cluster was surely meant to have GPUs), otherwise said."""
+    if gpus > 0 or device == "cpu":
+        return None
+    if device.startswith("cuda") or (device == "auto" and driver_has_gpu):
+        raise ClusterError(
+            "the Ray cluster reports no GPUs, so its model actors would run on CPUs: start its nodes with "
+            "their GPUs (ray start --num-gpus N), or set the device to cpu to run there on purpose"
+        )
+    return "the Ray cluster reports no GPUs: its model actors run on CPUs"
+
+
 class ModelPool:
     """Model actors as one executor: a step goes to the actor with the least work queued."""
 
-    def __init__(self, cluster: Cluster, actors: int | None = None):
+    def __init__(self, cluster: Cluster, actors: int | None = None, device: str = "auto"):
+        import torch
+
         ray = cluster.ray
         gpus = int(ray.cluster_resources().get("GPU", 0))
+        note = check_gpus(gpus, device, torch.cuda.is_available())
+        if note is not None:
+            from amari.progress import warn
+
+            warn(note)
         self.workers = actors or max(1, gpus)
-        share = 0 if not gpus else min(1.0, gpus / self.workers)
         remote = ray.remote(ModelActor).options(
-            num_gpus=share, num_cpus=0, max_restarts=ACTOR_RESTARTS, max_task_retries=0
+            num_gpus=gpu_share(gpus, self.workers), num_cpus=0, max_restarts=ACTOR_RESTARTS, max_task_retries=0
         )
         self._ray = ray
         threads = _driver_threads()
@@ -281,11 +316,23 @@ class ModelPool:
         self._send(outer, fn, args, 1)
         return outer
 
+    def wait_placed(self) -> None:
+        """Wait until every actor has started; actors that cannot be placed (their GPUs taken by other jobs)
+        end the run instead of leaving it waiting forever."""
+        try:
+            self._ray.get([actor.ready.remote() for actor in self._actors.values()], timeout=PLACEMENT_SECONDS)
+        except self._ray.exceptions.GetTimeoutError:
+            raise ClusterError(
+                f"{self.workers} model actor(s) could not start on the Ray cluster within {PLACEMENT_SECONDS} s: "
+                "are its GPUs taken by other jobs? (--ray-actors sets how many to start)"
+            ) from None
+
     def warm_up(self, fn, *args) -> None:
         """Run `fn` once on every actor (loading models before any work is queued) and wait; an actor
         that dies meanwhile is restarted by Ray and loads again, as a step would be sent again."""
         from ray.exceptions import ActorDiedError, RayActorError
 
+        self.wait_placed()
         for index, actor in list(self._actors.items()):
             deadline = time.monotonic() + RESTART_SECONDS
             while True:

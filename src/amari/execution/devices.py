@@ -41,3 +41,20 @@ def resolve_dtype(name: str, device: str, gpu_default: str = "float16"):
     if name == "auto":
         name = "float32" if device == "cpu" else gpu_default
     return getattr(torch, name)
+
+
+def repeatable_kernels(deterministic: bool = False) -> None:
+    """CUDA kernels chosen the same way in every run: cuDNN's autotuner off (it times candidate
+    algorithms and may pick another one in the next process, so a resumed run could differ in the last
+    bits). Inference is then repeatable; training's backward pass still adds with atomics (embedding
+    gradients, attention and convolution kernels) unless `deterministic` asks torch for deterministic
+    kernels only, which costs speed."""
+    import os
+
+    import torch
+
+    torch.backends.cudnn.benchmark = False
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's own condition for it
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)

@@ -145,6 +145,43 @@ class EmbeddingCache:
     def close(self) -> None:
         self.conn.close()
 
+    @classmethod
+    def read_only(cls, path: str | Path) -> EmbeddingCache | None:
+        """The faces cached inside another process's database (a miner's workspace), opened read-only:
+        never migrated, never written. None when it cannot be opened."""
+        try:
+            conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        except sqlite3.Error:
+            return None
+        cache = cls.__new__(cls)
+        cache.path, cache.conn = None, conn
+        return cache
+
+
+class LayeredCache:
+    """Faces looked up in read-only caches first (a miner's workspace, which found them while mining),
+    then in a cache of one's own, the only one written to."""
+
+    def __init__(self, own: EmbeddingCache, *read_only: EmbeddingCache):
+        self.own, self.read_only = own, read_only
+
+    def get(self, digest: str, settings_key: str) -> list[Face] | None:
+        for cache in self.read_only:
+            try:
+                found = cache.get(digest, settings_key)
+            except sqlite3.Error:  # not a workspace a miner has written faces into yet
+                found = None
+            if found is not None:
+                return found
+        return self.own.get(digest, settings_key)
+
+    def put(self, digest: str, settings_key: str, faces: list[Face], size: tuple[int, int]) -> None:
+        self.own.put(digest, settings_key, faces, size)
+
+    def close(self) -> None:
+        for cache in (self.own, *self.read_only):
+            cache.close()
+
 
 def encode_bytes(
     data: bytes, settings: FaceSettings, label: str | Path = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
@@ -165,6 +202,11 @@ def _encode_path(path: str, settings: FaceSettings, max_pixels: int):
         return content_hash(data), faces, size
     except ImageError as exc:
         return exc
+
+
+def encode_paths(paths: list[str], settings: FaceSettings, max_pixels: int = DEFAULT_MAX_PIXELS) -> list:
+    """Worker entry point for many files: each file's (content hash, faces, size), or its ImageError."""
+    return [_encode_path(path, settings, max_pixels) for path in paths]
 
 
 class FaceEncoder:
@@ -233,6 +275,14 @@ class FaceEncoder:
                 )
                 self._collect(pending, outcomes, results, on_progress)
         return {path: results[path] for path in paths}
+
+    def remember(self, paths, outcomes) -> dict[Path, list[Face] | ImageError]:
+        """`encode_paths`' outcomes for `paths`, computed elsewhere (a worker process), as `faces_many`
+        gives them; found faces go into the cache."""
+        results: dict[Path, list[Face] | ImageError] = {}
+        paths = [Path(p) for p in paths]
+        self._collect(paths, outcomes, results, None)
+        return results
 
     def _collect(self, pending, outcomes, results, on_progress) -> None:
         for path, outcome in zip(pending, outcomes):

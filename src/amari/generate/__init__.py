@@ -19,7 +19,14 @@ from amari.generate.config import (
 )
 from amari.generate.ip_adapter import FACE_VARIANTS, Guide, IpAdapter, check_adapter_weights, make_guide
 from amari.generate.pipeline import LoadedModel, load_model, unload_all
-from amari.generate.run import GeneratedImage, GenerationResult, generate, generate_images, random_seeds
+from amari.generate.run import (
+    GeneratedImage,
+    GenerationResult,
+    generate,
+    generate_images,
+    pass_size,
+    random_seeds,
+)
 from amari.generate.schedulers import SAMPLERS, make_scheduler
 from amari.lazy import lazy_exports
 from amari.models.diffusion import model_source
@@ -49,6 +56,7 @@ __all__ = [
     "make_guide",
     "make_scheduler",
     "model_source",
+    "pass_size",
     "preset_config",
     "random_seeds",
     "unload_all",

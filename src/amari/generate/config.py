@@ -56,7 +56,11 @@ class GenerateConfig(Settings):
     eta: float = setting(0.0, "DDIM's stochasticity; 0 is deterministic DDIM, as the study ran it")
     device: str = setting("auto", "auto: cuda, then mps, then cpu")
     dtype: str = setting("auto", "auto: the family's on a GPU (float16; FLUX.1 bfloat16), float32 on cpu")
-    compile: bool = setting(False, "torch.compile the UNet (CUDA; pays off after the first batches)")
+    compile: bool | None = setting(
+        None,
+        "torch.compile the UNet (FLUX.1: the transformer) for fixed shapes (default: on CUDA; if compiling "
+        "fails, it says so once and runs uncompiled)",
+    )
     rng: str = setting("cpu", "where seeds draw their noise; cpu makes a seed give the same image everywhere")
     safety_checker: bool = setting(False, "load the model's NSFW checker when it ships one")
     extract_ema: bool = setting(True, "a checkpoint file with EMA and plain weights gives its EMA weights")

@@ -30,6 +30,8 @@ class LoadedModel:
     embeddings: dict[str, str] = field(default_factory=dict)  # token -> resolved path
     loras: dict[str, tuple[str, float]] = field(default_factory=dict)  # adapter name -> (resolved path, weight)
     scheduler_name: str | None = None
+    compiled: bool = False  # the denoiser runs compiled: shapes stay fixed, LoRAs are fused into it
+    originals: dict = field(default_factory=dict)  # weights a fused LoRA changed, as they were before it
     ip_adapter: AdapterState = field(default_factory=AdapterState)
 
     @property
@@ -51,22 +53,26 @@ class LoadedModel:
             self.pipe.scheduler = make_scheduler(config.scheduler, self.base_scheduler_config)
             self.scheduler_name = config.scheduler
         apply_embeddings(self.pipe, self.family, self.embeddings, config.embeddings)
-        apply_loras(self.pipe, self.loras, config.loras)
+        apply_loras(self.pipe, self.loras, config.loras, self.originals if self.compiled else None)
         return apply_ip_adapter(self.pipe, self.ip_adapter, config.ip_adapter, self.base, config.guidance_scale)
 
 
 _LOADED: dict[tuple, LoadedModel] = {}
 
 
-def _prepare(pipe, family, device: str, compile_model: bool, offload: bool):
+def _prepare(pipe, family, device: str, compile_model: bool | None, offload: bool) -> tuple[object, bool]:
+    """The pipeline on its device, and whether its denoiser (the UNet; FLUX.1's transformer) is compiled."""
     import torch
+
+    from amari.execution.devices import repeatable_kernels
+    from amari.models.compiling import compile_in_place, should_compile
 
     pipe.set_progress_bar_config(disable=True)
     denoiser = getattr(pipe, family.denoiser)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+        repeatable_kernels()  # a seed makes the same image in every run, a resumed miner's included
         # Convolutions run fastest channels-last on tensor cores; attention already goes through
         # torch's scaled_dot_product_attention (flash / memory-efficient kernels), diffusers' default.
         denoiser.to(memory_format=torch.channels_last)
@@ -77,9 +83,9 @@ def _prepare(pipe, family, device: str, compile_model: bool, offload: bool):
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe = pipe.to(device)
-    if compile_model:
-        setattr(pipe, family.denoiser, torch.compile(denoiser))
-    return pipe
+    name = "the UNet" if family.denoiser == "unet" else f"the {family.denoiser}"
+    compiled = should_compile(compile_model, device) and compile_in_place(denoiser, name)
+    return pipe, compiled
 
 
 def load_model(config: GenerateConfig, log=None) -> LoadedModel:
@@ -116,9 +122,10 @@ def load_model(config: GenerateConfig, log=None) -> LoadedModel:
         vae=config.vae,
     )
     family = by_name(info.family)
-    pipe = _prepare(pipe, family, device, config.compile, config.offload)
+    pipe, compiled = _prepare(pipe, family, device, config.compile, config.offload)
     loaded = LoadedModel(
         pipe=pipe,
+        compiled=compiled,
         info=info,
         family=family,
         device=device,

@@ -189,6 +189,20 @@ def to_image(pixels, seed: int, model, flagged=None, index: int = 0):
     return Image.fromarray((pixels * 255).round().astype("uint8")).convert("RGB")
 
 
+def pass_size(config: GenerateConfig, largest: int, gpu_only: bool = False) -> tuple[int, bool]:
+    """How many images of `config` one pass can hold in the device's free memory (at most `largest`;
+    with `gpu_only`, `config.batch_size` off a CUDA GPU), and whether its denoiser is compiled (then every pass
+    must keep one shape): a model step, measured where the model runs, once it is loaded."""
+    from amari.execution.memory import free_bytes, generation_batch
+    from amari.generate.pipeline import load_model
+
+    model = load_model(config)
+    if gpu_only and not model.device.startswith("cuda"):
+        return config.batch_size, model.compiled
+    width, height = config.width or model.native_size, config.height or model.native_size
+    return generation_batch(free_bytes(model.device), width, height, largest), model.compiled
+
+
 def generate_images(prompt: str | Sequence[str], seeds: Sequence[int], config: GenerateConfig) -> list[GeneratedImage]:
     """`generate`'s images, quietly: a model step that can run anywhere (a thread, a model actor)."""
     return generate(prompt, seeds=seeds, config=config, progress=False).images

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from amari.errors import UsageError
 from amari.generate.config import GenerateConfig
-from amari.generate.run import generate_images
+from amari.generate.run import generate_images, pass_size
 
 _STATE_MIGRATIONS = [
     (
@@ -87,6 +87,7 @@ class DiffusersSource:
         seed: int | None = None,
         preset: str = "fast",
         generate_step=None,
+        batch_by_memory: bool = False,
     ):
         if not prompt or not prompt.strip():
             raise UsageError("the diffusers source needs a prompt (--prompt TEXT)")
@@ -95,6 +96,9 @@ class DiffusersSource:
         # (prompt, seeds, config) -> GeneratedImage per seed, on the generator's thread; tests and the
         # benchmark's simulated accelerator put photographs here instead of Stable Diffusion.
         self.generate_step = generate_step or generate_images
+        # On a GPU, the batch is what its free memory holds once the models are loaded (16 on an 80 GB card);
+        # it stays the same for the whole run (a compiled UNet compiles once).
+        self.batch_by_memory = batch_by_memory
         self.notes: list[str] = []
         self.counts: Counter = Counter()
         self._state = None
@@ -188,6 +192,11 @@ class DiffusersSource:
         # Models load where model steps run, before any work: a missing model file fails the run here.
         default_step = self.generate_step is generate_images
         engine.warm_up(load_models, self.generate_config if default_step else None, self.enhance_config)
+        if self.batch_by_memory and default_step:
+            from amari.execution.memory import MINING_BATCH_CAP
+
+            size, _compiled = engine.measure(pass_size, self.generate_config, MINING_BATCH_CAP, True)
+            self.generate_config = replace(self.generate_config, batch_size=size)
         rows = self._state.execute(
             "SELECT idx, seed, name, raw_digest, final_digest FROM generated_candidates ORDER BY idx"
         ).fetchall()

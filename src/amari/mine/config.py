@@ -101,7 +101,8 @@ class MineConfig(Settings):
     height: int | None = setting(None, "image height (default: the preset's, else the model's)", group="generation")
     images_per_call: int | None = setting(
         None,
-        "images the generator makes per batch (default: the preset's)",
+        "images the generator makes per batch (default: on a GPU, what its free memory holds, 16 on an 80 GB "
+        "card; elsewhere the preset's)",
         flag=("--gen-batch", "--images-per-call"),
         metavar="N",
         group="generation",

@@ -142,9 +142,13 @@ class FeedContext:
 
 
 class TimedThread(ThreadPoolExecutor):
-    """The generator's one thread; remembers how long it worked, so the progress can say how long it waited."""
+    """The generator's one thread; remembers how long it worked, so the progress can say how long it waited.
 
-    workers = capacity = 1
+    Two model steps may be under way: one running and the next queued behind it, so the generator starts
+    the next batch the moment one ends, without waiting for the writer to hand it over.
+    """
+
+    workers, capacity = 1, 2
 
     def __init__(self):
         super().__init__(max_workers=1, thread_name_prefix="amari-generator")
@@ -220,6 +224,10 @@ class Engine:
     def warm_up(self, fn, *args) -> None:
         """Run `fn` where model steps run (each model actor, on Ray) and wait: models load before work."""
         self.gpu.warm_up(fn, *args)
+
+    def measure(self, fn, *args):
+        """Run `fn` where model steps run and wait for its value (what the device there can hold)."""
+        return self.gpu.submit(fn, *args).result()
 
     def _track(self, future: Future, then: Callable) -> None:
         if future.done():

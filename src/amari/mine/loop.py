@@ -100,14 +100,13 @@ def run(
             )
             stack.callback(context.close)  # the fingerprint registries, last: after the engine's last step
             executors = _cluster_executors(config, stack, progress) if config.ray is not None else None
-            capacity = executors[1].capacity if executors else 1
-            # Generator batches ahead of the policy: one being made (per model actor) while workers finish another.
-            ahead = 2 * capacity * getattr(source, "batch_size", 8)
-            engine = Engine(
-                streaming=config.engine == "streaming", cpus=config.worker_processes, ahead=ahead, executors=executors
-            )
+            engine = Engine(streaming=config.engine == "streaming", cpus=config.worker_processes, executors=executors)
             stack.callback(engine.close)  # before the cluster goes
             engine.start(source, context)
+            if engine.streaming:
+                # Generator batches ahead of the policy, once the source knows its batch (on a GPU, what the
+                # free memory holds): per model step under way, one being made while workers finish another.
+                engine.ahead = 2 * engine.model_capacity * getattr(source, "batch_size", 8)
             many = config.identities > 1
             if many:
                 from amari.mine.many import result as many_result
@@ -146,7 +145,7 @@ def _cluster_executors(config: MineConfig, stack: ExitStack, progress: MiningPro
 
     cluster = stack.enter_context(Cluster(config.ray, cpus=config.worker_processes))
     progress.note(cluster.describe())
-    return TaskPool(cluster), ModelPool(cluster, config.ray_actors)
+    return TaskPool(cluster), ModelPool(cluster, config.ray_actors, config.device)
 
 
 def _loop(

@@ -79,17 +79,18 @@ def run_study(
     for index, stage in enumerate(STAGES[: last + 1]):
         if not stage.wanted(config):
             continue
-        ran = False
-        for marker, unit in stage_units(stage, config):
-            if index < redo_from and markers.done(marker, fingerprints[stage.name]):
-                continue
+        pending = [
+            (marker, unit)
+            for marker, unit in stage_units(stage, config)
+            if not (index < redo_from and markers.done(marker, fingerprints[stage.name]))
+        ]
+        if pending:
             markers.clear_after(stage.name)
-            summary = stage.run(config, unit, log)
+        for (marker, _unit), summary in zip(pending, stage.runs(config, [unit for _, unit in pending], log)):
             markers.mark(marker, fingerprints[stage.name], summary)
-            ran = True
-        if not ran:
+        if not pending:
             log(f"{stage.name}: complete, skipped")
-        outcome.steps[stage.name] = "ran" if ran else "skipped"
+        outcome.steps[stage.name] = "ran" if pending else "skipped"
     if report_path(config).is_file():
         outcome.report = report_path(config)
     return outcome

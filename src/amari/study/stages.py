@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,12 @@ def mining_source(config):
     from amari.generate import DiffusersSource
 
     return DiffusersSource(
-        config.prompt, config.generate_config(), config.enhance_config(), seed=config.seed, preset=config.preset
+        config.prompt,
+        config.generate_config(),
+        config.enhance_config(),
+        seed=config.seed,
+        preset=config.preset,
+        batch_by_memory=config.images_per_call is None,
     )
 
 
@@ -40,6 +45,14 @@ class Stage:
     run: Callable  # (study config, unit or None, log) -> summary line
     per_method: bool = False  # ... and per training method: the unit is (method, group)
     wanted: Callable[[StudyConfig], bool] = lambda _config: True  # a study without it leaves it out
+    # (study config, units, log) -> each unit's summary line in order, as each is done: for a stage whose
+    # units are cheaper together (training's groups); without it, `run` takes the units one by one.
+    run_many: Callable | None = None
+
+    def runs(self, config, units: list, log: Log) -> Iterator[str]:
+        if self.run_many is not None:
+            return self.run_many(config, units, log)
+        return (self.run(config, unit, log) for unit in units)
 
 
 def stage_units(stage: Stage, config: StudyConfig) -> list[tuple[str | None, object]]:
@@ -140,6 +153,24 @@ def _train(config: StudyConfig, unit: tuple[str, str], log: Log) -> str:
     return f"step {result.step}"
 
 
+def _train_units(config: StudyConfig, units: list[tuple[str, str]], log: Log) -> Iterator[str]:
+    """Each (method, group)'s training, in order: every Textual Inversion group in one run (the model
+    loads once, and each step is one batch of every group's samples), the other methods one at a time."""
+    from amari import train
+
+    together = [group for method, group in units if method == DEFAULT_METHOD]
+    results: dict = {}
+    for method, group in units:
+        if method != DEFAULT_METHOD or len(together) < 2:
+            yield _train(config, (method, group), log)
+            continue
+        if not results:
+            settings = config.train.replace(method=DEFAULT_METHOD, methods=None)
+            groups = [train.Group(name, settings, config.layout.train(name)) for name in together]
+            results = train.run_groups(groups, log=lambda message: log(f"train {message}"), start_over=True)
+        yield f"step {results[group].step}"
+
+
 def _evaluate(config: StudyConfig, _group, log: Log) -> str:
     from amari import evaluate
     from amari.models.licences import licence_note
@@ -172,7 +203,7 @@ STAGES = (
     Stage("refine", False, _refine, wanted=lambda config: config.refine.rounds > 0),
     Stage("select", False, _select),
     Stage("prepare", True, _prepare),
-    Stage("train", True, _train, per_method=True),
+    Stage("train", True, _train, per_method=True, run_many=_train_units),
     Stage("evaluate", False, _evaluate),
     Stage("report", False, _report),
 )

@@ -3,7 +3,8 @@
 Textual Inversion (a token's vectors), a LoRA on the UNet's attention, or pivotal tuning (both at once).
 
 `TrainConfig` holds the settings (the study's by default) and `TrainLayout` where the run reads and
-writes; `run(config, layout)` runs or resumes a run and returns a `TrainResult`. The heavy parts (torch,
+writes; `run(config, layout)` runs or resumes a run and returns a `TrainResult`; `run_groups` trains
+several groups, Textual Inversion's in one run. The heavy parts (torch,
 diffusers) load only when `run` is called.
 """
 
@@ -19,6 +20,7 @@ from amari.train.config import (
     epoch_at,
     learning_rate,
 )
+from amari.train.groups import Group
 
 
 def run(config: TrainConfig, layout: TrainLayout, log=None, start_over: bool = False):
@@ -27,6 +29,15 @@ def run(config: TrainConfig, layout: TrainLayout, log=None, start_over: bool = F
     from amari.train.loop import train
 
     return train(config, layout, log, start_over)
+
+
+def run_groups(groups, log=None, start_over: bool = False):
+    """Train (or resume) several groups, each a `Group(name, config, layout)`: Textual Inversion groups in
+    one run over one model (`amari.train.together`), the others one after another; {name: TrainResult}.
+    `start_over`: as `run`'s."""
+    from amari.train.together import train_groups
+
+    return train_groups(list(groups), log, start_over)
 
 
 def read_lora_record(path):
@@ -45,6 +56,8 @@ __all__ = [
     "UNTRAINED_METHODS",
     "epoch_at",
     "learning_rate",
+    "Group",
     "read_lora_record",
     "run",
+    "run_groups",
 ]

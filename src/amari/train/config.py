@@ -184,9 +184,17 @@ class TrainConfig(Settings):
         "auto", "auto: bf16 (or fp16) on a GPU, none on the CPU", choices=MIXED_PRECISION, group=_OPTIMISATION
     )
     gradient_checkpointing: bool | None = setting(
-        None, "trade compute for memory (default: on for CUDA)", group=_OPTIMISATION
+        None,
+        "trade compute for memory (default: on a GPU only when a step would not fit in its free memory)",
+        group=_OPTIMISATION,
     )
     cpu: bool = setting(False, "train on the CPU even when a GPU is present", group=_OPTIMISATION)
+    deterministic: bool = setting(
+        False,
+        "deterministic GPU kernels only, so a resumed run repeats an unbroken one bit for bit there too "
+        "(slower; on the CPU runs repeat anyway)",
+        group=_OPTIMISATION,
+    )
     lora_rank: int = setting(4, "rank of each LoRA update", group=_LORA)
     lora_alpha: float | None = setting(
         None, "LoRA alpha: updates are scaled by alpha / rank (default: the rank, a scale of 1)", group=_LORA

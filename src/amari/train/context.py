@@ -12,8 +12,14 @@ from amari.storage.layout import TrainLayout
 from amari.train.config import TrainConfig, samples_per_step
 from amari.train.lora import LoraSpec
 from amari.train.model import Components
+from amari.train.scoring import Scoring
 
 Log = Callable[[str], None]
+
+
+def named_log(log: Log, name: str) -> Log:
+    """`log` with each message said of `name` (a group of a run of several)."""
+    return lambda message: log(f"{name}: {message}")
 
 
 @dataclass
@@ -45,6 +51,7 @@ class Run:
     text_encoders: list = field(default_factory=list)
     synced: tuple = ()  # the modules whose gradients the processes average
     resolution: int = 512  # the training images' side
+    scoring: Scoring = field(default_factory=Scoring)  # the checkpoint samples' scores, made in the background
 
     @property
     def family(self):

@@ -62,11 +62,19 @@ def train(config: TrainConfig, layout: TrainLayout, log: Log | None = None, star
     whose folder is the study's own), instead of refused.
     """
     run = prepare_run(config, layout, log, start_over=start_over)
-    start = resume(run)
-    if start >= config.max_steps:
-        run.log(f"already trained to step {start} of {config.max_steps}; nothing to do")
-    else:
-        _train_until(run, start)
+    with run.scoring:
+        start = resume(run)
+        if start >= config.max_steps:
+            run.log(f"already trained to step {start} of {config.max_steps}; nothing to do")
+        else:
+            _train_until(run, start)
+        return finish(run, start)
+
+
+def finish(run: Run, start: int) -> TrainResult:
+    """Wait for the samples' scores, write the final files, and say what the run made."""
+    config, layout = run.config, run.layout
+    run.scoring.wait()
     files = {}
     if run.is_main:
         # Also after a kill between the last checkpoint and its summary: the summary follows the checkpoints.
@@ -112,6 +120,7 @@ def _train_until(run: Run, start: int) -> None:
                     )
                 if is_checkpoint_step(done, config.max_steps, config.checkpoint_every):
                     save_checkpoint(run, done, loss, lr, epoch)
+                run.scoring.collect()
     finally:
         if metrics is not None:
             metrics.close()
@@ -175,11 +184,16 @@ def make_batch(run: Run, step: int, micro: int) -> tuple[torch.Tensor, torch.Ten
 def diffusion_loss(run: Run, latents, noise, timesteps, prompt_ids) -> torch.Tensor:
     """The family's objective: MSE between the denoiser's prediction and its target (the noise, the velocity,
     or FLUX.1's flow)."""
+    prediction, target = predict(run, latents, noise, timesteps, prompt_ids)
+    return F.mse_loss(prediction.float(), target.float(), reduction="mean")
+
+
+def predict(run: Run, latents, noise, timesteps, prompt_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """The denoiser's prediction for the noised latents, and what it should have predicted."""
     family = run.family
     noisy, time, target = family.noisy_input(run.components.noise_scheduler, latents, noise, timesteps)
     encoders = run.text_encoders or run.components.text_encoders
     with nullcontext() if run.trains_text else torch.no_grad():  # frozen text encoders need no graph
         conditioning = family.encode_text(encoders, prompt_ids)
     denoiser = run.denoiser or run.components.denoiser
-    prediction = family.predict(denoiser, noisy, time, conditioning, run.weight_dtype, run.resolution)
-    return F.mse_loss(prediction.float(), target.float(), reduction="mean")
+    return family.predict(denoiser, noisy, time, conditioning, run.weight_dtype, run.resolution), target

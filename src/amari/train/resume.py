@@ -20,8 +20,9 @@ from amari.train.lora import load_lora_state
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as the Hugging Face hub names models
 
 
-def resume(run: Run) -> int:
-    """Load the latest complete checkpoint into the run; returns its step (0 for a fresh run)."""
+def resume(run: Run, until: int | None = None) -> int:
+    """Load the latest complete checkpoint (of a step up to `until`) into the run; returns its step (0 for a
+    fresh run). Checkpoints whose samples a killed run left unscored are scored again."""
     out = run.layout.out
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -30,7 +31,10 @@ def resume(run: Run) -> int:
         if not run.layout.run_record.is_file():
             ckpt.write_json(run.layout.run_record, _run_record(run.config, run.image_names, run.processes))
     run.accelerator.wait_for_everyone()
-    latest = ckpt.latest_checkpoint(out, until=run.config.max_steps)
+    limit = run.config.max_steps if until is None else min(until, run.config.max_steps)
+    latest = ckpt.latest_checkpoint(out, until=limit)
+    if run.is_main:
+        run.scoring.catch_up(out, run.config, run.token, run.log)
     if latest is None:
         if run.is_main:
             ckpt.MetricsLog(run.layout.metrics).keep_until(0)

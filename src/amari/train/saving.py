@@ -63,7 +63,7 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
                 optimizer=run.optimizer.state_dict(), scaler=scaler.state_dict() if scaler is not None else None
             )
             ckpt.save_training_state(partial, state)
-            samples, validation = _samples_and_validation(run, partial / "samples", step, _named_files(run, files))
+            samples = _samples(run, partial / "samples", step, _named_files(run, files))
             ckpt.write_json(
                 partial / ckpt.STATE_FILE,
                 {
@@ -76,12 +76,14 @@ def save_checkpoint(run: Run, step: int, loss: float, lr: float, epoch: float) -
                     "name": name,
                     "files": {kind: path.name for kind, path in files.items()},
                     "samples": [f"samples/{sample.path.name}" for sample in samples],
-                    "validation": validation,
+                    "validation": None,  # the samples' score, once it is back (`amari.train.scoring`)
                 },
             )
         folder = ckpt.checkpoint_dir(run.layout.out, step)
-        best = ckpt.summarize_validation(run.layout.out, until=config.max_steps)
-        run.log(_checkpoint_message(step, config.max_steps, epoch, loss, validation, best))
+        run.log(f"step {step}/{config.max_steps}  epoch {epoch:.3f}  loss {loss:.4f}  checkpoint saved")
+        run.scoring.submit(
+            run.layout.out, step, _in_checkpoint(samples, partial, folder), run.log, until=config.max_steps
+        )
     run.accelerator.wait_for_everyone()
     return folder
 
@@ -104,42 +106,33 @@ def _named_files(run: Run, files: dict[str, Path]) -> dict:
     return named
 
 
-def _samples_and_validation(run: Run, folder: Path, step: int, files: dict):
+def _samples(run: Run, folder: Path, step: int, files: dict) -> list:
     config = run.config
     if not config.sample_seeds:
-        return [], None
-    from amari.train.validation import generate_samples, sample_pipeline, score_samples
+        return []
+    from amari.train.validation import generate_samples, sample_pipeline
 
     encoders = dict(zip((slot.encoder for slot in run.components.slots), run.components.text_encoders))
-    # Sampling runs on this process alone, so it must not go through the distributed wrapper.
+    # Sampling runs on this process alone, so it must not go through the distributed wrapper (nor, in a
+    # run of several groups, through their shared table: the samples are this group's).
     for name, placeholder in run.placeholders.items():
         encoders[name].set_input_embeddings(placeholder)
     try:
         pipe = sample_pipeline(run.components)
         with run.accelerator.autocast():  # the text encoders are float32, the denoiser may be half precision
-            samples = generate_samples(
+            return generate_samples(
                 pipe, folder, config, run.token, run.components.info, files, step, run.family, run.resolution
             )
     finally:
         for name, trainable in run.trainables.items():
             encoders[name].set_input_embeddings(trainable)
-    if run.reference is None:
-        return samples, None
-    validation = score_samples(samples, run.face_encoder, run.reference)
-    return samples, validation.as_dict()
 
 
-def _checkpoint_message(step, max_steps, epoch, loss, validation, best) -> str:
-    text = f"step {step}/{max_steps}  epoch {epoch:.3f}  loss {loss:.4f}  checkpoint saved"
-    if validation:
-        mean = validation["mean_sim_score"]
-        text += (
-            f"; faces {validation['faces_found']}/{validation['images']}, "
-            f"sim-score {'n/a' if mean is None else f'{mean:.3f}'}"
-        )
-        if best and best["step"] == step:
-            text += " (best so far)"
-    return text
+def _in_checkpoint(samples: list, partial: Path, folder: Path) -> list:
+    """The samples where they are once the checkpoint's folder has its final name."""
+    from dataclasses import replace
+
+    return [replace(sample, path=folder / sample.path.relative_to(partial)) for sample in samples]
 
 
 def export_final(run: Run) -> dict[str, Path]:

@@ -17,12 +17,16 @@ from amari.errors import AmariError, UsageError
 from amari.models.licences import licence_note
 from amari.storage.layout import TrainLayout
 from amari.train.config import TrainConfig, learning_rate
-from amari.train.context import Log, Run
+from amari.train.context import Log, Run, named_log
 from amari.train.data import OBJECT_TEMPLATES, load_training_images, placeholder_prompt, to_pixels
+from amari.train.groups import Group, GroupOptimizer
 from amari.train.lora import LoraSpec, add_lora
 from amari.train.model import freeze, load_components
 from amari.train.resume import check_previous_run, clear_run
+from amari.train.scoring import Scoring
 from amari.train.tokens import (
+    GroupedPlaceholders,
+    PlaceholderEmbedding,
     add_placeholder,
     init_vectors,
     splice,
@@ -67,7 +71,7 @@ def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None
     )
     components = load_components(config.model, config.model_config, weight_dtype, say, learning, config.vae)
     freeze(components, accelerator.device)
-    if _gradient_checkpointing(config, accelerator):
+    if _gradient_checkpointing(config, accelerator, config.batch_size, resolution):
         components.denoiser.enable_gradient_checkpointing()
     lora_parameters = add_lora(components, spec, config.seed) if spec is not None else []
     if spec is not None and config.warm_start is not None:
@@ -106,13 +110,7 @@ def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None
         groups.append((learning_rate(config, accelerator.num_processes), vectors))
     if lora_parameters:
         groups.append((learning_rate(config, accelerator.num_processes, config.unet_lr), lora_parameters))
-    optimizer = torch.optim.AdamW(
-        [{"params": params, "lr": lr} for lr, params in groups],
-        lr=groups[0][0],
-        betas=(config.adam_beta1, config.adam_beta2),
-        eps=config.adam_epsilon,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = make_optimizer([(config, lr, params) for lr, params in groups])
     # Each module that holds trainable weights is prepared (DDP with several processes, which averages its
     # gradients): a text encoder with a LoRA holds its placeholder too, so it is prepared whole.
     with_lora = set(spec.text_encoders) if spec is not None and spec.text_encoder_targets else set()
@@ -154,6 +152,24 @@ def prepare_run(config: TrainConfig, layout: TrainLayout, log: Log | None = None
         text_encoders=[encoders[slot.encoder] for slot in components.slots],
         synced=tuple(prepared),
         resolution=resolution,
+        scoring=Scoring(face_encoder, reference),
+    )
+
+
+def make_optimizer(parts: list[tuple[TrainConfig, float, list]]) -> torch.optim.AdamW:
+    """AdamW with one parameter group per part: (the config whose betas, epsilon and weight decay it takes,
+    its learning rate, its parameters)."""
+    return torch.optim.AdamW(
+        [
+            {
+                "params": params,
+                "lr": lr,
+                "betas": (config.adam_beta1, config.adam_beta2),
+                "eps": config.adam_epsilon,
+                "weight_decay": config.weight_decay,
+            }
+            for config, lr, params in parts
+        ]
     )
 
 
@@ -183,11 +199,10 @@ def _reference_group(config: TrainConfig, accelerator):
         return None, None
     encoder = reference = failure = None
     if accelerator.is_main_process:
-        from amari.faces.embeddings import EmbeddingCache, FaceEncoder
-        from amari.train.validation import reference_group
+        from amari.train.validation import reference_encoder, reference_group
 
         try:
-            encoder = FaceEncoder(cache=EmbeddingCache())
+            encoder = reference_encoder(config.reference_group)
             reference = reference_group(config.reference_group, encoder)
         except AmariError as exc:
             failure = exc
@@ -217,13 +232,24 @@ def _accelerator(config: TrainConfig):
 
     AcceleratorState._reset_state()
     GradientState._reset_state()
+    if on_cuda:
+        from amari.execution.devices import repeatable_kernels
+
+        repeatable_kernels(config.deterministic)  # before cuBLAS starts: it reads its workspace setting once
     return Accelerator(mixed_precision=precision, cpu=not on_cuda)
 
 
-def _gradient_checkpointing(config: TrainConfig, accelerator) -> bool:
-    if config.gradient_checkpointing is None:
-        return accelerator.device.type == "cuda"
-    return config.gradient_checkpointing
+def _gradient_checkpointing(config: TrainConfig, accelerator, samples: int, resolution: int) -> bool:
+    """--gradient-checkpointing as given; by default on a GPU only when a step of `samples` images at
+    `resolution` px would not fit in the memory left once the model is loaded (checkpointing recomputes the
+    denoiser's forward pass, about a third more work)."""
+    if config.gradient_checkpointing is not None:
+        return config.gradient_checkpointing
+    if accelerator.device.type != "cuda":
+        return False
+    from amari.execution.memory import free_bytes, needs_checkpointing
+
+    return needs_checkpointing(free_bytes(str(accelerator.device)), samples, resolution)
 
 
 def _tokenize_templates(tokenizer, length: int, templates, tokens: list[str]) -> torch.Tensor:
@@ -250,3 +276,102 @@ def encode_images(vae, images, device) -> tuple[torch.Tensor, torch.Tensor]:
         means.append(torch.stack(pair_mean))
         stds.append(torch.stack(pair_std))
     return torch.stack(means), torch.stack(stds)
+
+
+# Several groups in one run (`amari.train.together`) -------------------------------------------------
+
+
+def prepare_runs(groups: list[Group], log: Log, start_over: bool = False) -> tuple[list[Run] | None, object]:
+    """Every group's `Run` over one frozen model, and the optimizer that holds every group's parameter
+    group; (None, None) when the run has several processes. `start_over`: see `amari.train.loop.train`."""
+    from amari.models.families.registry import guess, native_size
+
+    # 1. Inputs, checked before the model loads: each group's images and earlier run, the references.
+    first = groups[0].config
+    accelerator = _accelerator(first)
+    if accelerator.num_processes > 1:
+        return None, None
+    family = guess(first.model)
+    resolution = first.resolution or native_size(first.model)
+    loaded = []
+    for group in groups:
+        names, images = load_training_images(group.layout.data, resolution, group.config.center_crop)
+        image_names = [path.name for path in names]
+        changed = check_previous_run(group.config, group.layout, image_names, 1, start_over)
+        if changed is not None:
+            log(f"{group.name}: {group.layout.out} holds a run with other settings ({changed}): training starts over")
+            clear_run(group.layout)
+        loaded.append((image_names, images))
+    references: dict = {}
+    for group in groups:
+        folder = group.config.reference_group
+        if folder not in references:
+            references[folder] = _reference_group(group.config, accelerator)
+    torch.manual_seed(first.seed)  # nothing should draw from it; this keeps any stray draw repeatable
+
+    # 2. The frozen model once, and one placeholder per group under the same token ids (in the family's one
+    #    text encoder that learns the token: `amari.train.groups.apart_because` sends the others apart).
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    learns = [slot.encoder for slot in family.text_encoders if slot.learns_token]
+    components = load_components(first.model, first.model_config, weight_dtype, log, frozenset(learns), first.vae)
+    freeze(components, accelerator.device)
+    if _gradient_checkpointing(first, accelerator, sum(group.config.batch_size for group in groups), resolution):
+        components.denoiser.enable_gradient_checkpointing()
+    slot, tokenizer, encoder = next(found for found in components.encoders() if found[0].learns_token)
+    token = training_token(first.token, tokenizer.get_vocab())
+    vectors = init_vectors(tokenizer, encoder.get_input_embeddings().weight, first.init_word, first.num_vectors)
+    ids = add_placeholder(tokenizer, token, first.num_vectors)
+    table = encoder.get_input_embeddings()
+    members = [PlaceholderEmbedding(table, ids, vectors.to(table.weight.device)) for _ in groups]
+    grouped = GroupedPlaceholders(members)
+    encoder.set_input_embeddings(grouped)
+    templates = first.templates or OBJECT_TEMPLATES
+    words = vector_tokens(token, first.num_vectors)
+    prompt_ids = [
+        _tokenize_templates(tok, family.max_tokens(each, tok, enc), templates, words)
+        for each, tok, enc in components.encoders()
+    ]
+
+    # 3. Each group's latents; one AdamW with a parameter group per group.
+    rates = [learning_rate(group.config, 1) for group in groups]
+    optimizer = accelerator.prepare(
+        make_optimizer([(g.config, lr, [m.vectors]) for g, lr, m in zip(groups, rates, members)])
+    )
+    shared = dict(
+        accelerator=accelerator,
+        components=components,
+        trainables={slot.encoder: grouped},
+        token=token,
+        prompt_ids=prompt_ids,
+        weight_dtype=weight_dtype,
+        denoiser=components.denoiser,
+        text_encoders=list(components.text_encoders),
+        resolution=resolution,
+    )
+    runs, scoring = [], None
+    for index, (group, (image_names, images), member) in enumerate(zip(groups, loaded, members)):
+        say = named_log(log, group.name)
+        reference, face_encoder = references[group.config.reference_group]
+        scoring = Scoring(face_encoder, reference, sharing=scoring)
+        mean, std = encode_images(components.vae, images, accelerator.device)
+        described = _describe(
+            group.config, family, None, token, len(images), len(templates), [rates[index]], accelerator, resolution
+        )
+        say(f"{described}; trained with {len(groups) - 1} other group{'s' * (len(groups) > 2)} in one batch")
+        own = dict(config=group.config, layout=group.layout, latent_mean=mean, latent_std=std)
+        runs.append(
+            Run(
+                **shared,
+                **own,
+                placeholders={slot.encoder: member},
+                optimizer=GroupOptimizer(optimizer.optimizer, index),
+                image_names=image_names,
+                lr=rates[index],
+                lrs=(rates[index],),
+                reference=reference,
+                face_encoder=face_encoder,
+                log=say,
+                scoring=scoring,
+            )
+        )
+    return runs, optimizer

@@ -99,3 +99,40 @@ def splice(text_encoder, placeholder_ids: list[int], vectors: torch.Tensor) -> P
     module = PlaceholderEmbedding(table, placeholder_ids, vectors.to(table.weight.device))
     text_encoder.set_input_embeddings(module)
     return module
+
+
+class GroupedPlaceholders(nn.Module):
+    """Several groups' placeholders in one token table, all under the same token ids: row r of a batch
+    takes the placeholder's vectors from group `rows[r]`, every other token from the frozen table.
+
+    Each group keeps its own `PlaceholderEmbedding` (its `vectors` are what its optimizer state, its
+    checkpoints and its samples use); this module only routes each row to its group's, so a row's
+    output and the gradient its group gets are what the group's own module would give it.
+    """
+
+    def __init__(self, members: list[PlaceholderEmbedding]):
+        super().__init__()
+        first = members[0]
+        if any(m.placeholder_ids != first.placeholder_ids or m.table is not first.table for m in members):
+            raise ValueError("grouped placeholders must share the token table and the token ids")
+        self.members = nn.ModuleList(members)
+        self.table, self.first_id, self.placeholder_ids = first.table, first.first_id, first.placeholder_ids
+        self.rows: torch.Tensor | None = None  # the group of each batch row, set before each forward pass
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.table.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.rows is None or len(self.rows) != len(input_ids):
+            raise RuntimeError("say which group each of the batch's rows belongs to (`rows`) before encoding")
+        slot = input_ids - self.first_id
+        is_placeholder = (slot >= 0) & (slot < len(self.placeholder_ids))
+        frozen = self.table(torch.where(is_placeholder, 0, input_ids))
+        # Only the groups in the batch take part: a group left out gets no gradient, not a zero one (which
+        # AdamW would still step with).
+        present = torch.unique(self.rows)
+        vectors = torch.stack([self.members[int(i)].vectors for i in present]).to(frozen.dtype)  # [groups, n, width]
+        rows = torch.searchsorted(present, self.rows).to(input_ids.device)[:, None].expand_as(input_ids)
+        learned = vectors[rows, torch.where(is_placeholder, slot, 0)]
+        return torch.where(is_placeholder.unsqueeze(-1), learned, frozen)

@@ -45,11 +45,29 @@ def reference_group(folder: Path, encoder) -> FaceGroup:
     return FaceGroup.from_folder(folder, encoder, what="reference group")
 
 
-def score_samples(samples: list[Sample], encoder, reference: FaceGroup) -> Validation:
-    """Sim-score of each sample's largest face against the reference group."""
+def reference_encoder(folder: Path):
+    """The face encoder of the reference group and the samples. A miner's sim-group is read with the
+    faces the miner found, from its workspace's database (read-only), so dlib does not run on the group
+    again; everything is cached in amari's descriptor cache besides."""
+    from amari.faces.embeddings import EmbeddingCache, FaceEncoder, LayeredCache
+    from amari.storage.layout import WorkspaceLayout
+
+    own = EmbeddingCache()
+    workspace = WorkspaceLayout(Path(folder).resolve().parent)
+    if Path(folder).resolve() == workspace.sim_group and workspace.database.is_file():
+        mined = EmbeddingCache.read_only(workspace.database)
+        if mined is not None:
+            return FaceEncoder(cache=LayeredCache(own, mined))
+    return FaceEncoder(cache=own)
+
+
+def score_samples(samples: list[Sample], encoder, reference: FaceGroup, found: dict | None = None) -> Validation:
+    """Sim-score of each sample's largest face against the reference group; `found`: the samples' faces
+    when they were found elsewhere (`FaceEncoder.remember`), else the encoder finds them."""
+    found = found if found is not None else encoder.faces_many([sample.path for sample in samples])
     per_image, scores = [], []
     for sample in samples:
-        score = reference.score_file(sample.path, encoder).score
+        score = reference.score_found(sample.path, found[Path(sample.path)]).score
         if score is not None:
             scores.append(score)
         per_image.append({"file": sample.path.name, "prompt": sample.prompt, "seed": sample.seed, "sim_score": score})
@@ -71,6 +89,16 @@ def sample_pipeline(components):
     return components.family.sample_pipeline(components.pipe, components.sample_scheduler)
 
 
+def planned_samples(folder: Path, config, token: str) -> list[Sample]:
+    """The sample images of a checkpoint, one per sample prompt and seed, in `folder`; `{}` in a prompt
+    becomes the placeholder token (a LoRA run's trigger words)."""
+    return [
+        Sample(Path(folder) / f"p{p}-seed{seed}.png", template.replace("{}", token), seed)
+        for p, template in enumerate(config.sample_prompts)
+        for seed in config.sample_seeds
+    ]
+
+
 def generate_samples(
     pipe,
     folder: Path,
@@ -82,8 +110,8 @@ def generate_samples(
     family=None,
     size: int | None = None,
 ) -> list[Sample]:
-    """One PNG per sample prompt and seed of `config`; `{}` in a prompt becomes the placeholder token (a LoRA
-    run's trigger words).
+    """One PNG per sample prompt and seed of `config`, all made in one call of the pipeline (each from its
+    own seeded generator, so an image is the one a call for it alone makes).
 
     `files` holds what the image records about the checkpoint's embedding and LoRA
     (`amari.provenance.names`: its A1111 and kohya files), so that the infotext names them as A1111, ComfyUI
@@ -102,38 +130,34 @@ def generate_samples(
     sampler = family.defaults.sample_sampler
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    samples = []
-    for p, template in enumerate(config.sample_prompts):
-        prompt = template.replace("{}", token)
-        for seed in config.sample_seeds:
-            # A CPU generator gives the same starting noise on every device.
-            generator = torch.Generator("cpu").manual_seed(seed)
-            with torch.no_grad():
-                image = pipe(
-                    prompt,
-                    num_inference_steps=steps,
-                    guidance_scale=guidance,
-                    height=size,
-                    width=size,
-                    generator=generator,
-                    **family.call_kwargs("", 1, sampler, 0.0),
-                ).images[0]
-            path = folder / f"p{p}-seed{seed}.png"
-            params = {
-                "prompt": prompt,
-                "seed": seed,
-                "steps": steps,
-                "sampler": sampler,
-                "cfg_scale": guidance,
-                "width": size,
-                "height": size,
-                "model": model.name,
-                "model_hash": model.model_hash,
-                "model_base": family.base,
-                "family": family.name,
-                **files,
-                "step": step,
-            }
-            save_png(image, path, params)
-            samples.append(Sample(path=path, prompt=prompt, seed=seed))
+    samples = planned_samples(folder, config, token)
+    # CPU generators give the same starting noise on every device.
+    generators = [torch.Generator("cpu").manual_seed(sample.seed) for sample in samples]
+    with torch.no_grad():
+        images = pipe(
+            [sample.prompt for sample in samples],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=size,
+            width=size,
+            generator=generators,
+            **family.call_kwargs("", len(samples), sampler, 0.0),
+        ).images
+    for sample, image in zip(samples, images):
+        params = {
+            "prompt": sample.prompt,
+            "seed": sample.seed,
+            "steps": steps,
+            "sampler": sampler,
+            "cfg_scale": guidance,
+            "width": size,
+            "height": size,
+            "model": model.name,
+            "model_hash": model.model_hash,
+            "model_base": family.base,
+            "family": family.name,
+            **files,
+            "step": step,
+        }
+        save_png(image, sample.path, params)
     return samples
