@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from amari.study.demo import SAMPLE_FACES
+
+# A shell that starts pytest in the background ignores SIGINT for it, and its children would inherit
+# that: the tests that stop a miner with SIGINT (as Ctrl-C does) need them to hear it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
