@@ -9,7 +9,7 @@ import numpy as np
 
 from amari.testing import edits
 
-# The checks: the watermark alone, no registry, marked and clean halves.
+# The required checks: the watermark alone, no registry, marked and clean halves.
 GEOMETRY = {
     "none": lambda rgb: rgb,
     "mirror+jpeg75": lambda rgb: edits.jpeg(edits.mirror(rgb), 75),
@@ -62,7 +62,7 @@ def print_attack_table(tables: dict[str, dict]) -> None:
     print(f"{'':<40}" + "| found     z min  | clean read as marked " * len(tables))
     for edit in next(iter(tables.values())):
         if edit == next(iter(MORE_GEOMETRY)):
-            print("-- beyond the issue's list " + "-" * 80)
+            print("-- beyond the standard edits " + "-" * 80)
         cells = []
         for table in tables.values():
             found, false = table.get(edit, ([], []))

@@ -133,7 +133,7 @@ ATTACKS = {
     "resize0.5+jpeg75": lambda data: _jpeg(_resize(_decode(data), 0.5), 75),
     "resize0.8+jpeg85": lambda data: _jpeg(_resize(_decode(data), 0.8), 85),
 }
-# Beyond the list, to show the edges honestly.
+# Beyond the standard edits, to show the edges honestly.
 EXTRA_ATTACKS = {
     "crop10 off-centre": lambda data: _png(_crop(_decode(data), 0.07, 0.03, 0.03, 0.07)),
     "crop to 4:5+0.75+jpeg75": lambda data: _jpeg(_resize(_crop(_decode(data), 0.1, 0, 0.1, 0), 0.75), 75),
@@ -200,7 +200,7 @@ def run_size(side: int, work: Path, attacks: dict) -> dict:
                 found = _check(verifier, folder / "edited.bin", edit(path.read_bytes()), path.absolute())
                 for mark in MARKS:
                     detected[attack][mark] += found[mark]
-                if attack in ATTACKS and found["z"] is not None:  # the margins of the edits
+                if attack in ATTACKS and found["z"] is not None:  # the margins of the standard edits
                     z_marked.append(found["z"])
                 if attack in ATTACKS and found["fingerprint"]:
                     copy_distances.append(found["distance"])
@@ -296,7 +296,7 @@ def report(results: dict, attacks: dict, c2pa: bool) -> None:
     print(f"{'':<26}" + ("| " + "".join(f"{size:>6} " for size in sizes).ljust(width)) * len(MARKS))
     for attack in attacks:
         if attack == next(iter(EXTRA_ATTACKS)):
-            print("-- beyond the issue's list " + "-" * (width * 4 + 7))
+            print("-- beyond the standard edits " + "-" * (width * 4 + 7))
         cells = []
         for mark in MARKS:
             values = [
@@ -320,7 +320,7 @@ def report(results: dict, attacks: dict, c2pa: bool) -> None:
     for size in sizes:
         row = results[size]
         print(
-            f"  {size}, the issue's edits: watermark z marked min {min(row['z_marked']):.1f} "
+            f"  {size}, the standard edits: watermark z marked min {min(row['z_marked']):.1f} "
             f"(threshold {TILE_THRESHOLD}), "
             f"unmarked max {max(row['z_unmarked']):.1f}; fingerprint distance of copies max "
             f"{max(row['copy_distances'])} (threshold {MATCH_DISTANCE}), unmarked to others min "
@@ -439,7 +439,7 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=20, help="marked face photos, and as many clean (default 20)")
     parser.add_argument("--candidates", action="store_true", help="also measure dwtDctSvd and RivaGAN at 512²")
     parser.add_argument("--more", action="store_true", help="also harder edits beyond the checks")
-    parser.add_argument("--no-extra", action="store_true", help="every mark: only the first round's edits")
+    parser.add_argument("--no-extra", action="store_true", help="every mark: only the standard edits")
     args = parser.parse_args()
     if args.photos <= _watermark.OTHERS:
         parser.error(f"--photos must be more than {_watermark.OTHERS} (the averaging attack uses 10 others)")

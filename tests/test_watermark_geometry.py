@@ -2,7 +2,7 @@
 edits and screenshots, and averaging other marked images neither removes it nor forges it.
 
 The full table (every edit on dozens of photos, marked and clean) is `bench/provenance.py`; here each
-rule is checked on a few real photos, with the issue's thresholds where a few photos can carry them."""
+rule is checked on a few real photos, with the required thresholds where a few photos can carry them."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_leaves_every_face_alone(photos):
             top, right, bottom, left = face.box
             assert np.array_equal(original[top:bottom, left:right], written[top:bottom, left:right])
             shifts.append(float(np.linalg.norm(face.descriptor - again.descriptor)))
-    # The issue's bound is a mean of 0.05 and a maximum of 0.10; the faces' pixels are kept exactly, so
+    # The bound is a mean of 0.05 and a maximum of 0.10; the faces' pixels are kept exactly, so
     # what is left is a landmark moving by a pixel now and then.
     assert np.mean(shifts) <= 0.05 and max(shifts) <= 0.10, shifts
 
